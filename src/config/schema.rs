@@ -1,0 +1,440 @@
+//! The configuration's shape: one struct per TOML section, every field with its default.
+//!
+//! The defaults here and the values written in `config/turnpike.toml` must agree; a unit test
+//! in `config::tests` holds them together. Every struct rejects unknown keys, so a typo is an
+//! error with a line and column instead of a silently ignored option.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::proto::policy::Cidr;
+
+/// The whole configuration of a turnpike server.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The REALM clients authenticate in (long-term credentials, RFC 8489 §9.2).
+    pub realm: String,
+    /// The sockets clients reach the server on.
+    pub listen: Vec<Listen>,
+    /// Where relayed addresses are allocated.
+    pub relay: RelayConfig,
+    /// How clients authenticate.
+    pub auth: AuthConfig,
+    /// Which peer addresses clients may relay to.
+    pub peers: PeersConfig,
+    /// Quotas and protocol limits.
+    pub limits: LimitsConfig,
+    /// Process-level tuning.
+    pub server: ServerConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            realm: "turnpike".to_owned(),
+            listen: default_listeners(),
+            relay: RelayConfig::default(),
+            auth: AuthConfig::default(),
+            peers: PeersConfig::default(),
+            limits: LimitsConfig::default(),
+            server: ServerConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// The listeners used when the configuration names none: UDP 3478 on every IPv4 and IPv6
+/// address.
+pub fn default_listeners() -> Vec<Listen> {
+    vec![
+        Listen {
+            transport: ListenTransport::Udp,
+            address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 3478),
+        },
+        Listen {
+            transport: ListenTransport::Udp,
+            address: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 3478),
+        },
+    ]
+}
+
+/// One socket clients reach the server on (a `[[listen]]` entry).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// The transport; `udp` when omitted.
+    #[serde(default)]
+    pub transport: ListenTransport,
+    /// The local address and port, such as `0.0.0.0:3478` or `[::]:3478`. Required.
+    pub address: SocketAddr,
+}
+
+/// The transport of a listener.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenTransport {
+    /// STUN/TURN over UDP.
+    #[default]
+    Udp,
+    /// STUN/TURN over TCP.
+    Tcp,
+    /// STUN/TURN over TLS (`turns:`).
+    Tls,
+}
+
+impl ListenTransport {
+    /// The name used in the configuration file: `udp`, `tcp` or `tls`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenTransport::Udp => "udp",
+            ListenTransport::Tcp => "tcp",
+            ListenTransport::Tls => "tls",
+        }
+    }
+}
+
+impl fmt::Display for ListenTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `[relay]` section: the addresses and ports relayed transport addresses are taken from.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// The IPv4 address relay sockets bind to.
+    pub bind_ip: IpAddr,
+    /// The IPv6 address relay sockets bind to; `None` (written `"none"`) refuses IPv6
+    /// allocations.
+    #[serde(deserialize_with = "deserialize_optional_ip")]
+    pub bind_ipv6: Option<IpAddr>,
+    /// The public IPv4 address clients and peers see, when the server is behind 1:1 NAT.
+    /// Reported in XOR-RELAYED-ADDRESS instead of the bound address.
+    pub external_ip: Option<IpAddr>,
+    /// The public IPv6 address, when it differs from the bound one.
+    pub external_ipv6: Option<IpAddr>,
+    /// The UDP port range relay sockets are bound in.
+    pub ports: PortRange,
+}
+
+impl Default for RelayConfig {
+    fn default() -> RelayConfig {
+        RelayConfig {
+            bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            bind_ipv6: Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            external_ip: None,
+            external_ipv6: None,
+            ports: PortRange::default(),
+        }
+    }
+}
+
+/// Reads `bind_ipv6`: an address, or `"none"` (or `false`) for no IPv6 relays.
+fn deserialize_optional_ip<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<IpAddr>, D::Error> {
+    struct OptionalIp;
+
+    impl serde::de::Visitor<'_> for OptionalIp {
+        type Value = Option<IpAddr>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an IP address, or \"none\" to disable IPv6 relays")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Option<IpAddr>, E> {
+            if value.eq_ignore_ascii_case("none") {
+                return Ok(None);
+            }
+            value
+                .parse()
+                .map(Some)
+                .map_err(|_| E::custom(format!("`{value}` is not an IP address (or \"none\")")))
+        }
+
+        fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Option<IpAddr>, E> {
+            if value {
+                Err(E::custom("expected an IP address, \"none\" or false"))
+            } else {
+                Ok(None)
+            }
+        }
+    }
+
+    deserializer.deserialize_any(OptionalIp)
+}
+
+/// An inclusive range of ports, written `"49152-65535"` (or a single port, `"50000"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PortRange {
+    /// The first port of the range.
+    pub start: u16,
+    /// The last port of the range (inclusive).
+    pub end: u16,
+}
+
+impl PortRange {
+    /// How many ports the range holds (0 when `start > end`).
+    pub fn port_count(&self) -> u32 {
+        if self.start > self.end {
+            0
+        } else {
+            u32::from(self.end) - u32::from(self.start) + 1
+        }
+    }
+
+    /// True if `port` lies in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        (self.start..=self.end).contains(&port)
+    }
+}
+
+impl Default for PortRange {
+    /// The IANA dynamic range, 49152-65535 (RFC 8656 §7.2 recommends it for relays).
+    fn default() -> PortRange {
+        PortRange {
+            start: 49152,
+            end: 65535,
+        }
+    }
+}
+
+/// Why a string is not a port range.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid port range `{input}`: expected \"FIRST-LAST\" with ports from 1 to 65535, such as \"49152-65535\""
+)]
+pub struct PortRangeError {
+    /// The text that was parsed.
+    pub input: String,
+}
+
+impl FromStr for PortRange {
+    type Err = PortRangeError;
+
+    fn from_str(input: &str) -> Result<PortRange, PortRangeError> {
+        let error = || PortRangeError {
+            input: input.to_owned(),
+        };
+        let port = |text: &str| -> Result<u16, PortRangeError> {
+            let text = text.trim();
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(error());
+            }
+            text.parse().map_err(|_| error())
+        };
+        let (start, end) = match input.split_once('-') {
+            Some((start, end)) => (port(start)?, port(end)?),
+            None => {
+                let single = port(input)?;
+                (single, single)
+            }
+        };
+        Ok(PortRange { start, end })
+    }
+}
+
+impl TryFrom<String> for PortRange {
+    type Error = PortRangeError;
+
+    fn try_from(value: String) -> Result<PortRange, PortRangeError> {
+        value.parse()
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+/// The `[auth]` section. Its `Debug` output never shows a secret or a password.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Shared secrets for REST credentials (`expiry:user` usernames, HMAC-SHA1 passwords).
+    /// Any of them validates, so a secret is rotated by adding the new one first and removing
+    /// the old one after the longest credential lifetime. The first one mints credentials.
+    pub secrets: Vec<String>,
+    /// Static long-term users: name -> password.
+    pub users: BTreeMap<String, String>,
+    /// How long a NONCE stays valid, in seconds, before a client must retry with a fresh one.
+    pub nonce_lifetime_secs: u64,
+}
+
+impl AuthConfig {
+    /// True when at least one REST secret or static user is configured, so a client can
+    /// authenticate at all.
+    pub fn has_credentials(&self) -> bool {
+        !self.secrets.is_empty() || !self.users.is_empty()
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            secrets: Vec::new(),
+            users: BTreeMap::new(),
+            nonce_lifetime_secs: 600,
+        }
+    }
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// Prints a list of `<redacted>` as long as the list of secrets.
+        struct RedactedList(usize);
+        impl fmt::Debug for RedactedList {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_list()
+                    .entries(std::iter::repeat_n(Redacted, self.0))
+                    .finish()
+            }
+        }
+        /// Prints user names with `<redacted>` passwords.
+        struct RedactedUsers<'a>(&'a BTreeMap<String, String>);
+        impl fmt::Debug for RedactedUsers<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_map()
+                    .entries(self.0.keys().map(|name| (name, Redacted)))
+                    .finish()
+            }
+        }
+        f.debug_struct("AuthConfig")
+            .field("secrets", &RedactedList(self.secrets.len()))
+            .field("users", &RedactedUsers(&self.users))
+            .field("nonce_lifetime_secs", &self.nonce_lifetime_secs)
+            .finish()
+    }
+}
+
+/// Stands in for a secret in `Debug` output.
+#[derive(Clone, Copy)]
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// The `[peers]` section: the operator's additions to the peer policy
+/// (see [`crate::proto::policy`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeersConfig {
+    /// Blocks clients may always relay to, even inside the built-in denied ranges.
+    pub allow: Vec<Cidr>,
+    /// Blocks clients may never relay to (besides the built-in denied ranges), unless allowed.
+    pub deny: Vec<Cidr>,
+}
+
+impl PeersConfig {
+    /// The policy these lists describe.
+    pub fn policy(&self) -> crate::proto::policy::PeerPolicy {
+        crate::proto::policy::PeerPolicy::new(self.allow.clone(), self.deny.clone())
+    }
+}
+
+/// The `[limits]` section: quotas and protocol limits.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Allocations one user may hold at once (REST: the part after `expiry:`); 0 = unlimited.
+    pub allocations_per_user: u32,
+    /// Allocations the whole server holds at once.
+    pub allocations_total: u32,
+    /// Per-allocation cap in bytes per second, each direction; 0 = unlimited.
+    pub bandwidth_bps: u64,
+    /// The longest LIFETIME granted to an Allocate or Refresh, in seconds.
+    pub max_allocation_lifetime_secs: u32,
+    /// The LIFETIME granted when a client asks for none, in seconds.
+    pub default_allocation_lifetime_secs: u32,
+    /// Permissions (peer IP addresses) one allocation may hold.
+    pub permissions_per_allocation: u32,
+    /// Channels one allocation may bind.
+    pub channels_per_allocation: u32,
+    /// Error answers (401/400) to unauthenticated requests per source IP per second;
+    /// 0 disables the limit.
+    pub unauthenticated_rate: u32,
+    /// How many source addresses the unauthenticated-answer limiter tracks.
+    pub rate_limit_table_size: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            allocations_per_user: 10,
+            allocations_total: 100_000,
+            bandwidth_bps: 0,
+            max_allocation_lifetime_secs: 3600,
+            default_allocation_lifetime_secs: 600,
+            permissions_per_allocation: 64,
+            channels_per_allocation: 64,
+            unauthenticated_rate: 20,
+            rate_limit_table_size: 65_536,
+        }
+    }
+}
+
+/// The `[server]` section: process-level tuning.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// UDP worker threads; 0 = one per CPU core.
+    pub workers: usize,
+    /// SO_RCVBUF and SO_SNDBUF asked for on every socket, in bytes.
+    pub socket_buffer_bytes: usize,
+    /// The SOFTWARE attribute on answers to authenticated requests; `None` sends none.
+    pub software: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            workers: 0,
+            socket_buffer_bytes: 4 * 1024 * 1024,
+            software: None,
+        }
+    }
+}
+
+/// The `[log]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing_subscriber::EnvFilter` directive, such as `info` or `info,turnpike=debug`.
+    /// `RUST_LOG`, when set, takes precedence.
+    pub level: String,
+    /// The line format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}

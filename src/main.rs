@@ -1,0 +1,312 @@
+//! The `turnpike` command: run the server, check a configuration, mint credentials.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use clap::{Parser, Subcommand};
+use rand::RngCore as _;
+use serde::Serialize;
+use turnpike::config::{Config, LogConfig, LogFormat};
+use turnpike::proto::credentials;
+
+/// A self-hosted STUN/TURN relay (RFC 8489, RFC 8656) with REST credentials, safe by default.
+#[derive(Debug, Parser)]
+#[command(name = "turnpike", version, arg_required_else_help = true)]
+#[command(
+    after_help = "Run `turnpike serve` to start with the built-in configuration (UDP 3478, \
+private peers denied); see `turnpike help <COMMAND>` for each command."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the STUN/TURN server until SIGTERM or SIGINT (SIGHUP reloads the configuration).
+    ///
+    /// Without --config (or TURNPIKE_CONFIG) the server runs with the configuration built into
+    /// the binary, the one documented in config/turnpike.toml: UDP on 0.0.0.0:3478 and
+    /// [::]:3478, private and loopback peers denied. When neither auth.secrets nor auth.users
+    /// is configured, a random REST secret is generated for this run and logged once, with a
+    /// warning. Logs go to standard error; RUST_LOG overrides [log] level.
+    Serve {
+        /// The configuration file (TOML). Default: the built-in configuration.
+        #[arg(short, long, value_name = "FILE", env = "TURNPIKE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+
+    /// Check a configuration file and exit: prints "FILE: ok", or the first problem with its
+    /// line and column (or key) and exits with status 1.
+    CheckConfig {
+        /// The configuration file (TOML) to check.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+
+    /// Mint a time-limited REST credential and print it as JSON.
+    ///
+    /// Prints {"username", "password", "ttl", "uris"}: username is "EXPIRY:USER", password is
+    /// base64(HMAC-SHA1(secret, username)), ttl is the lifetime in seconds, and uris lists the
+    /// turn:/turns:/stun: URIs of the configured listeners. The host in the URIs is
+    /// relay.external_ip (relay.external_ipv6 for IPv6 listeners), else the listener's address,
+    /// else 127.0.0.1. The credential is signed with --secret, or else with the first entry of
+    /// auth.secrets in the configuration.
+    Credentials {
+        /// The user the credential is for; per-user quotas count it.
+        #[arg(short, long, value_name = "USER")]
+        user: String,
+
+        /// How long the credential is valid: seconds ("90", "90s") or minutes, hours or days
+        /// ("15m", "24h", "7d").
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_ttl)]
+        ttl: u64,
+
+        /// The configuration file whose secret, listeners and external address are used.
+        /// Default: the built-in configuration.
+        #[arg(short, long, value_name = "FILE", env = "TURNPIKE_CONFIG")]
+        config: Option<PathBuf>,
+
+        /// The REST secret to sign with, instead of the first of auth.secrets. Prefer the
+        /// environment variable: command lines are visible to other users of the machine.
+        #[arg(
+            long,
+            value_name = "SECRET",
+            env = "TURNPIKE_SECRET",
+            hide_env_values = true
+        )]
+        secret: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Serve { config } => serve(config.as_deref()),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Credentials {
+            user,
+            ttl,
+            config,
+            secret,
+        } => print_credentials(&user, ttl, config.as_deref(), secret),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the configuration file, or the built-in one when there is none.
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Config::load(path).context("cannot load the configuration"),
+        None => Ok(Config::embedded_default()),
+    }
+}
+
+fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
+    let mut config = load_config(config_path)?;
+    init_logging(&config.log)?;
+    match config_path {
+        Some(path) => tracing::info!(path = %path.display(), "configuration loaded"),
+        None => tracing::info!("no --config given: running with the built-in configuration"),
+    }
+    if !config.auth.has_credentials() {
+        let secret = generate_secret();
+        // Logging this secret is deliberate and happens once: without it nobody could mint
+        // credentials for a server started with no configuration.
+        tracing::warn!(
+            "no auth.secrets or auth.users configured: generated the REST secret {secret} for this \
+             run only. Mint credentials with `turnpike credentials --user NAME --secret {secret}`; \
+             set auth.secrets in a configuration file to keep a secret across restarts"
+        );
+        config.auth.secrets.push(secret);
+    }
+    turnpike::service::run(config)
+}
+
+/// Sets up the global tracing subscriber: RUST_LOG when set, else `[log] level`.
+fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+
+    let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::builder()
+            .parse(&directives)
+            .with_context(|| format!("RUST_LOG={directives:?} is not a valid log filter"))?,
+        _ => EnvFilter::builder()
+            .parse(&log.level)
+            .with_context(|| format!("log.level = {:?} is not a valid log filter", log.level))?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|error| anyhow::anyhow!("cannot set up logging: {error}"))
+}
+
+/// A new random REST secret: 32 bytes, base64url without padding (43 characters).
+fn generate_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn check_config(file: &Path) -> anyhow::Result<()> {
+    Config::load(file)?;
+    println!("{}: ok", file.display());
+    Ok(())
+}
+
+/// What `turnpike credentials` prints.
+#[derive(Debug, Serialize)]
+struct CredentialOutput {
+    username: String,
+    password: String,
+    /// Seconds the credential stays valid.
+    ttl: u64,
+    uris: Vec<String>,
+}
+
+fn print_credentials(
+    user: &str,
+    ttl_secs: u64,
+    config_path: Option<&Path>,
+    secret: Option<String>,
+) -> anyhow::Result<()> {
+    if user.is_empty() {
+        bail!("--user must not be empty");
+    }
+    let config = load_config(config_path)?;
+    let secret = match secret.or_else(|| config.auth.secrets.first().cloned()) {
+        Some(secret) if !secret.is_empty() => secret,
+        Some(_) => bail!("--secret must not be empty"),
+        None => bail!(
+            "no REST secret to sign with: configure auth.secrets in the configuration file \
+             (--config FILE) or pass --secret (or set TURNPIKE_SECRET)"
+        ),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the system clock is set before 1970")?
+        .as_secs();
+    let credential = credentials::mint(secret.as_bytes(), user, now, ttl_secs);
+    let output = CredentialOutput {
+        username: credential.username,
+        password: credential.password,
+        ttl: ttl_secs,
+        uris: turnpike::config::client_uris(&config),
+    };
+    let json = serde_json::to_string_pretty(&output).context("cannot encode the credential")?;
+    println!("{json}");
+    Ok(())
+}
+
+/// Parses a credential lifetime: `90`, `90s`, `15m`, `24h` or `7d`, into seconds (at least 1).
+fn parse_ttl(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit_secs) = match text.char_indices().last() {
+        Some((index, 's')) => (&text[..index], 1),
+        Some((index, 'm')) => (&text[..index], 60),
+        Some((index, 'h')) => (&text[..index], 3600),
+        Some((index, 'd')) => (&text[..index], 86_400),
+        _ => (text, 1),
+    };
+    let usage = || {
+        format!(
+            "`{text}` is not a duration: use seconds (90, 90s), minutes (15m), hours (24h) or days (7d)"
+        )
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(usage());
+    }
+    let count: u64 = digits.parse().map_err(|_| usage())?;
+    let secs = count
+        .checked_mul(unit_secs)
+        .ok_or_else(|| format!("`{text}` is too long"))?;
+    if secs == 0 {
+        return Err("the lifetime must be at least one second".to_owned());
+    }
+    Ok(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ttls_parse() {
+        assert_eq!(parse_ttl("90"), Ok(90));
+        assert_eq!(parse_ttl("90s"), Ok(90));
+        assert_eq!(parse_ttl("15m"), Ok(900));
+        assert_eq!(parse_ttl("24h"), Ok(86_400));
+        assert_eq!(parse_ttl("7d"), Ok(604_800));
+        for bad in [
+            "",
+            "s",
+            "0",
+            "0h",
+            "-5",
+            "1.5h",
+            "5w",
+            "h5",
+            "1 h",
+            "99999999999999999999",
+            "é",
+        ] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+        assert!(parse_ttl("18446744073709551615d").is_err());
+    }
+
+    #[test]
+    fn arguments_parse() {
+        let cli =
+            Cli::try_parse_from(["turnpike", "credentials", "--user", "alice", "--ttl", "15m"])
+                .unwrap();
+        match cli.command {
+            Command::Credentials { user, ttl, .. } => {
+                assert_eq!(user, "alice");
+                assert_eq!(ttl, 900);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["turnpike", "credentials", "-u", "bob"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Credentials { ttl: 86_400, .. }
+        ));
+        let cli = Cli::try_parse_from(["turnpike", "check-config", "x.toml"]).unwrap();
+        assert!(matches!(cli.command, Command::CheckConfig { .. }));
+        assert!(
+            Cli::try_parse_from(["turnpike", "credentials"]).is_err(),
+            "--user is required"
+        );
+        assert!(
+            Cli::try_parse_from(["turnpike", "check-config"]).is_err(),
+            "FILE is required"
+        );
+    }
+
+    #[test]
+    fn generated_secrets_are_long_and_distinct() {
+        let first = generate_secret();
+        assert_eq!(first.len(), 43);
+        assert_ne!(first, generate_secret());
+    }
+}

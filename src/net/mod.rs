@@ -1,0 +1,1 @@
+//! The I/O layer: sockets and worker threads that feed the sans-IO core.

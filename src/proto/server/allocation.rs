@@ -1,0 +1,175 @@
+//! One TURN allocation: its relayed addresses, permissions, channels, lifetime, bandwidth
+//! bucket, and the answers it recently sent (for retransmitted requests).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::{FiveTuple, RelayId};
+use crate::proto::ratelimit::TokenBucket;
+use crate::proto::stun::Integrity;
+
+/// Permission lifetime (RFC 8656 §9).
+pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
+/// Channel binding lifetime (RFC 8656 §12).
+pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+/// After a channel expires, neither its number nor its peer may be bound to anything else for
+/// this long (RFC 8656 §12).
+pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
+/// How many recent answers an allocation keeps for retransmitted requests.
+const RECENT_ANSWERS: usize = 4;
+
+/// A relayed transport address of an allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Relay {
+    /// The I/O layer's handle for the relay socket.
+    pub id: RelayId,
+    /// The address advertised to the client (XOR-RELAYED-ADDRESS).
+    pub addr: SocketAddr,
+}
+
+/// A channel binding. Kept through its cooldown after expiry.
+#[derive(Clone, Copy, Debug)]
+pub struct Channel {
+    /// Channel number, 0x4000-0x4FFF.
+    pub number: u16,
+    /// The peer it is bound to.
+    pub peer: SocketAddr,
+    /// When the binding expires unless refreshed.
+    pub expires: Instant,
+}
+
+/// A TURN allocation.
+#[derive(Debug)]
+pub struct Allocation {
+    /// The client's 5-tuple.
+    pub five_tuple: FiveTuple,
+    /// The username that created it; later requests must use the same (441).
+    pub username: String,
+    /// The quota key (user part of a REST username, or the static user name).
+    pub quota_user: String,
+    /// The long-term key, to sign answers.
+    pub key: [u8; 16],
+    /// Relayed addresses: index 0 IPv4, index 1 IPv6.
+    pub relays: [Option<Relay>; 2],
+    /// When the allocation expires unless refreshed.
+    pub expires: Instant,
+    /// When it was created (for the lifetime histogram).
+    pub created: Instant,
+    /// Permissions by peer IP, with their expiry.
+    pub permissions: Vec<(IpAddr, Instant)>,
+    /// Channel bindings (including expired ones in cooldown).
+    pub channels: Vec<Channel>,
+    /// Per-allocation bandwidth cap, when configured.
+    pub bandwidth: Option<TokenBucket>,
+    recent: [([u8; 12], Vec<u8>); RECENT_ANSWERS],
+    recent_next: usize,
+    /// Bytes and packets relayed client → peer.
+    pub to_peer: (u64, u64),
+    /// Bytes and packets relayed peer → client.
+    pub to_client: (u64, u64),
+    /// The integrity algorithm the client used last.
+    pub integrity: Integrity,
+}
+
+impl Allocation {
+    /// A new allocation.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        five_tuple: FiveTuple,
+        username: String,
+        quota_user: String,
+        key: [u8; 16],
+        relays: [Option<Relay>; 2],
+        now: Instant,
+        lifetime: Duration,
+        bandwidth: Option<TokenBucket>,
+        integrity: Integrity,
+    ) -> Self {
+        Allocation {
+            five_tuple,
+            username,
+            quota_user,
+            key,
+            relays,
+            expires: now + lifetime,
+            created: now,
+            permissions: Vec::new(),
+            channels: Vec::new(),
+            bandwidth,
+            recent: Default::default(),
+            recent_next: 0,
+            to_peer: (0, 0),
+            to_client: (0, 0),
+            integrity,
+        }
+    }
+
+    /// The relay for a peer's address family, if the allocation has one.
+    pub fn relay_for(&self, peer: SocketAddr) -> Option<Relay> {
+        self.relays[family_index(peer.ip())]
+    }
+
+    /// True when a live permission covers `ip` (ports do not matter, RFC 8656 §9).
+    pub fn permits(&self, ip: IpAddr, now: Instant) -> bool {
+        self.permissions.iter().any(|(p, exp)| *p == ip && *exp > now)
+    }
+
+    /// Installs or refreshes a permission; false when the table is full.
+    pub fn add_permission(&mut self, ip: IpAddr, now: Instant, max: usize) -> bool {
+        if let Some(p) = self.permissions.iter_mut().find(|(p, _)| *p == ip) {
+            p.1 = now + PERMISSION_LIFETIME;
+            return true;
+        }
+        self.permissions.retain(|(_, exp)| *exp > now);
+        if self.permissions.len() >= max {
+            return false;
+        }
+        self.permissions.push((ip, now + PERMISSION_LIFETIME));
+        true
+    }
+
+    /// The live channel with `number`.
+    pub fn channel(&self, number: u16, now: Instant) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.number == number && c.expires > now)
+    }
+
+    /// The live channel bound to `peer`.
+    pub fn channel_to(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
+        self.channels
+            .iter()
+            .find(|c| c.peer == peer && c.expires > now)
+            .map(|c| c.number)
+    }
+
+    /// Remembers the answer to transaction `tid`.
+    pub fn remember(&mut self, tid: [u8; 12], answer: &[u8]) {
+        let slot = &mut self.recent[self.recent_next];
+        slot.0 = tid;
+        slot.1.clear();
+        slot.1.extend_from_slice(answer);
+        self.recent_next = (self.recent_next + 1) % RECENT_ANSWERS;
+    }
+
+    /// The answer already sent to transaction `tid`, if any.
+    pub fn recalled(&self, tid: &[u8; 12]) -> Option<&[u8]> {
+        self.recent
+            .iter()
+            .find(|(t, a)| t == tid && !a.is_empty())
+            .map(|(_, a)| a.as_slice())
+    }
+
+    /// Drops expired permissions and channels whose cooldown is over.
+    pub fn prune(&mut self, now: Instant) {
+        self.permissions.retain(|(_, exp)| *exp > now);
+        self.channels.retain(|c| c.expires + CHANNEL_COOLDOWN > now);
+    }
+}
+
+/// 0 for IPv4 (and IPv4-mapped IPv6), 1 for IPv6.
+pub fn family_index(ip: IpAddr) -> usize {
+    match ip {
+        IpAddr::V4(_) => 0,
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => 0,
+        IpAddr::V6(_) => 1,
+    }
+}

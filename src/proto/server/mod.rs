@@ -1,0 +1,555 @@
+//! The TURN server state machine (RFC 8656 over RFC 8489), sans-IO.
+//!
+//! One [`Server`] is owned by one worker. Input goes in with the current time:
+//! [`Server::handle_client`] for bytes from a client, [`Server::handle_peer`] for bytes a relay
+//! socket received from a peer, [`Server::handle_timeout`] when [`Server::poll_timeout`] is
+//! due. Outputs say what to send where, pointing into the caller's buffers so that relayed
+//! packets are never copied or allocated. Relay sockets are opened and closed through the
+//! [`RelayIo`] trait that the I/O layer implements.
+
+mod allocation;
+mod auth;
+mod quota;
+mod requests;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use allocation::{Allocation, CHANNEL_LIFETIME, PERMISSION_LIFETIME, family_index};
+pub use auth::{AuthFailure, Authenticated, Authenticator, long_term_key};
+pub use quota::{Quota, QuotaError};
+
+use crate::proto::channel;
+use crate::proto::policy::PeerPolicy;
+use crate::proto::ratelimit::SourceLimiter;
+use crate::proto::stun::{self, Class, Message, attr, method};
+use crate::proto::Transport;
+
+/// The current time, passed in by the I/O layer (the core never reads a clock).
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    /// Monotonic time, for lifetimes and rate limits.
+    pub instant: Instant,
+    /// Wall-clock UNIX seconds, for REST expiry and nonces.
+    pub unix: u64,
+}
+
+/// A client's 5-tuple: transport, client address and the server address it reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    /// UDP, TCP or TLS.
+    pub transport: Transport,
+    /// The client's address as seen by us.
+    pub client: SocketAddr,
+    /// Our listener address the client sent to.
+    pub server: SocketAddr,
+}
+
+/// The I/O layer's handle for a relay socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelayId(pub u32);
+
+/// An address family for a relay socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl Family {
+    /// The RFC 8656 family code (0x01 IPv4, 0x02 IPv6).
+    pub fn code(self) -> u8 {
+        match self {
+            Family::V4 => 1,
+            Family::V6 => 2,
+        }
+    }
+}
+
+/// What kind of relay port the core asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayRequest {
+    /// Address family.
+    pub family: Family,
+    /// An even port (EVEN-PORT).
+    pub even: bool,
+    /// Also open and hold port + 1 (EVEN-PORT with the R bit).
+    pub reserve_next: bool,
+    /// Set the don't-fragment bit on relayed packets (DONT-FRAGMENT).
+    pub dont_fragment: bool,
+}
+
+/// An opened relay socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenedRelay {
+    /// Handle of the socket.
+    pub id: RelayId,
+    /// Address advertised to the client.
+    pub addr: SocketAddr,
+    /// The held next port, when `reserve_next` was asked.
+    pub reserved: Option<(RelayId, SocketAddr)>,
+}
+
+/// Why a relay socket could not be opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RelayOpenError {
+    /// No port left in the range (or none of the right parity).
+    #[error("no relay port available")]
+    NoPort,
+    /// The family is not served (no relay address of that family configured).
+    #[error("address family not served")]
+    FamilyUnsupported,
+}
+
+/// Opens and closes relay sockets: implemented by the I/O layer, faked in tests.
+pub trait RelayIo {
+    /// Opens a relay socket.
+    fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayOpenError>;
+    /// Closes a relay socket that `open` returned.
+    fn close(&mut self, id: RelayId);
+}
+
+/// Limits and lifetimes the core enforces.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Default allocation lifetime.
+    pub default_lifetime: Duration,
+    /// Longest lifetime a client may ask for.
+    pub max_lifetime: Duration,
+    /// Per-allocation bandwidth cap in bytes/s each direction; 0 = none.
+    pub bandwidth_bps: u64,
+    /// Permissions per allocation.
+    pub permissions_per_allocation: usize,
+    /// Channels per allocation.
+    pub channels_per_allocation: usize,
+    /// Unauthenticated answers per source IP per second; 0 = unlimited.
+    pub unauthenticated_rate: u32,
+    /// Slots in the unauthenticated-answer limiter.
+    pub rate_limit_table_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            bandwidth_bps: 0,
+            permissions_per_allocation: 64,
+            channels_per_allocation: 64,
+            unauthenticated_rate: 20,
+            rate_limit_table_size: 65536,
+        }
+    }
+}
+
+/// Everything a [`Server`] needs, built once by the service from the configuration.
+pub struct Settings {
+    /// Credentials.
+    pub auth: Authenticator,
+    /// Which peers may be relayed to.
+    pub policy: PeerPolicy,
+    /// Our own relayed addresses: a peer at one of these IPs with a port in the range is always
+    /// allowed (two relay-only clients of this server talk through it).
+    pub own_relay_ips: Vec<IpAddr>,
+    /// The relay port range, inclusive.
+    pub relay_ports: (u16, u16),
+    /// Limits and lifetimes.
+    pub limits: Limits,
+    /// SOFTWARE for authenticated answers (never on unauthenticated ones).
+    pub software: Option<String>,
+    /// Which relay families the server offers.
+    pub families: [bool; 2],
+}
+
+/// What to do after [`Server::handle_client`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientOutput {
+    /// Nothing to send.
+    Nothing,
+    /// Send [`Server::reply`] back to the client on the same 5-tuple.
+    Reply,
+    /// Send `data[payload]` from relay socket `relay` to `peer`.
+    Relay {
+        /// Relay socket to send from.
+        relay: RelayId,
+        /// Destination peer.
+        peer: SocketAddr,
+        /// Range of the input buffer holding the payload.
+        payload: Range<usize>,
+    },
+}
+
+/// What to do after [`Server::handle_peer`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerOutput {
+    /// Drop the packet (counted).
+    Nothing,
+    /// Send `buf[frame]` to the client of `five_tuple`.
+    ToClient {
+        /// The allocation's 5-tuple.
+        five_tuple: FiveTuple,
+        /// Range of the buffer holding the ChannelData message or Data indication.
+        frame: Range<usize>,
+    },
+}
+
+/// Room the I/O layer leaves before a peer's payload so the core can write a ChannelData
+/// header or a Data indication header in place (20 + 24 + 4 for IPv6 peers).
+pub const PEER_HEADROOM: usize = 48;
+/// Room after the payload for padding.
+pub const PEER_TAILROOM: usize = 4;
+
+/// Counters the core keeps; the metrics collector reads them. Single writer (the worker).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Requests by method and result.
+    pub requests_ok: u64,
+    /// Requests answered with an error.
+    pub requests_err: u64,
+    /// Authentication failures by reason.
+    pub auth_failures: [u64; 7],
+    /// Unauthenticated answers suppressed by the limiter.
+    pub rate_limited: u64,
+    /// Malformed datagrams dropped.
+    pub malformed: u64,
+    /// Packets dropped: no permission.
+    pub dropped_no_permission: u64,
+    /// Packets dropped: peer denied by policy.
+    pub dropped_peer_denied: u64,
+    /// Packets dropped: bandwidth cap.
+    pub dropped_bandwidth: u64,
+    /// Packets dropped: no allocation or channel.
+    pub dropped_no_allocation: u64,
+    /// Bytes and packets relayed client → peer.
+    pub to_peer: (u64, u64),
+    /// Bytes and packets relayed peer → client.
+    pub to_client: (u64, u64),
+    /// Allocations created.
+    pub allocations_created: u64,
+    /// Allocations ended.
+    pub allocations_ended: u64,
+}
+
+/// The TURN server core of one worker.
+pub struct Server {
+    settings: Settings,
+    quota: Arc<Quota>,
+    limiter: SourceLimiter,
+    allocations: Vec<Option<Allocation>>,
+    free_slots: Vec<u32>,
+    by_tuple: HashMap<FiveTuple, u32>,
+    by_relay: HashMap<RelayId, u32>,
+    reservations: HashMap<[u8; 8], (RelayId, SocketAddr, Instant)>,
+    reply: Vec<u8>,
+    next_sweep: Instant,
+    indication_counter: u64,
+    stats: Stats,
+}
+
+/// How often expired allocations, permissions and channels are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How long an EVEN-PORT reservation is held (RFC 8656 §7.2 suggests about 30 s).
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+impl Server {
+    /// A server core; `quota` is shared by every worker.
+    pub fn new(settings: Settings, quota: Arc<Quota>, now: Instant) -> Self {
+        let limiter = SourceLimiter::new(
+            settings.limits.unauthenticated_rate,
+            settings.limits.rate_limit_table_size,
+        );
+        Server {
+            settings,
+            quota,
+            limiter,
+            allocations: Vec::new(),
+            free_slots: Vec::new(),
+            by_tuple: HashMap::new(),
+            by_relay: HashMap::new(),
+            reservations: HashMap::new(),
+            reply: Vec::with_capacity(256),
+            next_sweep: now + SWEEP_INTERVAL,
+            indication_counter: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The answer written by the last [`ClientOutput::Reply`].
+    pub fn reply(&self) -> &[u8] {
+        &self.reply
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Number of live allocations in this core.
+    pub fn allocation_count(&self) -> usize {
+        self.by_tuple.len()
+    }
+
+    /// When [`Server::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_sweep
+    }
+
+    /// Handles bytes from a client (one datagram, or one framed message from a stream).
+    pub fn handle_client(
+        &mut self,
+        now: Now,
+        five_tuple: FiveTuple,
+        data: &[u8],
+        io: &mut impl RelayIo,
+    ) -> ClientOutput {
+        if channel::looks_like_channel_data(data) {
+            return self.channel_data_from_client(now.instant, five_tuple, data);
+        }
+        let Ok(msg) = Message::parse(data) else {
+            self.stats.malformed += 1;
+            return ClientOutput::Nothing;
+        };
+        match msg.class() {
+            Class::Request => self.request(now, five_tuple, &msg, io),
+            Class::Indication if msg.method() == method::SEND => {
+                self.send_indication(now.instant, five_tuple, &msg)
+            }
+            _ => ClientOutput::Nothing,
+        }
+    }
+
+    fn channel_data_from_client(&mut self, now: Instant, ft: FiveTuple, data: &[u8]) -> ClientOutput {
+        let Some((number, len)) = channel::parse(data) else {
+            self.stats.malformed += 1;
+            return ClientOutput::Nothing;
+        };
+        let Some(alloc) = self.by_tuple.get(&ft).and_then(|&i| self.allocations[i as usize].as_mut()) else {
+            self.stats.dropped_no_allocation += 1;
+            return ClientOutput::Nothing;
+        };
+        let Some(peer) = alloc.channel(number, now).map(|c| c.peer) else {
+            self.stats.dropped_no_allocation += 1;
+            return ClientOutput::Nothing;
+        };
+        Self::forward_to_peer(&mut self.stats, alloc, now, peer, channel::HEADER_LEN..channel::HEADER_LEN + len)
+    }
+
+    fn send_indication(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>) -> ClientOutput {
+        let Some(alloc) = self.by_tuple.get(&ft).and_then(|&i| self.allocations[i as usize].as_mut()) else {
+            self.stats.dropped_no_allocation += 1;
+            return ClientOutput::Nothing;
+        };
+        let (Some(peer), Some(data)) = (
+            msg.get(attr::XOR_PEER_ADDRESS).and_then(|v| msg.xor_address(v)),
+            msg.get(attr::DATA),
+        ) else {
+            self.stats.malformed += 1;
+            return ClientOutput::Nothing;
+        };
+        // The payload's position in the message (DATA is a sub-slice of the datagram).
+        let start = data.as_ptr() as usize - msg.as_bytes().as_ptr() as usize;
+        Self::forward_to_peer(&mut self.stats, alloc, now, peer, start..start + data.len())
+    }
+
+    /// Shared tail of both client → peer paths: permission, bandwidth, counting.
+    fn forward_to_peer(
+        stats: &mut Stats,
+        alloc: &mut Allocation,
+        now: Instant,
+        peer: SocketAddr,
+        payload: Range<usize>,
+    ) -> ClientOutput {
+        let Some(relay) = alloc.relay_for(peer) else {
+            stats.dropped_no_permission += 1;
+            return ClientOutput::Nothing;
+        };
+        if !alloc.permits(peer.ip(), now) {
+            stats.dropped_no_permission += 1;
+            return ClientOutput::Nothing;
+        }
+        let len = payload.len() as u64;
+        if let Some(bucket) = alloc.bandwidth.as_mut() {
+            if !bucket.take(now, len) {
+                stats.dropped_bandwidth += 1;
+                return ClientOutput::Nothing;
+            }
+        }
+        alloc.to_peer.0 += len;
+        alloc.to_peer.1 += 1;
+        stats.to_peer.0 += len;
+        stats.to_peer.1 += 1;
+        ClientOutput::Relay { relay: relay.id, peer, payload }
+    }
+
+    /// Handles a datagram that relay socket `relay` received from `peer`. The payload is
+    /// `buf[PEER_HEADROOM..PEER_HEADROOM + len]`, and `buf` has [`PEER_TAILROOM`] bytes after it;
+    /// the core writes the ChannelData or Data indication header in front of it.
+    pub fn handle_peer(
+        &mut self,
+        now: Instant,
+        relay: RelayId,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) -> PeerOutput {
+        let Some(alloc) = self.by_relay.get(&relay).and_then(|&i| self.allocations[i as usize].as_mut()) else {
+            self.stats.dropped_no_allocation += 1;
+            return PeerOutput::Nothing;
+        };
+        if len > u16::MAX as usize - 64 || buf.len() < PEER_HEADROOM + len + PEER_TAILROOM {
+            self.stats.malformed += 1;
+            return PeerOutput::Nothing;
+        }
+        if !alloc.permits(peer.ip(), now) {
+            self.stats.dropped_no_permission += 1;
+            return PeerOutput::Nothing;
+        }
+        if let Some(bucket) = alloc.bandwidth.as_mut() {
+            if !bucket.take(now, len as u64) {
+                self.stats.dropped_bandwidth += 1;
+                return PeerOutput::Nothing;
+            }
+        }
+        let stream = alloc.five_tuple.transport.is_stream();
+        let end = PEER_HEADROOM + len;
+        let frame = if let Some(number) = alloc.channel_to(peer, now) {
+            let start = PEER_HEADROOM - channel::HEADER_LEN;
+            channel::write_header(&mut buf[start..PEER_HEADROOM], number, len);
+            // Over streams ChannelData is padded to 4 bytes (RFC 8656 §12.5).
+            let padded = if stream { PEER_HEADROOM + ((len + 3) & !3) } else { end };
+            buf[end..padded].fill(0);
+            start..padded
+        } else {
+            self.indication_counter = self.indication_counter.wrapping_add(1);
+            let mut tid = [0u8; 12];
+            tid[4..].copy_from_slice(&self.indication_counter.to_be_bytes());
+            write_data_indication(buf, peer, len, tid)
+        };
+        alloc.to_client.0 += len as u64;
+        alloc.to_client.1 += 1;
+        self.stats.to_client.0 += len as u64;
+        self.stats.to_client.1 += 1;
+        PeerOutput::ToClient { five_tuple: alloc.five_tuple, frame }
+    }
+
+    /// Expires allocations, permissions, channels and reservations.
+    pub fn handle_timeout(&mut self, now: Now, io: &mut impl RelayIo) {
+        if now.instant < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now.instant + SWEEP_INTERVAL;
+        let expired: Vec<u32> = self
+            .allocations
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.as_ref().filter(|a| a.expires <= now.instant).map(|_| i as u32))
+            .collect();
+        for slot in expired {
+            self.remove_allocation(slot, io);
+        }
+        for alloc in self.allocations.iter_mut().flatten() {
+            alloc.prune(now.instant);
+        }
+        let stale: Vec<[u8; 8]> = self
+            .reservations
+            .iter()
+            .filter(|(_, (_, _, exp))| *exp <= now.instant)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in stale {
+            if let Some((id, _, _)) = self.reservations.remove(&token) {
+                io.close(id);
+            }
+        }
+    }
+
+    /// Ends every allocation (on shutdown), closing its relays.
+    pub fn close_all(&mut self, io: &mut impl RelayIo) {
+        for slot in 0..self.allocations.len() as u32 {
+            if self.allocations[slot as usize].is_some() {
+                self.remove_allocation(slot, io);
+            }
+        }
+        for (_, (id, _, _)) in self.reservations.drain() {
+            io.close(id);
+        }
+    }
+
+    /// Ends the allocation of a 5-tuple (a TCP/TLS connection closed).
+    pub fn close_five_tuple(&mut self, ft: FiveTuple, io: &mut impl RelayIo) {
+        if let Some(&slot) = self.by_tuple.get(&ft) {
+            self.remove_allocation(slot, io);
+        }
+    }
+
+    fn insert_allocation(&mut self, alloc: Allocation) -> u32 {
+        let slot = match self.free_slots.pop() {
+            Some(s) => s,
+            None => {
+                self.allocations.push(None);
+                (self.allocations.len() - 1) as u32
+            }
+        };
+        self.by_tuple.insert(alloc.five_tuple, slot);
+        for relay in alloc.relays.iter().flatten() {
+            self.by_relay.insert(relay.id, slot);
+        }
+        self.allocations[slot as usize] = Some(alloc);
+        self.stats.allocations_created += 1;
+        slot
+    }
+
+    fn remove_allocation(&mut self, slot: u32, io: &mut impl RelayIo) {
+        let Some(alloc) = self.allocations[slot as usize].take() else {
+            return;
+        };
+        self.by_tuple.remove(&alloc.five_tuple);
+        for relay in alloc.relays.iter().flatten() {
+            self.by_relay.remove(&relay.id);
+            io.close(relay.id);
+        }
+        self.quota.release(&alloc.quota_user);
+        self.free_slots.push(slot);
+        self.stats.allocations_ended += 1;
+    }
+
+    fn is_own_relay(&self, peer: SocketAddr) -> bool {
+        let (lo, hi) = self.settings.relay_ports;
+        (lo..=hi).contains(&peer.port()) && self.settings.own_relay_ips.contains(&peer.ip())
+    }
+
+    fn peer_allowed(&self, peer: SocketAddr) -> bool {
+        self.is_own_relay(peer) || self.settings.policy.permits(peer.ip())
+    }
+}
+
+/// Writes a Data indication (XOR-PEER-ADDRESS, DATA) around the payload at
+/// `buf[PEER_HEADROOM..PEER_HEADROOM + len]`; returns the frame's range.
+fn write_data_indication(buf: &mut [u8], peer: SocketAddr, len: usize, tid: [u8; 12]) -> Range<usize> {
+    let mut xor = [0u8; 20];
+    let xlen = stun::encode_xor_address(peer, &tid, &mut xor);
+    let padded = (len + 3) & !3;
+    let start = PEER_HEADROOM - (stun::HEADER_LEN + 4 + xlen + 4);
+    let body_len = (4 + xlen + 4 + padded) as u16;
+    let h = &mut buf[start..];
+    h[..2].copy_from_slice(&stun::message_type(Class::Indication, method::DATA).to_be_bytes());
+    h[2..4].copy_from_slice(&body_len.to_be_bytes());
+    h[4..8].copy_from_slice(&stun::MAGIC_COOKIE.to_be_bytes());
+    h[8..20].copy_from_slice(&tid);
+    h[20..22].copy_from_slice(&attr::XOR_PEER_ADDRESS.to_be_bytes());
+    h[22..24].copy_from_slice(&(xlen as u16).to_be_bytes());
+    h[24..24 + xlen].copy_from_slice(&xor[..xlen]);
+    let d = 24 + xlen;
+    h[d..d + 2].copy_from_slice(&attr::DATA.to_be_bytes());
+    h[d + 2..d + 4].copy_from_slice(&(len as u16).to_be_bytes());
+    let end = PEER_HEADROOM + len;
+    buf[end..PEER_HEADROOM + padded].fill(0);
+    start..PEER_HEADROOM + padded
+}

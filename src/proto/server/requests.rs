@@ -1,0 +1,434 @@
+//! STUN/TURN requests: Binding, Allocate, Refresh, CreatePermission, ChannelBind.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::RngCore;
+
+use super::allocation::{Allocation, CHANNEL_LIFETIME, Channel, Relay, family_index};
+use super::auth::{AuthFailure, Authenticated};
+use super::quota::QuotaError;
+use super::{ClientOutput, Family, FiveTuple, Now, RelayIo, RelayOpenError, RelayRequest, Server};
+use crate::proto::channel;
+use crate::proto::ratelimit::TokenBucket;
+use crate::proto::stun::{Class, Message, Writer, attr, method};
+
+/// REQUESTED-TRANSPORT protocol number for UDP.
+const PROTO_UDP: u8 = 17;
+
+/// An error answer: code and short reason phrase.
+type Reject = (u16, &'static str);
+
+impl Server {
+    pub(super) fn request(
+        &mut self,
+        now: Now,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        io: &mut impl RelayIo,
+    ) -> ClientOutput {
+        if msg.method() == method::BINDING {
+            return self.binding(ft, msg);
+        }
+        if !matches!(
+            msg.method(),
+            method::ALLOCATE | method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND
+        ) {
+            return self.unauthenticated_error(now, ft, msg, 400, "");
+        }
+        let auth = match self.settings.auth.check(msg, ft.client, now.unix) {
+            Ok(a) => a,
+            Err(failure) => return self.auth_failed(now, ft, msg, failure),
+        };
+        if let Some(&slot) = self.by_tuple.get(&ft) {
+            if let Some(answer) = self.allocations[slot as usize]
+                .as_ref()
+                .filter(|a| a.username == auth.username)
+                .and_then(|a| a.recalled(&msg.transaction_id()))
+            {
+                self.reply.clear();
+                self.reply.extend_from_slice(answer);
+                return ClientOutput::Reply;
+            }
+        }
+        let unknown: Vec<u16> = msg.unknown_required().take(16).collect();
+        if !unknown.is_empty() {
+            let values: Vec<u8> = unknown.iter().flat_map(|t| t.to_be_bytes()).collect();
+            return self.answer(msg, &auth, Err((420, "Unknown Attribute")), |w| {
+                w.attr(attr::UNKNOWN_ATTRIBUTES, &values);
+            });
+        }
+        let result = match msg.method() {
+            method::ALLOCATE => self.allocate(now, ft, msg, &auth, io),
+            method::REFRESH => self.refresh(now, ft, msg, &auth, io),
+            method::CREATE_PERMISSION => self.create_permission(now, ft, msg, &auth),
+            _ => self.channel_bind(now, ft, msg, &auth),
+        };
+        let out = match result {
+            Ok(out) => out,
+            Err(reject) => self.answer(msg, &auth, Err(reject), |_| {}),
+        };
+        if let Some(&slot) = self.by_tuple.get(&ft) {
+            if let Some(a) = self.allocations[slot as usize].as_mut() {
+                a.remember(msg.transaction_id(), &self.reply);
+            }
+        }
+        out
+    }
+
+    /// Binding (RFC 8489): answered without authentication, with XOR-MAPPED-ADDRESS only (and
+    /// FINGERPRINT if the request had one), so the answer is at most 2x a minimal request.
+    fn binding(&mut self, ft: FiveTuple, msg: &Message<'_>) -> ClientOutput {
+        let mut w = Writer::new(&mut self.reply, Class::Success, method::BINDING, msg.transaction_id());
+        if msg.unknown_required().next().is_some() {
+            let values: Vec<u8> = msg.unknown_required().take(8).flat_map(|t| t.to_be_bytes()).collect();
+            w = Writer::new(&mut self.reply, Class::Error, method::BINDING, msg.transaction_id());
+            w.error_code(420, "Unknown Attribute").attr(attr::UNKNOWN_ATTRIBUTES, &values);
+        } else {
+            w.xor_addr(attr::XOR_MAPPED_ADDRESS, ft.client);
+        }
+        if msg.has_fingerprint() {
+            w.fingerprint();
+        }
+        self.stats.requests_ok += 1;
+        ClientOutput::Reply
+    }
+
+    fn auth_failed(&mut self, now: Now, ft: FiveTuple, msg: &Message<'_>, failure: AuthFailure) -> ClientOutput {
+        if failure != AuthFailure::Missing {
+            self.stats.auth_failures[failure as usize] += 1;
+        }
+        self.unauthenticated_error(now, ft, msg, failure.code(), "")
+    }
+
+    /// An answer to a request that did not authenticate: nothing optional (no SOFTWARE, no
+    /// reason phrase), REALM and a compact nonce on 401/438, and rate-limited per source.
+    fn unauthenticated_error(&mut self, now: Now, ft: FiveTuple, msg: &Message<'_>, code: u16, reason: &str) -> ClientOutput {
+        if !self.limiter.allow(ft.client.ip(), now.instant) {
+            self.stats.rate_limited += 1;
+            return ClientOutput::Nothing;
+        }
+        self.stats.requests_err += 1;
+        let nonce = self.settings.auth.nonce(now.unix, ft.client);
+        let mut w = Writer::new(&mut self.reply, Class::Error, msg.method(), msg.transaction_id());
+        w.error_code(code, reason);
+        if code == 401 || code == 438 {
+            w.attr(attr::REALM, self.settings.auth.realm().as_bytes()).attr(attr::NONCE, &nonce);
+        }
+        ClientOutput::Reply
+    }
+
+    /// Writes an authenticated answer: success (with `body`) or error, then SOFTWARE,
+    /// MESSAGE-INTEGRITY(-SHA256) like the request's, and FINGERPRINT if the request had one.
+    pub(super) fn answer(
+        &mut self,
+        msg: &Message<'_>,
+        auth: &Authenticated,
+        result: Result<(), Reject>,
+        body: impl FnOnce(&mut Writer<'_>),
+    ) -> ClientOutput {
+        let class = if result.is_ok() { Class::Success } else { Class::Error };
+        let mut w = Writer::new(&mut self.reply, class, msg.method(), msg.transaction_id());
+        if let Err((code, reason)) = result {
+            w.error_code(code, reason);
+            self.stats.requests_err += 1;
+        } else {
+            self.stats.requests_ok += 1;
+        }
+        body(&mut w);
+        if let Some(sw) = &self.settings.software {
+            w.attr(attr::SOFTWARE, sw.as_bytes());
+        }
+        w.integrity(auth.integrity, &auth.key);
+        if msg.has_fingerprint() {
+            w.fingerprint();
+        }
+        ClientOutput::Reply
+    }
+
+    fn lifetime(&self, msg: &Message<'_>) -> Option<Duration> {
+        let v = msg.get(attr::LIFETIME)?;
+        let secs = u32::from_be_bytes(v.try_into().ok()?);
+        Some(Duration::from_secs(secs as u64).min(self.settings.limits.max_lifetime))
+    }
+
+    fn allocate(
+        &mut self,
+        now: Now,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authenticated,
+        io: &mut impl RelayIo,
+    ) -> Result<ClientOutput, Reject> {
+        if self.by_tuple.contains_key(&ft) {
+            return Err((437, "Allocation Mismatch"));
+        }
+        match msg.get(attr::REQUESTED_TRANSPORT) {
+            None => return Err((400, "Missing REQUESTED-TRANSPORT")),
+            Some(v) if v.len() != 4 => return Err((400, "Bad REQUESTED-TRANSPORT")),
+            Some(v) if v[0] != PROTO_UDP => return Err((442, "Unsupported Transport Protocol")),
+            Some(_) => {}
+        }
+        let even_port = msg.get(attr::EVEN_PORT);
+        let token = msg.get(attr::RESERVATION_TOKEN);
+        let requested_family = msg.get(attr::REQUESTED_ADDRESS_FAMILY);
+        let additional_family = msg.get(attr::ADDITIONAL_ADDRESS_FAMILY);
+        if token.is_some() && (even_port.is_some() || requested_family.is_some() || additional_family.is_some()) {
+            return Err((400, "Conflicting Attributes"));
+        }
+        if requested_family.is_some() && additional_family.is_some() {
+            return Err((400, "Conflicting Attributes"));
+        }
+        if even_port.is_some_and(|v| v.len() != 1) || token.is_some_and(|v| v.len() != 8) {
+            return Err((400, "Bad Attribute"));
+        }
+        let family = match requested_family {
+            None => Family::V4,
+            Some([1, 0, 0, 0]) => Family::V4,
+            Some([2, 0, 0, 0]) => Family::V6,
+            Some(_) => return Err((440, "Address Family not Supported")),
+        };
+        let dual = match additional_family {
+            None => false,
+            Some([2, 0, 0, 0]) => true,
+            Some(_) => return Err((400, "Bad ADDITIONAL-ADDRESS-FAMILY")),
+        };
+        if !self.settings.families[family as usize] {
+            return Err((440, "Address Family not Supported"));
+        }
+        let lifetime = self
+            .lifetime(msg)
+            .unwrap_or(self.settings.limits.default_lifetime)
+            .max(self.settings.limits.default_lifetime)
+            .min(self.settings.limits.max_lifetime);
+        let reservation = match token {
+            Some(t) => {
+                let t: [u8; 8] = t.try_into().expect("length checked");
+                Some(self.reservations.remove(&t).ok_or((508, "Insufficient Capacity"))?)
+            }
+            None => None,
+        };
+        if let Err(e) = self.quota.acquire(&auth.quota_user) {
+            if let Some((id, _, _)) = reservation {
+                io.close(id);
+            }
+            return Err(match e {
+                QuotaError::User => (486, "Allocation Quota Reached"),
+                QuotaError::Total => (508, "Insufficient Capacity"),
+            });
+        }
+        let dont_fragment = msg.get(attr::DONT_FRAGMENT).is_some();
+        let mut relays = [None, None];
+        let mut new_token = None;
+        let opened = match reservation {
+            Some((id, addr, _)) => Ok(super::OpenedRelay { id, addr, reserved: None }),
+            None => io.open(RelayRequest {
+                family,
+                even: even_port.is_some(),
+                reserve_next: even_port.is_some_and(|v| v[0] & 0x80 != 0),
+                dont_fragment,
+            }),
+        };
+        let primary = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                self.quota.release(&auth.quota_user);
+                return Err(match e {
+                    RelayOpenError::NoPort => (508, "Insufficient Capacity"),
+                    RelayOpenError::FamilyUnsupported => (440, "Address Family not Supported"),
+                });
+            }
+        };
+        relays[family_index(primary.addr.ip())] = Some(Relay { id: primary.id, addr: primary.addr });
+        if let Some((id, addr)) = primary.reserved {
+            let mut t = [0u8; 8];
+            rand::thread_rng().fill_bytes(&mut t);
+            self.reservations.insert(t, (id, addr, now.instant + super::RESERVATION_LIFETIME));
+            new_token = Some(t);
+        }
+        let mut ipv6_error = None;
+        if dual {
+            let second = if self.settings.families[1] {
+                io.open(RelayRequest { family: Family::V6, even: false, reserve_next: false, dont_fragment })
+            } else {
+                Err(RelayOpenError::FamilyUnsupported)
+            };
+            match second {
+                Ok(o) => relays[1] = Some(Relay { id: o.id, addr: o.addr }),
+                Err(RelayOpenError::FamilyUnsupported) => ipv6_error = Some((440, "Address Family not Supported")),
+                Err(RelayOpenError::NoPort) => ipv6_error = Some((508, "Insufficient Capacity")),
+            }
+        }
+        let bandwidth = (self.settings.limits.bandwidth_bps > 0).then(|| {
+            let bps = self.settings.limits.bandwidth_bps;
+            TokenBucket::new(bps, bps, now.instant)
+        });
+        let alloc = Allocation::new(
+            ft,
+            auth.username.clone(),
+            auth.quota_user.clone(),
+            auth.key,
+            relays,
+            now.instant,
+            lifetime,
+            bandwidth,
+            auth.integrity,
+        );
+        self.insert_allocation(alloc);
+        Ok(self.answer(msg, auth, Ok(()), |w| {
+            for relay in relays.iter().flatten() {
+                w.xor_addr(attr::XOR_RELAYED_ADDRESS, relay.addr);
+            }
+            if let Some((code, reason)) = ipv6_error {
+                w.address_error(Family::V6.code(), code, reason);
+            }
+            w.u32_attr(attr::LIFETIME, lifetime.as_secs() as u32);
+            if let Some(t) = new_token {
+                w.attr(attr::RESERVATION_TOKEN, &t);
+            }
+            w.xor_addr(attr::XOR_MAPPED_ADDRESS, ft.client);
+        }))
+    }
+
+    /// The allocation of `ft`, checked to belong to the authenticated user (437 / 441).
+    fn own_allocation(&mut self, ft: FiveTuple, auth: &Authenticated) -> Result<u32, Reject> {
+        let slot = *self.by_tuple.get(&ft).ok_or((437, "Allocation Mismatch"))?;
+        let alloc = self.allocations[slot as usize].as_mut().ok_or((437, "Allocation Mismatch"))?;
+        if alloc.username != auth.username {
+            return Err((441, "Wrong Credentials"));
+        }
+        alloc.integrity = auth.integrity;
+        Ok(slot)
+    }
+
+    fn refresh(
+        &mut self,
+        now: Now,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authenticated,
+        io: &mut impl RelayIo,
+    ) -> Result<ClientOutput, Reject> {
+        let slot = self.own_allocation(ft, auth)?;
+        let lifetime = self.lifetime(msg).unwrap_or(self.settings.limits.default_lifetime);
+        let alloc = self.allocations[slot as usize].as_mut().expect("own_allocation checked");
+        if let Some(v) = msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
+            let idx = match v {
+                [1, 0, 0, 0] => 0,
+                [2, 0, 0, 0] => 1,
+                _ => return Err((440, "Address Family not Supported")),
+            };
+            if alloc.relays[idx].is_none() {
+                return Err((443, "Peer Address Family Mismatch"));
+            }
+        }
+        if lifetime.is_zero() {
+            // Answer first (the answer is signed with the allocation's key), then delete.
+            let out = self.answer(msg, auth, Ok(()), |w| {
+                w.u32_attr(attr::LIFETIME, 0);
+            });
+            self.remove_allocation(slot, io);
+            return Ok(out);
+        }
+        alloc.expires = now.instant + lifetime;
+        Ok(self.answer(msg, auth, Ok(()), |w| {
+            w.u32_attr(attr::LIFETIME, lifetime.as_secs() as u32);
+        }))
+    }
+
+    /// Checks that a peer may be relayed to from this allocation (443, 403).
+    fn check_peer(&self, slot: u32, peer: SocketAddr) -> Result<(), Reject> {
+        let alloc = self.allocations[slot as usize].as_ref().expect("slot is live");
+        if alloc.relays[family_index(peer.ip())].is_none() {
+            return Err((443, "Peer Address Family Mismatch"));
+        }
+        if !self.peer_allowed(peer) {
+            return Err((403, "Forbidden"));
+        }
+        Ok(())
+    }
+
+    fn create_permission(
+        &mut self,
+        now: Now,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authenticated,
+    ) -> Result<ClientOutput, Reject> {
+        let slot = self.own_allocation(ft, auth)?;
+        let mut peers = Vec::new();
+        for (t, v) in msg.attributes() {
+            if t == attr::XOR_PEER_ADDRESS {
+                let peer = msg.xor_address(v).ok_or((400, "Bad XOR-PEER-ADDRESS"))?;
+                if peers.len() >= self.settings.limits.permissions_per_allocation {
+                    return Err((508, "Insufficient Capacity"));
+                }
+                peers.push(peer);
+            }
+        }
+        if peers.is_empty() {
+            return Err((400, "Missing XOR-PEER-ADDRESS"));
+        }
+        for peer in &peers {
+            self.check_peer(slot, *peer)?;
+        }
+        let max = self.settings.limits.permissions_per_allocation;
+        let alloc = self.allocations[slot as usize].as_mut().expect("slot is live");
+        // All or nothing: check capacity before installing any.
+        let new = peers
+            .iter()
+            .filter(|p| !alloc.permissions.iter().any(|(ip, exp)| *ip == p.ip() && *exp > now.instant))
+            .count();
+        let live = alloc.permissions.iter().filter(|(_, exp)| *exp > now.instant).count();
+        if live + new > max {
+            return Err((508, "Insufficient Capacity"));
+        }
+        for peer in &peers {
+            alloc.add_permission(peer.ip(), now.instant, max);
+        }
+        Ok(self.answer(msg, auth, Ok(()), |_| {}))
+    }
+
+    fn channel_bind(
+        &mut self,
+        now: Now,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authenticated,
+    ) -> Result<ClientOutput, Reject> {
+        let slot = self.own_allocation(ft, auth)?;
+        let number = match msg.get(attr::CHANNEL_NUMBER) {
+            Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
+            _ => return Err((400, "Missing CHANNEL-NUMBER")),
+        };
+        if !channel::is_valid_channel(number) {
+            return Err((400, "Bad Channel Number"));
+        }
+        let peer = msg
+            .get(attr::XOR_PEER_ADDRESS)
+            .and_then(|v| msg.xor_address(v))
+            .ok_or((400, "Missing XOR-PEER-ADDRESS"))?;
+        self.check_peer(slot, peer)?;
+        let limits = &self.settings.limits;
+        let (max_channels, max_perms) = (limits.channels_per_allocation, limits.permissions_per_allocation);
+        let alloc = self.allocations[slot as usize].as_mut().expect("slot is live");
+        // Rebinding rules (RFC 8656 §12.1): a number stays with its peer and a peer with its
+        // number, also during the cooldown after expiry.
+        let now_i = now.instant;
+        match alloc.channels.iter_mut().find(|c| c.number == number || c.peer == peer) {
+            Some(c) if c.number == number && c.peer == peer => c.expires = now_i + CHANNEL_LIFETIME,
+            Some(_) => return Err((400, "Channel Bound Elsewhere")),
+            None => {
+                alloc.prune(now_i);
+                if alloc.channels.len() >= max_channels {
+                    return Err((508, "Insufficient Capacity"));
+                }
+                alloc.channels.push(Channel { number, peer, expires: now_i + CHANNEL_LIFETIME });
+            }
+        }
+        if !alloc.add_permission(peer.ip(), now_i, max_perms) {
+            return Err((508, "Insufficient Capacity"));
+        }
+        Ok(self.answer(msg, auth, Ok(()), |_| {}))
+    }
+}

@@ -1,0 +1,668 @@
+//! The integration-test harness: runs the real `turnpike` binary on loopback and drives it with
+//! real clients (coturn's `turnutils_*` tools, and Rust STUN/TURN codecs that are not ours).
+//!
+//! Every test gets its own server with its own config file, listener port and relay port range,
+//! so tests run in parallel (threads of one test binary, or processes under cargo-nextest)
+//! without colliding, and never touch the default port 3478. Every process this harness starts
+//! is killed when its handle is dropped, and every wait is bounded in count and time.
+//!
+//! When a test fails, the server's log (stdout and stderr) is printed from `Drop`, so the
+//! failure report shows what the server said.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::ops::RangeInclusive;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const LOCALHOST_V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+pub const LOCALHOST_V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
+/// The realm every test server uses.
+pub const REALM: &str = "harness.test";
+/// The REST secrets every test server accepts (a rotation list: both validate).
+pub const SECRET_ONE: &str = "secret-one";
+pub const SECRET_TWO: &str = "secret-two";
+/// A static long-term user every test server knows.
+pub const STATIC_USER: &str = "alice";
+pub const STATIC_PASSWORD: &str = "alicepass";
+
+/// How long the server gets to bind its listeners and answer a Binding request.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The path of the binary under test. `TURNPIKE_BIN` overrides it (to test a release build, or
+/// any other binary that takes `serve --config FILE`).
+pub fn turnpike_bin() -> PathBuf {
+    match std::env::var_os("TURNPIKE_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_turnpike")),
+    }
+}
+
+/// The current UNIX time in seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ports
+// ---------------------------------------------------------------------------------------------
+
+/// A free UDP port on `ip`: the kernel picks one for a socket bound to port 0, which is then
+/// closed. The kernel draws these from the ephemeral range (32768-60999 on Linux), which relay
+/// port blocks (below) stay out of.
+pub fn free_udp_port(ip: IpAddr) -> u16 {
+    let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind an ephemeral UDP port");
+    socket.local_addr().expect("local address").port()
+}
+
+/// First port of the first relay block, block size and number of blocks: ports 10000-31999,
+/// below the Linux ephemeral range, so no `bind(0)` anywhere on the machine lands in a block.
+const RELAY_BLOCK_BASE: u16 = 10_000;
+const RELAY_BLOCK_SIZE: u16 = 200;
+const RELAY_BLOCKS: u16 = 110;
+
+/// An exclusive block of relay ports for one test server, held by an advisory file lock
+/// (`flock`), so that concurrent tests in this process and in other processes (cargo-nextest
+/// runs every test in its own process) never hand the same range to two servers.
+pub struct PortBlock {
+    pub ports: RangeInclusive<u16>,
+    _lock: File,
+}
+
+impl PortBlock {
+    pub fn claim() -> PortBlock {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join("turnpike-test-relay-ports");
+        fs::create_dir_all(&dir).expect("create the port lock directory");
+        // Start at a different block in each process so that processes rarely contend.
+        let start = (std::process::id() + NEXT.fetch_add(7, Ordering::Relaxed)) as u16;
+        for i in 0..RELAY_BLOCKS {
+            let block = (start.wrapping_add(i)) % RELAY_BLOCKS;
+            let path = dir.join(format!("block-{block}.lock"));
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .expect("open a port lock file");
+            // SAFETY: flock on a file descriptor we own; it does not touch memory.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                let first = RELAY_BLOCK_BASE + block * RELAY_BLOCK_SIZE;
+                return PortBlock {
+                    ports: first..=first + RELAY_BLOCK_SIZE - 1,
+                    _lock: file,
+                };
+            }
+        }
+        panic!("all {RELAY_BLOCKS} relay port blocks are taken");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server configuration
+// ---------------------------------------------------------------------------------------------
+
+/// What a test wants from its server. `Conf::default()` is the common case: UDP on 127.0.0.1,
+/// both REST secrets, the static user, loopback peers denied (the product default).
+#[derive(Clone, Debug)]
+pub struct Conf {
+    /// Also listen on [::1] and relay over IPv6 (bind_ipv6 = "::1").
+    pub ipv6: bool,
+    /// `peers.allow`: empty means the default policy (loopback denied).
+    pub peers_allow: Vec<String>,
+    pub peers_deny: Vec<String>,
+    pub secrets: Vec<String>,
+    pub users: Vec<(String, String)>,
+    pub nonce_lifetime_secs: u64,
+    pub allocations_per_user: u32,
+    pub allocations_total: u32,
+    pub unauthenticated_rate: u32,
+    pub log_level: String,
+}
+
+impl Default for Conf {
+    fn default() -> Self {
+        Conf {
+            ipv6: false,
+            peers_allow: Vec::new(),
+            peers_deny: Vec::new(),
+            secrets: vec![SECRET_ONE.into(), SECRET_TWO.into()],
+            users: vec![(STATIC_USER.into(), STATIC_PASSWORD.into())],
+            nonce_lifetime_secs: 600,
+            allocations_per_user: 10,
+            allocations_total: 100_000,
+            // High enough that no test meets it by accident; the rate-limit test lowers it.
+            unauthenticated_rate: 1000,
+            log_level: std::env::var("TURNPIKE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        }
+    }
+}
+
+impl Conf {
+    /// Loopback peers allowed (what relaying to a `turnutils_peer` on 127.0.0.1 needs).
+    pub fn loopback_peers() -> Conf {
+        Conf {
+            peers_allow: vec!["127.0.0.1/32".into(), "::1/128".into()],
+            ..Conf::default()
+        }
+    }
+
+    fn to_toml(&self, listen: &[SocketAddr], relay: &RangeInclusive<u16>) -> String {
+        fn list(items: &[String]) -> String {
+            let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
+            format!("[{}]", quoted.join(", "))
+        }
+        let mut t = String::new();
+        writeln!(t, "realm = {REALM:?}").unwrap();
+        for addr in listen {
+            writeln!(t, "\n[[listen]]\ntransport = \"udp\"\naddress = \"{addr}\"").unwrap();
+        }
+        writeln!(t, "\n[relay]\nbind_ip = \"127.0.0.1\"").unwrap();
+        if self.ipv6 {
+            writeln!(t, "bind_ipv6 = \"::1\"").unwrap();
+        }
+        writeln!(t, "ports = \"{}-{}\"", relay.start(), relay.end()).unwrap();
+        writeln!(t, "\n[auth]\nsecrets = {}", list(&self.secrets)).unwrap();
+        let users: Vec<String> = self
+            .users
+            .iter()
+            .map(|(u, p)| format!("{u:?} = {p:?}"))
+            .collect();
+        writeln!(t, "users = {{ {} }}", users.join(", ")).unwrap();
+        writeln!(t, "nonce_lifetime_secs = {}", self.nonce_lifetime_secs).unwrap();
+        writeln!(
+            t,
+            "\n[peers]\nallow = {}\ndeny = {}",
+            list(&self.peers_allow),
+            list(&self.peers_deny)
+        )
+        .unwrap();
+        writeln!(
+            t,
+            "\n[limits]\nallocations_per_user = {}\nallocations_total = {}\nunauthenticated_rate = {}",
+            self.allocations_per_user, self.allocations_total, self.unauthenticated_rate
+        )
+        .unwrap();
+        writeln!(t, "\n[log]\nlevel = {:?}", self.log_level).unwrap();
+        t
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server under test
+// ---------------------------------------------------------------------------------------------
+
+/// A running `turnpike serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    /// The UDP listener on 127.0.0.1.
+    pub udp: SocketAddr,
+    /// The UDP listener on [::1] (when `Conf::ipv6`).
+    pub udp6: Option<SocketAddr>,
+    /// The relay port range given to this server.
+    pub relay_ports: RangeInclusive<u16>,
+    pub conf: Conf,
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+    _ports: PortBlock,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts a server and waits until it answers a Binding request on every listener. A
+    /// listener port can be taken by another process between our probe and the server's bind;
+    /// then the start is retried with new ports (at most 3 attempts).
+    pub fn start(conf: Conf) -> Server {
+        let mut failures = String::new();
+        for attempt in 1..=3 {
+            match Server::try_start(conf.clone()) {
+                Ok(server) => return server,
+                Err(e) => writeln!(failures, "attempt {attempt}: {e}").unwrap(),
+            }
+        }
+        panic!("turnpike did not start:\n{failures}");
+    }
+
+    fn try_start(conf: Conf) -> Result<Server, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("turnpike-test-")
+            .tempdir()
+            .expect("create a temp dir");
+        let ports = PortBlock::claim();
+        let udp = SocketAddr::new(LOCALHOST_V4, free_udp_port(LOCALHOST_V4));
+        let udp6 = conf
+            .ipv6
+            .then(|| SocketAddr::new(LOCALHOST_V6, free_udp_port(LOCALHOST_V6)));
+        let listen: Vec<SocketAddr> = std::iter::once(udp).chain(udp6).collect();
+        let config_path = dir.path().join("turnpike.toml");
+        fs::write(&config_path, conf.to_toml(&listen, &ports.ports)).expect("write the config");
+        let log_path = dir.path().join("turnpike.log");
+        let log = File::create(&log_path).expect("create the log file");
+        let child = Command::new(turnpike_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup the log file"))
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot spawn {}: {e}", turnpike_bin().display()))?;
+        let mut server = Server {
+            child,
+            udp,
+            udp6,
+            relay_ports: ports.ports.clone(),
+            conf,
+            config_path,
+            log_path,
+            _ports: ports,
+            dir,
+        };
+        for addr in listen {
+            if let Err(e) = server.wait_ready(addr) {
+                let message = format!("{e}\n--- config ---\n{}\n--- log ---\n{}", server.config_text(), server.log());
+                server.stop();
+                return Err(message);
+            }
+        }
+        Ok(server)
+    }
+
+    /// Polls `addr` with STUN Binding requests until one is answered (bounded by
+    /// `READY_TIMEOUT`), failing early if the process exits.
+    fn wait_ready(&mut self, addr: SocketAddr) -> Result<(), String> {
+        let unspecified = match addr {
+            SocketAddr::V4(_) => SocketAddr::new(LOCALHOST_V4, 0),
+            SocketAddr::V6(_) => SocketAddr::new(LOCALHOST_V6, 0),
+        };
+        let socket = UdpSocket::bind(unspecified).expect("bind a probe socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut buf = [0u8; 1500];
+        let mut probe = 0u32;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("poll the server process") {
+                return Err(format!("turnpike exited during start-up with {status}"));
+            }
+            probe += 1;
+            let request = binding_request(probe);
+            // ICMP port unreachable (nothing bound yet) surfaces as an error here or on recv.
+            let _ = socket.send_to(&request, addr);
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) if from == addr && is_binding_success(&buf[..n], &request) => {
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        Err(format!(
+            "no Binding answer from {addr} within {READY_TIMEOUT:?} ({probe} probes)"
+        ))
+    }
+
+    /// The server's combined stdout and stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_else(|e| format!("(no log: {e})"))
+    }
+
+    pub fn config_text(&self) -> String {
+        fs::read_to_string(&self.config_path).unwrap_or_default()
+    }
+
+    /// A scratch directory that lives as long as the server.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let crashed = self.child.try_wait().ok().flatten();
+        self.stop();
+        if std::thread::panicking() || crashed.is_some() {
+            eprintln!(
+                "--- turnpike log ({}; exited on its own: {crashed:?}) ---\n{}\n--- end of turnpike log ---",
+                self.udp,
+                self.log()
+            );
+        }
+        // A server that died during a test fails that test, whatever the test saw.
+        if let Some(status) = crashed {
+            if !std::thread::panicking() {
+                panic!("turnpike exited during the test with {status}");
+            }
+        }
+    }
+}
+
+/// A 20-byte STUN Binding request with no attributes, transaction id derived from `seq`.
+pub fn binding_request(seq: u32) -> [u8; 20] {
+    let mut m = [0u8; 20];
+    m[0..2].copy_from_slice(&0x0001u16.to_be_bytes());
+    m[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
+    m[8..12].copy_from_slice(&std::process::id().to_be_bytes());
+    m[12..16].copy_from_slice(&seq.to_be_bytes());
+    m[16..20].copy_from_slice(b"prob");
+    m
+}
+
+/// True when `answer` is a Binding success response to `request` (header check only).
+pub fn is_binding_success(answer: &[u8], request: &[u8]) -> bool {
+    answer.len() >= 20
+        && answer[0..2] == [0x01, 0x01]
+        && answer[4..20] == request[4..20]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Third-party tools
+// ---------------------------------------------------------------------------------------------
+
+/// The path of a coturn tool; panics with the fix when it is missing (scripts/test installs
+/// coturn, a test must not pass by skipping).
+pub fn tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("{name} not found on PATH: install coturn (scripts/test does: apt-get install coturn)");
+}
+
+/// The outcome of one tool run.
+#[derive(Debug)]
+pub struct ToolRun {
+    pub command: String,
+    /// `None` when the tool was killed (timeout or signal).
+    pub code: Option<i32>,
+    pub timed_out: bool,
+    /// stdout and stderr, interleaved as written.
+    pub output: String,
+}
+
+impl ToolRun {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl std::fmt::Display for ToolRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "$ {}\nexit code: {:?}{}\n{}",
+            self.command,
+            self.code,
+            if self.timed_out { " (killed: timeout)" } else { "" },
+            self.output
+        )
+    }
+}
+
+/// A child process killed on drop.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `program args` with a hard time limit, output captured to a temp file (a pipe could
+/// fill up and block the tool).
+pub fn run_tool(program: &Path, args: &[String], limit: Duration) -> ToolRun {
+    let out = tempfile::tempfile().expect("temp file for tool output");
+    let command = format!("{} {}", program.display(), args.join(" "));
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(out.try_clone().expect("dup"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {command}: {e}"));
+    let mut child = KillOnDrop(child);
+    let deadline = Instant::now() + limit;
+    let status: Option<ExitStatus> = loop {
+        if let Some(status) = child.0.try_wait().expect("poll the tool") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(child); // kills it when it is still running
+    let output = read_all(out);
+    ToolRun {
+        command,
+        code: status.and_then(|s| s.code()),
+        timed_out: status.is_none(),
+        output,
+    }
+}
+
+fn read_all(mut file: File) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(0)).expect("rewind");
+    file.read_to_end(&mut bytes).expect("read tool output");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `turnutils_peer`: coturn's UDP echo peer, on a free port of `ip`, killed on drop.
+pub struct Peer {
+    pub addr: SocketAddr,
+    _child: KillOnDrop,
+    _log: tempfile::NamedTempFile,
+}
+
+impl Peer {
+    pub fn start(ip: IpAddr) -> Peer {
+        let mut failures = String::new();
+        for attempt in 1..=3 {
+            let port = free_udp_port(ip);
+            let log = tempfile::NamedTempFile::new().expect("temp file");
+            let child = Command::new(tool("turnutils_peer"))
+                .args(["-p", &port.to_string(), "-L", &ip.to_string()])
+                .stdin(Stdio::null())
+                .stdout(log.reopen().expect("reopen"))
+                .stderr(log.reopen().expect("reopen"))
+                .spawn()
+                .expect("spawn turnutils_peer");
+            let mut child = KillOnDrop(child);
+            let addr = SocketAddr::new(ip, port);
+            match wait_echo(&mut child.0, addr) {
+                Ok(()) => {
+                    return Peer {
+                        addr,
+                        _child: child,
+                        _log: log,
+                    };
+                }
+                Err(e) => {
+                    let output = fs::read_to_string(log.path()).unwrap_or_default();
+                    writeln!(failures, "attempt {attempt}: {e}\n{output}").unwrap();
+                }
+            }
+        }
+        panic!("turnutils_peer did not start:\n{failures}");
+    }
+}
+
+/// Waits (at most 5 s) until a UDP echo server at `addr` echoes a datagram.
+fn wait_echo(child: &mut Child, addr: SocketAddr) -> Result<(), String> {
+    let local = SocketAddr::new(addr.ip(), 0);
+    let socket = UdpSocket::bind(local).expect("bind a probe socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait().expect("poll the peer") {
+            return Err(format!("exited with {status}"));
+        }
+        let _ = socket.send_to(b"echo?", addr);
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) if from == addr && &buf[..n] == b"echo?" => return Ok(()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    Err(format!("no echo from {addr} within 5 s"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// turnutils_uclient
+// ---------------------------------------------------------------------------------------------
+
+/// The summary `turnutils_uclient` prints at the end of a run.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct UclientSummary {
+    /// From `start_mclient: tot_send_msgs=N, tot_recv_msgs=M` (the final line).
+    pub sent: u64,
+    pub received: u64,
+    /// From `Total lost packets N (...), total send dropped M (...)`.
+    pub lost: u64,
+    pub send_dropped: u64,
+}
+
+/// A finished `turnutils_uclient` run.
+#[derive(Debug)]
+pub struct Uclient {
+    pub run: ToolRun,
+    /// `None` when the run did not print its closing summary (it failed before relaying).
+    pub summary: Option<UclientSummary>,
+    /// Lines that report an error (`ERROR: ...`, `... error 403 (...)`).
+    pub errors: Vec<String>,
+}
+
+impl Uclient {
+    /// Runs `turnutils_uclient ARGS SERVER_IP` with at most 60 s.
+    pub fn run(args: &[&str], server: IpAddr) -> Uclient {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.push(server.to_string());
+        let run = run_tool(&tool("turnutils_uclient"), &all, Duration::from_secs(60));
+        let summary = parse_uclient_summary(&run.output);
+        let errors = run
+            .output
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().contains("error"))
+            .map(str::to_owned)
+            .collect();
+        Uclient {
+            run,
+            summary,
+            errors,
+        }
+    }
+
+    /// Asserts a clean relay run: exit 0, no error line, `expected` messages sent, every one
+    /// received back, nothing lost or dropped.
+    pub fn assert_relayed(&self, expected: u64, server: &Server) {
+        let context = || format!("{}\n--- server log ---\n{}", self.run, server.log());
+        assert!(self.run.success(), "uclient failed:\n{}", context());
+        assert!(self.errors.is_empty(), "uclient reported errors {:?}:\n{}", self.errors, context());
+        let summary = self
+            .summary
+            .as_ref()
+            .unwrap_or_else(|| panic!("no uclient summary:\n{}", context()));
+        assert_eq!(
+            summary,
+            &UclientSummary {
+                sent: expected,
+                received: expected,
+                lost: 0,
+                send_dropped: 0
+            },
+            "uclient summary:\n{}",
+            context()
+        );
+    }
+}
+
+/// Parses the closing summary of `turnutils_uclient`.
+pub fn parse_uclient_summary(output: &str) -> Option<UclientSummary> {
+    let mut summary = UclientSummary::default();
+    let mut have_counts = false;
+    let mut have_loss = false;
+    for line in output.lines() {
+        // The final totals line has no "msz=" (the per-tick progress lines do).
+        if line.contains("start_mclient: tot_send_msgs=") {
+            summary.sent = number_after(line, "tot_send_msgs=")?;
+            summary.received = number_after(line, "tot_recv_msgs=")?;
+            have_counts = true;
+        }
+        if line.contains("Total lost packets ") {
+            summary.lost = number_after(line, "Total lost packets ")?;
+            summary.send_dropped = number_after(line, "total send dropped ")?;
+            have_loss = true;
+        }
+    }
+    (have_counts && have_loss).then_some(summary)
+}
+
+fn number_after(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod harness_tests {
+    use super::*;
+
+    #[test]
+    fn uclient_summary_parses() {
+        let output = "\
+2: : start_mclient: msz=2, tot_send_msgs=10, tot_recv_msgs=10, tot_send_bytes ~ 1000, tot_recv_bytes ~ 1000
+4: : start_mclient: tot_send_msgs=20, tot_recv_msgs=19
+4: : start_mclient: tot_send_bytes ~ 2000, tot_recv_bytes ~ 1900
+4: : Total transmit time is 4
+4: : Total lost packets 1 (5.000000%), total send dropped 2 (0.000000%)
+";
+        assert_eq!(
+            parse_uclient_summary(output),
+            Some(UclientSummary {
+                sent: 20,
+                received: 19,
+                lost: 1,
+                send_dropped: 2
+            })
+        );
+        assert_eq!(parse_uclient_summary("0: : ERROR: Cannot complete Allocation"), None);
+    }
+
+    #[test]
+    fn relay_blocks_are_exclusive() {
+        let a = PortBlock::claim();
+        let b = PortBlock::claim();
+        assert!(a.ports.end() < b.ports.start() || b.ports.end() < a.ports.start());
+        assert!(*a.ports.end() < 32768 && *b.ports.end() < 32768);
+    }
+}
