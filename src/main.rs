@@ -1,13 +1,12 @@
 //! The `turnpike` command: run the server, check a configuration, mint credentials.
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
-use base64::Engine as _;
 use clap::{Parser, Subcommand};
-use rand::RngCore as _;
 use serde::Serialize;
 use turnpike::config::{Config, LogConfig, LogFormat};
 use turnpike::proto::credentials;
@@ -26,21 +25,25 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the STUN/TURN server until SIGTERM or SIGINT (SIGHUP reloads the configuration).
+    /// Run the STUN/TURN server until SIGTERM or SIGINT.
     ///
     /// Without --config (or TURNPIKE_CONFIG) the server runs with the configuration built into
     /// the binary, the one documented in config/turnpike.toml: UDP on 0.0.0.0:3478 and
     /// [::]:3478, private and loopback peers denied. When neither auth.secrets nor auth.users
     /// is configured, a random REST secret is generated for this run and logged once, with a
-    /// warning. Logs go to standard error; RUST_LOG overrides [log] level.
+    /// warning. Logs go to standard error; RUST_LOG overrides [log] level. Under systemd
+    /// (Type=notify) it reports READY=1 once every listener is bound and feeds the watchdog.
     Serve {
         /// The configuration file (TOML). Default: the built-in configuration.
         #[arg(short, long, value_name = "FILE", env = "TURNPIKE_CONFIG")]
         config: Option<PathBuf>,
     },
 
-    /// Check a configuration file and exit: prints "FILE: ok", or the first problem with its
-    /// line and column (or key) and exits with status 1.
+    /// Check a configuration file: print "FILE: ok", or the first problem and exit with 1.
+    ///
+    /// A syntax error, an unknown key or a value of the wrong form is reported as
+    /// FILE:LINE:COLUMN; a value out of range as FILE: KEY: PROBLEM. Nothing is bound or
+    /// started.
     CheckConfig {
         /// The configuration file (TOML) to check.
         #[arg(value_name = "FILE")]
@@ -112,22 +115,11 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
-    let mut config = load_config(config_path)?;
+    let config = load_config(config_path)?;
     init_logging(&config.log)?;
     match config_path {
         Some(path) => tracing::info!(path = %path.display(), "configuration loaded"),
         None => tracing::info!("no --config given: running with the built-in configuration"),
-    }
-    if !config.auth.has_credentials() {
-        let secret = generate_secret();
-        // Logging this secret is deliberate and happens once: without it nobody could mint
-        // credentials for a server started with no configuration.
-        tracing::warn!(
-            "no auth.secrets or auth.users configured: generated the REST secret {secret} for this \
-             run only. Mint credentials with `turnpike credentials --user NAME --secret {secret}`; \
-             set auth.secrets in a configuration file to keep a secret across restarts"
-        );
-        config.auth.secrets.push(secret);
     }
     turnpike::service::run(config)
 }
@@ -136,29 +128,27 @@ fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
 fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
 
+    // The parser's error repeats its cause in its own message: format it, do not chain it.
     let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
-        Ok(directives) if !directives.trim().is_empty() => EnvFilter::builder()
-            .parse(&directives)
-            .with_context(|| format!("RUST_LOG={directives:?} is not a valid log filter"))?,
-        _ => EnvFilter::builder()
-            .parse(&log.level)
-            .with_context(|| format!("log.level = {:?} is not a valid log filter", log.level))?,
+        Ok(directives) if !directives.trim().is_empty() => {
+            EnvFilter::builder().parse(&directives).map_err(|e| {
+                anyhow::anyhow!("RUST_LOG={directives:?} is not a valid log filter: {e}")
+            })?
+        }
+        _ => EnvFilter::builder().parse(&log.level).map_err(|e| {
+            anyhow::anyhow!("log.level = {:?} is not a valid log filter: {e}", log.level)
+        })?,
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not for journald or a log file.
+        .with_ansi(std::io::stderr().is_terminal());
     let installed = match log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
     installed.map_err(|error| anyhow::anyhow!("cannot set up logging: {error}"))
-}
-
-/// A new random REST secret: 32 bytes, base64url without padding (43 characters).
-fn generate_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn check_config(file: &Path) -> anyhow::Result<()> {
@@ -301,12 +291,5 @@ mod tests {
             Cli::try_parse_from(["turnpike", "check-config"]).is_err(),
             "FILE is required"
         );
-    }
-
-    #[test]
-    fn generated_secrets_are_long_and_distinct() {
-        let first = generate_secret();
-        assert_eq!(first.len(), 43);
-        assert_ne!(first, generate_secret());
     }
 }

@@ -1,6 +1,249 @@
-//! Placeholder until the service (start-up, signals, reload, drain) lands.
+//! Start-up, signals and shutdown: turns a [`Config`] into bound sockets and running workers,
+//! tells systemd when it is ready, feeds the watchdog while the workers are alive, and stops
+//! cleanly on SIGTERM/SIGINT.
 
-/// Runs the server with `config` until it is told to stop. Not implemented yet.
-pub fn run(_config: crate::config::Config) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use mio::{Poll, Waker};
+use rand::RngCore;
+
+use crate::config::{Config, ListenTransport};
+use crate::net::addr::first_interface_address;
+use crate::net::ports::PortPool;
+use crate::net::relay::{RelayAddresses, RelaySet};
+use crate::net::socket::{UdpOptions, bind_udp};
+use crate::net::udp::{UdpWorker, WorkerHandle};
+use crate::proto::nonce::NonceKey;
+use crate::proto::server::{Authenticator, Limits, Server, Settings, Shared};
+
+/// Runs the server with `config` until SIGTERM or SIGINT. Blocks.
+pub fn run(mut config: Config) -> anyhow::Result<()> {
+    if config.auth.secrets.is_empty() && config.auth.users.is_empty() {
+        let mut raw = [0u8; 24];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let secret: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        // Logged once, on purpose: with no credentials configured this is the only way an
+        // operator trying the embedded default can mint credentials.
+        tracing::warn!(
+            secret = %secret,
+            "no auth.secrets or auth.users configured: generated a REST secret for this run only; \
+             mint credentials with `turnpike credentials --secret <it> --user NAME`"
+        );
+        config.auth.secrets.push(secret);
+    }
+    let running = start(&config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal runtime")?;
+    runtime.block_on(supervise(&running));
+    running.stop();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The running workers.
+pub struct Running {
+    workers: Vec<(Arc<WorkerHandle>, Arc<Waker>, Option<JoinHandle<()>>)>,
+    /// The addresses actually bound (useful when a config asks for port 0).
+    pub bound: Vec<SocketAddr>,
+}
+
+impl Running {
+    /// Stops every worker and waits for them.
+    pub fn stop(mut self) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        for (handle, waker, _) in &self.workers {
+            handle.stop.store(true, Ordering::Relaxed);
+            let _ = waker.wake();
+        }
+        for (_, _, thread) in &mut self.workers {
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+async fn supervise(running: &Running) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let mut watchdog_usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+    let period = if watchdog { Duration::from_micros(watchdog_usec / 2) } else { Duration::from_secs(3600) };
+    let mut tick = tokio::time::interval(period.max(Duration::from_millis(100)));
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = hup.recv() => {
+                // Reloading secrets and certificates arrives with the reload work; until then
+                // say so rather than pretend.
+                tracing::warn!("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+            }
+            _ = tick.tick() => {
+                if watchdog && running.workers_alive(period * 2) {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        }
+    }
+}
+
+impl Running {
+    /// True when every worker turned its loop within `within`.
+    fn workers_alive(&self, within: Duration) -> bool {
+        let now_ms = crate::net::udp::now().unix * 1000;
+        let slack = within.as_millis() as u64 + 1000;
+        self.workers
+            .iter()
+            .all(|(h, _, t)| t.as_ref().is_some_and(|t| !t.is_finished()) && now_ms.saturating_sub(h.heartbeat_ms.load(Ordering::Relaxed)) <= slack)
+    }
+
+    /// Live allocations over all workers.
+    pub fn allocations(&self) -> u64 {
+        self.workers.iter().map(|(h, _, _)| h.allocations.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// Binds every listener, builds one core per worker and starts the workers. Returns once all
+/// are serving (and has told systemd READY=1).
+pub fn start(config: &Config) -> anyhow::Result<Running> {
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        n => n,
+    };
+    let udp: Vec<SocketAddr> = config
+        .listen
+        .iter()
+        .filter(|l| l.transport == ListenTransport::Udp)
+        .map(|l| l.address)
+        .collect();
+    for l in config.listen.iter().filter(|l| l.transport != ListenTransport::Udp) {
+        tracing::warn!(address = %l.address, transport = l.transport.as_str(), "this transport is not served yet; listener skipped");
+    }
+    if udp.is_empty() {
+        bail!("no UDP listener configured (TCP and TLS listeners are not served yet)");
+    }
+    let relay_addrs = relay_addresses(config);
+    let pool = Arc::new(PortPool::new(config.relay.ports.start, config.relay.ports.end));
+    let shared = Arc::new(Shared::new(config.limits.allocations_per_user, config.limits.allocations_total));
+    let mut nonce_key = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut nonce_key);
+    let buffer_bytes = config.server.socket_buffer_bytes;
+
+    // Bind the first worker's sockets first: a port of 0 then resolves to the port the others
+    // share.
+    let mut bound: Vec<SocketAddr> = udp.clone();
+    let mut per_worker: Vec<Vec<std::net::UdpSocket>> = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let mut sockets = Vec::with_capacity(bound.len());
+        for addr in bound.iter_mut() {
+            let opts = UdpOptions { reuse_port: true, buffer_bytes, dont_fragment: false };
+            let socket = bind_udp(*addr, opts).with_context(|| format!("binding UDP listener {addr}"))?;
+            *addr = socket.local_addr()?;
+            sockets.push(socket);
+        }
+        per_worker.push(sockets);
+    }
+
+    let mut running = Running { workers: Vec::new(), bound: bound.clone() };
+    for (index, sockets) in per_worker.into_iter().enumerate() {
+        let poll = Poll::new().context("creating an event loop")?;
+        let registry = poll.registry().try_clone()?;
+        let relays = RelaySet::new(registry, pool.clone(), relay_addrs.clone(), buffer_bytes);
+        let core = Server::new(settings(config, &relay_addrs, nonce_key), shared.clone(), Instant::now());
+        let handle = Arc::new(WorkerHandle::default());
+        let (worker, waker) = UdpWorker::new(poll, sockets, relays, core, handle.clone())?;
+        let thread = std::thread::Builder::new()
+            .name(format!("turnpike-udp-{index}"))
+            .spawn(move || worker.run())
+            .context("starting a worker thread")?;
+        running.workers.push((handle, waker, Some(thread)));
+    }
+    tracing::info!(
+        listeners = ?bound,
+        workers,
+        relay_v4 = ?relay_addrs.advertised_v4,
+        relay_v6 = ?relay_addrs.advertised_v6,
+        ports = %config.relay.ports,
+        realm = %config.realm,
+        "ready"
+    );
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    Ok(running)
+}
+
+/// Where relay sockets bind and what is advertised, from `[relay]`.
+fn relay_addresses(config: &Config) -> RelayAddresses {
+    let advertise = |bind: IpAddr, external: Option<IpAddr>, v6: bool| -> IpAddr {
+        if let Some(ip) = external {
+            return ip;
+        }
+        if !bind.is_unspecified() {
+            return bind;
+        }
+        match first_interface_address(v6) {
+            Some(ip) => {
+                tracing::warn!(%ip, "relay.external_ip not set: advertising the first interface address; set it behind NAT");
+                ip
+            }
+            None => {
+                let lo = if v6 { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+                tracing::warn!(ip = %lo, "no usable interface address: advertising loopback relays");
+                lo
+            }
+        }
+    };
+    let bind_v4 = Some(config.relay.bind_ip).filter(|ip| ip.is_ipv4());
+    let bind_v6 = config.relay.bind_ipv6.filter(|ip| ip.is_ipv6());
+    RelayAddresses {
+        bind_v4,
+        bind_v6,
+        advertised_v4: bind_v4.map(|b| advertise(b, config.relay.external_ip, false)),
+        advertised_v6: bind_v6.map(|b| advertise(b, config.relay.external_ipv6, true)),
+    }
+}
+
+/// The core's settings for one worker.
+fn settings(config: &Config, relays: &RelayAddresses, nonce_key: [u8; 32]) -> Settings {
+    let users: HashMap<String, String> = config.auth.users.iter().map(|(u, p)| (u.clone(), p.clone())).collect();
+    let secrets = config.auth.secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let limits = &config.limits;
+    let mut own_relay_ips: Vec<IpAddr> = [relays.advertised_v4, relays.advertised_v6, relays.bind_v4, relays.bind_v6]
+        .into_iter()
+        .flatten()
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+    own_relay_ips.dedup();
+    Settings {
+        auth: Authenticator::new(
+            config.realm.clone(),
+            secrets,
+            &users,
+            NonceKey::new(nonce_key, config.auth.nonce_lifetime_secs),
+        ),
+        policy: config.peer_policy(),
+        own_relay_ips,
+        relay_ports: (config.relay.ports.start, config.relay.ports.end),
+        limits: Limits {
+            default_lifetime: Duration::from_secs(limits.default_allocation_lifetime_secs as u64),
+            max_lifetime: Duration::from_secs(limits.max_allocation_lifetime_secs as u64),
+            bandwidth_bps: limits.bandwidth_bps,
+            permissions_per_allocation: limits.permissions_per_allocation as usize,
+            channels_per_allocation: limits.channels_per_allocation as usize,
+            unauthenticated_rate: limits.unauthenticated_rate,
+            rate_limit_table_size: limits.rate_limit_table_size as usize,
+        },
+        software: config.server.software.clone(),
+        families: [relays.bind_v4.is_some(), relays.bind_v6.is_some()],
+    }
 }

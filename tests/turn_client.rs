@@ -13,7 +13,7 @@ use common::*;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use stun_types::attribute::{
-    AttributeType, AttributeWrite, ErrorCode, Nonce, RawAttribute, Realm, Software,
+    AttributeStaticType, AttributeType, AttributeWrite, ErrorCode, Nonce, RawAttribute, Realm, Software,
     UnknownAttributes, Username, XorMappedAddress,
 };
 use stun_types::message::{
@@ -527,11 +527,11 @@ fn unknown_comprehension_required_attribute_gets_420() {
         .attribute::<UnknownAttributes>()
         .unwrap_or_else(|e| panic!("no UNKNOWN-ATTRIBUTES in the 420 ({e:?}): {msg}"));
     assert!(listed.has_attribute(unknown), "UNKNOWN-ATTRIBUTES {listed} lacks 0x0030");
-    // A comprehension-optional unknown attribute (0x8030) is ignored.
+    // An unassigned comprehension-optional attribute (0x8FFF) is ignored.
     let answer = client.transact(
         &request(ALLOCATE, Some(&auth), |m, id| {
             udp_transport(m, id);
-            add(m, &RawAttribute::new(AttributeType::new(0x8030), &[0, 0, 0, 0]));
+            add(m, &RawAttribute::new(AttributeType::new(0x8FFF), &[0, 0, 0, 0]));
         }),
         &server,
     );
@@ -608,95 +608,132 @@ impl Drop for EchoPeer {
     }
 }
 
-#[test]
-fn turn_client_proto_allocates_and_relays_both_ways() {
-    use turn_client_proto::api::{TurnClientApi, TurnConfig, TurnEvent, TurnPollRet, TurnRecvRet};
-    use turn_client_proto::types::{TransportType, TurnCredentials};
-    use turn_client_proto::udp::TurnClientUdp;
+mod driven {
+    //! The sans-IO `turn-client-proto` client, driven over a real socket.
+    use super::*;
+    pub use turn_client_proto::api::{
+        TurnClientApi, TurnConfig, TurnEvent, TurnPollRet, TurnRecvRet,
+    };
+    pub use turn_client_proto::types::{TransportType, TurnCredentials};
+    pub use turn_client_proto::udp::TurnClientUdp;
 
-    let server = Server::start(Conf::loopback_peers());
-    let echo = EchoPeer::start();
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let local = socket.local_addr().unwrap();
-    let cred = credentials::mint(SECRET_ONE.as_bytes(), "ivan", unix_now(), 3600);
-    let config = TurnConfig::new(TurnCredentials::new(&cred.username, &cred.password));
-    let mut client = TurnClientUdp::allocate(local, server.udp, config);
-    let base = Instant::now();
-    let now = || turn_client_proto::types::Instant::from_std(base);
+    pub struct Driver {
+        pub client: TurnClientUdp,
+        pub socket: UdpSocket,
+        pub server: SocketAddr,
+        pub peer: SocketAddr,
+        base: Instant,
+        /// What the server answered, in order: (class, error code).
+        pub answers: Vec<(MessageClass, Option<u16>)>,
+        pub events: Vec<TurnEvent>,
+        /// Payloads received from `peer` through the relay.
+        pub received: Vec<Vec<u8>>,
+    }
 
-    // What the server answered, in order (class, error code), to check the 401 dance.
-    let mut answers: Vec<(MessageClass, Option<u16>)> = Vec::new();
-    let mut events: Vec<TurnEvent> = Vec::new();
-    let mut received: Vec<Vec<u8>> = Vec::new();
+    impl Driver {
+        pub fn new(server: SocketAddr, peer: SocketAddr, username: &str, password: &str) -> Driver {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let local = socket.local_addr().unwrap();
+            let config = TurnConfig::new(TurnCredentials::new(username, password));
+            Driver {
+                client: TurnClientUdp::allocate(local, server, config),
+                socket,
+                server,
+                peer,
+                base: Instant::now(),
+                answers: Vec::new(),
+                events: Vec::new(),
+                received: Vec::new(),
+            }
+        }
 
-    // Drives the client until `done` holds or 5 s pass (bounded loop).
-    let mut drive = |client: &mut TurnClientUdp,
-                     events: &mut Vec<TurnEvent>,
-                     received: &mut Vec<Vec<u8>>,
-                     done: &dyn Fn(&[TurnEvent], &[Vec<u8>]) -> bool| {
-        let until = Instant::now() + Duration::from_secs(5);
-        let mut buf = vec![0u8; 2048];
-        while Instant::now() < until && !done(events, received) {
-            while let Some(transmit) = client.poll_transmit(now()) {
-                assert_eq!(transmit.to, server.udp);
-                socket.send_to(&transmit.data, transmit.to).unwrap();
-            }
-            if let TurnPollRet::Closed = client.poll(now()) {
-                break;
-            }
-            while let Some(event) = client.poll_event() {
-                events.push(event);
-            }
-            if done(events, received) {
-                break;
-            }
-            socket
-                .set_read_timeout(Some(Duration::from_millis(20)))
-                .unwrap();
-            if let Ok((n, from)) = socket.recv_from(&mut buf) {
+        pub fn now(&self) -> turn_client_proto::types::Instant {
+            turn_client_proto::types::Instant::from_std(self.base)
+        }
+
+        pub fn send(&self, data: &[u8], to: SocketAddr) {
+            assert_eq!(to, self.server);
+            self.socket.send_to(data, to).unwrap();
+        }
+
+        /// Runs the client until `done` holds or 5 s pass.
+        pub fn drive(&mut self, done: impl Fn(&Driver) -> bool) {
+            let until = Instant::now() + Duration::from_secs(5);
+            let local = self.socket.local_addr().unwrap();
+            let mut buf = vec![0u8; 2048];
+            while Instant::now() < until && !done(self) {
+                while let Some(transmit) = self.client.poll_transmit(self.now()) {
+                    self.send(&transmit.data, transmit.to);
+                }
+                if let TurnPollRet::Closed = self.client.poll(self.now()) {
+                    break;
+                }
+                while let Some(event) = self.client.poll_event() {
+                    self.events.push(event);
+                }
+                if done(self) {
+                    break;
+                }
+                self.socket
+                    .set_read_timeout(Some(Duration::from_millis(20)))
+                    .unwrap();
+                let Ok((n, from)) = self.socket.recv_from(&mut buf) else {
+                    continue;
+                };
                 let data = buf[..n].to_vec();
                 if let Ok(msg) = Message::from_bytes(&data) {
                     if msg.is_response() {
-                        answers.push((msg.class(), error_code(&msg)));
+                        self.answers.push((msg.class(), error_code(&msg)));
                     }
                 }
                 let transmit =
                     turn_client_proto::api::Transmit::new(data, TransportType::Udp, from, local);
-                match client.recv(transmit, now()) {
+                let now = self.now();
+                match self.client.recv(transmit, now) {
                     TurnRecvRet::PeerData(peer_data) => {
-                        assert_eq!(peer_data.peer, echo.addr);
-                        received.push(peer_data.data().to_vec());
+                        assert_eq!(peer_data.peer, self.peer);
+                        self.received.push(peer_data.data().to_vec());
                     }
                     TurnRecvRet::Handled | TurnRecvRet::Ignored(_) => {}
                     other => panic!("unexpected {other:?}"),
                 }
-                while let Some(peer_data) = client.poll_recv(now()) {
-                    assert_eq!(peer_data.peer, echo.addr);
-                    received.push(peer_data.data().to_vec());
+                while let Some(peer_data) = self.client.poll_recv(now) {
+                    assert_eq!(peer_data.peer, self.peer);
+                    self.received.push(peer_data.data().to_vec());
                 }
             }
         }
-    };
+    }
+}
 
-    drive(&mut client, &mut events, &mut received, &|e, _| {
-        e.iter().any(|e| {
+#[test]
+fn turn_client_proto_allocates_and_relays_both_ways() {
+    use driven::*;
+    let server = Server::start(Conf::loopback_peers());
+    let echo = EchoPeer::start();
+    let cred = credentials::mint(SECRET_ONE.as_bytes(), "ivan", unix_now(), 3600);
+    let mut d = Driver::new(server.udp, echo.addr, &cred.username, &cred.password);
+
+    d.drive(|d| {
+        d.events.iter().any(|e| {
             matches!(
                 e,
                 TurnEvent::AllocationCreated(..) | TurnEvent::AllocationCreateFailed(..)
             )
         })
     });
-    let relayed = match events.last() {
+    let relayed = match d.events.last() {
         Some(TurnEvent::AllocationCreated(TransportType::Udp, relayed)) => *relayed,
         other => panic!(
-            "no allocation: {other:?}, answers {answers:?}\n--- server log ---\n{}",
+            "no allocation: {other:?}, answers {:?}\n--- server log ---\n{}",
+            d.answers,
             server.log()
         ),
     };
     assert_eq!(relayed.ip(), server.udp.ip());
     assert!(server.relay_ports.contains(&relayed.port()));
     assert_eq!(
-        answers,
+        d.answers,
         vec![
             (MessageClass::Error, Some(401)),
             (MessageClass::Success, None)
@@ -705,11 +742,12 @@ fn turn_client_proto_allocates_and_relays_both_ways() {
     );
 
     // Send indications first (a permission), then ChannelData (a channel).
-    client
-        .create_permission(TransportType::Udp, echo.addr.ip(), now())
+    let now = d.now();
+    d.client
+        .create_permission(TransportType::Udp, echo.addr.ip(), now)
         .expect("create_permission");
-    drive(&mut client, &mut events, &mut received, &|e, _| {
-        e.iter().any(|e| {
+    d.drive(|d| {
+        d.events.iter().any(|e| {
             matches!(
                 e,
                 TurnEvent::PermissionCreated(..) | TurnEvent::PermissionCreateFailed(..)
@@ -717,28 +755,32 @@ fn turn_client_proto_allocates_and_relays_both_ways() {
         })
     });
     assert!(
-        matches!(events.last(), Some(TurnEvent::PermissionCreated(TransportType::Udp, ip)) if *ip == echo.addr.ip()),
-        "{events:?}\n--- server log ---\n{}",
+        matches!(d.events.last(), Some(TurnEvent::PermissionCreated(TransportType::Udp, ip)) if *ip == echo.addr.ip()),
+        "{:?}\n--- server log ---\n{}",
+        d.events,
         server.log()
     );
     let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100 + i as usize]).collect();
     for p in &payloads {
-        let transmit = client
-            .send_to(TransportType::Udp, echo.addr, p.clone(), now())
+        let now = d.now();
+        let transmit = d
+            .client
+            .send_to(TransportType::Udp, echo.addr, p.clone(), now)
             .expect("send_to")
-            .expect("something to send");
-        let transmit = transmit.build();
-        socket.send_to(&transmit.data, transmit.to).unwrap();
+            .expect("something to send")
+            .build();
+        d.send(&transmit.data, transmit.to);
     }
-    drive(&mut client, &mut events, &mut received, &|_, r| r.len() >= 5);
-    assert_eq!(received, payloads, "echoed through Send/Data indications");
+    d.drive(|d| d.received.len() >= payloads.len());
+    assert_eq!(d.received, payloads, "echoed through Send/Data indications");
 
-    received.clear();
-    client
-        .bind_channel(TransportType::Udp, echo.addr, now())
+    d.received.clear();
+    let now = d.now();
+    d.client
+        .bind_channel(TransportType::Udp, echo.addr, now)
         .expect("bind_channel");
-    drive(&mut client, &mut events, &mut received, &|e, _| {
-        e.iter().any(|e| {
+    d.drive(|d| {
+        d.events.iter().any(|e| {
             matches!(
                 e,
                 TurnEvent::ChannelCreated(..) | TurnEvent::ChannelCreateFailed(..)
@@ -746,23 +788,26 @@ fn turn_client_proto_allocates_and_relays_both_ways() {
         })
     });
     assert!(
-        matches!(events.last(), Some(TurnEvent::ChannelCreated(TransportType::Udp, a)) if *a == echo.addr),
-        "{events:?}\n--- server log ---\n{}",
+        matches!(d.events.last(), Some(TurnEvent::ChannelCreated(TransportType::Udp, a)) if *a == echo.addr),
+        "{:?}\n--- server log ---\n{}",
+        d.events,
         server.log()
     );
     for p in &payloads {
-        let transmit = client
-            .send_to(TransportType::Udp, echo.addr, p.clone(), now())
+        let now = d.now();
+        let transmit = d
+            .client
+            .send_to(TransportType::Udp, echo.addr, p.clone(), now)
             .expect("send_to")
             .expect("something to send")
             .build();
-        // A ChannelData message: channel number first, 4-byte header.
+        // ChannelData: a channel number (0x4000-0x4FFF) and a length, then the payload.
         assert_eq!(transmit.data[0] & 0xC0, 0x40, "ChannelData expected");
         assert_eq!(transmit.data.len(), 4 + p.len());
-        socket.send_to(&transmit.data, transmit.to).unwrap();
+        d.send(&transmit.data, transmit.to);
     }
-    drive(&mut client, &mut events, &mut received, &|_, r| r.len() >= 5);
-    assert_eq!(received, payloads, "echoed through ChannelData");
+    d.drive(|d| d.received.len() >= payloads.len());
+    assert_eq!(d.received, payloads, "echoed through ChannelData");
 }
 
 #[test]

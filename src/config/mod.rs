@@ -1,7 +1,8 @@
 //! The server's configuration: a TOML file, parsed strictly, validated before use.
 //!
-//! - [`schema`] holds the sections and their defaults. Every section and field has a default,
-//!   so an empty file is a complete configuration (UDP on port 3478, private peers denied).
+//! - [`Config`] and its sections define the keys and their defaults. Every section and field
+//!   has a default, so an empty file is a complete configuration (UDP on port 3478, private
+//!   peers denied).
 //! - Unknown keys are errors, reported with the file, line and column ([`ConfigError::Parse`]).
 //! - [`validate`] checks values after parsing and names the offending key
 //!   ([`ConfigError::Invalid`]).
@@ -33,12 +34,12 @@ pub const EMBEDDED_ORIGIN: &str = "<embedded default>";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {reason}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// The operating system's reason.
-        source: std::io::Error,
+        /// The operating system's reason (part of the message, so not also a `source()`).
+        reason: std::io::Error,
     },
     /// The text is not valid TOML, has an unknown key, or a value of the wrong type or form.
     #[error("{origin}:{line}:{column}: {message}")]
@@ -95,9 +96,9 @@ impl Config {
 
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            reason,
         })?;
         Config::from_toml_str(&text, &path.display().to_string())
     }

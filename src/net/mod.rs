@@ -1,1 +1,11 @@
-//! The I/O layer: sockets and worker threads that feed the sans-IO core.
+//! The I/O layer: sockets and worker threads that feed the sans-IO core in [`crate::proto`].
+//!
+//! UDP runs one worker thread per core (DESIGN §2): each has its own `SO_REUSEPORT` listener
+//! socket per listen address, its own relay sockets, and its own [`crate::proto::server::Server`]
+//! holding the allocations it created, so nothing on the packet path is shared or locked.
+
+pub mod addr;
+pub mod ports;
+pub mod relay;
+pub mod socket;
+pub mod udp;

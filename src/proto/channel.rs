@@ -3,8 +3,14 @@
 
 /// The first valid channel number.
 pub const CHANNEL_MIN: u16 = 0x4000;
-/// The last valid channel number (RFC 8656 narrows RFC 5766's range to 0x4000-0x4FFF).
-pub const CHANNEL_MAX: u16 = 0x4FFF;
+/// The last channel number RFC 8656 assigns (0x4000-0x4FFF).
+pub const CHANNEL_MAX_RFC8656: u16 = 0x4FFF;
+/// The last valid channel number we accept. RFC 8656 narrowed RFC 5766's range (0x4000-0x7FFE)
+/// to 0x4000-0x4FFF, but clients written to RFC 5766 (coturn's own tools among them) still pick
+/// numbers up to 0x7FFE; coturn accepts them and so do we, for drop-in compatibility. The
+/// first byte of such ChannelData (0x50-0x7F) cannot be confused with STUN (0x00-0x03) or
+/// DTLS (0x14-0x3F), so the demultiplexing of RFC 7983 is unaffected on the client side.
+pub const CHANNEL_MAX: u16 = 0x7FFE;
 /// ChannelData header length.
 pub const HEADER_LEN: usize = 4;
 
@@ -56,10 +62,12 @@ mod tests {
         assert_eq!(parse(&[0x40, 0x00, 0x00, 0x02, 9, 9]), Some((0x4000, 2)));
         assert_eq!(parse(&[0x40, 0x00, 0x00, 0x02, 9, 9, 0, 0]), Some((0x4000, 2)));
         assert_eq!(parse(&[0x40, 0x00, 0x00, 0x03, 9, 9]), None, "length past the end");
-        assert_eq!(parse(&[0x50, 0x00, 0x00, 0x00]), None, "0x5000 is reserved");
+        assert_eq!(parse(&[0x50, 0x00, 0x00, 0x00]), Some((0x5000, 0)), "RFC 5766 range");
+        assert_eq!(parse(&[0x7F, 0xFF, 0x00, 0x00]), None, "0x7FFF is reserved");
         assert_eq!(parse(&[0x40, 0x00, 0x00, 0x00, 1, 2, 3, 4]), None, "too much trailing");
         assert_eq!(parse(&[0x40, 0x00]), None);
         assert_eq!(framed_len(&[0x40, 0, 0, 5]), Some(12));
-        assert!(is_valid_channel(0x4FFF) && !is_valid_channel(0x3FFF));
+        assert!(is_valid_channel(0x4FFF) && is_valid_channel(0x7FFE));
+        assert!(!is_valid_channel(0x3FFF) && !is_valid_channel(0x7FFF) && !is_valid_channel(0x8000));
     }
 }

@@ -58,36 +58,40 @@ pub fn unix_now() -> u64 {
 // ---------------------------------------------------------------------------------------------
 
 /// A free UDP port on `ip`: the kernel picks one for a socket bound to port 0, which is then
-/// closed. The kernel draws these from the ephemeral range (32768-60999 on Linux), which relay
-/// port blocks (below) stay out of.
+/// closed. For clients only: servers take their ports from a [`PortBlock`].
 pub fn free_udp_port(ip: IpAddr) -> u16 {
     let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind an ephemeral UDP port");
     socket.local_addr().expect("local address").port()
 }
 
-/// First port of the first relay block, block size and number of blocks: ports 10000-31999,
-/// below the Linux ephemeral range, so no `bind(0)` anywhere on the machine lands in a block.
-const RELAY_BLOCK_BASE: u16 = 10_000;
-const RELAY_BLOCK_SIZE: u16 = 200;
-const RELAY_BLOCKS: u16 = 110;
+/// First port of the first block, block size and number of blocks: ports 10000-31999, below
+/// the Linux ephemeral range (32768-60999), so no `bind(0)` on the machine lands in a block.
+const BLOCK_BASE: u16 = 10_000;
+const BLOCK_SIZE: u16 = 200;
+const BLOCKS: u16 = 110;
 
-/// An exclusive block of relay ports for one test server, held by an advisory file lock
-/// (`flock`), so that concurrent tests in this process and in other processes (cargo-nextest
-/// runs every test in its own process) never hand the same range to two servers.
+/// An exclusive block of 200 ports (starting at an even port) for one test server or peer,
+/// held by an advisory file lock (`flock`) until dropped, so that concurrent tests in this
+/// process and in other processes (cargo-nextest runs every test in a process of its own)
+/// never get the same ports.
+///
+/// Why not `bind(0)` for server ports: turnpike binds with SO_REUSEPORT, and two servers that
+/// both set it on the same port would share it silently (the kernel splits the datagrams).
+/// Ports from a locked block are never handed to a second test.
 pub struct PortBlock {
-    pub ports: RangeInclusive<u16>,
+    pub first: u16,
     _lock: File,
 }
 
 impl PortBlock {
     pub fn claim() -> PortBlock {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join("turnpike-test-relay-ports");
+        let dir = std::env::temp_dir().join("turnpike-test-ports");
         fs::create_dir_all(&dir).expect("create the port lock directory");
         // Start at a different block in each process so that processes rarely contend.
-        let start = (std::process::id() + NEXT.fetch_add(7, Ordering::Relaxed)) as u16;
-        for i in 0..RELAY_BLOCKS {
-            let block = (start.wrapping_add(i)) % RELAY_BLOCKS;
+        let start = std::process::id().wrapping_add(NEXT.fetch_add(7, Ordering::Relaxed));
+        for i in 0..u32::from(BLOCKS) {
+            let block = (start.wrapping_add(i) % u32::from(BLOCKS)) as u16;
             let path = dir.join(format!("block-{block}.lock"));
             let file = OpenOptions::new()
                 .create(true)
@@ -98,14 +102,24 @@ impl PortBlock {
             // SAFETY: flock on a file descriptor we own; it does not touch memory.
             let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
             if rc == 0 {
-                let first = RELAY_BLOCK_BASE + block * RELAY_BLOCK_SIZE;
                 return PortBlock {
-                    ports: first..=first + RELAY_BLOCK_SIZE - 1,
+                    first: BLOCK_BASE + block * BLOCK_SIZE,
                     _lock: file,
                 };
             }
         }
-        panic!("all {RELAY_BLOCKS} relay port blocks are taken");
+        panic!("all {BLOCKS} port blocks are taken");
+    }
+
+    /// The `i`-th port of the block.
+    pub fn port(&self, i: u16) -> u16 {
+        assert!(i < BLOCK_SIZE);
+        self.first + i
+    }
+
+    /// The block's ports from the `i`-th on.
+    pub fn from(&self, i: u16) -> RangeInclusive<u16> {
+        self.port(i)..=self.first + BLOCK_SIZE - 1
     }
 }
 
@@ -215,6 +229,8 @@ pub struct Server {
     pub conf: Conf,
     pub config_path: PathBuf,
     log_path: PathBuf,
+    /// Set once the harness killed the process (a kill is not a crash).
+    stopped: bool,
     _ports: PortBlock,
     dir: tempfile::TempDir,
 }
@@ -239,14 +255,16 @@ impl Server {
             .prefix("turnpike-test-")
             .tempdir()
             .expect("create a temp dir");
+        // Port 0 of the block listens on 127.0.0.1, port 1 on [::1], the rest relay.
         let ports = PortBlock::claim();
-        let udp = SocketAddr::new(LOCALHOST_V4, free_udp_port(LOCALHOST_V4));
+        let udp = SocketAddr::new(LOCALHOST_V4, ports.port(0));
         let udp6 = conf
             .ipv6
-            .then(|| SocketAddr::new(LOCALHOST_V6, free_udp_port(LOCALHOST_V6)));
+            .then(|| SocketAddr::new(LOCALHOST_V6, ports.port(1)));
+        let relay_ports = ports.from(2);
         let listen: Vec<SocketAddr> = std::iter::once(udp).chain(udp6).collect();
         let config_path = dir.path().join("turnpike.toml");
-        fs::write(&config_path, conf.to_toml(&listen, &ports.ports)).expect("write the config");
+        fs::write(&config_path, conf.to_toml(&listen, &relay_ports)).expect("write the config");
         let log_path = dir.path().join("turnpike.log");
         let log = File::create(&log_path).expect("create the log file");
         let child = Command::new(turnpike_bin())
@@ -262,10 +280,11 @@ impl Server {
             child,
             udp,
             udp6,
-            relay_ports: ports.ports.clone(),
+            relay_ports,
             conf,
             config_path,
             log_path,
+            stopped: false,
             _ports: ports,
             dir,
         };
@@ -333,6 +352,7 @@ impl Server {
     }
 
     fn stop(&mut self) {
+        self.stopped = true;
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -340,7 +360,11 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let crashed = self.child.try_wait().ok().flatten();
+        let crashed = if self.stopped {
+            None
+        } else {
+            self.child.try_wait().ok().flatten()
+        };
         self.stop();
         if std::thread::panicking() || crashed.is_some() {
             eprintln!(
@@ -479,13 +503,16 @@ pub struct Peer {
     pub addr: SocketAddr,
     _child: KillOnDrop,
     _log: tempfile::NamedTempFile,
+    _ports: PortBlock,
 }
 
 impl Peer {
+    /// turnutils_peer binds PORT and PORT+1 (RTP and RTCP): both come from a port block.
     pub fn start(ip: IpAddr) -> Peer {
         let mut failures = String::new();
         for attempt in 1..=3 {
-            let port = free_udp_port(ip);
+            let ports = PortBlock::claim();
+            let port = ports.port(0);
             let log = tempfile::NamedTempFile::new().expect("temp file");
             let child = Command::new(tool("turnutils_peer"))
                 .args(["-p", &port.to_string(), "-L", &ip.to_string()])
@@ -502,6 +529,7 @@ impl Peer {
                         addr,
                         _child: child,
                         _log: log,
+                        _ports: ports,
                     };
                 }
                 Err(e) => {
@@ -662,7 +690,9 @@ mod harness_tests {
     fn relay_blocks_are_exclusive() {
         let a = PortBlock::claim();
         let b = PortBlock::claim();
-        assert!(a.ports.end() < b.ports.start() || b.ports.end() < a.ports.start());
-        assert!(*a.ports.end() < 32768 && *b.ports.end() < 32768);
+        assert_ne!(a.first, b.first);
+        assert!(a.from(0).end() < b.from(0).start() || b.from(0).end() < a.from(0).start());
+        assert!(*a.from(0).end() < 32768 && *b.from(0).end() < 32768);
+        assert_eq!(a.first % 2, 0, "turnutils_peer wants an even port");
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 pub use allocation::{Allocation, CHANNEL_LIFETIME, PERMISSION_LIFETIME, family_index};
 pub use auth::{AuthFailure, Authenticated, Authenticator, long_term_key};
-pub use quota::{Quota, QuotaError};
+pub use quota::{Quota, QuotaError, Reservations, Shared};
 
 use crate::proto::channel;
 use crate::proto::policy::PeerPolicy;
@@ -93,8 +93,8 @@ pub struct OpenedRelay {
     pub id: RelayId,
     /// Address advertised to the client.
     pub addr: SocketAddr,
-    /// The held next port, when `reserve_next` was asked.
-    pub reserved: Option<(RelayId, SocketAddr)>,
+    /// The next port, held in the pool but not bound, when `reserve_next` was asked.
+    pub reserved: Option<SocketAddr>,
 }
 
 /// Why a relay socket could not be opened.
@@ -112,8 +112,12 @@ pub enum RelayOpenError {
 pub trait RelayIo {
     /// Opens a relay socket.
     fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayOpenError>;
+    /// Opens a relay socket on a port held by a reservation (`OpenedRelay::reserved`).
+    fn open_reserved(&mut self, addr: SocketAddr, dont_fragment: bool) -> Result<OpenedRelay, RelayOpenError>;
     /// Closes a relay socket that `open` returned.
     fn close(&mut self, id: RelayId);
+    /// Gives back a reserved port that nobody claimed.
+    fn release_reserved(&mut self, addr: SocketAddr);
 }
 
 /// Limits and lifetimes the core enforces.
@@ -240,13 +244,12 @@ pub struct Stats {
 /// The TURN server core of one worker.
 pub struct Server {
     settings: Settings,
-    quota: Arc<Quota>,
+    shared: Arc<Shared>,
     limiter: SourceLimiter,
     allocations: Vec<Option<Allocation>>,
     free_slots: Vec<u32>,
     by_tuple: HashMap<FiveTuple, u32>,
     by_relay: HashMap<RelayId, u32>,
-    reservations: HashMap<[u8; 8], (RelayId, SocketAddr, Instant)>,
     reply: Vec<u8>,
     next_sweep: Instant,
     indication_counter: u64,
@@ -259,21 +262,20 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
 impl Server {
-    /// A server core; `quota` is shared by every worker.
-    pub fn new(settings: Settings, quota: Arc<Quota>, now: Instant) -> Self {
+    /// A server core; `shared` is shared by every worker.
+    pub fn new(settings: Settings, shared: Arc<Shared>, now: Instant) -> Self {
         let limiter = SourceLimiter::new(
             settings.limits.unauthenticated_rate,
             settings.limits.rate_limit_table_size,
         );
         Server {
             settings,
-            quota,
+            shared,
             limiter,
             allocations: Vec::new(),
             free_slots: Vec::new(),
             by_tuple: HashMap::new(),
             by_relay: HashMap::new(),
-            reservations: HashMap::new(),
             reply: Vec::with_capacity(256),
             next_sweep: now + SWEEP_INTERVAL,
             indication_counter: 0,
@@ -457,16 +459,8 @@ impl Server {
         for alloc in self.allocations.iter_mut().flatten() {
             alloc.prune(now.instant);
         }
-        let stale: Vec<[u8; 8]> = self
-            .reservations
-            .iter()
-            .filter(|(_, (_, _, exp))| *exp <= now.instant)
-            .map(|(t, _)| *t)
-            .collect();
-        for token in stale {
-            if let Some((id, _, _)) = self.reservations.remove(&token) {
-                io.close(id);
-            }
+        for addr in self.shared.reservations.expire(now.instant) {
+            io.release_reserved(addr);
         }
     }
 
@@ -476,9 +470,6 @@ impl Server {
             if self.allocations[slot as usize].is_some() {
                 self.remove_allocation(slot, io);
             }
-        }
-        for (_, (id, _, _)) in self.reservations.drain() {
-            io.close(id);
         }
     }
 
@@ -515,7 +506,7 @@ impl Server {
             self.by_relay.remove(&relay.id);
             io.close(relay.id);
         }
-        self.quota.release(&alloc.quota_user);
+        self.shared.quota.release(&alloc.quota_user);
         self.free_slots.push(slot);
         self.stats.allocations_ended += 1;
     }

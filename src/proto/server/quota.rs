@@ -66,3 +66,72 @@ impl Quota {
         self.used.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 }
+
+/// EVEN-PORT reservations (RFC 8656 §7.2), shared by every worker: the Allocate that claims a
+/// token may reach another worker than the one that made it. A reservation holds a port of the
+/// pool (not a socket); the claiming worker binds it.
+#[derive(Debug)]
+pub struct Reservations {
+    max: usize,
+    held: Mutex<HashMap<[u8; 8], (std::net::SocketAddr, std::time::Instant)>>,
+}
+
+impl Reservations {
+    /// A table of at most `max` reservations.
+    pub fn new(max: usize) -> Self {
+        Reservations { max, held: Mutex::new(HashMap::new()) }
+    }
+
+    /// Records a reservation; false when the table is full.
+    pub fn insert(&self, token: [u8; 8], addr: std::net::SocketAddr, expires: std::time::Instant) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.len() >= self.max {
+            return false;
+        }
+        held.insert(token, (addr, expires));
+        true
+    }
+
+    /// Claims a reservation (once).
+    pub fn claim(&self, token: &[u8; 8], now: std::time::Instant) -> Option<std::net::SocketAddr> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        match held.remove(token) {
+            Some((addr, exp)) if exp > now => Some(addr),
+            Some((addr, _)) => {
+                held.insert(*token, (addr, now)); // expired: left for the sweep to release
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Removes and returns expired reservations (their ports must be given back).
+    pub fn expire(&self, now: std::time::Instant) -> Vec<std::net::SocketAddr> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut gone = Vec::new();
+        held.retain(|_, (addr, exp)| {
+            let keep = *exp > now;
+            if !keep {
+                gone.push(*addr);
+            }
+            keep
+        });
+        gone
+    }
+}
+
+/// State every worker's core shares: quotas and reservations.
+#[derive(Debug)]
+pub struct Shared {
+    /// Allocation quotas.
+    pub quota: Quota,
+    /// EVEN-PORT reservations.
+    pub reservations: Reservations,
+}
+
+impl Shared {
+    /// Shared state for the given quotas.
+    pub fn new(per_user: u32, total: u32) -> Self {
+        Shared { quota: Quota::new(per_user, total), reservations: Reservations::new(total.max(1) as usize) }
+    }
+}

@@ -201,16 +201,16 @@ impl Server {
             .unwrap_or(self.settings.limits.default_lifetime)
             .max(self.settings.limits.default_lifetime)
             .min(self.settings.limits.max_lifetime);
-        let reservation = match token {
+        let reserved_addr = match token {
             Some(t) => {
                 let t: [u8; 8] = t.try_into().expect("length checked");
-                Some(self.reservations.remove(&t).ok_or((508, "Insufficient Capacity"))?)
+                Some(self.shared.reservations.claim(&t, now.instant).ok_or((508, "Insufficient Capacity"))?)
             }
             None => None,
         };
-        if let Err(e) = self.quota.acquire(&auth.quota_user) {
-            if let Some((id, _, _)) = reservation {
-                io.close(id);
+        if let Err(e) = self.shared.quota.acquire(&auth.quota_user) {
+            if let Some(addr) = reserved_addr {
+                io.release_reserved(addr);
             }
             return Err(match e {
                 QuotaError::User => (486, "Allocation Quota Reached"),
@@ -220,8 +220,8 @@ impl Server {
         let dont_fragment = msg.get(attr::DONT_FRAGMENT).is_some();
         let mut relays = [None, None];
         let mut new_token = None;
-        let opened = match reservation {
-            Some((id, addr, _)) => Ok(super::OpenedRelay { id, addr, reserved: None }),
+        let opened = match reserved_addr {
+            Some(addr) => io.open_reserved(addr, dont_fragment),
             None => io.open(RelayRequest {
                 family,
                 even: even_port.is_some(),
@@ -232,7 +232,7 @@ impl Server {
         let primary = match opened {
             Ok(o) => o,
             Err(e) => {
-                self.quota.release(&auth.quota_user);
+                self.shared.quota.release(&auth.quota_user);
                 return Err(match e {
                     RelayOpenError::NoPort => (508, "Insufficient Capacity"),
                     RelayOpenError::FamilyUnsupported => (440, "Address Family not Supported"),
@@ -240,11 +240,14 @@ impl Server {
             }
         };
         relays[family_index(primary.addr.ip())] = Some(Relay { id: primary.id, addr: primary.addr });
-        if let Some((id, addr)) = primary.reserved {
+        if let Some(addr) = primary.reserved {
             let mut t = [0u8; 8];
             rand::thread_rng().fill_bytes(&mut t);
-            self.reservations.insert(t, (id, addr, now.instant + super::RESERVATION_LIFETIME));
-            new_token = Some(t);
+            if self.shared.reservations.insert(t, addr, now.instant + super::RESERVATION_LIFETIME) {
+                new_token = Some(t);
+            } else {
+                io.release_reserved(addr);
+            }
         }
         let mut ipv6_error = None;
         if dual {

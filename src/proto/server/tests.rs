@@ -19,6 +19,7 @@ const UNIX0: u64 = 1_800_000_000;
 struct FakeIo {
     next_port: u16,
     open: BTreeSet<u32>,
+    held: BTreeSet<u16>,
     no_ports: bool,
 }
 
@@ -41,10 +42,20 @@ impl RelayIo for FakeIo {
         self.next_port += if r.reserve_next { 2 } else { 1 };
         self.open.insert(port as u32);
         let reserved = r.reserve_next.then(|| {
-            self.open.insert(port as u32 + 1);
-            (RelayId(port as u32 + 1), SocketAddr::new(ip, port + 1))
+            self.held.insert(port + 1);
+            SocketAddr::new(ip, port + 1)
         });
         Ok(OpenedRelay { id: RelayId(port as u32), addr: SocketAddr::new(ip, port), reserved })
+    }
+
+    fn open_reserved(&mut self, addr: SocketAddr, _df: bool) -> Result<OpenedRelay, RelayOpenError> {
+        assert!(self.held.remove(&addr.port()), "not reserved: {addr}");
+        self.open.insert(addr.port() as u32);
+        Ok(OpenedRelay { id: RelayId(addr.port() as u32), addr, reserved: None })
+    }
+
+    fn release_reserved(&mut self, addr: SocketAddr) {
+        assert!(self.held.remove(&addr.port()), "not reserved: {addr}");
     }
 
     fn close(&mut self, id: RelayId) {
@@ -79,12 +90,12 @@ fn settings(limits: Limits, allow: &[&str]) -> Settings {
 
 impl Harness {
     fn new() -> Self {
-        Self::with(settings(Limits::default(), &[]), Quota::new(10, 100))
+        Self::with(settings(Limits::default(), &[]), Shared::new(10, 100))
     }
 
-    fn with(settings: Settings, quota: Quota) -> Self {
+    fn with(settings: Settings, shared: Shared) -> Self {
         let t0 = Instant::now();
-        Harness { server: Server::new(settings, Arc::new(quota), t0), io: FakeIo::default(), t0, elapsed: Duration::ZERO }
+        Harness { server: Server::new(settings, Arc::new(shared), t0), io: FakeIo::default(), t0, elapsed: Duration::ZERO }
     }
 
     fn now(&self) -> Now {
@@ -419,7 +430,7 @@ fn lifetimes_are_capped_and_allocations_expire() {
     assert_eq!(h.server.allocation_count(), 0);
     assert!(h.io.open.is_empty());
     // The quota came back.
-    assert_eq!(h.server.quota.in_use(), 0);
+    assert_eq!(h.server.shared.quota.in_use(), 0);
 }
 
 #[test]
@@ -452,7 +463,7 @@ fn denied_peer_classes_get_403() {
 
 #[test]
 fn operator_allow_list_and_own_relays_are_permitted() {
-    let mut h = Harness::with(settings(Limits::default(), &["127.0.0.1/32"]), Quota::new(10, 100));
+    let mut h = Harness::with(settings(Limits::default(), &["127.0.0.1/32"]), Shared::new(10, 100));
     let mut c = Client::rest(ft("198.51.100.7:1"), "kim", b"new-secret", 86400);
     c.allocate(&mut h);
     assert_eq!(permit(&mut c, &mut h, &["127.0.0.1:9"]), 0);
@@ -465,7 +476,7 @@ fn operator_allow_list_and_own_relays_are_permitted() {
 fn own_relay_addresses_are_allowed_even_when_private() {
     let mut s = settings(Limits::default(), &[]);
     s.own_relay_ips = vec!["10.0.0.5".parse().unwrap()];
-    let mut h = Harness::with(s, Quota::new(10, 100));
+    let mut h = Harness::with(s, Shared::new(10, 100));
     let mut c = Client::rest(ft("198.51.100.7:1"), "lee", b"new-secret", 86400);
     c.allocate(&mut h);
     assert_eq!(permit(&mut c, &mut h, &["10.0.0.5:50001"]), 0, "a relay of ours");
@@ -549,7 +560,7 @@ fn channel_rebinding_rules() {
     let mut c = Client::rest(ft("198.51.100.7:1"), "pam", b"new-secret", 86400);
     c.call(&mut h, method::ALLOCATE, &[udp(), (attr::LIFETIME, 3600u32.to_be_bytes().to_vec())]);
     assert_eq!(bind(&mut c, &mut h, 0x3FFF, "198.51.100.9:7000"), 400, "below the range");
-    assert_eq!(bind(&mut c, &mut h, 0x5000, "198.51.100.9:7000"), 400, "above the range");
+    assert_eq!(bind(&mut c, &mut h, 0x7FFF, "198.51.100.9:7000"), 400, "above the range");
     assert_eq!(bind(&mut c, &mut h, 0x4000, "198.51.100.9:7000"), 0);
     assert_eq!(bind(&mut c, &mut h, 0x4000, "198.51.100.9:7000"), 0, "refresh");
     assert_eq!(bind(&mut c, &mut h, 0x4000, "198.51.100.9:7001"), 400, "number taken");
@@ -586,7 +597,7 @@ fn error_codes_for_malformed_and_unsupported_allocates() {
 fn ipv6_and_dual_allocations() {
     let mut s = settings(Limits::default(), &[]);
     s.families = [true, false];
-    let mut h = Harness::with(s, Quota::new(10, 100));
+    let mut h = Harness::with(s, Shared::new(10, 100));
     let mut c = Client::rest(ft("198.51.100.7:1"), "rae", b"new-secret", 86400);
     let v6 = (attr::REQUESTED_ADDRESS_FAMILY, vec![2, 0, 0, 0]);
     assert_eq!(error_code(&c.call(&mut h, method::ALLOCATE, &[udp(), v6])), 440);
@@ -623,7 +634,7 @@ fn wrong_credentials_on_an_allocation_get_441() {
 
 #[test]
 fn quotas_per_user_and_in_total() {
-    let mut h = Harness::with(settings(Limits::default(), &[]), Quota::new(1, 2));
+    let mut h = Harness::with(settings(Limits::default(), &[]), Shared::new(1, 2));
     let mut a1 = Client::rest(ft("198.51.100.7:1"), "tom", b"new-secret", 86400);
     let mut a2 = Client::rest(ft("198.51.100.7:2"), "tom", b"new-secret", 86400);
     assert_eq!(error_code(&a1.allocate(&mut h)), 0);
@@ -642,7 +653,7 @@ fn no_relay_port_is_508() {
     h.io.no_ports = true;
     let mut c = Client::rest(ft("198.51.100.7:1"), "will", b"new-secret", 86400);
     assert_eq!(error_code(&c.allocate(&mut h)), 508);
-    assert_eq!(h.server.quota.in_use(), 0);
+    assert_eq!(h.server.shared.quota.in_use(), 0);
 }
 
 #[test]
@@ -661,15 +672,15 @@ fn even_port_reservations() {
     // An unclaimed reservation is released after 30 s.
     let mut d = Client::rest(ft("198.51.100.7:4"), "xena", b"new-secret", 86400);
     d.call(&mut h, method::ALLOCATE, &[udp(), (attr::EVEN_PORT, vec![0x80])]);
-    let open = h.io.open.len();
+    assert_eq!(h.io.held.len(), 1);
     h.advance(31);
-    assert_eq!(h.io.open.len(), open - 1);
+    assert!(h.io.held.is_empty(), "the reserved port went back");
 }
 
 #[test]
 fn unauthenticated_answers_are_rate_limited_per_source() {
     let limits = Limits { unauthenticated_rate: 5, ..Limits::default() };
-    let mut h = Harness::with(settings(limits, &[]), Quota::new(10, 100));
+    let mut h = Harness::with(settings(limits, &[]), Shared::new(10, 100));
     let mut req = Vec::new();
     Writer::new(&mut req, Class::Request, method::ALLOCATE, [1; 12]).attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
     let answered = (0..50).filter(|_| h.send(ft("198.51.100.7:1"), &req).is_some()).count();
@@ -685,7 +696,7 @@ fn unauthenticated_answers_are_rate_limited_per_source() {
 #[test]
 fn bandwidth_cap_drops_excess() {
     let limits = Limits { bandwidth_bps: 1000, ..Limits::default() };
-    let mut h = Harness::with(settings(limits, &[]), Quota::new(10, 100));
+    let mut h = Harness::with(settings(limits, &[]), Shared::new(10, 100));
     let mut c = Client::rest(ft("198.51.100.7:1"), "yan", b"new-secret", 86400);
     c.allocate(&mut h);
     bind(&mut c, &mut h, 0x4000, "198.51.100.9:7000");
@@ -699,7 +710,7 @@ fn bandwidth_cap_drops_excess() {
 #[test]
 fn tables_are_bounded() {
     let limits = Limits { permissions_per_allocation: 2, channels_per_allocation: 1, ..Limits::default() };
-    let mut h = Harness::with(settings(limits, &[]), Quota::new(10, 100));
+    let mut h = Harness::with(settings(limits, &[]), Shared::new(10, 100));
     let mut c = Client::rest(ft("198.51.100.7:1"), "zed", b"new-secret", 86400);
     c.allocate(&mut h);
     assert_eq!(permit(&mut c, &mut h, &["198.51.100.1:1", "198.51.100.2:1"]), 0);

@@ -1,0 +1,140 @@
+//! A worker's relay sockets: opened and closed for the core through [`RelayIo`], polled by the
+//! worker's event loop.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
+use slab::Slab;
+
+use super::ports::PortPool;
+use super::socket::{UdpOptions, bind_udp};
+use crate::proto::server::{Family, OpenedRelay, RelayId, RelayIo, RelayOpenError, RelayRequest};
+
+/// Tokens at and above this belong to relay sockets (`RELAY_TOKEN_BASE + slab key`).
+pub const RELAY_TOKEN_BASE: usize = 1 << 20;
+/// How many ports to try when binding fails (another process holds one in our range).
+const BIND_ATTEMPTS: usize = 16;
+
+/// Where relay sockets bind, and what is advertised for them.
+#[derive(Clone, Debug)]
+pub struct RelayAddresses {
+    /// Local IPv4 address to bind (None: no IPv4 relays).
+    pub bind_v4: Option<IpAddr>,
+    /// Local IPv6 address to bind (None: no IPv6 relays).
+    pub bind_v6: Option<IpAddr>,
+    /// Advertised IPv4 relay address.
+    pub advertised_v4: Option<IpAddr>,
+    /// Advertised IPv6 relay address.
+    pub advertised_v6: Option<IpAddr>,
+}
+
+struct RelaySocket {
+    socket: UdpSocket,
+    port: u16,
+}
+
+/// The relay sockets of one worker.
+pub struct RelaySet {
+    sockets: Slab<RelaySocket>,
+    registry: Registry,
+    pool: Arc<PortPool>,
+    addrs: RelayAddresses,
+    buffer_bytes: usize,
+}
+
+impl RelaySet {
+    /// A set registering its sockets with `registry`.
+    pub fn new(registry: Registry, pool: Arc<PortPool>, addrs: RelayAddresses, buffer_bytes: usize) -> Self {
+        RelaySet { sockets: Slab::new(), registry, pool, addrs, buffer_bytes }
+    }
+
+    /// The socket of relay `id`.
+    pub fn socket(&self, id: RelayId) -> Option<&UdpSocket> {
+        self.sockets.get(id.0 as usize).map(|r| &r.socket)
+    }
+
+    /// Number of open relay sockets.
+    pub fn len(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// True when no relay socket is open.
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+
+    fn bind_one(&mut self, ip: IpAddr, port: u16, dont_fragment: bool) -> Option<RelayId> {
+        let opts = UdpOptions { reuse_port: false, buffer_bytes: self.buffer_bytes, dont_fragment };
+        let std_socket = bind_udp(SocketAddr::new(ip, port), opts).ok()?;
+        let mut socket = UdpSocket::from_std(std_socket);
+        let entry = self.sockets.vacant_entry();
+        let key = entry.key();
+        self.registry
+            .register(&mut socket, Token(RELAY_TOKEN_BASE + key), Interest::READABLE)
+            .ok()?;
+        entry.insert(RelaySocket { socket, port });
+        Some(RelayId(key as u32))
+    }
+}
+
+impl RelaySet {
+    fn family_addresses(&self, v6: bool) -> Result<(IpAddr, IpAddr), RelayOpenError> {
+        let (bind, advertised) = if v6 {
+            (self.addrs.bind_v6, self.addrs.advertised_v6)
+        } else {
+            (self.addrs.bind_v4, self.addrs.advertised_v4)
+        };
+        match (bind, advertised) {
+            (Some(b), Some(a)) => Ok((b, a)),
+            _ => Err(RelayOpenError::FamilyUnsupported),
+        }
+    }
+}
+
+impl RelayIo for RelaySet {
+    fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayOpenError> {
+        let (bind, advertised) = self.family_addresses(request.family == Family::V6)?;
+        for _ in 0..BIND_ATTEMPTS {
+            let port = self
+                .pool
+                .take(request.even, request.reserve_next)
+                .ok_or(RelayOpenError::NoPort)?;
+            let Some(id) = self.bind_one(bind, port, request.dont_fragment) else {
+                // Someone else holds it: keep it marked so we do not try it again at once.
+                if request.reserve_next {
+                    self.pool.give_back(port + 1);
+                }
+                continue;
+            };
+            // The reserved next port stays held in the pool; whichever worker claims the
+            // token binds it.
+            let reserved = request.reserve_next.then(|| SocketAddr::new(advertised, port + 1));
+            return Ok(OpenedRelay { id, addr: SocketAddr::new(advertised, port), reserved });
+        }
+        Err(RelayOpenError::NoPort)
+    }
+
+    fn open_reserved(&mut self, addr: SocketAddr, dont_fragment: bool) -> Result<OpenedRelay, RelayOpenError> {
+        let (bind, advertised) = self.family_addresses(addr.is_ipv6())?;
+        match self.bind_one(bind, addr.port(), dont_fragment) {
+            Some(id) => Ok(OpenedRelay { id, addr: SocketAddr::new(advertised, addr.port()), reserved: None }),
+            None => {
+                self.pool.give_back(addr.port());
+                Err(RelayOpenError::NoPort)
+            }
+        }
+    }
+
+    fn close(&mut self, id: RelayId) {
+        if let Some(mut relay) = self.sockets.try_remove(id.0 as usize) {
+            let _ = self.registry.deregister(&mut relay.socket);
+            self.pool.give_back(relay.port);
+        }
+    }
+
+    fn release_reserved(&mut self, addr: SocketAddr) {
+        self.pool.give_back(addr.port());
+    }
+}
