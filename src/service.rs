@@ -48,9 +48,16 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A started worker thread, with what it takes to watch and stop it.
+struct WorkerThread {
+    handle: Arc<WorkerHandle>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
 /// The running workers.
 pub struct Running {
-    workers: Vec<(Arc<WorkerHandle>, Arc<Waker>, Option<JoinHandle<()>>)>,
+    workers: Vec<WorkerThread>,
     /// The addresses actually bound (useful when a config asks for port 0).
     pub bound: Vec<SocketAddr>,
 }
@@ -59,12 +66,12 @@ impl Running {
     /// Stops every worker and waits for them.
     pub fn stop(mut self) {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-        for (handle, waker, _) in &self.workers {
-            handle.stop.store(true, Ordering::Relaxed);
-            let _ = waker.wake();
+        for w in &self.workers {
+            w.handle.stop.store(true, Ordering::Relaxed);
+            let _ = w.waker.wake();
         }
-        for (_, _, thread) in &mut self.workers {
-            if let Some(t) = thread.take() {
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
                 let _ = t.join();
             }
         }
@@ -78,7 +85,11 @@ async fn supervise(running: &Running) {
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     let mut watchdog_usec = 0u64;
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
-    let period = if watchdog { Duration::from_micros(watchdog_usec / 2) } else { Duration::from_secs(3600) };
+    let period = if watchdog {
+        Duration::from_micros(watchdog_usec / 2)
+    } else {
+        Duration::from_secs(3600)
+    };
     let mut tick = tokio::time::interval(period.max(Duration::from_millis(100)));
     loop {
         tokio::select! {
@@ -103,14 +114,18 @@ impl Running {
     fn workers_alive(&self, within: Duration) -> bool {
         let now_ms = crate::net::udp::now().unix * 1000;
         let slack = within.as_millis() as u64 + 1000;
-        self.workers
-            .iter()
-            .all(|(h, _, t)| t.as_ref().is_some_and(|t| !t.is_finished()) && now_ms.saturating_sub(h.heartbeat_ms.load(Ordering::Relaxed)) <= slack)
+        self.workers.iter().all(|w| {
+            w.thread.as_ref().is_some_and(|t| !t.is_finished())
+                && now_ms.saturating_sub(w.handle.heartbeat_ms.load(Ordering::Relaxed)) <= slack
+        })
     }
 
     /// Live allocations over all workers.
     pub fn allocations(&self) -> u64 {
-        self.workers.iter().map(|(h, _, _)| h.allocations.load(Ordering::Relaxed)).sum()
+        self.workers
+            .iter()
+            .map(|w| w.handle.allocations.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -118,7 +133,9 @@ impl Running {
 /// are serving (and has told systemd READY=1).
 pub fn start(config: &Config) -> anyhow::Result<Running> {
     let workers = match config.server.workers {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         n => n,
     };
     let udp: Vec<SocketAddr> = config
@@ -127,15 +144,25 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         .filter(|l| l.transport == ListenTransport::Udp)
         .map(|l| l.address)
         .collect();
-    for l in config.listen.iter().filter(|l| l.transport != ListenTransport::Udp) {
+    for l in config
+        .listen
+        .iter()
+        .filter(|l| l.transport != ListenTransport::Udp)
+    {
         tracing::warn!(address = %l.address, transport = l.transport.as_str(), "this transport is not served yet; listener skipped");
     }
     if udp.is_empty() {
         bail!("no UDP listener configured (TCP and TLS listeners are not served yet)");
     }
     let relay_addrs = relay_addresses(config);
-    let pool = Arc::new(PortPool::new(config.relay.ports.start, config.relay.ports.end));
-    let shared = Arc::new(Shared::new(config.limits.allocations_per_user, config.limits.allocations_total));
+    let pool = Arc::new(PortPool::new(
+        config.relay.ports.start,
+        config.relay.ports.end,
+    ));
+    let shared = Arc::new(Shared::new(
+        config.limits.allocations_per_user,
+        config.limits.allocations_total,
+    ));
     let mut nonce_key = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut nonce_key);
     let buffer_bytes = config.server.socket_buffer_bytes;
@@ -147,27 +174,43 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     for _ in 0..workers {
         let mut sockets = Vec::with_capacity(bound.len());
         for addr in bound.iter_mut() {
-            let opts = UdpOptions { reuse_port: true, buffer_bytes, dont_fragment: false };
-            let socket = bind_udp(*addr, opts).with_context(|| format!("binding UDP listener {addr}"))?;
+            let opts = UdpOptions {
+                reuse_port: true,
+                buffer_bytes,
+                dont_fragment: false,
+            };
+            let socket =
+                bind_udp(*addr, opts).with_context(|| format!("binding UDP listener {addr}"))?;
             *addr = socket.local_addr()?;
             sockets.push(socket);
         }
         per_worker.push(sockets);
     }
 
-    let mut running = Running { workers: Vec::new(), bound: bound.clone() };
+    let mut running = Running {
+        workers: Vec::new(),
+        bound: bound.clone(),
+    };
     for (index, sockets) in per_worker.into_iter().enumerate() {
         let poll = Poll::new().context("creating an event loop")?;
         let registry = poll.registry().try_clone()?;
         let relays = RelaySet::new(registry, pool.clone(), relay_addrs.clone(), buffer_bytes);
-        let core = Server::new(settings(config, &relay_addrs, nonce_key), shared.clone(), Instant::now());
+        let core = Server::new(
+            settings(config, &relay_addrs, nonce_key),
+            shared.clone(),
+            Instant::now(),
+        );
         let handle = Arc::new(WorkerHandle::default());
         let (worker, waker) = UdpWorker::new(poll, sockets, relays, core, handle.clone())?;
         let thread = std::thread::Builder::new()
             .name(format!("turnpike-udp-{index}"))
             .spawn(move || worker.run())
             .context("starting a worker thread")?;
-        running.workers.push((handle, waker, Some(thread)));
+        running.workers.push(WorkerThread {
+            handle,
+            waker,
+            thread: Some(thread),
+        });
     }
     tracing::info!(
         listeners = ?bound,
@@ -197,7 +240,11 @@ fn relay_addresses(config: &Config) -> RelayAddresses {
                 ip
             }
             None => {
-                let lo = if v6 { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+                let lo = if v6 {
+                    IpAddr::V6(Ipv6Addr::LOCALHOST)
+                } else {
+                    IpAddr::V4(Ipv4Addr::LOCALHOST)
+                };
                 tracing::warn!(ip = %lo, "no usable interface address: advertising loopback relays");
                 lo
             }
@@ -215,14 +262,29 @@ fn relay_addresses(config: &Config) -> RelayAddresses {
 
 /// The core's settings for one worker.
 fn settings(config: &Config, relays: &RelayAddresses, nonce_key: [u8; 32]) -> Settings {
-    let users: HashMap<String, String> = config.auth.users.iter().map(|(u, p)| (u.clone(), p.clone())).collect();
-    let secrets = config.auth.secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
-    let limits = &config.limits;
-    let mut own_relay_ips: Vec<IpAddr> = [relays.advertised_v4, relays.advertised_v6, relays.bind_v4, relays.bind_v6]
-        .into_iter()
-        .flatten()
-        .filter(|ip| !ip.is_unspecified())
+    let users: HashMap<String, String> = config
+        .auth
+        .users
+        .iter()
+        .map(|(u, p)| (u.clone(), p.clone()))
         .collect();
+    let secrets = config
+        .auth
+        .secrets
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+    let limits = &config.limits;
+    let mut own_relay_ips: Vec<IpAddr> = [
+        relays.advertised_v4,
+        relays.advertised_v6,
+        relays.bind_v4,
+        relays.bind_v6,
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|ip| !ip.is_unspecified())
+    .collect();
     own_relay_ips.dedup();
     Settings {
         auth: Authenticator::new(

@@ -13,8 +13,8 @@ use common::*;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use stun_types::attribute::{
-    AttributeStaticType, AttributeType, AttributeWrite, ErrorCode, Nonce, RawAttribute, Realm, Software,
-    UnknownAttributes, Username, XorMappedAddress,
+    AttributeStaticType, AttributeType, AttributeWrite, ErrorCode, Nonce, RawAttribute, Realm,
+    Software, UnknownAttributes, Username, XorMappedAddress,
 };
 use stun_types::message::{
     BINDING, IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageType,
@@ -143,10 +143,7 @@ fn no_attributes(_: &mut MessageWriteVec, _: TransactionId) {}
 fn parse<'a>(answer: &'a [u8], method: Method) -> Message<'a> {
     let msg = Message::from_bytes(answer)
         .unwrap_or_else(|e| panic!("unparsable answer {answer:02x?}: {e:?}"));
-    assert!(
-        msg.has_method(method),
-        "answer to the wrong method: {msg}"
-    );
+    assert!(msg.has_method(method), "answer to the wrong method: {msg}");
     msg
 }
 
@@ -167,7 +164,12 @@ fn expect_error<'a>(answer: &'a [u8], method: Method, code: u16, server: &Server
 }
 
 /// Asserts a success answer whose MESSAGE-INTEGRITY verifies with `auth`, returning it.
-fn expect_success<'a>(answer: &'a [u8], method: Method, auth: &Auth, server: &Server) -> Message<'a> {
+fn expect_success<'a>(
+    answer: &'a [u8],
+    method: Method,
+    auth: &Auth,
+    server: &Server,
+) -> Message<'a> {
     let msg = parse(answer, method);
     assert!(
         msg.has_class(MessageClass::Success),
@@ -185,8 +187,16 @@ fn expect_success<'a>(answer: &'a [u8], method: Method, auth: &Auth, server: &Se
 fn challenge(client: &Client, method: Method, server: &Server) -> (String, String) {
     let answer = client.transact(&request(method, None, udp_transport), server);
     let msg = expect_error(&answer, method, 401, server);
-    let realm = msg.attribute::<Realm>().expect("REALM in a 401").realm().to_owned();
-    let nonce = msg.attribute::<Nonce>().expect("NONCE in a 401").nonce().to_owned();
+    let realm = msg
+        .attribute::<Realm>()
+        .expect("REALM in a 401")
+        .realm()
+        .to_owned();
+    let nonce = msg
+        .attribute::<Nonce>()
+        .expect("NONCE in a 401")
+        .nonce()
+        .to_owned();
     (realm, nonce)
 }
 
@@ -214,7 +224,11 @@ fn allocate(client: &Client, auth: &Auth, server: &Server) -> SocketAddr {
         .attribute::<XorMappedAddress>()
         .expect("XOR-MAPPED-ADDRESS")
         .addr(msg.transaction_id());
-    assert_eq!(mapped, client.local_addr(), "XOR-MAPPED-ADDRESS of the Allocate answer");
+    assert_eq!(
+        mapped,
+        client.local_addr(),
+        "XOR-MAPPED-ADDRESS of the Allocate answer"
+    );
     assert_eq!(relayed.ip(), server.udp.ip(), "the relay binds 127.0.0.1");
     assert!(
         server.relay_ports.contains(&relayed.port()),
@@ -367,7 +381,10 @@ fn wrong_or_expired_credentials_get_401() {
     for auth in [&wrong_password, &expired, &unknown_user] {
         let answer = client.transact(&request(ALLOCATE, Some(auth), udp_transport), &server);
         let msg = expect_error(&answer, ALLOCATE, 401, &server);
-        assert!(msg.has_attribute(Nonce::TYPE) && msg.has_attribute(Realm::TYPE), "{msg}");
+        assert!(
+            msg.has_attribute(Nonce::TYPE) && msg.has_attribute(Realm::TYPE),
+            "{msg}"
+        );
     }
     // The same socket then authenticates: the failures left no state behind.
     allocate(&client, &good, &server);
@@ -384,9 +401,16 @@ fn stale_nonce_gets_438_with_a_new_nonce() {
     std::thread::sleep(Duration::from_millis(2500));
     let answer = client.transact(&request(ALLOCATE, Some(&auth), udp_transport), &server);
     let msg = expect_error(&answer, ALLOCATE, 438, &server);
-    let fresh = msg.attribute::<Nonce>().expect("NONCE in a 438").nonce().to_owned();
+    let fresh = msg
+        .attribute::<Nonce>()
+        .expect("NONCE in a 438")
+        .nonce()
+        .to_owned();
     assert_ne!(fresh, auth.nonce, "the 438 must carry a new nonce");
-    assert_eq!(msg.attribute::<Realm>().expect("REALM in a 438").realm(), REALM);
+    assert_eq!(
+        msg.attribute::<Realm>().expect("REALM in a 438").realm(),
+        REALM
+    );
     auth.nonce = fresh;
     allocate(&client, &auth, &server);
 }
@@ -468,7 +492,10 @@ fn per_user_quota_gets_486_and_is_released_on_delete() {
     // The same user from a second 5-tuple: over quota.
     let second = Client::new(server.udp);
     let mut second_auth = rest_auth(&second, "grace", &server);
-    let answer = second.transact(&request(ALLOCATE, Some(&second_auth), udp_transport), &server);
+    let answer = second.transact(
+        &request(ALLOCATE, Some(&second_auth), udp_transport),
+        &server,
+    );
     expect_error(&answer, ALLOCATE, 486, &server);
 
     // Another user from that 5-tuple is not affected by grace's quota.
@@ -526,12 +553,18 @@ fn unknown_comprehension_required_attribute_gets_420() {
     let listed = msg
         .attribute::<UnknownAttributes>()
         .unwrap_or_else(|e| panic!("no UNKNOWN-ATTRIBUTES in the 420 ({e:?}): {msg}"));
-    assert!(listed.has_attribute(unknown), "UNKNOWN-ATTRIBUTES {listed} lacks 0x0030");
+    assert!(
+        listed.has_attribute(unknown),
+        "UNKNOWN-ATTRIBUTES {listed} lacks 0x0030"
+    );
     // An unassigned comprehension-optional attribute (0x8FFF) is ignored.
     let answer = client.transact(
         &request(ALLOCATE, Some(&auth), |m, id| {
             udp_transport(m, id);
-            add(m, &RawAttribute::new(AttributeType::new(0x8FFF), &[0, 0, 0, 0]));
+            add(
+                m,
+                &RawAttribute::new(AttributeType::new(0x8FFF), &[0, 0, 0, 0]),
+            );
         }),
         &server,
     );
@@ -830,7 +863,10 @@ fn ipv6_allocation_relays_to_an_ipv6_peer_address() {
     let answer = client.transact(
         &request(ALLOCATE, Some(&auth), |m, id| {
             udp_transport(m, id);
-            add(m, &RawAttribute::new(AttributeType::new(0x0017), &[0x02, 0, 0, 0]));
+            add(
+                m,
+                &RawAttribute::new(AttributeType::new(0x0017), &[0x02, 0, 0, 0]),
+            );
         }),
         &server,
     );

@@ -43,7 +43,11 @@ fn channel_data_relay_with_rest_credentials_computed_by_uclient() {
     // REST username `expiry:alice` and password computed by uclient from the secret.
     let n = N.to_string();
     let run = uclient(
-        &args_to_peer(&server, &peer, &["-W", SECRET_ONE, "-u", "alice", "-n", &n, "-m", "2"]),
+        &args_to_peer(
+            &server,
+            &peer,
+            &["-W", SECRET_ONE, "-u", "alice", "-n", &n, "-m", "2"],
+        ),
         LOCALHOST_V4,
     );
     run.assert_relayed(2 * N, &server);
@@ -58,7 +62,17 @@ fn channel_data_relay_with_a_static_user() {
         &args_to_peer(
             &server,
             &peer,
-            &["-u", STATIC_USER, "-w", STATIC_PASSWORD, "-c", "-n", &n, "-m", "2"],
+            &[
+                "-u",
+                STATIC_USER,
+                "-w",
+                STATIC_PASSWORD,
+                "-c",
+                "-n",
+                &n,
+                "-m",
+                "2",
+            ],
         ),
         LOCALHOST_V4,
     );
@@ -75,7 +89,9 @@ fn send_indications_relay_with_the_second_secret() {
         &args_to_peer(
             &server,
             &peer,
-            &["-s", "-X", "-W", SECRET_TWO, "-u", "bob", "-c", "-n", &n, "-m", "2"],
+            &[
+                "-s", "-X", "-W", SECRET_TWO, "-u", "bob", "-c", "-n", &n, "-m", "2",
+            ],
         ),
         LOCALHOST_V4,
     );
@@ -88,10 +104,23 @@ fn relay_to_relay() {
     let n = N.to_string();
     // -y: pairs of clients send to each other's relayed address (peer traffic from our own
     // relay sockets, so 127.0.0.1 must be an allowed peer).
-    let args: Vec<String> = ["-p", &server.udp.port().to_string(), "-y", "-W", SECRET_ONE, "-u", "carol", "-c", "-n", &n, "-m", "2"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = [
+        "-p",
+        &server.udp.port().to_string(),
+        "-y",
+        "-W",
+        SECRET_ONE,
+        "-u",
+        "carol",
+        "-c",
+        "-n",
+        &n,
+        "-m",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let run = uclient(&args, LOCALHOST_V4);
     run.assert_relayed(2 * N, &server);
 }
@@ -113,7 +142,11 @@ fn wrong_password_is_refused() {
     let server = Server::start(Conf::loopback_peers());
     let peer = Peer::start(LOCALHOST_V4);
     let run = uclient(
-        &args_to_peer(&server, &peer, &["-u", STATIC_USER, "-w", "not-the-password", "-n", "2"]),
+        &args_to_peer(
+            &server,
+            &peer,
+            &["-u", STATIC_USER, "-w", "not-the-password", "-n", "2"],
+        ),
         LOCALHOST_V4,
     );
     assert_allocation_refused(&run, &server);
@@ -121,7 +154,11 @@ fn wrong_password_is_refused() {
     // A REST username whose password was made with a secret the server does not have.
     let cred = credentials::mint(b"some-other-secret", "alice", unix_now(), 3600);
     let run = uclient(
-        &args_to_peer(&server, &peer, &["-u", &cred.username, "-w", &cred.password, "-n", "2"]),
+        &args_to_peer(
+            &server,
+            &peer,
+            &["-u", &cred.username, "-w", &cred.password, "-n", "2"],
+        ),
         LOCALHOST_V4,
     );
     assert_allocation_refused(&run, &server);
@@ -134,7 +171,11 @@ fn expired_rest_username_is_refused() {
     // Correctly signed with a configured secret, but the expiry is in the past.
     let cred = credentials::mint(SECRET_ONE.as_bytes(), "alice", unix_now() - 7200, 3600);
     let run = uclient(
-        &args_to_peer(&server, &peer, &["-u", &cred.username, "-w", &cred.password, "-n", "2"]),
+        &args_to_peer(
+            &server,
+            &peer,
+            &["-u", &cred.username, "-w", &cred.password, "-n", "2"],
+        ),
         LOCALHOST_V4,
     );
     assert_allocation_refused(&run, &server);
@@ -142,7 +183,21 @@ fn expired_rest_username_is_refused() {
     // The same user with a fresh credential goes through: the refusal was the expiry.
     let cred = credentials::mint(SECRET_ONE.as_bytes(), "alice", unix_now(), 3600);
     let run = uclient(
-        &args_to_peer(&server, &peer, &["-u", &cred.username, "-w", &cred.password, "-c", "-n", "5", "-m", "2"]),
+        &args_to_peer(
+            &server,
+            &peer,
+            &[
+                "-u",
+                &cred.username,
+                "-w",
+                &cred.password,
+                "-c",
+                "-n",
+                "5",
+                "-m",
+                "2",
+            ],
+        ),
         LOCALHOST_V4,
     );
     run.assert_relayed(10, &server);
@@ -154,7 +209,9 @@ fn assert_forbidden(run: &Uclient, what: &str, server: &Server) {
     assert!(!run.run.timed_out, "uclient hung:\n{context}");
     assert_ne!(run.run.code, Some(0), "uclient succeeded:\n{context}");
     assert!(
-        run.errors.iter().any(|l| l.contains(what) && l.contains("403")),
+        run.errors
+            .iter()
+            .any(|l| l.contains(what) && l.contains("403")),
         "expected a {what} 403:\n{context}"
     );
     assert_eq!(run.summary, None, "uclient relayed data:\n{context}");
@@ -175,7 +232,11 @@ fn loopback_peers_are_refused_by_default() {
     let run = uclient(&args_to_peer(&server, &peer, &send), LOCALHOST_V4);
     assert_forbidden(&run, "create permission", &server);
 
-    let mut args = vec!["-p".to_string(), server.udp.port().to_string(), "-y".to_string()];
+    let mut args = vec![
+        "-p".to_string(),
+        server.udp.port().to_string(),
+        "-y".to_string(),
+    ];
     args.extend(creds.iter().map(|s| s.to_string()));
     let run = uclient(&args, LOCALHOST_V4);
     assert_forbidden(&run, "channel bind", &server);
@@ -191,7 +252,11 @@ fn a_denied_peer_stays_denied_next_to_an_allowed_one() {
     let server = Server::start(conf);
     let allowed = Peer::start(LOCALHOST_V4);
     let run = uclient(
-        &args_to_peer(&server, &allowed, &["-W", SECRET_ONE, "-u", "dave", "-c", "-n", "5", "-m", "2"]),
+        &args_to_peer(
+            &server,
+            &allowed,
+            &["-W", SECRET_ONE, "-u", "dave", "-c", "-n", "5", "-m", "2"],
+        ),
         LOCALHOST_V4,
     );
     run.assert_relayed(10, &server);
@@ -219,7 +284,9 @@ fn a_denied_peer_stays_denied_next_to_an_allowed_one() {
 
 /// Parses `... UDP reflexive addr: IP:PORT` (IPv6 addresses are printed without brackets).
 fn reflexive_addr(output: &str) -> Option<SocketAddr> {
-    let line = output.lines().find(|l| l.contains("UDP reflexive addr: "))?;
+    let line = output
+        .lines()
+        .find(|l| l.contains("UDP reflexive addr: "))?;
     let text = line.split("UDP reflexive addr: ").nth(1)?.trim();
     let (ip, port) = text.rsplit_once(':')?;
     Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
@@ -233,7 +300,11 @@ fn stunclient(server: SocketAddr) -> (ToolRun, Option<SocketAddr>) {
         server.ip().to_string(),
         server.ip().to_string(),
     ];
-    let run = run_tool(&tool("turnutils_stunclient"), &args, Duration::from_secs(20));
+    let run = run_tool(
+        &tool("turnutils_stunclient"),
+        &args,
+        Duration::from_secs(20),
+    );
     let mapped = reflexive_addr(&run.output);
     (run, mapped)
 }

@@ -46,8 +46,19 @@ pub struct RelaySet {
 
 impl RelaySet {
     /// A set registering its sockets with `registry`.
-    pub fn new(registry: Registry, pool: Arc<PortPool>, addrs: RelayAddresses, buffer_bytes: usize) -> Self {
-        RelaySet { sockets: Slab::new(), registry, pool, addrs, buffer_bytes }
+    pub fn new(
+        registry: Registry,
+        pool: Arc<PortPool>,
+        addrs: RelayAddresses,
+        buffer_bytes: usize,
+    ) -> Self {
+        RelaySet {
+            sockets: Slab::new(),
+            registry,
+            pool,
+            addrs,
+            buffer_bytes,
+        }
     }
 
     /// The socket of relay `id`.
@@ -66,13 +77,21 @@ impl RelaySet {
     }
 
     fn bind_one(&mut self, ip: IpAddr, port: u16, dont_fragment: bool) -> Option<RelayId> {
-        let opts = UdpOptions { reuse_port: false, buffer_bytes: self.buffer_bytes, dont_fragment };
+        let opts = UdpOptions {
+            reuse_port: false,
+            buffer_bytes: self.buffer_bytes,
+            dont_fragment,
+        };
         let std_socket = bind_udp(SocketAddr::new(ip, port), opts).ok()?;
         let mut socket = UdpSocket::from_std(std_socket);
         let entry = self.sockets.vacant_entry();
         let key = entry.key();
         self.registry
-            .register(&mut socket, Token(RELAY_TOKEN_BASE + key), Interest::READABLE)
+            .register(
+                &mut socket,
+                Token(RELAY_TOKEN_BASE + key),
+                Interest::READABLE,
+            )
             .ok()?;
         entry.insert(RelaySocket { socket, port });
         Some(RelayId(key as u32))
@@ -110,16 +129,30 @@ impl RelayIo for RelaySet {
             };
             // The reserved next port stays held in the pool; whichever worker claims the
             // token binds it.
-            let reserved = request.reserve_next.then(|| SocketAddr::new(advertised, port + 1));
-            return Ok(OpenedRelay { id, addr: SocketAddr::new(advertised, port), reserved });
+            let reserved = request
+                .reserve_next
+                .then(|| SocketAddr::new(advertised, port + 1));
+            return Ok(OpenedRelay {
+                id,
+                addr: SocketAddr::new(advertised, port),
+                reserved,
+            });
         }
         Err(RelayOpenError::NoPort)
     }
 
-    fn open_reserved(&mut self, addr: SocketAddr, dont_fragment: bool) -> Result<OpenedRelay, RelayOpenError> {
+    fn open_reserved(
+        &mut self,
+        addr: SocketAddr,
+        dont_fragment: bool,
+    ) -> Result<OpenedRelay, RelayOpenError> {
         let (bind, advertised) = self.family_addresses(addr.is_ipv6())?;
         match self.bind_one(bind, addr.port(), dont_fragment) {
-            Some(id) => Ok(OpenedRelay { id, addr: SocketAddr::new(advertised, addr.port()), reserved: None }),
+            Some(id) => Ok(OpenedRelay {
+                id,
+                addr: SocketAddr::new(advertised, addr.port()),
+                reserved: None,
+            }),
             None => {
                 self.pool.give_back(addr.port());
                 Err(RelayOpenError::NoPort)

@@ -45,7 +45,11 @@ fn set_dont_fragment(socket: &Socket, v6: bool) {
     let (level, name, value) = if v6 {
         (libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 1)
     } else {
-        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO)
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
     };
     // SAFETY: setsockopt with a valid fd and a pointer to a live c_int of the right size.
     let rc = unsafe {

@@ -13,7 +13,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::relay::{RELAY_TOKEN_BASE, RelaySet};
 use crate::proto::Transport;
-use crate::proto::server::{ClientOutput, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerOutput, RelayId, Server};
+use crate::proto::server::{
+    ClientOutput, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerOutput, RelayId, Server,
+};
 
 /// Token of the waker that interrupts the loop (shutdown).
 const WAKER_TOKEN: Token = Token(RELAY_TOKEN_BASE - 1);
@@ -38,7 +40,10 @@ pub struct WorkerHandle {
 pub fn now() -> Now {
     Now {
         instant: Instant::now(),
-        unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
     }
 }
 
@@ -70,7 +75,8 @@ impl UdpWorker {
         for (i, socket) in listeners.into_iter().enumerate() {
             let addr = socket.local_addr()?;
             let mut socket = UdpSocket::from_std(socket);
-            poll.registry().register(&mut socket, Token(i), Interest::READABLE)?;
+            poll.registry()
+                .register(&mut socket, Token(i), Interest::READABLE)?;
             registered.push((addr, socket));
         }
         let worker = UdpWorker {
@@ -91,9 +97,14 @@ impl UdpWorker {
         let mut events = Events::with_capacity(1024);
         while !self.handle.stop.load(Ordering::Relaxed) {
             let t = now();
-            self.handle.heartbeat_ms.store(t.unix * 1000, Ordering::Relaxed);
+            self.handle
+                .heartbeat_ms
+                .store(t.unix * 1000, Ordering::Relaxed);
             let timeout = if self.pending.is_empty() {
-                self.core.poll_timeout().saturating_duration_since(t.instant).min(Duration::from_secs(1))
+                self.core
+                    .poll_timeout()
+                    .saturating_duration_since(t.instant)
+                    .min(Duration::from_secs(1))
             } else {
                 Duration::ZERO
             };
@@ -106,7 +117,12 @@ impl UdpWorker {
             let mut ready = std::mem::take(&mut self.ready);
             ready.clear();
             ready.append(&mut self.pending);
-            ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKER_TOKEN));
+            ready.extend(
+                events
+                    .iter()
+                    .map(|e| e.token())
+                    .filter(|t| *t != WAKER_TOKEN),
+            );
             ready.sort_unstable();
             ready.dedup();
             for &token in &ready {
@@ -122,7 +138,9 @@ impl UdpWorker {
             self.ready = ready;
             let t = now();
             self.core.handle_timeout(t, &mut self.relays);
-            self.handle.allocations.store(self.core.allocation_count() as u64, Ordering::Relaxed);
+            self.handle
+                .allocations
+                .store(self.core.allocation_count() as u64, Ordering::Relaxed);
         }
         self.core.close_all(&mut self.relays);
         self.handle.allocations.store(0, Ordering::Relaxed);
@@ -136,7 +154,10 @@ impl UdpWorker {
         };
         let local = *local;
         for _ in 0..READ_BUDGET {
-            let (len, client) = match self.listeners[index].1.recv_from(&mut self.buf[..MAX_DATAGRAM]) {
+            let (len, client) = match self.listeners[index]
+                .1
+                .recv_from(&mut self.buf[..MAX_DATAGRAM])
+            {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
@@ -145,14 +166,22 @@ impl UdpWorker {
                     continue;
                 }
             };
-            let ft = FiveTuple { transport: Transport::Udp, client, server: local };
+            let ft = FiveTuple {
+                transport: Transport::Udp,
+                client,
+                server: local,
+            };
             let data = &self.buf[..len];
             match self.core.handle_client(now(), ft, data, &mut self.relays) {
                 ClientOutput::Nothing => {}
                 ClientOutput::Reply => {
                     let _ = self.listeners[index].1.send_to(self.core.reply(), client);
                 }
-                ClientOutput::Relay { relay, peer, payload } => {
+                ClientOutput::Relay {
+                    relay,
+                    peer,
+                    payload,
+                } => {
                     if let Some(socket) = self.relays.socket(relay) {
                         let _ = socket.send_to(&self.buf[payload], peer);
                     }
@@ -168,14 +197,20 @@ impl UdpWorker {
             let Some(socket) = self.relays.socket(id) else {
                 return false;
             };
-            let (len, peer) = match socket.recv_from(&mut self.buf[PEER_HEADROOM..PEER_HEADROOM + MAX_DATAGRAM]) {
+            let (len, peer) = match socket
+                .recv_from(&mut self.buf[PEER_HEADROOM..PEER_HEADROOM + MAX_DATAGRAM])
+            {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(_) => continue,
             };
             let t = Instant::now();
-            if let PeerOutput::ToClient { five_tuple, frame } = self.core.handle_peer(t, id, peer, &mut self.buf, len) {
-                if let Some((_, listener)) = self.listeners.iter().find(|(a, _)| *a == five_tuple.server) {
+            if let PeerOutput::ToClient { five_tuple, frame } =
+                self.core.handle_peer(t, id, peer, &mut self.buf, len)
+            {
+                if let Some((_, listener)) =
+                    self.listeners.iter().find(|(a, _)| *a == five_tuple.server)
+                {
                     let _ = listener.send_to(&self.buf[frame], five_tuple.client);
                 }
             }

@@ -32,7 +32,10 @@ pub fn parse(data: &[u8]) -> Option<(u16, usize)> {
     }
     let channel = u16::from_be_bytes([data[0], data[1]]);
     let len = u16::from_be_bytes([data[2], data[3]]) as usize;
-    if !is_valid_channel(channel) || HEADER_LEN + len > data.len() || data.len() - HEADER_LEN - len > 3 {
+    if !is_valid_channel(channel)
+        || HEADER_LEN + len > data.len()
+        || data.len() - HEADER_LEN - len > 3
+    {
         return None;
     }
     Some((channel, len))
@@ -60,14 +63,31 @@ mod tests {
     #[test]
     fn parses_and_bounds() {
         assert_eq!(parse(&[0x40, 0x00, 0x00, 0x02, 9, 9]), Some((0x4000, 2)));
-        assert_eq!(parse(&[0x40, 0x00, 0x00, 0x02, 9, 9, 0, 0]), Some((0x4000, 2)));
-        assert_eq!(parse(&[0x40, 0x00, 0x00, 0x03, 9, 9]), None, "length past the end");
-        assert_eq!(parse(&[0x50, 0x00, 0x00, 0x00]), Some((0x5000, 0)), "RFC 5766 range");
+        assert_eq!(
+            parse(&[0x40, 0x00, 0x00, 0x02, 9, 9, 0, 0]),
+            Some((0x4000, 2))
+        );
+        assert_eq!(
+            parse(&[0x40, 0x00, 0x00, 0x03, 9, 9]),
+            None,
+            "length past the end"
+        );
+        assert_eq!(
+            parse(&[0x50, 0x00, 0x00, 0x00]),
+            Some((0x5000, 0)),
+            "RFC 5766 range"
+        );
         assert_eq!(parse(&[0x7F, 0xFF, 0x00, 0x00]), None, "0x7FFF is reserved");
-        assert_eq!(parse(&[0x40, 0x00, 0x00, 0x00, 1, 2, 3, 4]), None, "too much trailing");
+        assert_eq!(
+            parse(&[0x40, 0x00, 0x00, 0x00, 1, 2, 3, 4]),
+            None,
+            "too much trailing"
+        );
         assert_eq!(parse(&[0x40, 0x00]), None);
         assert_eq!(framed_len(&[0x40, 0, 0, 5]), Some(12));
         assert!(is_valid_channel(0x4FFF) && is_valid_channel(0x7FFE));
-        assert!(!is_valid_channel(0x3FFF) && !is_valid_channel(0x7FFF) && !is_valid_channel(0x8000));
+        assert!(
+            !is_valid_channel(0x3FFF) && !is_valid_channel(0x7FFF) && !is_valid_channel(0x8000)
+        );
     }
 }

@@ -77,15 +77,24 @@ mod tests {
     fn usernames_parse() {
         assert_eq!(
             parse_rest_username("1700000000:alice"),
-            Some(RestUsername { expiry: 1_700_000_000, user: "alice" })
+            Some(RestUsername {
+                expiry: 1_700_000_000,
+                user: "alice"
+            })
         );
         assert_eq!(
             parse_rest_username("1700000000"),
-            Some(RestUsername { expiry: 1_700_000_000, user: "" })
+            Some(RestUsername {
+                expiry: 1_700_000_000,
+                user: ""
+            })
         );
         assert_eq!(
             parse_rest_username("1700000000:a:b"),
-            Some(RestUsername { expiry: 1_700_000_000, user: "a:b" })
+            Some(RestUsername {
+                expiry: 1_700_000_000,
+                user: "a:b"
+            })
         );
         assert_eq!(parse_rest_username("alice"), None);
         assert_eq!(parse_rest_username(":alice"), None);

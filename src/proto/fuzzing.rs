@@ -11,8 +11,8 @@ use crate::proto::credentials::mint;
 use crate::proto::nonce::NonceKey;
 use crate::proto::policy::PeerPolicy;
 use crate::proto::server::{
-    Authenticator, ClientOutput, FiveTuple, Limits, Now, OpenedRelay, PEER_HEADROOM, PEER_TAILROOM, RelayId, RelayIo,
-    RelayOpenError, RelayRequest, Server, Settings, Shared, long_term_key,
+    Authenticator, ClientOutput, FiveTuple, Limits, Now, OpenedRelay, PEER_HEADROOM, PEER_TAILROOM,
+    RelayId, RelayIo, RelayOpenError, RelayRequest, Server, Settings, Shared, long_term_key,
 };
 use crate::proto::stun::{Class, Message, Writer, attr, method};
 
@@ -26,11 +26,19 @@ impl RelayIo for NullIo {
             crate::proto::server::Family::V6 => "2001:db8::1".parse().unwrap(),
         };
         let reserved = r.reserve_next.then(|| SocketAddr::new(ip, 50001));
-        Ok(OpenedRelay { id: RelayId(self.0), addr: SocketAddr::new(ip, 50000), reserved })
+        Ok(OpenedRelay {
+            id: RelayId(self.0),
+            addr: SocketAddr::new(ip, 50000),
+            reserved,
+        })
     }
     fn open_reserved(&mut self, addr: SocketAddr, _: bool) -> Result<OpenedRelay, RelayOpenError> {
         self.0 += 1;
-        Ok(OpenedRelay { id: RelayId(self.0), addr, reserved: None })
+        Ok(OpenedRelay {
+            id: RelayId(self.0),
+            addr,
+            reserved: None,
+        })
     }
     fn close(&mut self, _: RelayId) {}
     fn release_reserved(&mut self, _: SocketAddr) {}
@@ -40,11 +48,19 @@ const REALM: &str = "fuzz";
 
 fn server(now: Instant) -> Server {
     let settings = Settings {
-        auth: Authenticator::new(REALM.into(), vec![b"s".to_vec()], &Default::default(), NonceKey::new([1; 32], 600)),
+        auth: Authenticator::new(
+            REALM.into(),
+            vec![b"s".to_vec()],
+            &Default::default(),
+            NonceKey::new([1; 32], 600),
+        ),
         policy: PeerPolicy::new(vec![], vec![]),
         own_relay_ips: vec![],
         relay_ports: (49152, 65535),
-        limits: Limits { bandwidth_bps: 1_000_000, ..Limits::default() },
+        limits: Limits {
+            bandwidth_bps: 1_000_000,
+            ..Limits::default()
+        },
         software: None,
         families: [true, true],
     };
@@ -58,13 +74,18 @@ pub fn datagram(data: &[u8]) {
     let t0 = now.instant;
     // As a client datagram, and the same bytes split into stream-framed pieces.
     core.handle_client(now, ft, data, &mut io);
-    let tcp = FiveTuple { transport: Transport::Tcp, ..ft };
+    let tcp = FiveTuple {
+        transport: Transport::Tcp,
+        ..ft
+    };
     let mut rest = data;
     for _ in 0..64 {
         if rest.is_empty() {
             break;
         }
-        let n = crate::proto::stun::framed_len(rest).unwrap_or(rest.len()).clamp(1, rest.len());
+        let n = crate::proto::stun::framed_len(rest)
+            .unwrap_or(rest.len())
+            .clamp(1, rest.len());
         let (piece, tail) = rest.split_at(n);
         core.handle_client(now, tcp, piece, &mut io);
         rest = tail;
@@ -72,10 +93,17 @@ pub fn datagram(data: &[u8]) {
     // As a peer datagram on the relay, from the permitted peer and from others.
     let mut buf = vec![0u8; PEER_HEADROOM + data.len() + PEER_TAILROOM];
     buf[PEER_HEADROOM..PEER_HEADROOM + data.len()].copy_from_slice(data);
-    for from in [peer, "203.0.113.9:7001".parse().unwrap(), "198.51.100.7:1".parse().unwrap()] {
+    for from in [
+        peer,
+        "203.0.113.9:7001".parse().unwrap(),
+        "198.51.100.7:1".parse().unwrap(),
+    ] {
         core.handle_peer(t0, RelayId(1), from, &mut buf, data.len());
     }
-    let later = Now { instant: t0 + Duration::from_secs(4000), unix: now.unix + 4000 };
+    let later = Now {
+        instant: t0 + Duration::from_secs(4000),
+        unix: now.unix + 4000,
+    };
     core.handle_timeout(later, &mut io);
     core.handle_client(later, ft, data, &mut io);
 }
@@ -83,7 +111,10 @@ pub fn datagram(data: &[u8]) {
 /// A core with one dual-stack allocation, a permission and channel 0x4000 to the returned peer.
 fn prepared() -> (Server, NullIo, Now, FiveTuple, SocketAddr) {
     let t0 = Instant::now();
-    let now = Now { instant: t0, unix: 1_800_000_000 };
+    let now = Now {
+        instant: t0,
+        unix: 1_800_000_000,
+    };
     let mut io = NullIo(0);
     let mut core = server(t0);
     let ft = FiveTuple {
@@ -107,10 +138,12 @@ fn prepared() -> (Server, NullIo, Now, FiveTuple, SocketAddr) {
     };
     for msg in [
         signed(method::ALLOCATE, 1, &|w| {
-            w.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).attr(attr::ADDITIONAL_ADDRESS_FAMILY, &[2, 0, 0, 0]);
+            w.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+                .attr(attr::ADDITIONAL_ADDRESS_FAMILY, &[2, 0, 0, 0]);
         }),
         signed(method::CHANNEL_BIND, 2, &|w| {
-            w.attr(attr::CHANNEL_NUMBER, &[0x40, 0, 0, 0]).xor_addr(attr::XOR_PEER_ADDRESS, peer);
+            w.attr(attr::CHANNEL_NUMBER, &[0x40, 0, 0, 0])
+                .xor_addr(attr::XOR_PEER_ADDRESS, peer);
         }),
     ] {
         core.handle_client(now, ft, &msg, &mut io);
@@ -120,7 +153,8 @@ fn prepared() -> (Server, NullIo, Now, FiveTuple, SocketAddr) {
 
 fn core_nonce(core: &mut Server, now: Now, ft: FiveTuple, io: &mut NullIo) -> Vec<u8> {
     let mut buf = Vec::new();
-    Writer::new(&mut buf, Class::Request, method::ALLOCATE, [0; 12]).attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    Writer::new(&mut buf, Class::Request, method::ALLOCATE, [0; 12])
+        .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
     match core.handle_client(now, ft, &buf, io) {
         ClientOutput::Reply => Message::parse(core.reply())
             .ok()
@@ -140,7 +174,10 @@ mod tests {
         let (mut core, mut io, now, ft, peer) = super::prepared();
         assert_eq!(core.allocation_count(), 1);
         let out = core.handle_client(now, ft, &[0x40, 0x00, 0x00, 0x02, 1, 2], &mut io);
-        assert!(matches!(out, ClientOutput::Relay { peer: p, .. } if p == peer), "{out:?}");
+        assert!(
+            matches!(out, ClientOutput::Relay { peer: p, .. } if p == peer),
+            "{out:?}"
+        );
     }
 
     proptest::proptest! {

@@ -35,14 +35,19 @@ pub struct NonceKey {
 
 impl std::fmt::Debug for NonceKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NonceKey").field("lifetime_secs", &self.lifetime_secs).finish_non_exhaustive()
+        f.debug_struct("NonceKey")
+            .field("lifetime_secs", &self.lifetime_secs)
+            .finish_non_exhaustive()
     }
 }
 
 impl NonceKey {
     /// A key from 32 random bytes (the caller supplies randomness: the core reads no entropy).
     pub fn new(key: [u8; 32], lifetime_secs: u64) -> Self {
-        NonceKey { key, lifetime_secs: lifetime_secs.max(1) }
+        NonceKey {
+            key,
+            lifetime_secs: lifetime_secs.max(1),
+        }
     }
 
     fn mac(&self, ts: u32, client: SocketAddr) -> [u8; 8] {
@@ -109,11 +114,17 @@ mod tests {
         let a: SocketAddr = "192.0.2.1:5000".parse().unwrap();
         let b: SocketAddr = "192.0.2.1:5001".parse().unwrap();
         let n = key().issue(1_000_000, a);
-        assert!(n.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_'));
+        assert!(
+            n.iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+        );
         assert_eq!(key().check(&n, 1_000_000, a), NonceCheck::Valid);
         assert_eq!(key().check(&n, 1_000_599, a), NonceCheck::Valid);
         assert_eq!(key().check(&n, 1_000_000, b), NonceCheck::Invalid);
-        assert_eq!(NonceKey::new([8; 32], 600).check(&n, 1_000_000, a), NonceCheck::Invalid);
+        assert_eq!(
+            NonceKey::new([8; 32], 600).check(&n, 1_000_000, a),
+            NonceCheck::Invalid
+        );
     }
 
     #[test]
@@ -121,13 +132,22 @@ mod tests {
         let a: SocketAddr = "[2001:db8::1]:5000".parse().unwrap();
         let n = key().issue(1_000_000, a);
         assert_eq!(key().check(&n, 1_000_600, a), NonceCheck::Stale);
-        assert_eq!(key().check(&n, 999_000, a), NonceCheck::Stale, "from the future");
+        assert_eq!(
+            key().check(&n, 999_000, a),
+            NonceCheck::Stale,
+            "from the future"
+        );
     }
 
     #[test]
     fn garbage_is_invalid() {
         let a: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-        for g in [&b""[..], b"short", b"################", b"AAAAAAAAAAAAAAAAAAAA"] {
+        for g in [
+            &b""[..],
+            b"short",
+            b"################",
+            b"AAAAAAAAAAAAAAAAAAAA",
+        ] {
             assert_eq!(key().check(g, 1, a), NonceCheck::Invalid);
         }
     }

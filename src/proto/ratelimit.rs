@@ -103,7 +103,10 @@ mod tests {
         assert!(!b.take(t0 + Duration::from_millis(100), 101));
         assert!(b.take(t0 + Duration::from_millis(100), 100));
         assert!(b.take(t0 + Duration::from_secs(10), 1000));
-        assert!(!b.take(t0 + Duration::from_secs(10), 1), "burst caps the refill");
+        assert!(
+            !b.take(t0 + Duration::from_secs(10), 1),
+            "burst caps the refill"
+        );
     }
 
     #[test]

@@ -289,7 +289,12 @@ impl<'a> Message<'a> {
                     if l != 4 || end != data.len() {
                         return Err(ParseError::Fingerprint);
                     }
-                    let want = u32::from_be_bytes([data[off + 4], data[off + 5], data[off + 6], data[off + 7]]);
+                    let want = u32::from_be_bytes([
+                        data[off + 4],
+                        data[off + 5],
+                        data[off + 6],
+                        data[off + 7],
+                    ]);
                     if fingerprint_of(&data[..off]) != want {
                         return Err(ParseError::Fingerprint);
                     }

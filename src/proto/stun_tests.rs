@@ -31,7 +31,9 @@ fn rfc5769_ipv4_response() {
     let data = hex(V2);
     let m = Message::parse(&data).unwrap();
     assert_eq!(m.class(), Class::Success);
-    let a = m.xor_address(m.get(attr::XOR_MAPPED_ADDRESS).unwrap()).unwrap();
+    let a = m
+        .xor_address(m.get(attr::XOR_MAPPED_ADDRESS).unwrap())
+        .unwrap();
     assert_eq!(a, "192.0.2.1:32853".parse().unwrap());
     assert_eq!(m.verify_integrity(SHORT_TERM), Some(Integrity::Sha1));
 }
@@ -40,8 +42,15 @@ fn rfc5769_ipv4_response() {
 fn rfc5769_ipv6_response() {
     let data = hex(V3);
     let m = Message::parse(&data).unwrap();
-    let a = m.xor_address(m.get(attr::XOR_MAPPED_ADDRESS).unwrap()).unwrap();
-    assert_eq!(a, "[2001:db8:1234:5678:11:2233:4455:6677]:32853".parse().unwrap());
+    let a = m
+        .xor_address(m.get(attr::XOR_MAPPED_ADDRESS).unwrap())
+        .unwrap();
+    assert_eq!(
+        a,
+        "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+            .parse()
+            .unwrap()
+    );
     assert_eq!(m.verify_integrity(SHORT_TERM), Some(Integrity::Sha1));
 }
 
@@ -53,7 +62,10 @@ fn rfc5769_long_term_request() {
     let user = std::str::from_utf8(m.get(attr::USERNAME).unwrap()).unwrap();
     assert_eq!(user, "\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}");
     assert_eq!(m.get(attr::REALM), Some(&b"example.org"[..]));
-    assert_eq!(m.get(attr::NONCE), Some(&b"f//499k954d6OL34oL9FSTvy64sA"[..]));
+    assert_eq!(
+        m.get(attr::NONCE),
+        Some(&b"f//499k954d6OL34oL9FSTvy64sA"[..])
+    );
     let key = Md5::digest(format!("{user}:example.org:TheMatrIX"));
     assert_eq!(m.verify_integrity(&key), Some(Integrity::Sha1));
 }
@@ -91,7 +103,10 @@ fn writer_output_verifies_and_cross_checks_with_stun_types() {
             .fingerprint();
         let m = Message::parse(&buf).unwrap();
         assert_eq!(m.verify_integrity(key), Some(alg));
-        assert_eq!(m.xor_address(m.get(attr::XOR_RELAYED_ADDRESS).unwrap()), Some(peer));
+        assert_eq!(
+            m.xor_address(m.get(attr::XOR_RELAYED_ADDRESS).unwrap()),
+            Some(peer)
+        );
         // An independent decoder agrees on the framing, the address and the fingerprint.
         let other = stun_types::message::Message::from_bytes(&buf).unwrap();
         let relayed = other
@@ -116,8 +131,18 @@ fn writer_output_verifies_and_cross_checks_with_stun_types() {
 
 #[test]
 fn message_type_round_trips() {
-    for m in [method::BINDING, method::ALLOCATE, method::CHANNEL_BIND, 0xfff] {
-        for c in [Class::Request, Class::Indication, Class::Success, Class::Error] {
+    for m in [
+        method::BINDING,
+        method::ALLOCATE,
+        method::CHANNEL_BIND,
+        0xfff,
+    ] {
+        for c in [
+            Class::Request,
+            Class::Indication,
+            Class::Success,
+            Class::Error,
+        ] {
             assert_eq!(split_type(message_type(c, m)), (c, m));
         }
     }

@@ -290,7 +290,11 @@ impl Server {
         };
         for addr in listen {
             if let Err(e) = server.wait_ready(addr) {
-                let message = format!("{e}\n--- config ---\n{}\n--- log ---\n{}", server.config_text(), server.log());
+                let message = format!(
+                    "{e}\n--- config ---\n{}\n--- log ---\n{}",
+                    server.config_text(),
+                    server.log()
+                );
                 server.stop();
                 return Err(message);
             }
@@ -395,9 +399,7 @@ pub fn binding_request(seq: u32) -> [u8; 20] {
 
 /// True when `answer` is a Binding success response to `request` (header check only).
 pub fn is_binding_success(answer: &[u8], request: &[u8]) -> bool {
-    answer.len() >= 20
-        && answer[0..2] == [0x01, 0x01]
-        && answer[4..20] == request[4..20]
+    answer.len() >= 20 && answer[0..2] == [0x01, 0x01] && answer[4..20] == request[4..20]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -441,7 +443,11 @@ impl std::fmt::Display for ToolRun {
             "$ {}\nexit code: {:?}{}\n{}",
             self.command,
             self.code,
-            if self.timed_out { " (killed: timeout)" } else { "" },
+            if self.timed_out {
+                " (killed: timeout)"
+            } else {
+                ""
+            },
             self.output
         )
     }
@@ -615,7 +621,12 @@ impl Uclient {
     pub fn assert_relayed(&self, expected: u64, server: &Server) {
         let context = || format!("{}\n--- server log ---\n{}", self.run, server.log());
         assert!(self.run.success(), "uclient failed:\n{}", context());
-        assert!(self.errors.is_empty(), "uclient reported errors {:?}:\n{}", self.errors, context());
+        assert!(
+            self.errors.is_empty(),
+            "uclient reported errors {:?}:\n{}",
+            self.errors,
+            context()
+        );
         let summary = self
             .summary
             .as_ref()
@@ -683,7 +694,10 @@ mod harness_tests {
                 send_dropped: 2
             })
         );
-        assert_eq!(parse_uclient_summary("0: : ERROR: Cannot complete Allocation"), None);
+        assert_eq!(
+            parse_uclient_summary("0: : ERROR: Cannot complete Allocation"),
+            None
+        );
     }
 
     #[test]

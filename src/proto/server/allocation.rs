@@ -111,7 +111,9 @@ impl Allocation {
 
     /// True when a live permission covers `ip` (ports do not matter, RFC 8656 §9).
     pub fn permits(&self, ip: IpAddr, now: Instant) -> bool {
-        self.permissions.iter().any(|(p, exp)| *p == ip && *exp > now)
+        self.permissions
+            .iter()
+            .any(|(p, exp)| *p == ip && *exp > now)
     }
 
     /// Installs or refreshes a permission; false when the table is full.
@@ -130,7 +132,9 @@ impl Allocation {
 
     /// The live channel with `number`.
     pub fn channel(&self, number: u16, now: Instant) -> Option<&Channel> {
-        self.channels.iter().find(|c| c.number == number && c.expires > now)
+        self.channels
+            .iter()
+            .find(|c| c.number == number && c.expires > now)
     }
 
     /// The live channel bound to `peer`.

@@ -110,7 +110,12 @@ impl Authenticator {
             .iter()
             .map(|(u, p)| (u.clone(), long_term_key(u, &realm, p)))
             .collect();
-        Authenticator { realm, secrets, static_keys, nonces }
+        Authenticator {
+            realm,
+            secrets,
+            static_keys,
+            nonces,
+        }
     }
 
     /// The realm.
@@ -124,13 +129,20 @@ impl Authenticator {
     }
 
     /// Authenticates a request from `client`.
-    pub fn check(&self, msg: &Message<'_>, client: SocketAddr, now_unix: u64) -> Result<Authenticated, AuthFailure> {
+    pub fn check(
+        &self,
+        msg: &Message<'_>,
+        client: SocketAddr,
+        now_unix: u64,
+    ) -> Result<Authenticated, AuthFailure> {
         if !msg.has_integrity() {
             return Err(AuthFailure::Missing);
         }
-        let (Some(username), Some(realm), Some(nonce)) =
-            (msg.get(attr::USERNAME), msg.get(attr::REALM), msg.get(attr::NONCE))
-        else {
+        let (Some(username), Some(realm), Some(nonce)) = (
+            msg.get(attr::USERNAME),
+            msg.get(attr::REALM),
+            msg.get(attr::NONCE),
+        ) else {
             return Err(AuthFailure::Incomplete);
         };
         if self.nonces.check(nonce, now_unix, client) != NonceCheck::Valid {
@@ -163,7 +175,11 @@ impl Authenticator {
             let password = rest_password(secret, username);
             let key = long_term_key(username, &self.realm, &password);
             if let Some(integrity) = msg.verify_integrity(&key) {
-                let quota_user = if rest.user.is_empty() { username } else { rest.user };
+                let quota_user = if rest.user.is_empty() {
+                    username
+                } else {
+                    rest.user
+                };
                 return Ok(Authenticated {
                     username: username.to_owned(),
                     quota_user: quota_user.to_owned(),

@@ -24,11 +24,11 @@ pub use allocation::{Allocation, CHANNEL_LIFETIME, PERMISSION_LIFETIME, family_i
 pub use auth::{AuthFailure, Authenticated, Authenticator, long_term_key};
 pub use quota::{Quota, QuotaError, Reservations, Shared};
 
+use crate::proto::Transport;
 use crate::proto::channel;
 use crate::proto::policy::PeerPolicy;
 use crate::proto::ratelimit::SourceLimiter;
 use crate::proto::stun::{self, Class, Message, attr, method};
-use crate::proto::Transport;
 
 /// The current time, passed in by the I/O layer (the core never reads a clock).
 #[derive(Clone, Copy, Debug)]
@@ -113,7 +113,11 @@ pub trait RelayIo {
     /// Opens a relay socket.
     fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayOpenError>;
     /// Opens a relay socket on a port held by a reservation (`OpenedRelay::reserved`).
-    fn open_reserved(&mut self, addr: SocketAddr, dont_fragment: bool) -> Result<OpenedRelay, RelayOpenError>;
+    fn open_reserved(
+        &mut self,
+        addr: SocketAddr,
+        dont_fragment: bool,
+    ) -> Result<OpenedRelay, RelayOpenError>;
     /// Closes a relay socket that `open` returned.
     fn close(&mut self, id: RelayId);
     /// Gives back a reserved port that nobody claimed.
@@ -327,12 +331,21 @@ impl Server {
         }
     }
 
-    fn channel_data_from_client(&mut self, now: Instant, ft: FiveTuple, data: &[u8]) -> ClientOutput {
+    fn channel_data_from_client(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        data: &[u8],
+    ) -> ClientOutput {
         let Some((number, len)) = channel::parse(data) else {
             self.stats.malformed += 1;
             return ClientOutput::Nothing;
         };
-        let Some(alloc) = self.by_tuple.get(&ft).and_then(|&i| self.allocations[i as usize].as_mut()) else {
+        let Some(alloc) = self
+            .by_tuple
+            .get(&ft)
+            .and_then(|&i| self.allocations[i as usize].as_mut())
+        else {
             self.stats.dropped_no_allocation += 1;
             return ClientOutput::Nothing;
         };
@@ -340,16 +353,27 @@ impl Server {
             self.stats.dropped_no_allocation += 1;
             return ClientOutput::Nothing;
         };
-        Self::forward_to_peer(&mut self.stats, alloc, now, peer, channel::HEADER_LEN..channel::HEADER_LEN + len)
+        Self::forward_to_peer(
+            &mut self.stats,
+            alloc,
+            now,
+            peer,
+            channel::HEADER_LEN..channel::HEADER_LEN + len,
+        )
     }
 
     fn send_indication(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>) -> ClientOutput {
-        let Some(alloc) = self.by_tuple.get(&ft).and_then(|&i| self.allocations[i as usize].as_mut()) else {
+        let Some(alloc) = self
+            .by_tuple
+            .get(&ft)
+            .and_then(|&i| self.allocations[i as usize].as_mut())
+        else {
             self.stats.dropped_no_allocation += 1;
             return ClientOutput::Nothing;
         };
         let (Some(peer), Some(data)) = (
-            msg.get(attr::XOR_PEER_ADDRESS).and_then(|v| msg.xor_address(v)),
+            msg.get(attr::XOR_PEER_ADDRESS)
+                .and_then(|v| msg.xor_address(v)),
             msg.get(attr::DATA),
         ) else {
             self.stats.malformed += 1;
@@ -387,7 +411,11 @@ impl Server {
         alloc.to_peer.1 += 1;
         stats.to_peer.0 += len;
         stats.to_peer.1 += 1;
-        ClientOutput::Relay { relay: relay.id, peer, payload }
+        ClientOutput::Relay {
+            relay: relay.id,
+            peer,
+            payload,
+        }
     }
 
     /// Handles a datagram that relay socket `relay` received from `peer`. The payload is
@@ -401,7 +429,11 @@ impl Server {
         buf: &mut [u8],
         len: usize,
     ) -> PeerOutput {
-        let Some(alloc) = self.by_relay.get(&relay).and_then(|&i| self.allocations[i as usize].as_mut()) else {
+        let Some(alloc) = self
+            .by_relay
+            .get(&relay)
+            .and_then(|&i| self.allocations[i as usize].as_mut())
+        else {
             self.stats.dropped_no_allocation += 1;
             return PeerOutput::Nothing;
         };
@@ -425,7 +457,11 @@ impl Server {
             let start = PEER_HEADROOM - channel::HEADER_LEN;
             channel::write_header(&mut buf[start..PEER_HEADROOM], number, len);
             // Over streams ChannelData is padded to 4 bytes (RFC 8656 §12.5).
-            let padded = if stream { PEER_HEADROOM + ((len + 3) & !3) } else { end };
+            let padded = if stream {
+                PEER_HEADROOM + ((len + 3) & !3)
+            } else {
+                end
+            };
             buf[end..padded].fill(0);
             start..padded
         } else {
@@ -438,7 +474,10 @@ impl Server {
         alloc.to_client.1 += 1;
         self.stats.to_client.0 += len as u64;
         self.stats.to_client.1 += 1;
-        PeerOutput::ToClient { five_tuple: alloc.five_tuple, frame }
+        PeerOutput::ToClient {
+            five_tuple: alloc.five_tuple,
+            frame,
+        }
     }
 
     /// Expires allocations, permissions, channels and reservations.
@@ -451,7 +490,11 @@ impl Server {
             .allocations
             .iter()
             .enumerate()
-            .filter_map(|(i, a)| a.as_ref().filter(|a| a.expires <= now.instant).map(|_| i as u32))
+            .filter_map(|(i, a)| {
+                a.as_ref()
+                    .filter(|a| a.expires <= now.instant)
+                    .map(|_| i as u32)
+            })
             .collect();
         for slot in expired {
             self.remove_allocation(slot, io);
@@ -523,7 +566,12 @@ impl Server {
 
 /// Writes a Data indication (XOR-PEER-ADDRESS, DATA) around the payload at
 /// `buf[PEER_HEADROOM..PEER_HEADROOM + len]`; returns the frame's range.
-fn write_data_indication(buf: &mut [u8], peer: SocketAddr, len: usize, tid: [u8; 12]) -> Range<usize> {
+fn write_data_indication(
+    buf: &mut [u8],
+    peer: SocketAddr,
+    len: usize,
+    tid: [u8; 12],
+) -> Range<usize> {
     let mut xor = [0u8; 20];
     let xlen = stun::encode_xor_address(peer, &tid, &mut xor);
     let padded = (len + 3) & !3;

@@ -29,7 +29,11 @@ pub struct Quota {
 impl Quota {
     /// Quotas of `per_user` (0 = unlimited) and `total` allocations.
     pub fn new(per_user: u32, total: u32) -> Self {
-        Quota { per_user, total, used: Mutex::new((0, HashMap::new())) }
+        Quota {
+            per_user,
+            total,
+            used: Mutex::new((0, HashMap::new())),
+        }
     }
 
     /// Takes one allocation for `user`.
@@ -79,11 +83,19 @@ pub struct Reservations {
 impl Reservations {
     /// A table of at most `max` reservations.
     pub fn new(max: usize) -> Self {
-        Reservations { max, held: Mutex::new(HashMap::new()) }
+        Reservations {
+            max,
+            held: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Records a reservation; false when the table is full.
-    pub fn insert(&self, token: [u8; 8], addr: std::net::SocketAddr, expires: std::time::Instant) -> bool {
+    pub fn insert(
+        &self,
+        token: [u8; 8],
+        addr: std::net::SocketAddr,
+        expires: std::time::Instant,
+    ) -> bool {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         if held.len() >= self.max {
             return false;
@@ -132,6 +144,9 @@ pub struct Shared {
 impl Shared {
     /// Shared state for the given quotas.
     pub fn new(per_user: u32, total: u32) -> Self {
-        Shared { quota: Quota::new(per_user, total), reservations: Reservations::new(total.max(1) as usize) }
+        Shared {
+            quota: Quota::new(per_user, total),
+            reservations: Reservations::new(total.max(1) as usize),
+        }
     }
 }

@@ -79,11 +79,26 @@ impl Server {
     /// Binding (RFC 8489): answered without authentication, with XOR-MAPPED-ADDRESS only (and
     /// FINGERPRINT if the request had one), so the answer is at most 2x a minimal request.
     fn binding(&mut self, ft: FiveTuple, msg: &Message<'_>) -> ClientOutput {
-        let mut w = Writer::new(&mut self.reply, Class::Success, method::BINDING, msg.transaction_id());
+        let mut w = Writer::new(
+            &mut self.reply,
+            Class::Success,
+            method::BINDING,
+            msg.transaction_id(),
+        );
         if msg.unknown_required().next().is_some() {
-            let values: Vec<u8> = msg.unknown_required().take(8).flat_map(|t| t.to_be_bytes()).collect();
-            w = Writer::new(&mut self.reply, Class::Error, method::BINDING, msg.transaction_id());
-            w.error_code(420, "Unknown Attribute").attr(attr::UNKNOWN_ATTRIBUTES, &values);
+            let values: Vec<u8> = msg
+                .unknown_required()
+                .take(8)
+                .flat_map(|t| t.to_be_bytes())
+                .collect();
+            w = Writer::new(
+                &mut self.reply,
+                Class::Error,
+                method::BINDING,
+                msg.transaction_id(),
+            );
+            w.error_code(420, "Unknown Attribute")
+                .attr(attr::UNKNOWN_ATTRIBUTES, &values);
         } else {
             w.xor_addr(attr::XOR_MAPPED_ADDRESS, ft.client);
         }
@@ -94,7 +109,13 @@ impl Server {
         ClientOutput::Reply
     }
 
-    fn auth_failed(&mut self, now: Now, ft: FiveTuple, msg: &Message<'_>, failure: AuthFailure) -> ClientOutput {
+    fn auth_failed(
+        &mut self,
+        now: Now,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        failure: AuthFailure,
+    ) -> ClientOutput {
         if failure != AuthFailure::Missing {
             self.stats.auth_failures[failure as usize] += 1;
         }
@@ -103,17 +124,30 @@ impl Server {
 
     /// An answer to a request that did not authenticate: nothing optional (no SOFTWARE, no
     /// reason phrase), REALM and a compact nonce on 401/438, and rate-limited per source.
-    fn unauthenticated_error(&mut self, now: Now, ft: FiveTuple, msg: &Message<'_>, code: u16, reason: &str) -> ClientOutput {
+    fn unauthenticated_error(
+        &mut self,
+        now: Now,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        code: u16,
+        reason: &str,
+    ) -> ClientOutput {
         if !self.limiter.allow(ft.client.ip(), now.instant) {
             self.stats.rate_limited += 1;
             return ClientOutput::Nothing;
         }
         self.stats.requests_err += 1;
         let nonce = self.settings.auth.nonce(now.unix, ft.client);
-        let mut w = Writer::new(&mut self.reply, Class::Error, msg.method(), msg.transaction_id());
+        let mut w = Writer::new(
+            &mut self.reply,
+            Class::Error,
+            msg.method(),
+            msg.transaction_id(),
+        );
         w.error_code(code, reason);
         if code == 401 || code == 438 {
-            w.attr(attr::REALM, self.settings.auth.realm().as_bytes()).attr(attr::NONCE, &nonce);
+            w.attr(attr::REALM, self.settings.auth.realm().as_bytes())
+                .attr(attr::NONCE, &nonce);
         }
         ClientOutput::Reply
     }
@@ -127,7 +161,11 @@ impl Server {
         result: Result<(), Reject>,
         body: impl FnOnce(&mut Writer<'_>),
     ) -> ClientOutput {
-        let class = if result.is_ok() { Class::Success } else { Class::Error };
+        let class = if result.is_ok() {
+            Class::Success
+        } else {
+            Class::Error
+        };
         let mut w = Writer::new(&mut self.reply, class, msg.method(), msg.transaction_id());
         if let Err((code, reason)) = result {
             w.error_code(code, reason);
@@ -173,7 +211,9 @@ impl Server {
         let token = msg.get(attr::RESERVATION_TOKEN);
         let requested_family = msg.get(attr::REQUESTED_ADDRESS_FAMILY);
         let additional_family = msg.get(attr::ADDITIONAL_ADDRESS_FAMILY);
-        if token.is_some() && (even_port.is_some() || requested_family.is_some() || additional_family.is_some()) {
+        if token.is_some()
+            && (even_port.is_some() || requested_family.is_some() || additional_family.is_some())
+        {
             return Err((400, "Conflicting Attributes"));
         }
         if requested_family.is_some() && additional_family.is_some() {
@@ -204,7 +244,12 @@ impl Server {
         let reserved_addr = match token {
             Some(t) => {
                 let t: [u8; 8] = t.try_into().expect("length checked");
-                Some(self.shared.reservations.claim(&t, now.instant).ok_or((508, "Insufficient Capacity"))?)
+                Some(
+                    self.shared
+                        .reservations
+                        .claim(&t, now.instant)
+                        .ok_or((508, "Insufficient Capacity"))?,
+                )
             }
             None => None,
         };
@@ -239,11 +284,18 @@ impl Server {
                 });
             }
         };
-        relays[family_index(primary.addr.ip())] = Some(Relay { id: primary.id, addr: primary.addr });
+        relays[family_index(primary.addr.ip())] = Some(Relay {
+            id: primary.id,
+            addr: primary.addr,
+        });
         if let Some(addr) = primary.reserved {
             let mut t = [0u8; 8];
             rand::thread_rng().fill_bytes(&mut t);
-            if self.shared.reservations.insert(t, addr, now.instant + super::RESERVATION_LIFETIME) {
+            if self
+                .shared
+                .reservations
+                .insert(t, addr, now.instant + super::RESERVATION_LIFETIME)
+            {
                 new_token = Some(t);
             } else {
                 io.release_reserved(addr);
@@ -252,13 +304,25 @@ impl Server {
         let mut ipv6_error = None;
         if dual {
             let second = if self.settings.families[1] {
-                io.open(RelayRequest { family: Family::V6, even: false, reserve_next: false, dont_fragment })
+                io.open(RelayRequest {
+                    family: Family::V6,
+                    even: false,
+                    reserve_next: false,
+                    dont_fragment,
+                })
             } else {
                 Err(RelayOpenError::FamilyUnsupported)
             };
             match second {
-                Ok(o) => relays[1] = Some(Relay { id: o.id, addr: o.addr }),
-                Err(RelayOpenError::FamilyUnsupported) => ipv6_error = Some((440, "Address Family not Supported")),
+                Ok(o) => {
+                    relays[1] = Some(Relay {
+                        id: o.id,
+                        addr: o.addr,
+                    })
+                }
+                Err(RelayOpenError::FamilyUnsupported) => {
+                    ipv6_error = Some((440, "Address Family not Supported"))
+                }
                 Err(RelayOpenError::NoPort) => ipv6_error = Some((508, "Insufficient Capacity")),
             }
         }
@@ -296,7 +360,9 @@ impl Server {
     /// The allocation of `ft`, checked to belong to the authenticated user (437 / 441).
     fn own_allocation(&mut self, ft: FiveTuple, auth: &Authenticated) -> Result<u32, Reject> {
         let slot = *self.by_tuple.get(&ft).ok_or((437, "Allocation Mismatch"))?;
-        let alloc = self.allocations[slot as usize].as_mut().ok_or((437, "Allocation Mismatch"))?;
+        let alloc = self.allocations[slot as usize]
+            .as_mut()
+            .ok_or((437, "Allocation Mismatch"))?;
         if alloc.username != auth.username {
             return Err((441, "Wrong Credentials"));
         }
@@ -313,8 +379,12 @@ impl Server {
         io: &mut impl RelayIo,
     ) -> Result<ClientOutput, Reject> {
         let slot = self.own_allocation(ft, auth)?;
-        let lifetime = self.lifetime(msg).unwrap_or(self.settings.limits.default_lifetime);
-        let alloc = self.allocations[slot as usize].as_mut().expect("own_allocation checked");
+        let lifetime = self
+            .lifetime(msg)
+            .unwrap_or(self.settings.limits.default_lifetime);
+        let alloc = self.allocations[slot as usize]
+            .as_mut()
+            .expect("own_allocation checked");
         if let Some(v) = msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
             let idx = match v {
                 [1, 0, 0, 0] => 0,
@@ -341,7 +411,9 @@ impl Server {
 
     /// Checks that a peer may be relayed to from this allocation (443, 403).
     fn check_peer(&self, slot: u32, peer: SocketAddr) -> Result<(), Reject> {
-        let alloc = self.allocations[slot as usize].as_ref().expect("slot is live");
+        let alloc = self.allocations[slot as usize]
+            .as_ref()
+            .expect("slot is live");
         if alloc.relays[family_index(peer.ip())].is_none() {
             return Err((443, "Peer Address Family Mismatch"));
         }
@@ -376,13 +448,24 @@ impl Server {
             self.check_peer(slot, *peer)?;
         }
         let max = self.settings.limits.permissions_per_allocation;
-        let alloc = self.allocations[slot as usize].as_mut().expect("slot is live");
+        let alloc = self.allocations[slot as usize]
+            .as_mut()
+            .expect("slot is live");
         // All or nothing: check capacity before installing any.
         let new = peers
             .iter()
-            .filter(|p| !alloc.permissions.iter().any(|(ip, exp)| *ip == p.ip() && *exp > now.instant))
+            .filter(|p| {
+                !alloc
+                    .permissions
+                    .iter()
+                    .any(|(ip, exp)| *ip == p.ip() && *exp > now.instant)
+            })
             .count();
-        let live = alloc.permissions.iter().filter(|(_, exp)| *exp > now.instant).count();
+        let live = alloc
+            .permissions
+            .iter()
+            .filter(|(_, exp)| *exp > now.instant)
+            .count();
         if live + new > max {
             return Err((508, "Insufficient Capacity"));
         }
@@ -413,12 +496,21 @@ impl Server {
             .ok_or((400, "Missing XOR-PEER-ADDRESS"))?;
         self.check_peer(slot, peer)?;
         let limits = &self.settings.limits;
-        let (max_channels, max_perms) = (limits.channels_per_allocation, limits.permissions_per_allocation);
-        let alloc = self.allocations[slot as usize].as_mut().expect("slot is live");
+        let (max_channels, max_perms) = (
+            limits.channels_per_allocation,
+            limits.permissions_per_allocation,
+        );
+        let alloc = self.allocations[slot as usize]
+            .as_mut()
+            .expect("slot is live");
         // Rebinding rules (RFC 8656 §12.1): a number stays with its peer and a peer with its
         // number, also during the cooldown after expiry.
         let now_i = now.instant;
-        match alloc.channels.iter_mut().find(|c| c.number == number || c.peer == peer) {
+        match alloc
+            .channels
+            .iter_mut()
+            .find(|c| c.number == number || c.peer == peer)
+        {
             Some(c) if c.number == number && c.peer == peer => c.expires = now_i + CHANNEL_LIFETIME,
             Some(_) => return Err((400, "Channel Bound Elsewhere")),
             None => {
@@ -426,7 +518,11 @@ impl Server {
                 if alloc.channels.len() >= max_channels {
                     return Err((508, "Insufficient Capacity"));
                 }
-                alloc.channels.push(Channel { number, peer, expires: now_i + CHANNEL_LIFETIME });
+                alloc.channels.push(Channel {
+                    number,
+                    peer,
+                    expires: now_i + CHANNEL_LIFETIME,
+                });
             }
         }
         if !alloc.add_permission(peer.ip(), now_i, max_perms) {
