@@ -7,7 +7,9 @@
 //!   core.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod client;
 pub mod config;
 pub mod net;
 pub mod proto;
+pub mod registry;
 pub mod service;

@@ -60,12 +60,17 @@ pub struct Running {
     workers: Vec<WorkerThread>,
     /// The addresses actually bound (useful when a config asks for port 0).
     pub bound: Vec<SocketAddr>,
+    /// The registry's own listener (`[registry] listen`), until the HTTP server serves it.
+    pub registry: Option<crate::registry::standalone::Standalone>,
 }
 
 impl Running {
     /// Stops every worker and waits for them.
     pub fn stop(mut self) {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        if let Some(registry) = self.registry.take() {
+            registry.stop();
+        }
         for w in &self.workers {
             w.handle.stop.store(true, Ordering::Relaxed);
             let _ = w.waker.wake();
@@ -190,6 +195,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     let mut running = Running {
         workers: Vec::new(),
         bound: bound.clone(),
+        registry: crate::registry::standalone::start(&config.registry)?,
     };
     for (index, sockets) in per_worker.into_iter().enumerate() {
         let poll = Poll::new().context("creating an event loop")?;

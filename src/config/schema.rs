@@ -33,6 +33,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The registry: WebSocket signaling and the encrypted relay fallback.
+    pub registry: crate::registry::RegistryConfig,
 }
 
 impl Default for Config {
@@ -46,6 +48,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             server: ServerConfig::default(),
             log: LogConfig::default(),
+            registry: crate::registry::RegistryConfig::default(),
         }
     }
 }

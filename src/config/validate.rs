@@ -37,7 +37,7 @@ pub const MAX_SOCKET_BUFFER_BYTES: usize = 1024 * 1024 * 1024;
 /// The most worker threads accepted.
 pub const MAX_WORKERS: usize = 1024;
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
+pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid {
         key: key.into(),
         message: message.into(),
@@ -53,6 +53,7 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
     validate_limits(&config.limits)?;
     validate_server(config)?;
     validate_log(config)?;
+    crate::registry::config::validate(&config.registry)?;
     Ok(())
 }
 

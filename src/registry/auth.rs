@@ -1,0 +1,261 @@
+//! Registry tokens: finding the JWT in an upgrade request, verifying it with the configured
+//! keys, and minting test tokens (`turnpike token`).
+//!
+//! Time is passed in: `exp` and `nbf` are checked here against the `now` the caller gives,
+//! not by `jsonwebtoken`'s own clock. Tokens are never logged.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::config::RegistryConfig;
+use super::core::Identity;
+use super::messages::{BEARER_PROTOCOL_PREFIX, valid_id};
+use super::metrics::AuthFailure;
+
+/// Seconds of clock skew tolerated on `exp` and `nbf`.
+pub const LEEWAY_SECS: u64 = 30;
+
+/// The claims of a registry token.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The peer id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// The project.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Expiry, UNIX seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+    /// Not before, UNIX seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// The pinned X25519 public key, base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pk: Option<String>,
+}
+
+/// Why the configured keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A PEM file could not be read.
+    #[error("cannot read registry.jwt_public_keys file {}: {reason}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        reason: std::io::Error,
+    },
+    /// A PEM file holds neither an Ed25519 nor an RSA public key.
+    #[error("{}: not an Ed25519 or RSA public key in PEM form", path.display())]
+    NotAKey {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// The keys that verify tokens, by algorithm.
+#[derive(Clone)]
+pub struct Keys {
+    hs256: Vec<DecodingKey>,
+    eddsa: Vec<DecodingKey>,
+    rs256: Vec<DecodingKey>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("hs256", &self.hs256.len())
+            .field("eddsa", &self.eddsa.len())
+            .field("rs256", &self.rs256.len())
+            .finish()
+    }
+}
+
+impl Keys {
+    /// Loads `jwt_secrets` and reads the `jwt_public_keys` files.
+    pub fn from_config(config: &RegistryConfig) -> Result<Keys, KeyError> {
+        let mut keys = Keys {
+            hs256: config
+                .jwt_secrets
+                .iter()
+                .map(|s| DecodingKey::from_secret(s.as_bytes()))
+                .collect(),
+            eddsa: Vec::new(),
+            rs256: Vec::new(),
+        };
+        for path in &config.jwt_public_keys {
+            let pem = std::fs::read(path).map_err(|reason| KeyError::Read {
+                path: path.clone(),
+                reason,
+            })?;
+            if let Ok(key) = DecodingKey::from_ed_pem(&pem) {
+                keys.eddsa.push(key);
+            } else if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+                keys.rs256.push(key);
+            } else {
+                return Err(KeyError::NotAKey { path: path.clone() });
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Verifies `token` at UNIX time `now` and returns who it names.
+    pub fn verify(&self, token: &str, now: u64) -> Result<Identity, AuthFailure> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::MalformedToken)?;
+        let keys = match header.alg {
+            Algorithm::HS256 => &self.hs256,
+            Algorithm::EdDSA => &self.eddsa,
+            Algorithm::RS256 => &self.rs256,
+            _ => return Err(AuthFailure::BadAlgorithm),
+        };
+        if keys.is_empty() {
+            return Err(AuthFailure::BadAlgorithm);
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.required_spec_claims = HashSet::new();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        let mut failure = AuthFailure::BadSignature;
+        for key in keys {
+            match jsonwebtoken::decode::<Claims>(token, key, &validation) {
+                Ok(data) => return identity(data.claims, now),
+                Err(error) => match error.kind() {
+                    ErrorKind::InvalidSignature => {}
+                    ErrorKind::Json(_)
+                    | ErrorKind::InvalidClaimFormat(_)
+                    | ErrorKind::MissingRequiredClaim(_) => {
+                        failure = AuthFailure::InvalidClaims;
+                        break;
+                    }
+                    _ => {
+                        failure = AuthFailure::MalformedToken;
+                        break;
+                    }
+                },
+            }
+        }
+        Err(failure)
+    }
+}
+
+/// Checks the claims of a verified token.
+fn identity(claims: Claims, now: u64) -> Result<Identity, AuthFailure> {
+    let (Some(peer_id), Some(project), Some(exp)) = (claims.sub, claims.project, claims.exp)
+    else {
+        return Err(AuthFailure::InvalidClaims);
+    };
+    if !valid_id(&peer_id) || !valid_id(&project) {
+        return Err(AuthFailure::InvalidClaims);
+    }
+    let pinned_key = match claims.pk {
+        None => None,
+        Some(pk) => match BASE64.decode(pk.as_bytes()) {
+            Ok(bytes) => Some(
+                <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| AuthFailure::InvalidClaims)?,
+            ),
+            Err(_) => return Err(AuthFailure::InvalidClaims),
+        },
+    };
+    if exp.saturating_add(LEEWAY_SECS) <= now {
+        return Err(AuthFailure::Expired);
+    }
+    if claims
+        .nbf
+        .is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECS))
+    {
+        return Err(AuthFailure::NotYetValid);
+    }
+    Ok(Identity {
+        peer_id,
+        project,
+        pinned_key,
+    })
+}
+
+/// Mints an HS256 token with `claims` (for `turnpike token` and tests).
+pub fn mint_hs256(secret: &[u8], claims: &Claims) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap_or_default()
+}
+
+/// Where a request carried its token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer`.
+    Header,
+    /// A `turnpike.bearer.` entry in `Sec-WebSocket-Protocol`.
+    Subprotocol,
+    /// The `access_token` query parameter.
+    Query,
+}
+
+/// Finds the token: the `Authorization` header, then the subprotocol list, then the query.
+pub fn find_token<'a>(
+    authorization: Option<&'a str>,
+    protocols: &[&'a str],
+    query: Option<&'a str>,
+) -> Option<(String, TokenSource)> {
+    if let Some(value) = authorization {
+        let value = value.trim();
+        if let Some((scheme, token)) = value.split_once(' ') {
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
+                return Some((token.trim().to_owned(), TokenSource::Header));
+            }
+        }
+    }
+    for protocol in protocols {
+        if let Some(token) = protocol.trim().strip_prefix(BEARER_PROTOCOL_PREFIX) {
+            if !token.is_empty() {
+                return Some((token.to_owned(), TokenSource::Subprotocol));
+            }
+        }
+    }
+    let query = query?;
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("access_token=") {
+            // JWTs use the URL-safe alphabet; decode %XX anyway for clients that escape.
+            let token = percent_decode(value)?;
+            if !token.is_empty() {
+                return Some((token, TokenSource::Query));
+            }
+        }
+    }
+    None
+}
+
+/// Decodes `%XX` escapes (and `+` as a space); `None` when the result is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}

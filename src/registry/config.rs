@@ -1,0 +1,200 @@
+//! The `[registry]` configuration section and its validation.
+//!
+//! The keys and their defaults are documented in `config/turnpike.toml` and in
+//! `docs/registry-protocol.md` §7; a unit test in `config::tests` holds the file and the code
+//! defaults together.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::validate::{Invalid, invalid};
+
+/// The `[registry]` section. Its `Debug` output never shows a JWT secret.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Serve the registry endpoint `/v1/registry`.
+    pub enabled: bool,
+    /// Until the shared HTTP server serves the registry: the TCP address of the registry's own
+    /// HTTP listener (`ws://ADDRESS/v1/registry`).
+    pub listen: Option<SocketAddr>,
+    /// HS256 secrets; any of them verifies a token, the first one mints (`turnpike token`).
+    pub jwt_secrets: Vec<String>,
+    /// PEM files with public keys: Ed25519 keys verify EdDSA tokens, RSA keys RS256 tokens.
+    pub jwt_public_keys: Vec<PathBuf>,
+    /// Connections the server holds at once, joined or not.
+    pub max_connections: u32,
+    /// Connections one client IP address may hold at once.
+    pub max_connections_per_ip: u32,
+    /// Projects with at least one joined peer.
+    pub max_projects: u32,
+    /// Joined peers per project.
+    pub max_peers_per_project: u32,
+    /// The largest signaling payload, in bytes of JSON text.
+    pub max_payload_bytes: u32,
+    /// The largest relay frame (binary WebSocket message), in bytes.
+    pub max_relay_frame_bytes: u32,
+    /// Text messages one peer may send per second (burst: twice as many).
+    pub messages_per_sec: u32,
+    /// Relay bytes one peer may send per second (burst: one second's worth).
+    pub relay_bytes_per_sec: u64,
+    /// Relay blobs queued per receiving peer (DERP uses 32).
+    pub relay_queue_blobs: u32,
+    /// Signaling messages queued per receiving peer.
+    pub signal_queue_messages: u32,
+    /// Signaling bytes queued per receiving peer.
+    pub signal_queue_bytes: u32,
+    /// Seconds between the server's WebSocket pings.
+    pub ping_interval_secs: u32,
+    /// Seconds without any frame from a client before its connection is closed.
+    pub idle_timeout_secs: u32,
+    /// Seconds a connection has to complete its `join`.
+    pub join_timeout_secs: u32,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> RegistryConfig {
+        RegistryConfig {
+            enabled: false,
+            listen: None,
+            jwt_secrets: Vec::new(),
+            jwt_public_keys: Vec::new(),
+            max_connections: 10_000,
+            max_connections_per_ip: 64,
+            max_projects: 10_000,
+            max_peers_per_project: 1000,
+            max_payload_bytes: 32_768,
+            max_relay_frame_bytes: 65_536,
+            messages_per_sec: 50,
+            relay_bytes_per_sec: 1_048_576,
+            relay_queue_blobs: 32,
+            signal_queue_messages: 128,
+            signal_queue_bytes: 1_048_576,
+            ping_interval_secs: 20,
+            idle_timeout_secs: 60,
+            join_timeout_secs: 10,
+        }
+    }
+}
+
+impl fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field(
+                "jwt_secrets",
+                &format_args!("[<{} redacted>]", self.jwt_secrets.len()),
+            )
+            .field("jwt_public_keys", &self.jwt_public_keys)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("max_projects", &self.max_projects)
+            .field("max_peers_per_project", &self.max_peers_per_project)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("max_relay_frame_bytes", &self.max_relay_frame_bytes)
+            .field("messages_per_sec", &self.messages_per_sec)
+            .field("relay_bytes_per_sec", &self.relay_bytes_per_sec)
+            .field("relay_queue_blobs", &self.relay_queue_blobs)
+            .field("signal_queue_messages", &self.signal_queue_messages)
+            .field("signal_queue_bytes", &self.signal_queue_bytes)
+            .field("ping_interval_secs", &self.ping_interval_secs)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
+            .field("join_timeout_secs", &self.join_timeout_secs)
+            .finish()
+    }
+}
+
+/// The largest WebSocket message the transport accepts; larger ones close the connection
+/// (1009). The core's own limits must stay below it so that it can answer with an error.
+pub const MAX_WEBSOCKET_MESSAGE: usize = 131_072;
+
+/// Room a text frame gets beyond its payload (type, peer id, id).
+pub const TEXT_OVERHEAD_BYTES: usize = 4096;
+
+/// Checks the `[registry]` values; returns the first problem.
+pub fn validate(config: &RegistryConfig) -> Result<(), Invalid> {
+    for (index, secret) in config.jwt_secrets.iter().enumerate() {
+        if secret.is_empty() {
+            return Err(invalid(
+                format!("registry.jwt_secrets[{index}]"),
+                "must not be empty",
+            ));
+        }
+    }
+    if config.enabled && config.jwt_secrets.is_empty() && config.jwt_public_keys.is_empty() {
+        return Err(invalid(
+            "registry.jwt_secrets",
+            "the registry is enabled but no token could verify: set jwt_secrets or jwt_public_keys",
+        ));
+    }
+    let positive: [(&str, u64); 13] = [
+        ("registry.max_connections", config.max_connections.into()),
+        (
+            "registry.max_connections_per_ip",
+            config.max_connections_per_ip.into(),
+        ),
+        ("registry.max_projects", config.max_projects.into()),
+        (
+            "registry.max_peers_per_project",
+            config.max_peers_per_project.into(),
+        ),
+        ("registry.max_payload_bytes", config.max_payload_bytes.into()),
+        (
+            "registry.max_relay_frame_bytes",
+            config.max_relay_frame_bytes.into(),
+        ),
+        ("registry.messages_per_sec", config.messages_per_sec.into()),
+        ("registry.relay_bytes_per_sec", config.relay_bytes_per_sec),
+        ("registry.relay_queue_blobs", config.relay_queue_blobs.into()),
+        (
+            "registry.signal_queue_messages",
+            config.signal_queue_messages.into(),
+        ),
+        ("registry.ping_interval_secs", config.ping_interval_secs.into()),
+        ("registry.idle_timeout_secs", config.idle_timeout_secs.into()),
+        ("registry.join_timeout_secs", config.join_timeout_secs.into()),
+    ];
+    for (key, value) in positive {
+        if value == 0 {
+            return Err(invalid(key, "must be greater than 0"));
+        }
+    }
+    let text_max = MAX_WEBSOCKET_MESSAGE - TEXT_OVERHEAD_BYTES;
+    if config.max_payload_bytes as usize > text_max {
+        return Err(invalid(
+            "registry.max_payload_bytes",
+            format!("must be at most {text_max}"),
+        ));
+    }
+    // The header is at most 1 + 64 + 24 bytes and the box at least 16.
+    if !(105..=MAX_WEBSOCKET_MESSAGE - 256).contains(&(config.max_relay_frame_bytes as usize)) {
+        return Err(invalid(
+            "registry.max_relay_frame_bytes",
+            format!("must be between 105 and {}", MAX_WEBSOCKET_MESSAGE - 256),
+        ));
+    }
+    if (config.signal_queue_bytes as usize) < config.max_payload_bytes as usize + TEXT_OVERHEAD_BYTES
+    {
+        return Err(invalid(
+            "registry.signal_queue_bytes",
+            "must hold at least one message of max_payload_bytes plus 4096",
+        ));
+    }
+    if config.idle_timeout_secs <= config.ping_interval_secs {
+        return Err(invalid(
+            "registry.idle_timeout_secs",
+            "must be longer than registry.ping_interval_secs, or every connection times out",
+        ));
+    }
+    if config.enabled && config.max_connections_per_ip > config.max_connections {
+        return Err(invalid(
+            "registry.max_connections_per_ip",
+            "exceeds registry.max_connections",
+        ));
+    }
+    Ok(())
+}

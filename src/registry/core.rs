@@ -1,0 +1,638 @@
+//! The sans-IO registry: connections, projects, peers, routing, limits and bounded per-peer
+//! outgoing queues, as a pure state machine.
+//!
+//! The WebSocket tasks feed it ([`Registry::connect`], [`Registry::handle_text`],
+//! [`Registry::handle_binary`], [`Registry::handle_activity`], [`Registry::disconnect`],
+//! [`Registry::handle_timeout`]) with the current time, and drain it: [`Registry::poll_wake`]
+//! names the connections that have something to send, [`Registry::poll_transmit`] hands out
+//! their frames. It never touches a socket or reads a clock (the style of `quinn-proto` and
+//! `str0m`), so every rule is tested without a network (see `tests.rs`).
+//!
+//! Every table is bounded: connections by `max_connections`, the per-IP table by the
+//! connections, projects by `max_projects`, peers by `max_peers_per_project`, and each queue by
+//! its limits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use super::config::RegistryConfig;
+use super::messages::{
+    CloseReason, Control, ErrorCode, Incoming, PeerInfo, Refusal, SignalKind, WelcomeLimits,
+    build_relay, forwarded_signal, parse_relay, parse_text,
+};
+use super::metrics::{ConnectRefusal, DropReason, RegistryMetrics};
+use super::queue::{OutQueue, Origin, QueueLimits, TokenBucket, Transmit};
+
+/// Identifies one connection for as long as the registry lives (never reused).
+pub type ConnId = u64;
+
+/// Who a connection is, from its verified token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The peer id (`sub`).
+    pub peer_id: String,
+    /// The project.
+    pub project: String,
+    /// The X25519 public key the issuer pinned (`pk`), if any.
+    pub pinned_key: Option<[u8; 32]>,
+}
+
+/// Relay and signaling volume of one project while it has peers (per-project metering).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProjectUsage {
+    /// Relay blobs forwarded to peers of the project.
+    pub relay_blobs: u64,
+    /// Relay bytes forwarded to peers of the project.
+    pub relay_bytes: u64,
+    /// Signaling messages forwarded inside the project.
+    pub signals: u64,
+}
+
+#[derive(Debug)]
+enum State {
+    Pending,
+    Joined { public_key: String },
+    Closing,
+}
+
+#[derive(Debug)]
+struct Conn {
+    ip: IpAddr,
+    identity: Identity,
+    state: State,
+    connected_at: Instant,
+    last_seen: Instant,
+    last_ping: Instant,
+    queue: OutQueue,
+    messages: TokenBucket,
+    relay: TokenBucket,
+    woken: bool,
+}
+
+#[derive(Debug, Default)]
+struct Project {
+    peers: BTreeMap<String, ConnId>,
+    usage: ProjectUsage,
+}
+
+/// Control messages a peer may have queued beyond its signaling bound, on top of two per peer
+/// of a full project (each may join and leave once before the peer reads).
+const CONTROL_RESERVE: usize = 64;
+
+/// The registry state machine.
+#[derive(Debug)]
+pub struct Registry {
+    config: RegistryConfig,
+    queue_limits: QueueLimits,
+    metrics: Arc<RegistryMetrics>,
+    next_id: ConnId,
+    conns: HashMap<ConnId, Conn>,
+    projects: HashMap<String, Project>,
+    per_ip: HashMap<IpAddr, u32>,
+    wakes: Vec<ConnId>,
+    to_close: Vec<(ConnId, CloseReason)>,
+}
+
+impl Registry {
+    /// An empty registry with the limits of `config`, counting into `metrics`.
+    pub fn new(config: RegistryConfig, metrics: Arc<RegistryMetrics>) -> Registry {
+        let queue_limits = QueueLimits {
+            signal_messages: config.signal_queue_messages as usize,
+            signal_bytes: config.signal_queue_bytes as usize,
+            control_messages: 2 * config.max_peers_per_project as usize + CONTROL_RESERVE,
+            relay_blobs: config.relay_queue_blobs as usize,
+        };
+        Registry {
+            config,
+            queue_limits,
+            metrics,
+            next_id: 1,
+            conns: HashMap::new(),
+            projects: HashMap::new(),
+            per_ip: HashMap::new(),
+            wakes: Vec::new(),
+            to_close: Vec::new(),
+        }
+    }
+
+    /// The metrics this registry counts into.
+    pub fn metrics(&self) -> &Arc<RegistryMetrics> {
+        &self.metrics
+    }
+
+    /// Admits a new (authenticated, not yet joined) connection from `ip`, or refuses it for
+    /// capacity.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        ip: IpAddr,
+        identity: Identity,
+    ) -> Result<ConnId, ConnectRefusal> {
+        let refusal = if self.conns.len() >= self.config.max_connections as usize {
+            Some(ConnectRefusal::ServerFull)
+        } else if self.per_ip.get(&ip).copied().unwrap_or(0) >= self.config.max_connections_per_ip
+        {
+            Some(ConnectRefusal::TooManyConnections)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            self.metrics.count_refused(refusal);
+            return Err(refusal);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        *self.per_ip.entry(ip).or_insert(0) += 1;
+        let rate = f64::from(self.config.messages_per_sec);
+        let bytes = self.config.relay_bytes_per_sec as f64;
+        let relay_burst = bytes.max(f64::from(self.config.max_relay_frame_bytes));
+        self.conns.insert(
+            id,
+            Conn {
+                ip,
+                identity,
+                state: State::Pending,
+                connected_at: now,
+                last_seen: now,
+                last_ping: now,
+                queue: OutQueue::default(),
+                messages: TokenBucket::new(rate, 2.0 * rate, now),
+                relay: TokenBucket::new(bytes, relay_burst, now),
+                woken: false,
+            },
+        );
+        self.metrics.connections.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    /// A text frame from `conn`.
+    pub fn handle_text(&mut self, now: Instant, conn: ConnId, text: &str) {
+        let max_payload = self.config.max_payload_bytes as usize;
+        let Some(c) = self.live(conn) else { return };
+        c.last_seen = now;
+        let allowed = c.messages.take(now, 1.0);
+        let parsed = parse_text(text, max_payload);
+        if !allowed {
+            let (refers_to, id, to) = match &parsed {
+                Ok(Incoming::Join { .. }) => (Some("join".to_owned()), None, None),
+                Ok(Incoming::Ping) => (Some("ping".to_owned()), None, None),
+                Ok(Incoming::Signal { kind, id, to, .. }) => {
+                    (Some(kind.as_str().to_owned()), *id, Some(to.clone()))
+                }
+                Err(refusal) => (refusal.refers_to.clone(), refusal.id, None),
+            };
+            let per_sec = self.config.messages_per_sec;
+            self.refuse(
+                conn,
+                Refusal {
+                    code: ErrorCode::RateLimited,
+                    message: format!("more than {per_sec} messages per second"),
+                    refers_to,
+                    id,
+                    to_peer_id: to,
+                },
+            );
+        } else {
+            match parsed {
+                Err(refusal) => self.refuse(conn, refusal),
+                Ok(Incoming::Join { public_key }) => self.join(conn, &public_key),
+                Ok(Incoming::Ping) => self.send_control(conn, Control::Pong.to_json()),
+                Ok(Incoming::Signal {
+                    kind,
+                    to,
+                    payload,
+                    id,
+                }) => self.signal(conn, kind, to, payload, id),
+            }
+        }
+        self.process_closes();
+    }
+
+    /// A binary frame (relay blob) from `conn`.
+    pub fn handle_binary(&mut self, now: Instant, conn: ConnId, frame: &[u8]) {
+        let parsed = parse_relay(frame, self.config.max_relay_frame_bytes as usize);
+        let Some(c) = self.live(conn) else { return };
+        c.last_seen = now;
+        let joined = matches!(c.state, State::Joined { .. });
+        let (project, from) = (c.identity.project.clone(), c.identity.peer_id.clone());
+        let allowed = joined && parsed.is_ok() && c.relay.take(now, frame.len() as f64);
+        if !joined {
+            self.metrics.count_drop(DropReason::NotJoined);
+            let refusal = Refusal::new(
+                ErrorCode::NotJoined,
+                "send `join` before relay frames",
+                Some("relay"),
+            );
+            self.refuse(conn, refusal);
+            return self.process_closes();
+        }
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(refusal) => {
+                self.metrics.count_drop(DropReason::Malformed);
+                self.refuse(conn, refusal);
+                return self.process_closes();
+            }
+        };
+        if !allowed {
+            // Datagram semantics: counted, not answered (an answer would double a flood).
+            self.metrics.count_drop(DropReason::RateLimited);
+            return;
+        }
+        let target = self
+            .projects
+            .get(&project)
+            .and_then(|p| p.peers.get(parsed.peer_id))
+            .copied();
+        let Some(target) = target else {
+            self.metrics.count_drop(DropReason::UnknownPeer);
+            let mut refusal = Refusal::new(
+                ErrorCode::UnknownPeer,
+                format!("no peer `{}` in this project", parsed.peer_id),
+                Some("relay"),
+            );
+            refusal.to_peer_id = Some(parsed.peer_id.to_owned());
+            self.refuse(conn, refusal);
+            return self.process_closes();
+        };
+        let out = build_relay(&from, parsed.sealed);
+        let length = out.len() as u64;
+        let limits = self.queue_limits;
+        let queued = self
+            .conns
+            .get_mut(&target)
+            .is_some_and(|t| t.queue.push_relay(&limits, out));
+        if queued {
+            self.metrics.relay_blobs.fetch_add(1, Ordering::Relaxed);
+            self.metrics.relay_bytes.fetch_add(length, Ordering::Relaxed);
+            if let Some(p) = self.projects.get_mut(&project) {
+                p.usage.relay_blobs += 1;
+                p.usage.relay_bytes += length;
+            }
+            self.wake(target);
+        } else {
+            self.metrics.count_drop(DropReason::QueueFull);
+        }
+    }
+
+    /// Any frame from `conn` (a Pong included): it is alive.
+    pub fn handle_activity(&mut self, now: Instant, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.last_seen = now;
+        }
+    }
+
+    /// The connection ended (closed by either side, or failed). Idempotent.
+    pub fn disconnect(&mut self, conn: ConnId) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        self.leave(conn);
+        let Some(mut c) = self.conns.remove(&conn) else {
+            return;
+        };
+        let unsent = c.queue.drain_unsent();
+        if let Some(count) = self.per_ip.get_mut(&c.ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_ip.remove(&c.ip);
+            }
+        }
+        self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        self.undelivered(unsent);
+        self.process_closes();
+    }
+
+    /// Sends pings, and closes idle connections and connections that did not join in time.
+    /// Call it about once a second.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let idle = Duration::from_secs(self.config.idle_timeout_secs.into());
+        let join = Duration::from_secs(self.config.join_timeout_secs.into());
+        let ping = Duration::from_secs(self.config.ping_interval_secs.into());
+        let mut pinged = Vec::new();
+        for (&id, c) in &mut self.conns {
+            if matches!(c.state, State::Closing) {
+                continue;
+            }
+            if now.saturating_duration_since(c.last_seen) >= idle {
+                self.to_close.push((id, CloseReason::IdleTimeout));
+            } else if matches!(c.state, State::Pending)
+                && now.saturating_duration_since(c.connected_at) >= join
+            {
+                self.to_close.push((id, CloseReason::JoinTimeout));
+            } else if now.saturating_duration_since(c.last_ping) >= ping {
+                c.last_ping = now;
+                c.queue.push_ping();
+                pinged.push(id);
+            }
+        }
+        for id in pinged {
+            self.wake(id);
+        }
+        self.process_closes();
+    }
+
+    /// Closes every connection (the server shuts down).
+    pub fn close_all(&mut self, reason: CloseReason) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        self.to_close.extend(ids.into_iter().map(|id| (id, reason)));
+        self.process_closes();
+    }
+
+    /// A connection that has frames to send, once per batch of new frames.
+    pub fn poll_wake(&mut self) -> Option<ConnId> {
+        let id = self.wakes.pop()?;
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.woken = false;
+        }
+        Some(id)
+    }
+
+    /// The next frame to send on `conn`, if any.
+    pub fn poll_transmit(&mut self, conn: ConnId) -> Option<Transmit> {
+        self.conns.get_mut(&conn)?.queue.pop()
+    }
+
+    /// Connections held, joined or not.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Projects with at least one joined peer.
+    pub fn project_count(&self) -> usize {
+        self.projects.len()
+    }
+
+    /// Per-project metering, sorted by project.
+    pub fn project_usage(&self) -> Vec<(String, ProjectUsage)> {
+        let mut usage: Vec<(String, ProjectUsage)> = self
+            .projects
+            .iter()
+            .map(|(name, p)| (name.clone(), p.usage))
+            .collect();
+        usage.sort_by(|a, b| a.0.cmp(&b.0));
+        usage
+    }
+
+    /// The connection, unless it is gone or closing.
+    fn live(&mut self, conn: ConnId) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(&conn)
+            .filter(|c| !matches!(c.state, State::Closing))
+    }
+
+    fn join(&mut self, conn: ConnId, public_key: &str) {
+        let refuse = |code, message: &str| Refusal::new(code, message, Some("join"));
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if matches!(c.state, State::Joined { .. }) {
+            return self.refuse(conn, refuse(ErrorCode::AlreadyJoined, "already joined"));
+        }
+        let key = match BASE64.decode(public_key) {
+            Ok(bytes) if bytes.len() == 32 => bytes,
+            _ => {
+                let message = "`public_key` must be base64 of 32 bytes";
+                return self.refuse(conn, refuse(ErrorCode::BadPublicKey, message));
+            }
+        };
+        if c.identity.pinned_key.is_some_and(|pinned| pinned[..] != key[..]) {
+            let message = "`public_key` differs from the key pinned in the token";
+            return self.refuse(conn, refuse(ErrorCode::PublicKeyMismatch, message));
+        }
+        let identity = c.identity.clone();
+        let existing = self.projects.get(&identity.project);
+        let previous = existing.and_then(|p| p.peers.get(&identity.peer_id).copied());
+        let full = match existing {
+            None => self.projects.len() >= self.config.max_projects as usize,
+            Some(p) => {
+                p.peers.len() - usize::from(previous.is_some())
+                    >= self.config.max_peers_per_project as usize
+            }
+        };
+        if full {
+            let message = "the project (or the server's table of projects) is full";
+            return self.refuse(conn, refuse(ErrorCode::ProjectFull, message));
+        }
+        if let Some(previous) = previous {
+            self.to_close.push((previous, CloseReason::Replaced));
+            self.process_closes();
+        }
+        let public_key = BASE64.encode(&key);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.state = State::Joined {
+                public_key: public_key.clone(),
+            };
+        }
+        if !self.projects.contains_key(&identity.project) {
+            self.metrics.projects.fetch_add(1, Ordering::Relaxed);
+        }
+        let project = self.projects.entry(identity.project.clone()).or_default();
+        let others: Vec<ConnId> = project.peers.values().copied().collect();
+        project.peers.insert(identity.peer_id.clone(), conn);
+        self.metrics.peers.fetch_add(1, Ordering::Relaxed);
+        let welcome = self.welcome(&identity, &others);
+        self.send_control(conn, welcome);
+        let joined = Control::PeerJoined {
+            peer_id: &identity.peer_id,
+            public_key: &public_key,
+        }
+        .to_json();
+        for other in others {
+            self.send_control(other, joined.clone());
+        }
+    }
+
+    /// The `welcome` for `identity`, listing the joined peers `others`.
+    fn welcome(&self, identity: &Identity, others: &[ConnId]) -> String {
+        let mut peers: Vec<PeerInfo<'_>> = others
+            .iter()
+            .filter_map(|id| self.conns.get(id))
+            .filter_map(|c| match &c.state {
+                State::Joined { public_key } => Some(PeerInfo {
+                    peer_id: &c.identity.peer_id,
+                    public_key,
+                }),
+                _ => None,
+            })
+            .collect();
+        peers.sort_by(|a, b| a.peer_id.cmp(b.peer_id));
+        Control::Welcome {
+            peer_id: &identity.peer_id,
+            project: &identity.project,
+            peers,
+            limits: WelcomeLimits {
+                max_payload_bytes: self.config.max_payload_bytes,
+                max_relay_frame_bytes: self.config.max_relay_frame_bytes,
+                messages_per_sec: self.config.messages_per_sec,
+                relay_bytes_per_sec: self.config.relay_bytes_per_sec,
+            },
+        }
+        .to_json()
+    }
+
+    fn signal(
+        &mut self,
+        conn: ConnId,
+        kind: SignalKind,
+        to: String,
+        payload: &serde_json::value::RawValue,
+        id: Option<u64>,
+    ) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let refusal = |code, message: String| Refusal {
+            code,
+            message,
+            refers_to: Some(kind.as_str().to_owned()),
+            id,
+            to_peer_id: Some(to.clone()),
+        };
+        if !matches!(c.state, State::Joined { .. }) {
+            let refusal = refusal(ErrorCode::NotJoined, "send `join` first".to_owned());
+            return self.refuse(conn, refusal);
+        }
+        let project = c.identity.project.clone();
+        let from = c.identity.peer_id.clone();
+        let target = self
+            .projects
+            .get(&project)
+            .and_then(|p| p.peers.get(&to))
+            .copied();
+        let Some(target) = target else {
+            let refusal = refusal(
+                ErrorCode::UnknownPeer,
+                format!("no peer `{to}` in this project"),
+            );
+            return self.refuse(conn, refusal);
+        };
+        let text = forwarded_signal(kind, &from, payload);
+        let limits = self.queue_limits;
+        let origin = Origin {
+            sender: conn,
+            kind,
+            id,
+            to: to.clone(),
+        };
+        let queued = self
+            .conns
+            .get_mut(&target)
+            .is_some_and(|t| t.queue.push_signal(&limits, text, origin));
+        if !queued {
+            let refusal = refusal(
+                ErrorCode::QueueFull,
+                format!("the queue of `{to}` is full"),
+            );
+            return self.refuse(conn, refusal);
+        }
+        self.metrics.signals[kind as usize].fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = self.projects.get_mut(&project) {
+            p.usage.signals += 1;
+        }
+        self.wake(target);
+    }
+
+    /// Answers `conn` with an error.
+    fn refuse(&mut self, conn: ConnId, refusal: Refusal) {
+        self.metrics.count_error(refusal.code);
+        self.send_control(conn, refusal.to_json());
+    }
+
+    /// Queues a control message; a peer whose control queue overflows is closed.
+    fn send_control(&mut self, conn: ConnId, text: String) {
+        let limits = self.queue_limits;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.queue.push_control(&limits, text) {
+            self.wake(conn);
+        } else {
+            self.to_close.push((conn, CloseReason::SlowConsumer));
+        }
+    }
+
+    fn wake(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if !c.woken {
+                c.woken = true;
+                self.wakes.push(conn);
+            }
+        }
+    }
+
+    /// Takes a joined peer out of its project and tells the others.
+    fn leave(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if !matches!(c.state, State::Joined { .. }) {
+            return;
+        }
+        c.state = State::Pending;
+        let identity = c.identity.clone();
+        let Some(project) = self.projects.get_mut(&identity.project) else {
+            return;
+        };
+        if project.peers.get(&identity.peer_id) != Some(&conn) {
+            return;
+        }
+        project.peers.remove(&identity.peer_id);
+        self.metrics.peers.fetch_sub(1, Ordering::Relaxed);
+        let others: Vec<ConnId> = project.peers.values().copied().collect();
+        if others.is_empty() {
+            self.projects.remove(&identity.project);
+            self.metrics.projects.fetch_sub(1, Ordering::Relaxed);
+        }
+        let left = Control::PeerLeft {
+            peer_id: &identity.peer_id,
+        }
+        .to_json();
+        for other in others {
+            self.send_control(other, left.clone());
+        }
+    }
+
+    /// Answers the senders of signaling messages that were queued but never sent.
+    fn undelivered(&mut self, unsent: Vec<Origin>) {
+        for origin in unsent {
+            let refusal = Refusal {
+                code: ErrorCode::Undelivered,
+                message: format!("`{}` left before the message was delivered", origin.to),
+                refers_to: Some(origin.kind.as_str().to_owned()),
+                id: origin.id,
+                to_peer_id: Some(origin.to),
+            };
+            if self.conns.contains_key(&origin.sender) {
+                self.refuse(origin.sender, refusal);
+            }
+        }
+    }
+
+    /// Closes the connections scheduled for closing (which may schedule more).
+    fn process_closes(&mut self) {
+        while let Some((conn, reason)) = self.to_close.pop() {
+            let Some(c) = self.conns.get(&conn) else {
+                continue;
+            };
+            if matches!(c.state, State::Closing) {
+                continue;
+            }
+            self.leave(conn);
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            c.state = State::Closing;
+            let unsent = c.queue.close(reason.code(), reason.as_str());
+            self.metrics.count_close(reason);
+            self.wake(conn);
+            self.undelivered(unsent);
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The endpoint `GET /v1/registry`: authentication before the upgrade, then one task per
+//! WebSocket that feeds the core what it reads and writes what the core hands out.
+//!
+//! The shared HTTP server merges [`routes`]; it must be served with
+//! `into_make_service_with_connect_info::<SocketAddr>()` so that the per-IP limit sees the
+//! client's address (without it every client counts as `0.0.0.0`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::sync::Notify;
+
+use super::RegistryState;
+use super::auth::find_token;
+use super::config::MAX_WEBSOCKET_MESSAGE;
+use super::core::ConnId;
+use super::messages::SUBPROTOCOL;
+use super::metrics::{AuthFailure, ConnectRefusal};
+use super::queue::Transmit;
+
+/// The path of the endpoint.
+pub const PATH: &str = "/v1/registry";
+
+/// How long one frame may take to write before the connection is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The registry's routes (`/v1/registry`), for the HTTP server to merge.
+pub fn routes(state: RegistryState) -> Router {
+    Router::new().route(PATH, get(upgrade)).with_state(state)
+}
+
+/// A JSON refusal: `{"error": reason, "message": text}`.
+fn refuse(status: StatusCode, error: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": error, "message": message });
+    (status, axum::Json(body)).into_response()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn upgrade(State(state): State<RegistryState>, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let protocols: Vec<String> = parts
+        .headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let auth_failure = |reason: AuthFailure| {
+        state.metrics().count_auth_failure(reason);
+        let status = match reason {
+            AuthFailure::UnsupportedSubprotocol => StatusCode::BAD_REQUEST,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        tracing::debug!(%ip, reason = reason.as_str(), "registry upgrade refused");
+        refuse(status, reason.as_str(), reason.message())
+    };
+    if !protocols.is_empty() && !protocols.iter().any(|p| p == SUBPROTOCOL) {
+        return auth_failure(AuthFailure::UnsupportedSubprotocol);
+    }
+    let authorization = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let offered: Vec<&str> = protocols.iter().map(String::as_str).collect();
+    let Some((token, _source)) = find_token(authorization, &offered, parts.uri.query()) else {
+        return auth_failure(AuthFailure::MissingToken);
+    };
+    let identity = match state.keys().verify(&token, unix_now()) {
+        Ok(identity) => identity,
+        Err(reason) => return auth_failure(reason),
+    };
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let (conn, notify) = match state.connect(ip, identity) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            let status = match refusal {
+                ConnectRefusal::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+                ConnectRefusal::ServerFull => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let message = match refusal {
+                ConnectRefusal::TooManyConnections => "too many connections from this address",
+                ConnectRefusal::ServerFull => "the registry is full",
+            };
+            return refuse(status, refusal.as_str(), message);
+        }
+    };
+    // Dropped without being run when the upgrade fails: the slot is given back either way.
+    let guard = Admitted { state, conn };
+    ws.protocols([SUBPROTOCOL])
+        .max_message_size(MAX_WEBSOCKET_MESSAGE)
+        .max_frame_size(MAX_WEBSOCKET_MESSAGE)
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024)
+        .on_upgrade(move |socket| serve(socket, guard, notify))
+}
+
+/// An admitted connection; dropping it tells the core the connection is gone.
+struct Admitted {
+    state: RegistryState,
+    conn: ConnId,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.state.disconnect(self.conn);
+    }
+}
+
+/// Runs one WebSocket: reads into the core, writes what the core hands out.
+async fn serve(socket: WebSocket, admitted: Admitted, notify: Arc<Notify>) {
+    let state = admitted.state.clone();
+    let conn = admitted.conn;
+    let (mut sink, mut stream) = socket.split();
+    let reader = async {
+        while let Some(Ok(message)) = stream.next().await {
+            let now = Instant::now();
+            match message {
+                Message::Text(text) => state.with(|core| core.handle_text(now, conn, &text)),
+                Message::Binary(bytes) => state.with(|core| core.handle_binary(now, conn, &bytes)),
+                Message::Ping(_) | Message::Pong(_) => {
+                    state.with(|core| core.handle_activity(now, conn))
+                }
+                Message::Close(_) => break,
+            }
+        }
+    };
+    let writer = async {
+        loop {
+            let mut wrote = false;
+            while let Some(transmit) = state.with(|core| core.poll_transmit(conn)) {
+                let message = match transmit {
+                    Transmit::Text(text) => Message::Text(text.into()),
+                    Transmit::Binary(frame) => Message::Binary(frame.into()),
+                    Transmit::Ping => Message::Ping(Default::default()),
+                    Transmit::Close { code, reason } => {
+                        let frame = CloseFrame {
+                            code,
+                            reason: reason.into(),
+                        };
+                        let _ = tokio::time::timeout(
+                            WRITE_TIMEOUT,
+                            sink.send(Message::Close(Some(frame))),
+                        )
+                        .await;
+                        return;
+                    }
+                };
+                match tokio::time::timeout(WRITE_TIMEOUT, sink.feed(message)).await {
+                    Ok(Ok(())) => wrote = true,
+                    _ => return,
+                }
+            }
+            if wrote && !matches!(
+                tokio::time::timeout(WRITE_TIMEOUT, sink.flush()).await,
+                Ok(Ok(()))
+            ) {
+                return;
+            }
+            notify.notified().await;
+        }
+    };
+    tokio::select! {
+        () = reader => {}
+        () = writer => {}
+    }
+    drop(admitted);
+}

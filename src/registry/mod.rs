@@ -1,0 +1,159 @@
+//! The registry: JWT-authenticated WebSocket signaling and the encrypted relay fallback
+//! (protocol: `docs/registry-protocol.md`, subprotocol `turnpike.registry.v1`).
+//!
+//! Peers of one project find each other, exchange WebRTC offers, answers and ICE candidates,
+//! and relay NaCl-box encrypted blobs the server cannot read when their direct path fails.
+//!
+//! - [`core`]: the sans-IO state machine (projects, peers, routing, limits, bounded queues).
+//! - [`messages`]: the wire format. [`auth`]: tokens. [`metrics`]: counters.
+//! - [`http`]: the axum endpoint, [`routes`], which the WebSocket tasks use to feed the core.
+//! - [`standalone`]: the registry's own listener, until the shared HTTP server serves it.
+
+pub mod auth;
+pub mod config;
+pub mod core;
+pub mod http;
+pub mod messages;
+pub mod metrics;
+mod queue;
+pub mod standalone;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+pub use self::config::RegistryConfig;
+pub use self::core::{ConnId, Identity, ProjectUsage, Registry};
+pub use self::http::routes;
+pub use self::metrics::RegistryMetrics;
+pub use self::queue::Transmit;
+
+/// The registry as the endpoint shares it between WebSocket tasks: the core behind a mutex
+/// (every call is short and never awaits), the token keys, and one [`Notify`] per connection
+/// that wakes its writer when the core has frames for it. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct RegistryState {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    inner: Mutex<Inner>,
+    keys: auth::Keys,
+    metrics: Arc<RegistryMetrics>,
+    ticking: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    core: Registry,
+    notifies: HashMap<ConnId, Arc<Notify>>,
+}
+
+/// How often the core's timers (pings, idle and join timeouts) are checked.
+const TICK: Duration = Duration::from_millis(500);
+
+impl RegistryState {
+    /// A registry with the limits and keys of `config` (reads the public key files).
+    pub fn new(config: &RegistryConfig) -> Result<RegistryState, auth::KeyError> {
+        let keys = auth::Keys::from_config(config)?;
+        let metrics = Arc::new(RegistryMetrics::default());
+        let core = Registry::new(config.clone(), metrics.clone());
+        Ok(RegistryState {
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner {
+                    core,
+                    notifies: HashMap::new(),
+                }),
+                keys,
+                metrics,
+                ticking: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The registry's counters, for the metrics collector.
+    pub fn metrics(&self) -> Arc<RegistryMetrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Per-project metering (relay bytes and blobs, signaling messages), sorted by project.
+    pub fn project_usage(&self) -> Vec<(String, ProjectUsage)> {
+        self.lock().core.project_usage()
+    }
+
+    /// Closes every connection with 1001 (`going_away`).
+    pub fn shutdown(&self) {
+        self.with(|core| core.close_all(messages::CloseReason::GoingAway));
+    }
+
+    /// The keys that verify tokens.
+    pub(crate) fn keys(&self) -> &auth::Keys {
+        &self.shared.keys
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the core half-updated in a way that
+        // matters more than stopping the registry would: keep serving.
+        self.shared
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` on the core, then wakes the writers of the connections it gave frames to.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        let mut inner = self.lock();
+        let result = f(&mut inner.core);
+        while let Some(conn) = inner.core.poll_wake() {
+            if let Some(notify) = inner.notifies.get(&conn) {
+                notify.notify_one();
+            }
+        }
+        result
+    }
+
+    /// Admits a connection; returns its id and the notifier of its writer.
+    pub(crate) fn connect(
+        &self,
+        ip: IpAddr,
+        identity: Identity,
+    ) -> Result<(ConnId, Arc<Notify>), metrics::ConnectRefusal> {
+        self.start_ticker();
+        let mut inner = self.lock();
+        let conn = inner.core.connect(Instant::now(), ip, identity)?;
+        let notify = Arc::new(Notify::new());
+        inner.notifies.insert(conn, notify.clone());
+        Ok((conn, notify))
+    }
+
+    /// Forgets a connection (its task ended).
+    pub(crate) fn disconnect(&self, conn: ConnId) {
+        self.with(|core| core.disconnect(conn));
+        self.lock().notifies.remove(&conn);
+    }
+
+    /// Starts the timer task once, on the runtime of the first connection. It holds only a
+    /// weak reference, so it ends when the registry is dropped.
+    fn start_ticker(&self) {
+        if self.shared.ticking.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let weak: Weak<Shared> = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(TICK);
+            loop {
+                interval.tick().await;
+                let Some(shared) = weak.upgrade() else { break };
+                let state = RegistryState { shared };
+                state.with(|core| core.handle_timeout(Instant::now()));
+            }
+        });
+    }
+}

@@ -1,0 +1,194 @@
+//! One peer's outgoing side: a bounded FIFO of text messages (control and signaling, in the
+//! order they were queued), a bounded relay queue (DERP-style datagrams), a pending ping, a
+//! pending close, and the token buckets that limit what the peer sends.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::messages::SignalKind;
+
+/// What the WebSocket task must send next on one connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transmit {
+    /// A text frame (JSON).
+    Text(String),
+    /// A binary frame (a relay blob).
+    Binary(Vec<u8>),
+    /// A WebSocket Ping.
+    Ping,
+    /// A close frame; the connection ends after it.
+    Close {
+        /// The close code.
+        code: u16,
+        /// The reason text.
+        reason: &'static str,
+    },
+}
+
+/// Where a queued signaling message came from, to answer `undelivered` if it is never sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub sender: u64,
+    pub kind: SignalKind,
+    pub id: Option<u64>,
+    pub to: String,
+}
+
+#[derive(Debug)]
+struct Entry {
+    text: String,
+    origin: Option<Origin>,
+}
+
+/// The bounds of one queue.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QueueLimits {
+    pub signal_messages: usize,
+    pub signal_bytes: usize,
+    pub control_messages: usize,
+    pub relay_blobs: usize,
+}
+
+/// A peer's bounded outgoing queues.
+#[derive(Debug, Default)]
+pub(crate) struct OutQueue {
+    fifo: VecDeque<Entry>,
+    signal_messages: usize,
+    signal_bytes: usize,
+    control_messages: usize,
+    relay: VecDeque<Vec<u8>>,
+    ping: bool,
+    close: Option<(u16, &'static str)>,
+    /// Alternates between the FIFO and the relay queue so neither starves the other.
+    relay_turn: bool,
+}
+
+impl OutQueue {
+    /// Queues a signaling message; false (nothing queued) when the signaling bounds are met.
+    pub fn push_signal(&mut self, limits: &QueueLimits, text: String, origin: Origin) -> bool {
+        if self.close.is_some()
+            || self.signal_messages >= limits.signal_messages
+            || self.signal_bytes + text.len() > limits.signal_bytes
+        {
+            return false;
+        }
+        self.signal_messages += 1;
+        self.signal_bytes += text.len();
+        self.fifo.push_back(Entry {
+            text,
+            origin: Some(origin),
+        });
+        true
+    }
+
+    /// Queues a control message; false when the control bound is met (the peer is too slow).
+    pub fn push_control(&mut self, limits: &QueueLimits, text: String) -> bool {
+        if self.close.is_some() {
+            return true; // the connection is closing: nothing more is sent, nothing to report
+        }
+        if self.control_messages >= limits.control_messages {
+            return false;
+        }
+        self.control_messages += 1;
+        self.fifo.push_back(Entry { text, origin: None });
+        true
+    }
+
+    /// Queues a relay frame; false when the relay queue is full.
+    pub fn push_relay(&mut self, limits: &QueueLimits, frame: Vec<u8>) -> bool {
+        if self.close.is_some() || self.relay.len() >= limits.relay_blobs {
+            return false;
+        }
+        self.relay.push_back(frame);
+        true
+    }
+
+    /// Asks for a WebSocket ping.
+    pub fn push_ping(&mut self) {
+        self.ping = true;
+    }
+
+    /// Ends the queue with a close frame; returns the signaling messages never sent.
+    pub fn close(&mut self, code: u16, reason: &'static str) -> Vec<Origin> {
+        self.close = Some((code, reason));
+        let unsent = self.drain_unsent();
+        self.relay.clear();
+        self.relay.shrink_to_fit();
+        self.ping = false;
+        unsent
+    }
+
+    /// Empties the queue; returns the signaling messages never sent.
+    pub fn drain_unsent(&mut self) -> Vec<Origin> {
+        let unsent = self.fifo.drain(..).filter_map(|e| e.origin).collect();
+        self.fifo.shrink_to_fit();
+        self.signal_messages = 0;
+        self.signal_bytes = 0;
+        self.control_messages = 0;
+        unsent
+    }
+
+    /// The next frame to send: the close first, then a ping, then the FIFO and the relay
+    /// queue in turn.
+    pub fn pop(&mut self) -> Option<Transmit> {
+        if let Some((code, reason)) = self.close {
+            // Handed out once; the task ends the connection after it.
+            self.close = Some((0, ""));
+            return (code != 0).then_some(Transmit::Close { code, reason });
+        }
+        if self.ping {
+            self.ping = false;
+            return Some(Transmit::Ping);
+        }
+        self.relay_turn = !self.relay_turn;
+        if self.relay_turn {
+            if let Some(frame) = self.relay.pop_front() {
+                return Some(Transmit::Binary(frame));
+            }
+        }
+        if let Some(entry) = self.fifo.pop_front() {
+            if entry.origin.is_some() {
+                self.signal_messages -= 1;
+                self.signal_bytes -= entry.text.len();
+            } else {
+                self.control_messages -= 1;
+            }
+            return Some(Transmit::Text(entry.text));
+        }
+        self.relay.pop_front().map(Transmit::Binary)
+    }
+}
+
+/// A token bucket: `rate` tokens per second, holding at most `burst`. Time is passed in.
+#[derive(Clone, Debug)]
+pub(crate) struct TokenBucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: f64, burst: f64, now: Instant) -> TokenBucket {
+        TokenBucket {
+            tokens: burst,
+            rate,
+            burst,
+            last: now,
+        }
+    }
+
+    /// Takes `amount` tokens if there are that many.
+    pub fn take(&mut self, now: Instant, amount: f64) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= amount {
+            self.tokens -= amount;
+            true
+        } else {
+            false
+        }
+    }
+}

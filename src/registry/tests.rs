@@ -1,0 +1,1 @@
+//! Unit tests of the registry core: a fake clock, no sockets.
