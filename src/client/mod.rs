@@ -1,1 +1,10 @@
 //! Clients of turnpike's services.
+//!
+//! - [`registry`]: the registry client (signaling, relay, reconnect).
+//! - [`seal`]: the relay's end-to-end encryption (`crypto_box::SalsaBox` with a replay counter).
+
+pub mod registry;
+pub mod seal;
+
+pub use registry::{ClientConfig, ClientError, Event, RegistryClient};
+pub use seal::{KeyPair, SealError, Sealer};

@@ -1,0 +1,621 @@
+//! A registry client (docs/registry-protocol.md): connects with a token, joins, sends and
+//! receives signaling, seals and opens relay blobs, and reconnects with back-off.
+//!
+//! One background task owns the WebSocket and the [`Sealer`]; [`RegistryClient`] talks to it
+//! through channels. Events come out of [`RegistryClient::next_event`] in the order the server
+//! sent them.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crypto_box::PublicKey;
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::seal::{KeyPair, Sealer, public_key_from_base64};
+use crate::registry::messages::{SUBPROTOCOL, SignalKind, build_relay, valid_id};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long the server has to answer a `join`.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first reconnect delay; it doubles up to [`ClientConfig::max_backoff`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// How to reach the registry and who to be.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `ws://HOST:PORT/v1/registry`.
+    pub url: String,
+    /// The JWT (sent in `Authorization: Bearer`).
+    pub token: String,
+    /// This peer's key pair; its public key is announced in `join`.
+    pub keys: KeyPair,
+    /// Reconnect (and re-join) when the connection is lost.
+    pub reconnect: bool,
+    /// The longest delay between reconnect attempts.
+    pub max_backoff: Duration,
+}
+
+impl ClientConfig {
+    /// A configuration that reconnects with back-off up to 30 s.
+    pub fn new(url: impl Into<String>, token: impl Into<String>, keys: KeyPair) -> ClientConfig {
+        ClientConfig {
+            url: url.into(),
+            token: token.into(),
+            keys,
+            reconnect: true,
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the client could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server refused the upgrade (401, 429, 503...).
+    #[error("the registry refused the connection: HTTP {status} {error}: {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The `error` field of the JSON body.
+        error: String,
+        /// The `message` field.
+        message: String,
+    },
+    /// The URL or token cannot form a request.
+    #[error("bad registry URL or token: {0}")]
+    Request(String),
+    /// The WebSocket failed.
+    #[error("registry connection: {0}")]
+    WebSocket(String),
+    /// The server did not welcome the join.
+    #[error("the registry did not accept the join: {0}")]
+    Join(String),
+    /// No public key is known for this peer (not in the project, or not joined yet).
+    #[error("no public key known for peer `{0}`")]
+    UnknownPeer(String),
+    /// The client is between connections, or closed.
+    #[error("not connected to the registry")]
+    NotConnected,
+}
+
+/// What the client receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Joined (first connection and every reconnection): the project's other peers.
+    Welcome {
+        /// This peer's id.
+        peer_id: String,
+        /// The project.
+        project: String,
+        /// (peer id, base64 public key) of the others.
+        peers: Vec<(String, String)>,
+    },
+    /// A peer joined.
+    PeerJoined {
+        /// Its id.
+        peer_id: String,
+        /// Its public key, base64.
+        public_key: String,
+    },
+    /// A peer left.
+    PeerLeft {
+        /// Its id.
+        peer_id: String,
+    },
+    /// A signaling message.
+    Signal {
+        /// Offer, answer or candidate.
+        kind: SignalKind,
+        /// The sender.
+        from: String,
+        /// The payload's JSON text, as the sender wrote it.
+        payload: String,
+    },
+    /// A relay blob that opened and was not a replay.
+    Relay {
+        /// The sender.
+        from: String,
+        /// The plaintext.
+        message: Vec<u8>,
+    },
+    /// A relay blob that was refused (replayed, forged, from an unknown sender).
+    RelayRejected {
+        /// The claimed sender.
+        from: String,
+        /// Why.
+        reason: String,
+    },
+    /// An `error` message from the server.
+    Error {
+        /// The code.
+        code: String,
+        /// The text.
+        message: String,
+        /// The type of the refused message.
+        refers_to: Option<String>,
+        /// The refused message's id.
+        id: Option<u64>,
+        /// The destination it was for.
+        to_peer_id: Option<String>,
+    },
+    /// Any other text message (a later protocol version), untouched.
+    Other(String),
+    /// The connection was lost; the client reconnects when configured to.
+    Disconnected {
+        /// The close code, if the server sent one.
+        code: Option<u16>,
+        /// The reason.
+        reason: String,
+    },
+    /// The client stopped for good (replaced, refused, or reconnecting disabled).
+    Closed {
+        /// The close code, if any.
+        code: Option<u16>,
+        /// The reason.
+        reason: String,
+    },
+}
+
+enum Command {
+    Text(String),
+    Binary(Vec<u8>),
+    Relay {
+        to: String,
+        message: Vec<u8>,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    Close,
+}
+
+/// A connected registry client.
+#[derive(Debug)]
+pub struct RegistryClient {
+    commands: mpsc::Sender<Command>,
+    events: mpsc::Receiver<Event>,
+    public_key: String,
+}
+
+impl RegistryClient {
+    /// Connects, joins, and starts the background task. The first connection must succeed
+    /// (a refused token is returned as [`ClientError::Refused`]); later ones are retried.
+    pub async fn connect(config: ClientConfig) -> Result<RegistryClient, ClientError> {
+        let mut peers = HashMap::new();
+        let (socket, welcome) = connect_and_join(&config, &mut peers).await?;
+        let (commands, command_rx) = mpsc::channel(256);
+        let (event_tx, events) = mpsc::channel(1024);
+        let _ = event_tx.try_send(welcome);
+        let start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let public_key = config.keys.public_base64();
+        let task = Task {
+            sealer: Sealer::new(config.keys.clone(), start),
+            config,
+            peers,
+            commands: command_rx,
+            events: event_tx,
+        };
+        tokio::spawn(task.run(socket));
+        Ok(RegistryClient {
+            commands,
+            events,
+            public_key,
+        })
+    }
+
+    /// This peer's public key, base64.
+    pub fn public_key(&self) -> &str {
+        &self.public_key
+    }
+
+    /// Sends a signaling message to `to`. `id`, when given, comes back in an error about it.
+    pub async fn signal(
+        &self,
+        kind: SignalKind,
+        to: &str,
+        payload: &serde_json::Value,
+        id: Option<u64>,
+    ) -> Result<(), ClientError> {
+        let mut message = serde_json::json!({
+            "type": kind.as_str(),
+            "to_peer_id": to,
+            "payload": payload,
+        });
+        if let Some(id) = id {
+            message["id"] = id.into();
+        }
+        self.send_text(message.to_string()).await
+    }
+
+    /// Seals `message` for `to` and sends it through the relay.
+    pub async fn relay(&self, to: &str, message: &[u8]) -> Result<(), ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Relay {
+                to: to.to_owned(),
+                message: message.to_vec(),
+                reply,
+            })
+            .await
+            .map_err(|_| ClientError::NotConnected)?;
+        answer.await.map_err(|_| ClientError::NotConnected)?
+    }
+
+    /// Sends a text frame as is (tools and tests of the server's error handling).
+    pub async fn send_text(&self, text: String) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::Text(text))
+            .await
+            .map_err(|_| ClientError::NotConnected)
+    }
+
+    /// Sends a binary frame as is (tools and tests).
+    pub async fn send_binary(&self, frame: Vec<u8>) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::Binary(frame))
+            .await
+            .map_err(|_| ClientError::NotConnected)
+    }
+
+    /// The next event; `None` once the client has stopped and every event was read.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// Closes the connection (1000) and stops reconnecting.
+    pub async fn close(&self) {
+        let _ = self.commands.send(Command::Close).await;
+    }
+}
+
+/// Opens the WebSocket, sends `join`, waits for `welcome`; fills `peers`.
+async fn connect_and_join(
+    config: &ClientConfig,
+    peers: &mut HashMap<String, PublicKey>,
+) -> Result<(Socket, Event), ClientError> {
+    let mut request = config
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| ClientError::Request(e.to_string()))?;
+    let bearer = HeaderValue::from_str(&format!("Bearer {}", config.token))
+        .map_err(|_| ClientError::Request("the token is not a valid header value".into()))?;
+    request.headers_mut().insert("authorization", bearer);
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", HeaderValue::from_static(SUBPROTOCOL));
+    let (mut socket, _) = match tokio_tungstenite::connect_async(request).await {
+        Ok(connected) => connected,
+        Err(tungstenite::Error::Http(response)) => {
+            #[derive(Deserialize, Default)]
+            struct Body {
+                error: String,
+                message: String,
+            }
+            let body: Body = response
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or_default();
+            return Err(ClientError::Refused {
+                status: response.status().as_u16(),
+                error: body.error,
+                message: body.message,
+            });
+        }
+        Err(e) => return Err(ClientError::WebSocket(e.to_string())),
+    };
+    let join = serde_json::json!({"type": "join", "public_key": config.keys.public_base64()});
+    socket
+        .send(Message::text(join.to_string()))
+        .await
+        .map_err(|e| ClientError::WebSocket(e.to_string()))?;
+    let answer = tokio::time::timeout(JOIN_TIMEOUT, async {
+        while let Some(message) = socket.next().await {
+            match message {
+                Ok(Message::Text(text)) => return Ok(text.as_str().to_owned()),
+                Ok(Message::Close(frame)) => {
+                    return Err(format!("closed: {frame:?}"));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err("the connection ended".to_owned())
+    })
+    .await
+    .map_err(|_| ClientError::Join("no answer within 10 s".into()))?
+    .map_err(ClientError::Join)?;
+    match parse_event(&answer) {
+        Event::Welcome {
+            peer_id,
+            project,
+            peers: list,
+        } => {
+            peers.clear();
+            for (id, key) in &list {
+                if let Ok(key) = public_key_from_base64(key) {
+                    peers.insert(id.clone(), key);
+                }
+            }
+            let welcome = Event::Welcome {
+                peer_id,
+                project,
+                peers: list,
+            };
+            Ok((socket, welcome))
+        }
+        Event::Error { code, message, .. } => Err(ClientError::Join(format!("{code}: {message}"))),
+        other => Err(ClientError::Join(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// Reads one text message from the server into an [`Event`].
+pub fn parse_event(text: &str) -> Event {
+    #[derive(Deserialize)]
+    struct PeerWire {
+        peer_id: String,
+        public_key: String,
+    }
+    #[derive(Deserialize)]
+    struct Wire<'a> {
+        #[serde(rename = "type")]
+        kind: String,
+        peer_id: Option<String>,
+        project: Option<String>,
+        public_key: Option<String>,
+        peers: Option<Vec<PeerWire>>,
+        from_peer_id: Option<String>,
+        #[serde(borrow)]
+        payload: Option<&'a serde_json::value::RawValue>,
+        code: Option<String>,
+        message: Option<String>,
+        #[serde(rename = "ref")]
+        refers_to: Option<String>,
+        id: Option<u64>,
+        to_peer_id: Option<String>,
+    }
+    let Ok(wire) = serde_json::from_str::<Wire<'_>>(text) else {
+        return Event::Other(text.to_owned());
+    };
+    let other = || Event::Other(text.to_owned());
+    match wire.kind.as_str() {
+        "welcome" => match (wire.peer_id, wire.project, wire.peers) {
+            (Some(peer_id), Some(project), Some(peers)) => Event::Welcome {
+                peer_id,
+                project,
+                peers: peers
+                    .into_iter()
+                    .map(|p| (p.peer_id, p.public_key))
+                    .collect(),
+            },
+            _ => other(),
+        },
+        "peer_joined" => match (wire.peer_id, wire.public_key) {
+            (Some(peer_id), Some(public_key)) => Event::PeerJoined {
+                peer_id,
+                public_key,
+            },
+            _ => other(),
+        },
+        "peer_left" => match wire.peer_id {
+            Some(peer_id) => Event::PeerLeft { peer_id },
+            None => other(),
+        },
+        "error" => Event::Error {
+            code: wire.code.unwrap_or_default(),
+            message: wire.message.unwrap_or_default(),
+            refers_to: wire.refers_to,
+            id: wire.id,
+            to_peer_id: wire.to_peer_id,
+        },
+        kind => match (SignalKind::from_type(kind), wire.from_peer_id, wire.payload) {
+            (Some(kind), Some(from), Some(payload)) => Event::Signal {
+                kind,
+                from,
+                payload: payload.get().to_owned(),
+            },
+            _ => other(),
+        },
+    }
+}
+
+/// The background task: one connection at a time, reconnecting with back-off.
+struct Task {
+    config: ClientConfig,
+    sealer: Sealer,
+    peers: HashMap<String, PublicKey>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+}
+
+/// How a connection ended.
+enum End {
+    /// Lost (may reconnect).
+    Lost(Option<u16>, String),
+    /// Final: replaced, or the application closed.
+    Final(Option<u16>, String),
+}
+
+impl Task {
+    async fn run(mut self, first: Socket) {
+        let mut socket = first;
+        loop {
+            let (code, reason) = match self.session(&mut socket).await {
+                End::Final(code, reason) => {
+                    let _ = self.events.send(Event::Closed { code, reason }).await;
+                    return;
+                }
+                End::Lost(code, reason) => (code, reason),
+            };
+            if !self.config.reconnect {
+                let _ = self.events.send(Event::Closed { code, reason }).await;
+                return;
+            }
+            let _ = self
+                .events
+                .send(Event::Disconnected { code, reason })
+                .await;
+            match self.reconnect().await {
+                Some(next) => socket = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Retries with exponential back-off (and jitter) until connected; `None` when the
+    /// application went away or the server refuses the token.
+    async fn reconnect(&mut self) -> Option<Socket> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+            let sleep = tokio::time::sleep(backoff + jitter);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    () = &mut sleep => break,
+                    command = self.commands.recv() => match command {
+                        None | Some(Command::Close) => return None,
+                        Some(Command::Relay { reply, .. }) => {
+                            let _ = reply.send(Err(ClientError::NotConnected));
+                        }
+                        Some(_) => {} // between connections: nothing to send on
+                    },
+                }
+            }
+            match connect_and_join(&self.config, &mut self.peers).await {
+                Ok((socket, welcome)) => {
+                    let _ = self.events.send(welcome).await;
+                    return Some(socket);
+                }
+                Err(ClientError::Refused { status, error, .. }) if status == 401 => {
+                    let reason = format!("token refused: {error}");
+                    let _ = self.events.send(Event::Closed { code: None, reason }).await;
+                    return None;
+                }
+                Err(error) => tracing::debug!(%error, "registry reconnect failed"),
+            }
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+    }
+
+    async fn session(&mut self, socket: &mut Socket) -> End {
+        loop {
+            tokio::select! {
+                message = socket.next() => match message {
+                    None => return End::Lost(None, "the connection ended".into()),
+                    Some(Err(e)) => return End::Lost(None, e.to_string()),
+                    Some(Ok(Message::Close(frame))) => {
+                        let code = frame.as_ref().map(|f| u16::from(f.code));
+                        let reason = frame.map(|f| f.reason.as_str().to_owned()).unwrap_or_default();
+                        // Replaced: another connection took over this peer id; do not fight it.
+                        return if code == Some(4001) {
+                            End::Final(code, reason)
+                        } else {
+                            End::Lost(code, reason)
+                        };
+                    }
+                    Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
+                    Some(Ok(Message::Binary(frame))) => self.on_relay(&frame).await,
+                    Some(Ok(_)) => {}
+                },
+                command = self.commands.recv() => {
+                    let outgoing = match command {
+                        None | Some(Command::Close) => {
+                            let _ = socket.close(None).await;
+                            return End::Final(Some(1000), "closed by the client".into());
+                        }
+                        Some(Command::Text(text)) => Message::text(text),
+                        Some(Command::Binary(frame)) => Message::binary(frame),
+                        Some(Command::Relay { to, message, reply }) => {
+                            match self.seal(&to, &message) {
+                                Ok(frame) => {
+                                    let _ = reply.send(Ok(()));
+                                    Message::binary(frame)
+                                }
+                                Err(e) => {
+                                    let _ = reply.send(Err(e));
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    if let Err(e) = socket.send(outgoing).await {
+                        return End::Lost(None, e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    fn seal(&mut self, to: &str, message: &[u8]) -> Result<Vec<u8>, ClientError> {
+        if !valid_id(to) {
+            return Err(ClientError::UnknownPeer(to.to_owned()));
+        }
+        let key = self
+            .peers
+            .get(to)
+            .ok_or_else(|| ClientError::UnknownPeer(to.to_owned()))?;
+        Ok(build_relay(to, &self.sealer.seal(key, message)))
+    }
+
+    async fn on_text(&mut self, text: &str) {
+        let event = parse_event(text);
+        match &event {
+            Event::PeerJoined {
+                peer_id,
+                public_key,
+            } => {
+                if let Ok(key) = public_key_from_base64(public_key) {
+                    self.peers.insert(peer_id.clone(), key);
+                }
+            }
+            Event::PeerLeft { peer_id } => {
+                self.peers.remove(peer_id);
+            }
+            _ => {}
+        }
+        let _ = self.events.send(event).await;
+    }
+
+    async fn on_relay(&mut self, frame: &[u8]) {
+        let event = match open_frame(&mut self.sealer, &self.peers, frame) {
+            Ok((from, message)) => Event::Relay { from, message },
+            Err((from, reason)) => Event::RelayRejected { from, reason },
+        };
+        let _ = self.events.send(event).await;
+    }
+}
+
+/// Opens `[n][from][nonce][box]` with the sender's known key.
+fn open_frame(
+    sealer: &mut Sealer,
+    peers: &HashMap<String, PublicKey>,
+    frame: &[u8],
+) -> Result<(String, Vec<u8>), (String, String)> {
+    let Some((&length, rest)) = frame.split_first() else {
+        return Err((String::new(), "empty frame".into()));
+    };
+    let length = usize::from(length);
+    if rest.len() < length {
+        return Err((String::new(), "truncated frame".into()));
+    }
+    let (id, sealed) = rest.split_at(length);
+    let from = String::from_utf8_lossy(id).into_owned();
+    let Some(key) = peers.get(&from) else {
+        return Err((from, "unknown sender".into()));
+    };
+    match sealer.open(key, sealed) {
+        Ok(message) => Ok((from, message)),
+        Err(e) => Err((from, e.to_string())),
+    }
+}
