@@ -11,6 +11,8 @@ use serde::Serialize;
 use turnpike::config::{Config, LogConfig, LogFormat};
 use turnpike::proto::credentials;
 
+mod peer_cli;
+
 /// A self-hosted STUN/TURN relay (RFC 8489, RFC 8656) with REST credentials, safe by default.
 #[derive(Debug, Parser)]
 #[command(name = "turnpike", version, arg_required_else_help = true)]
@@ -83,6 +85,46 @@ enum Command {
         )]
         secret: Option<String>,
     },
+
+    /// Generate an X25519 key pair for a registry peer; prints {"public_key", "secret_key"}
+    /// (base64) as JSON.
+    Keygen,
+
+    /// Mint a registry token (an HS256 JWT) for tests and trials, signed with --secret or the
+    /// first of registry.jwt_secrets; prints the token.
+    Token {
+        /// The peer id (the `sub` claim).
+        #[arg(long, value_name = "PEER_ID")]
+        sub: String,
+
+        /// The project (the `project` claim).
+        #[arg(long, value_name = "PROJECT")]
+        project: String,
+
+        /// How long the token is valid (90, 90s, 15m, 24h, 7d).
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_ttl)]
+        ttl: u64,
+
+        /// Pin the peer's X25519 public key (base64): its join must announce exactly this key.
+        #[arg(long, value_name = "PUBLIC_KEY")]
+        pk: Option<String>,
+
+        /// The configuration file whose registry.jwt_secrets signs. Default: the built-in one.
+        #[arg(short, long, value_name = "FILE", env = "TURNPIKE_CONFIG")]
+        config: Option<PathBuf>,
+
+        /// The HS256 secret, instead of the first of registry.jwt_secrets.
+        #[arg(
+            long,
+            value_name = "SECRET",
+            env = "TURNPIKE_REGISTRY_SECRET",
+            hide_env_values = true
+        )]
+        secret: Option<String>,
+    },
+
+    /// Join a registry as a peer: send one message to another peer, or print what arrives.
+    Peer(peer_cli::PeerArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +138,17 @@ fn main() -> ExitCode {
             config,
             secret,
         } => print_credentials(&user, ttl, config.as_deref(), secret),
+        Command::Keygen => peer_cli::keygen(),
+        Command::Token {
+            sub,
+            project,
+            ttl,
+            pk,
+            config,
+            secret,
+        } => registry_secret(config.as_deref(), secret)
+            .and_then(|secret| peer_cli::token(&secret, &sub, &project, ttl, pk)),
+        Command::Peer(args) => peer_cli::peer(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -155,6 +208,19 @@ fn check_config(file: &Path) -> anyhow::Result<()> {
     Config::load(file)?;
     println!("{}: ok", file.display());
     Ok(())
+}
+
+/// The secret `turnpike token` signs with: --secret, else the first registry.jwt_secrets.
+fn registry_secret(config_path: Option<&Path>, secret: Option<String>) -> anyhow::Result<String> {
+    let config = load_config(config_path)?;
+    match secret.or_else(|| config.registry.jwt_secrets.first().cloned()) {
+        Some(secret) if !secret.is_empty() => Ok(secret),
+        Some(_) => bail!("--secret must not be empty"),
+        None => bail!(
+            "no registry secret to sign with: configure registry.jwt_secrets (--config FILE) \
+             or pass --secret (or set TURNPIKE_REGISTRY_SECRET)"
+        ),
+    }
 }
 
 /// What `turnpike credentials` prints.

@@ -78,7 +78,7 @@ impl Standalone {
         self.state.shutdown();
         if let Some(runtime) = self.runtime.take() {
             // Give the writers a moment to send their close frames.
-            runtime.block_on(tokio::time::sleep(Duration::from_millis(100)));
+            runtime.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
             runtime.shutdown_timeout(Duration::from_secs(1));
         }
     }

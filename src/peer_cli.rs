@@ -1,0 +1,275 @@
+//! `turnpike keygen`, `turnpike token` and `turnpike peer`: try the registry from a terminal.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use turnpike::client::{ClientConfig, Event, KeyPair, RegistryClient};
+use turnpike::registry::auth::{Claims, mint_hs256};
+use turnpike::registry::messages::{SignalKind, valid_id};
+
+/// Options of `turnpike peer`.
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// The registry endpoint.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TURNPIKE_REGISTRY_URL",
+        default_value = "ws://127.0.0.1:9642/v1/registry"
+    )]
+    url: String,
+
+    /// The peer's token (`turnpike token`). Prefer the environment variable: command lines
+    /// are visible to other users of the machine.
+    #[arg(long, value_name = "JWT", env = "TURNPIKE_TOKEN", hide_env_values = true)]
+    token: String,
+
+    /// The peer's secret key, base64 (`turnpike keygen`). Default: a new key for this run
+    /// (fine unless the token pins a key with `pk`).
+    #[arg(long, value_name = "SECRET", env = "TURNPIKE_KEY", hide_env_values = true)]
+    key: Option<String>,
+
+    /// The other peer: the destination of `send`; with `recv`, only its messages are printed.
+    #[arg(long, value_name = "PEER_ID")]
+    to: Option<String>,
+
+    #[command(subcommand)]
+    action: PeerAction,
+}
+
+/// What `turnpike peer` does.
+#[derive(Debug, Subcommand)]
+pub enum PeerAction {
+    /// Send one message to --to and exit: a relay blob (end-to-end encrypted) or a signaling
+    /// message whose payload is MESSAGE parsed as JSON (or as a JSON string if it is not).
+    Send {
+        /// What to send.
+        #[arg(long, value_enum, default_value = "relay")]
+        kind: SendKind,
+        /// Seconds to wait for --to to join the project.
+        #[arg(long, value_name = "SECONDS", default_value = "10")]
+        wait: u64,
+        /// The message.
+        message: String,
+    },
+    /// Print what arrives, one JSON object per line, until --count messages or --timeout.
+    Recv {
+        /// Stop after this many relay or signaling messages (0 = never).
+        #[arg(long, default_value = "0")]
+        count: u64,
+        /// Stop after this many seconds (0 = never).
+        #[arg(long, value_name = "SECONDS", default_value = "0")]
+        timeout: u64,
+    },
+}
+
+/// The kinds `peer send` can send.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SendKind {
+    /// An encrypted relay blob.
+    Relay,
+    /// `webrtc_offer`.
+    Offer,
+    /// `webrtc_answer`.
+    Answer,
+    /// `webrtc_ice_candidate`.
+    Candidate,
+}
+
+/// `turnpike keygen`: prints a new X25519 key pair as JSON.
+pub fn keygen() -> anyhow::Result<()> {
+    let keys = KeyPair::generate();
+    let output = serde_json::json!({
+        "public_key": keys.public_base64(),
+        "secret_key": keys.secret_base64(),
+    });
+    println!("{output}");
+    Ok(())
+}
+
+/// `turnpike token`: prints an HS256 registry token.
+pub fn token(
+    secret: &str,
+    sub: &str,
+    project: &str,
+    ttl: u64,
+    pk: Option<String>,
+) -> anyhow::Result<()> {
+    if !valid_id(sub) || !valid_id(project) {
+        bail!("--sub and --project must be 1 to 64 bytes of printable ASCII without spaces");
+    }
+    if let Some(pk) = &pk {
+        turnpike::client::seal::public_key_from_base64(pk)
+            .map_err(|_| anyhow::anyhow!("--pk must be a base64 X25519 public key (32 bytes)"))?;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the system clock is set before 1970")?
+        .as_secs();
+    let claims = Claims {
+        sub: Some(sub.to_owned()),
+        project: Some(project.to_owned()),
+        exp: Some(now.saturating_add(ttl)),
+        nbf: None,
+        pk,
+    };
+    println!("{}", mint_hs256(secret.as_bytes(), &claims));
+    Ok(())
+}
+
+/// `turnpike peer`.
+pub fn peer(args: PeerArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    runtime.block_on(run_peer(args))
+}
+
+async fn run_peer(args: PeerArgs) -> anyhow::Result<()> {
+    let keys = match &args.key {
+        Some(secret) => KeyPair::from_secret_base64(secret).context("--key")?,
+        None => KeyPair::generate(),
+    };
+    let mut config = ClientConfig::new(&args.url, &args.token, keys);
+    config.reconnect = matches!(args.action, PeerAction::Recv { .. });
+    let mut client = RegistryClient::connect(config)
+        .await
+        .with_context(|| format!("cannot join the registry at {}", args.url))?;
+    match args.action {
+        PeerAction::Send {
+            kind,
+            wait,
+            message,
+        } => {
+            let Some(to) = args.to else {
+                bail!("send needs --to PEER_ID");
+            };
+            send(&mut client, &to, kind, wait, &message).await
+        }
+        PeerAction::Recv { count, timeout } => recv(&mut client, args.to, count, timeout).await,
+    }
+}
+
+async fn send(
+    client: &mut RegistryClient,
+    to: &str,
+    kind: SendKind,
+    wait: u64,
+    message: &str,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    // The welcome lists who is there; otherwise wait for `to` to join.
+    let mut present = false;
+    while !present {
+        let event = tokio::time::timeout_at(deadline, client.next_event()).await;
+        match event {
+            Ok(Some(Event::Welcome { peers, .. })) => present = peers.iter().any(|(p, _)| p == to),
+            Ok(Some(Event::PeerJoined { peer_id, .. })) => present = peer_id == to,
+            Ok(Some(Event::Closed { reason, .. })) => bail!("the registry closed: {reason}"),
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("the registry connection ended"),
+            Err(_) => bail!("`{to}` did not join the project within {wait} s"),
+        }
+    }
+    let signal = match kind {
+        SendKind::Relay => None,
+        SendKind::Offer => Some(SignalKind::Offer),
+        SendKind::Answer => Some(SignalKind::Answer),
+        SendKind::Candidate => Some(SignalKind::IceCandidate),
+    };
+    match signal {
+        None => client.relay(to, message.as_bytes()).await?,
+        Some(kind) => {
+            let payload = serde_json::from_str(message)
+                .unwrap_or_else(|_| serde_json::Value::String(message.to_owned()));
+            client.signal(kind, to, &payload, Some(1)).await?;
+        }
+    }
+    // An error about the message comes back quickly; silence means it was queued.
+    let settle = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(event)) = tokio::time::timeout_at(settle, client.next_event()).await {
+        if let Event::Error { code, message, .. } = event {
+            bail!("the registry refused the message: {code}: {message}");
+        }
+    }
+    client.close().await;
+    eprintln!("sent to {to}");
+    Ok(())
+}
+
+async fn recv(
+    client: &mut RegistryClient,
+    only: Option<String>,
+    count: u64,
+    timeout: u64,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut received = 0u64;
+    loop {
+        let left = if timeout == 0 {
+            Duration::from_secs(86_400 * 365)
+        } else {
+            match Duration::from_secs(timeout).checked_sub(started.elapsed()) {
+                Some(left) => left,
+                None => return Ok(()),
+            }
+        };
+        let event = match tokio::time::timeout(left, client.next_event()).await {
+            Ok(Some(event)) => event,
+            Ok(None) => bail!("the registry connection ended"),
+            Err(_) => return Ok(()),
+        };
+        let from_other = |from: &str| only.as_deref().is_some_and(|o| o != from);
+        let line = match event {
+            Event::Welcome {
+                peer_id,
+                project,
+                peers,
+            } => {
+                let ids: Vec<&str> = peers.iter().map(|(p, _)| p.as_str()).collect();
+                eprintln!("joined {project} as {peer_id}; peers: {ids:?}");
+                continue;
+            }
+            Event::Relay { from, message } if !from_other(&from) => {
+                received += 1;
+                serde_json::json!({"event": "relay", "from": from,
+                    "message": String::from_utf8_lossy(&message)})
+            }
+            Event::Signal {
+                kind,
+                from,
+                payload,
+            } if !from_other(&from) => {
+                received += 1;
+                let payload: serde_json::Value =
+                    serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null);
+                serde_json::json!({"event": kind.as_str(), "from": from, "payload": payload})
+            }
+            Event::RelayRejected { from, reason } => {
+                serde_json::json!({"event": "relay_rejected", "from": from, "reason": reason})
+            }
+            Event::PeerJoined { peer_id, .. } => {
+                serde_json::json!({"event": "peer_joined", "peer_id": peer_id})
+            }
+            Event::PeerLeft { peer_id } => {
+                serde_json::json!({"event": "peer_left", "peer_id": peer_id})
+            }
+            Event::Error { code, message, .. } => {
+                serde_json::json!({"event": "error", "code": code, "message": message})
+            }
+            Event::Disconnected { reason, .. } => {
+                eprintln!("disconnected ({reason}); reconnecting");
+                continue;
+            }
+            Event::Closed { reason, .. } => bail!("the registry closed: {reason}"),
+            _ => continue,
+        };
+        println!("{line}");
+        if count != 0 && received >= count {
+            client.close().await;
+            return Ok(());
+        }
+    }
+}
