@@ -225,7 +225,7 @@ mod tests {
         sealed[last] ^= 1;
         assert_eq!(b.open(&alice.public_key(), &sealed), Err(SealError::Forged));
         assert_eq!(
-            b.open(&alice.public_key(), &[0u8; 40]),
+            b.open(&alice.public_key(), &[0u8; 60]),
             Err(SealError::Forged)
         );
         assert_eq!(

@@ -143,6 +143,8 @@ pub struct Conf {
     pub allocations_total: u32,
     pub unauthenticated_rate: u32,
     pub log_level: String,
+    /// TOML appended at the end of the file (whole sections, such as `[registry]`).
+    pub extra_toml: String,
 }
 
 impl Default for Conf {
@@ -159,6 +161,7 @@ impl Default for Conf {
             // High enough that no test meets it by accident; the rate-limit test lowers it.
             unauthenticated_rate: 1000,
             log_level: std::env::var("TURNPIKE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            extra_toml: String::new(),
         }
     }
 }
@@ -209,6 +212,7 @@ impl Conf {
         )
         .unwrap();
         writeln!(t, "\n[log]\nlevel = {:?}", self.log_level).unwrap();
+        writeln!(t, "\n{}", self.extra_toml).unwrap();
         t
     }
 }
