@@ -22,12 +22,22 @@ pub struct PeerArgs {
 
     /// The peer's token (`turnpike token`). Prefer the environment variable: command lines
     /// are visible to other users of the machine.
-    #[arg(long, value_name = "JWT", env = "TURNPIKE_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "JWT",
+        env = "TURNPIKE_TOKEN",
+        hide_env_values = true
+    )]
     token: String,
 
     /// The peer's secret key, base64 (`turnpike keygen`). Default: a new key for this run
     /// (fine unless the token pins a key with `pk`).
-    #[arg(long, value_name = "SECRET", env = "TURNPIKE_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "TURNPIKE_KEY",
+        hide_env_values = true
+    )]
     key: Option<String>,
 
     /// The other peer: the destination of `send`; with `recv`, only its messages are printed.

@@ -290,9 +290,10 @@ async fn connect_and_join(
     let bearer = HeaderValue::from_str(&format!("Bearer {}", config.token))
         .map_err(|_| ClientError::Request("the token is not a valid header value".into()))?;
     request.headers_mut().insert("authorization", bearer);
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", HeaderValue::from_static(SUBPROTOCOL));
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static(SUBPROTOCOL),
+    );
     let (mut socket, _) = match tokio_tungstenite::connect_async(request).await {
         Ok(connected) => connected,
         Err(tungstenite::Error::Http(response)) => {
@@ -461,10 +462,7 @@ impl Task {
                 let _ = self.events.send(Event::Closed { code, reason }).await;
                 return;
             }
-            let _ = self
-                .events
-                .send(Event::Disconnected { code, reason })
-                .await;
+            let _ = self.events.send(Event::Disconnected { code, reason }).await;
             match self.reconnect().await {
                 Some(next) => socket = next,
                 None => return,

@@ -144,7 +144,9 @@ impl Sealer {
         let salsa = SalsaBox::new(to, &self.keys.secret);
         let nonce = SalsaBox::generate_nonce(&mut OsRng);
         // Encryption with a valid key and nonce cannot fail for in-memory buffers.
-        let ciphertext = salsa.encrypt(&nonce, plaintext.as_slice()).unwrap_or_default();
+        let ciphertext = salsa
+            .encrypt(&nonce, plaintext.as_slice())
+            .unwrap_or_default();
         let mut sealed = Vec::with_capacity(NONCE_BYTES + ciphertext.len());
         sealed.extend_from_slice(&nonce);
         sealed.extend_from_slice(&ciphertext);

@@ -18,11 +18,11 @@ pub mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use crate::registry::RegistryConfig;
 pub use schema::{
     AuthConfig, Config, LimitsConfig, Listen, ListenTransport, LogConfig, LogFormat, PeersConfig,
     PortRange, PortRangeError, RelayConfig, ServerConfig, default_listeners,
 };
-pub use crate::registry::RegistryConfig;
 pub use uris::client_uris;
 
 /// The reference configuration, with every option and its default, compiled into the binary.

@@ -108,7 +108,14 @@ impl Keys {
 
     /// Verifies `token` at UNIX time `now` and returns who it names.
     pub fn verify(&self, token: &str, now: u64) -> Result<Identity, AuthFailure> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::MalformedToken)?;
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            // A well-formed header with an algorithm jsonwebtoken does not know (`none`).
+            return Err(if has_alg(token) {
+                AuthFailure::BadAlgorithm
+            } else {
+                AuthFailure::MalformedToken
+            });
+        };
         let keys = match header.alg {
             Algorithm::HS256 => &self.hs256,
             Algorithm::EdDSA => &self.eddsa,
@@ -146,10 +153,26 @@ impl Keys {
     }
 }
 
+/// True when the token's header is JSON with a string `alg`.
+fn has_alg(token: &str) -> bool {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    #[derive(Deserialize)]
+    struct AlgOnly {
+        alg: String,
+    }
+    let Some((header, _)) = token.split_once('.') else {
+        return false;
+    };
+    URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<AlgOnly>(&json).ok())
+        .is_some_and(|h| !h.alg.is_empty())
+}
+
 /// Checks the claims of a verified token.
 fn identity(claims: Claims, now: u64) -> Result<Identity, AuthFailure> {
-    let (Some(peer_id), Some(project), Some(exp)) = (claims.sub, claims.project, claims.exp)
-    else {
+    let (Some(peer_id), Some(project), Some(exp)) = (claims.sub, claims.project, claims.exp) else {
         return Err(AuthFailure::InvalidClaims);
     };
     if !valid_id(&peer_id) || !valid_id(&project) {

@@ -142,21 +142,36 @@ pub fn validate(config: &RegistryConfig) -> Result<(), Invalid> {
             "registry.max_peers_per_project",
             config.max_peers_per_project.into(),
         ),
-        ("registry.max_payload_bytes", config.max_payload_bytes.into()),
+        (
+            "registry.max_payload_bytes",
+            config.max_payload_bytes.into(),
+        ),
         (
             "registry.max_relay_frame_bytes",
             config.max_relay_frame_bytes.into(),
         ),
         ("registry.messages_per_sec", config.messages_per_sec.into()),
         ("registry.relay_bytes_per_sec", config.relay_bytes_per_sec),
-        ("registry.relay_queue_blobs", config.relay_queue_blobs.into()),
+        (
+            "registry.relay_queue_blobs",
+            config.relay_queue_blobs.into(),
+        ),
         (
             "registry.signal_queue_messages",
             config.signal_queue_messages.into(),
         ),
-        ("registry.ping_interval_secs", config.ping_interval_secs.into()),
-        ("registry.idle_timeout_secs", config.idle_timeout_secs.into()),
-        ("registry.join_timeout_secs", config.join_timeout_secs.into()),
+        (
+            "registry.ping_interval_secs",
+            config.ping_interval_secs.into(),
+        ),
+        (
+            "registry.idle_timeout_secs",
+            config.idle_timeout_secs.into(),
+        ),
+        (
+            "registry.join_timeout_secs",
+            config.join_timeout_secs.into(),
+        ),
     ];
     for (key, value) in positive {
         if value == 0 {
@@ -177,7 +192,8 @@ pub fn validate(config: &RegistryConfig) -> Result<(), Invalid> {
             format!("must be between 105 and {}", MAX_WEBSOCKET_MESSAGE - 256),
         ));
     }
-    if (config.signal_queue_bytes as usize) < config.max_payload_bytes as usize + TEXT_OVERHEAD_BYTES
+    if (config.signal_queue_bytes as usize)
+        < config.max_payload_bytes as usize + TEXT_OVERHEAD_BYTES
     {
         return Err(invalid(
             "registry.signal_queue_bytes",

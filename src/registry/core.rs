@@ -27,7 +27,7 @@ use super::messages::{
     build_relay, forwarded_signal, parse_relay, parse_text,
 };
 use super::metrics::{ConnectRefusal, DropReason, RegistryMetrics};
-use super::queue::{OutQueue, Origin, QueueLimits, TokenBucket, Transmit};
+use super::queue::{Origin, OutQueue, QueueLimits, TokenBucket, Transmit};
 
 /// Identifies one connection for as long as the registry lives (never reused).
 pub type ConnId = u64;
@@ -136,8 +136,7 @@ impl Registry {
     ) -> Result<ConnId, ConnectRefusal> {
         let refusal = if self.conns.len() >= self.config.max_connections as usize {
             Some(ConnectRefusal::ServerFull)
-        } else if self.per_ip.get(&ip).copied().unwrap_or(0) >= self.config.max_connections_per_ip
-        {
+        } else if self.per_ip.get(&ip).copied().unwrap_or(0) >= self.config.max_connections_per_ip {
             Some(ConnectRefusal::TooManyConnections)
         } else {
             None
@@ -270,7 +269,9 @@ impl Registry {
             .is_some_and(|t| t.queue.push_relay(&limits, out));
         if queued {
             self.metrics.relay_blobs.fetch_add(1, Ordering::Relaxed);
-            self.metrics.relay_bytes.fetch_add(length, Ordering::Relaxed);
+            self.metrics
+                .relay_bytes
+                .fetch_add(length, Ordering::Relaxed);
             if let Some(p) = self.projects.get_mut(&project) {
                 p.usage.relay_blobs += 1;
                 p.usage.relay_bytes += length;
@@ -402,7 +403,10 @@ impl Registry {
                 return self.refuse(conn, refuse(ErrorCode::BadPublicKey, message));
             }
         };
-        if c.identity.pinned_key.is_some_and(|pinned| pinned[..] != key[..]) {
+        if c.identity
+            .pinned_key
+            .is_some_and(|pinned| pinned[..] != key[..])
+        {
             let message = "`public_key` differs from the key pinned in the token";
             return self.refuse(conn, refuse(ErrorCode::PublicKeyMismatch, message));
         }
@@ -526,10 +530,7 @@ impl Registry {
             .get_mut(&target)
             .is_some_and(|t| t.queue.push_signal(&limits, text, origin));
         if !queued {
-            let refusal = refusal(
-                ErrorCode::QueueFull,
-                format!("the queue of `{to}` is full"),
-            );
+            let refusal = refusal(ErrorCode::QueueFull, format!("the queue of `{to}` is full"));
             return self.refuse(conn, refusal);
         }
         self.metrics.signals[kind as usize].fetch_add(1, Ordering::Relaxed);

@@ -175,10 +175,12 @@ async fn serve(socket: WebSocket, admitted: Admitted, notify: Arc<Notify>) {
                     _ => return,
                 }
             }
-            if wrote && !matches!(
-                tokio::time::timeout(WRITE_TIMEOUT, sink.flush()).await,
-                Ok(Ok(()))
-            ) {
+            if wrote
+                && !matches!(
+                    tokio::time::timeout(WRITE_TIMEOUT, sink.flush()).await,
+                    Ok(Ok(()))
+                )
+            {
                 return;
             }
             notify.notified().await;

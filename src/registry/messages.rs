@@ -276,7 +276,7 @@ pub fn parse_text(text: &str, max_payload: usize) -> Result<Incoming<'_>, Refusa
         return Err(Refusal::new(
             ErrorCode::PayloadTooLarge,
             format!("the message is larger than {max_payload} bytes plus 4096"),
-            None,
+            type_of(text).as_deref(),
         ));
     }
     let envelope: Envelope<'_> = match serde_json::from_str(text) {
@@ -333,9 +333,7 @@ pub fn parse_text(text: &str, max_payload: usize) -> Result<Incoming<'_>, Refusa
         return Err(bad("a signaling message needs `to_peer_id`"));
     };
     if !valid_id(&to) {
-        return Err(bad(
-            "`to_peer_id` must be 1 to 64 bytes of printable ASCII",
-        ));
+        return Err(bad("`to_peer_id` must be 1 to 64 bytes of printable ASCII"));
     }
     let Some(payload) = envelope.payload else {
         return Err(bad("a signaling message needs `payload`"));

@@ -182,7 +182,10 @@ fn bad_messages_get_their_documented_errors() {
         (r#"{"to_peer_id":"x"}"#, "bad_message"),
         (r#"{"type":"teleport"}"#, "unknown_type"),
         (r#"{"type":"join"}"#, "bad_message"),
-        (r#"{"type":"join","public_key":"c2hvcnQ="}"#, "bad_public_key"),
+        (
+            r#"{"type":"join","public_key":"c2hvcnQ="}"#,
+            "bad_public_key",
+        ),
         (r#"{"type":"join","public_key":7}"#, "bad_message"),
         (
             r#"{"type":"webrtc_offer","to_peer_id":"bob","payload":1}"#,
@@ -198,7 +201,10 @@ fn bad_messages_get_their_documented_errors() {
     h.text(conn, json!({"type": "join", "public_key": key(1)}));
     h.drain(conn);
     let more: Vec<(String, &str)> = vec![
-        (json!({"type": "join", "public_key": key(1)}).to_string(), "already_joined"),
+        (
+            json!({"type": "join", "public_key": key(1)}).to_string(),
+            "already_joined",
+        ),
         (
             json!({"type": "webrtc_offer", "to_peer_id": "", "payload": 1}).to_string(),
             "bad_message",
@@ -228,12 +234,20 @@ fn bad_messages_get_their_documented_errors() {
         (build_relay("nobody", &[0; 40]), "unknown_peer"),
     ] {
         h.core.handle_binary(h.now, conn, &frame);
-        assert_eq!(h.error_codes(conn), vec![code], "{:?}", &frame[..frame.len().min(8)]);
+        assert_eq!(
+            h.error_codes(conn),
+            vec![code],
+            "{:?}",
+            &frame[..frame.len().min(8)]
+        );
     }
     // Still serving: a ping is answered.
     h.text(conn, json!({"type": "ping"}));
     assert_eq!(h.texts(conn), vec![json!({"type": "pong"})]);
-    assert_eq!(h.metric("turnpike_registry_errors_total", Some("bad_json")), 1);
+    assert_eq!(
+        h.metric("turnpike_registry_errors_total", Some("bad_json")),
+        1
+    );
     assert_eq!(
         h.metric("turnpike_registry_relay_drops_total", Some("malformed")),
         5
@@ -265,7 +279,8 @@ fn relay_blobs_are_forwarded_with_the_source_id_and_bounded() {
     h.drain(alice);
     let sealed = [9u8; 40];
     for _ in 0..6 {
-        h.core.handle_binary(h.now, alice, &build_relay("bob", &sealed));
+        h.core
+            .handle_binary(h.now, alice, &build_relay("bob", &sealed));
     }
     let frames: Vec<Transmit> = h.drain(bob);
     assert_eq!(frames.len(), 4, "4 queued, 2 dropped");
@@ -274,8 +289,12 @@ fn relay_blobs_are_forwarded_with_the_source_id_and_bounded() {
         h.metric("turnpike_registry_relay_drops_total", Some("queue_full")),
         2
     );
-    assert!(h.drain(alice).is_empty(), "queue_full drops are not answered");
-    h.core.handle_binary(h.now, alice, &build_relay("carol", &sealed));
+    assert!(
+        h.drain(alice).is_empty(),
+        "queue_full drops are not answered"
+    );
+    h.core
+        .handle_binary(h.now, alice, &build_relay("carol", &sealed));
     let error = h.next_json(alice).unwrap();
     assert_eq!(error["code"], "unknown_peer");
     assert_eq!(error["ref"], "relay");
@@ -398,7 +417,10 @@ fn a_second_connection_replaces_the_first() {
         json!({"type": "webrtc_offer", "to_peer_id": "bob", "payload": 1}),
     );
     assert_eq!(h.texts(new).len(), 1);
-    assert_eq!(h.metric("turnpike_registry_closes_total", Some("replaced")), 1);
+    assert_eq!(
+        h.metric("turnpike_registry_closes_total", Some("replaced")),
+        1
+    );
 }
 
 #[test]
@@ -530,7 +552,13 @@ fn the_protocol_documents_examples_parse() {
         let body = rest.split("\n```").next().unwrap();
         let value: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"));
         if tag.starts_with("c2s") {
-            let known = ["join", "ping", "webrtc_offer", "webrtc_answer", "webrtc_ice_candidate"];
+            let known = [
+                "join",
+                "ping",
+                "webrtc_offer",
+                "webrtc_answer",
+                "webrtc_ice_candidate",
+            ];
             let parsed = parse_text(body, 32_768);
             if known.contains(&value["type"].as_str().unwrap()) {
                 assert!(parsed.is_ok(), "{body}: {parsed:?}");
