@@ -61,14 +61,22 @@ async fn pynacl_peer_and_rust_client_open_each_others_blobs() {
     let joined = line("joined");
     assert_eq!(joined["peer_id"], "py");
     match next(&mut rust).await {
-        Event::PeerJoined { peer_id, public_key } => {
-            assert_eq!((peer_id.as_str(), &public_key), ("py", &joined["public_key"].as_str().unwrap().to_owned()));
+        Event::PeerJoined {
+            peer_id,
+            public_key,
+        } => {
+            assert_eq!(
+                (peer_id.as_str(), &public_key),
+                ("py", &joined["public_key"].as_str().unwrap().to_owned())
+            );
         }
         other => panic!("{other:?}"),
     }
 
     // Rust seals, PyNaCl opens.
-    rust.relay("py", "hello from rust ✓".as_bytes()).await.unwrap();
+    rust.relay("py", "hello from rust ✓".as_bytes())
+        .await
+        .unwrap();
     let received = line("received");
     assert_eq!(received["sender"], "rust");
     assert_eq!(received["message"], "hello from rust ✓");
@@ -76,7 +84,10 @@ async fn pynacl_peer_and_rust_client_open_each_others_blobs() {
     // PyNaCl seals, Rust opens; the replayed copy is rejected.
     match next(&mut rust).await {
         Event::Relay { from, message } => {
-            assert_eq!((from.as_str(), message.as_slice()), ("py", &b"hello from python"[..]));
+            assert_eq!(
+                (from.as_str(), message.as_slice()),
+                ("py", &b"hello from python"[..])
+            );
         }
         other => panic!("{other:?}"),
     }

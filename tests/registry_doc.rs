@@ -1,0 +1,208 @@
+//! The protocol document and the README match the code: the examples of
+//! docs/registry-protocol.md are played, in order, against the real server, and the README's
+//! two-terminal walkthrough runs with the real CLI.
+
+mod common;
+mod registry_support;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{KillOnDrop, turnpike_bin};
+use registry_support::*;
+use serde_json::Value;
+
+/// One example block: its tag words and its body.
+struct Example {
+    tag: Vec<String>,
+    body: String,
+}
+
+fn examples() -> Vec<Example> {
+    let doc = include_str!("../docs/registry-protocol.md");
+    let mut out = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        let Some(info) = line.strip_prefix("```") else {
+            continue;
+        };
+        let words: Vec<String> = info.split_whitespace().map(str::to_owned).collect();
+        let mut body = Vec::new();
+        for inner in lines.by_ref() {
+            if inner.starts_with("```") {
+                break;
+            }
+            body.push(inner);
+        }
+        if words.len() >= 2 && (words[0] == "json" || words[0] == "text") {
+            out.push(Example {
+                tag: words[1..].to_vec(),
+                body: body.join("\n"),
+            });
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_protocol_documents_examples_play_against_the_server() {
+    let registry = TestRegistry::start("");
+    let url = registry.url();
+    let mut sockets: HashMap<String, Socket> = HashMap::new();
+    let mut played = 0;
+    for example in examples() {
+        match example.tag[0].as_str() {
+            "http-401" => {
+                let mut expired = claims("alice", "demo");
+                expired.exp = Some(common::unix_now() - 3600);
+                let (status, body) = raw_connect(&url, Carry::Header(&token(&expired)))
+                    .await
+                    .err()
+                    .expect("refused");
+                let want: Value = serde_json::from_str(&example.body).unwrap();
+                assert_eq!((status, body), (401, want));
+            }
+            "c2s" => {
+                let name = &example.tag[1];
+                if !sockets.contains_key(name) {
+                    let socket = raw_connect(&url, Carry::Header(&registry.token(name, "demo")))
+                        .await
+                        .expect("upgrade");
+                    sockets.insert(name.clone(), socket);
+                }
+                send_text(sockets.get_mut(name).unwrap(), &example.body).await;
+            }
+            "s2c" => {
+                let name = &example.tag[1];
+                let want: Value = serde_json::from_str(&example.body).unwrap();
+                if want["type"] == "peer_left" {
+                    let leaving = want["peer_id"].as_str().unwrap();
+                    let mut socket = sockets.remove(leaving).expect("the leaving peer");
+                    socket.close(None).await.expect("close");
+                }
+                let got = recv_json(sockets.get_mut(name).expect("a peer that sent")).await;
+                assert_eq!(got, want, "example for {name}:\n{}", example.body);
+            }
+            other => panic!("unknown example tag {other}"),
+        }
+        played += 1;
+    }
+    assert!(played >= 20, "only {played} examples played");
+}
+
+/// The README's walkthrough: `turnpike token`, `turnpike peer recv` in one terminal,
+/// `turnpike peer send` in the other.
+#[test]
+fn the_readme_walkthrough_works() {
+    let registry = TestRegistry::start("");
+    let config = registry.server.config_path.clone();
+    let run = |args: &[&str]| {
+        let out = Command::new(turnpike_bin())
+            .args(args)
+            .output()
+            .expect("run turnpike");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let conf = config.to_str().unwrap();
+    let keys: Value = serde_json::from_str(&run(&["keygen"])).unwrap();
+    let bob_secret = keys["secret_key"].as_str().unwrap().to_owned();
+    let bob_public = keys["public_key"].as_str().unwrap().to_owned();
+    let alice = run(&[
+        "token",
+        "--config",
+        conf,
+        "--sub",
+        "alice",
+        "--project",
+        "demo",
+    ]);
+    let bob = run(&[
+        "token",
+        "--config",
+        conf,
+        "--sub",
+        "bob",
+        "--project",
+        "demo",
+        "--pk",
+        &bob_public,
+    ]);
+    let url = registry.url();
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let receiver = Command::new(turnpike_bin())
+        .args([
+            "peer",
+            "--url",
+            &url,
+            "--to",
+            "alice",
+            "recv",
+            "--count",
+            "2",
+            "--timeout",
+            "20",
+        ])
+        .env("TURNPIKE_TOKEN", &bob)
+        .env("TURNPIKE_KEY", &bob_secret)
+        .stdout(out.reopen().unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the receiver");
+    let mut receiver = KillOnDrop(receiver);
+    let send = |args: &[&str]| {
+        let mut all = vec!["peer", "--url", &url, "--to", "bob", "send"];
+        all.extend_from_slice(args);
+        let out = Command::new(turnpike_bin())
+            .args(&all)
+            .env("TURNPIKE_TOKEN", &alice)
+            .output()
+            .expect("run the sender");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    send(&["hello bob"]);
+    send(&["--kind", "offer", r#"{"type":"offer","sdp":"v=0"}"#]);
+    let mut status = None;
+    for _ in 0..200 {
+        status = receiver.0.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(status.is_some_and(|s| s.success()), "recv: {status:?}");
+    let printed = std::fs::read_to_string(out.path()).unwrap();
+    let lines: Vec<Value> = printed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &Value| v["event"] != "peer_joined" && v["event"] != "peer_left")
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            serde_json::json!({"event": "relay", "from": "alice", "message": "hello bob"}),
+            serde_json::json!({"event": "webrtc_offer", "from": "alice",
+                               "payload": {"type": "offer", "sdp": "v=0"}}),
+        ],
+        "{printed}"
+    );
+    // A send to a peer that is not there fails with a message.
+    let out = Command::new(turnpike_bin())
+        .args([
+            "peer", "--url", &url, "--to", "nobody", "send", "--wait", "1", "x",
+        ])
+        .env("TURNPIKE_TOKEN", &alice)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not join"));
+}
