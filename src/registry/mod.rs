@@ -59,6 +59,21 @@ struct Inner {
 /// How often the core's timers (pings, idle and join timeouts) are checked.
 const TICK: Duration = Duration::from_millis(500);
 
+/// When at least this many connections have gone, and at least half of the peak, the memory
+/// their buffers used is handed back to the operating system.
+const TRIM_AFTER: usize = 64;
+
+/// Returns freed heap memory to the operating system. glibc keeps freed memory in its arenas
+/// (one per runtime thread), so after a burst of connections the process would stay at its
+/// peak size for good; `malloc_trim` releases the free pages of every arena.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 impl RegistryState {
     /// A registry with the limits and keys of `config` (reads the public key files).
     pub fn new(config: &RegistryConfig) -> Result<RegistryState, auth::KeyError> {
@@ -148,11 +163,20 @@ impl RegistryState {
         let weak: Weak<Shared> = Arc::downgrade(&self.shared);
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(TICK);
+            let mut peak = 0;
             loop {
                 interval.tick().await;
                 let Some(shared) = weak.upgrade() else { break };
                 let state = RegistryState { shared };
-                state.with(|core| core.handle_timeout(Instant::now()));
+                let connections = state.with(|core| {
+                    core.handle_timeout(Instant::now());
+                    core.connection_count()
+                });
+                peak = peak.max(connections);
+                if peak - connections >= TRIM_AFTER && connections <= peak / 2 {
+                    release_free_memory();
+                    peak = connections;
+                }
             }
         });
     }

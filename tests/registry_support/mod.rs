@@ -73,16 +73,7 @@ impl TestRegistry {
         project: &str,
         keys: KeyPair,
     ) -> (RegistryClient, Vec<String>) {
-        let mut config = ClientConfig::new(self.url(), self.token(sub, project), keys);
-        config.reconnect = false;
-        let mut client = RegistryClient::connect(config).await.expect("connect");
-        match next(&mut client).await {
-            Event::Welcome { peers, .. } => {
-                let ids = peers.into_iter().map(|(id, _)| id).collect();
-                (client, ids)
-            }
-            other => panic!("expected a welcome, got {other:?}"),
-        }
+        join_client(&self.url(), sub, project, keys).await
     }
 
     /// The server's resident memory in KiB, from /proc.
@@ -94,6 +85,25 @@ impl TestRegistry {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS")
+    }
+}
+
+/// Connects and joins with the Rust client (no reconnect); returns it and the welcome's peers.
+pub async fn join_client(
+    url: &str,
+    sub: &str,
+    project: &str,
+    keys: KeyPair,
+) -> (RegistryClient, Vec<String>) {
+    let mut config = ClientConfig::new(url, token(&claims(sub, project)), keys);
+    config.reconnect = false;
+    let mut client = RegistryClient::connect(config).await.expect("connect");
+    match next(&mut client).await {
+        Event::Welcome { peers, .. } => {
+            let ids = peers.into_iter().map(|(id, _)| id).collect();
+            (client, ids)
+        }
+        other => panic!("expected a welcome, got {other:?}"),
     }
 }
 
