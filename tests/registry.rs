@@ -213,7 +213,7 @@ async fn bad_tokens_are_refused_before_the_upgrade() {
         ),
     ];
     for (carry, status, reason) in cases {
-        let (got_status, body) = raw_connect(&url, carry).await.err().expect("refused");
+        let (got_status, body) = raw_connect(&url, carry).await.expect_err("refused");
         assert_eq!(
             (got_status, body["error"].as_str()),
             (status, Some(reason)),

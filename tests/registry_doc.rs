@@ -58,8 +58,7 @@ async fn the_protocol_documents_examples_play_against_the_server() {
                 expired.exp = Some(common::unix_now() - 3600);
                 let (status, body) = raw_connect(&url, Carry::Header(&token(&expired)))
                     .await
-                    .err()
-                    .expect("refused");
+                    .expect_err("refused");
                 let want: Value = serde_json::from_str(&example.body).unwrap();
                 assert_eq!((status, body), (401, want));
             }

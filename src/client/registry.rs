@@ -495,7 +495,9 @@ impl Task {
                     let _ = self.events.send(welcome).await;
                     return Some(socket);
                 }
-                Err(ClientError::Refused { status, error, .. }) if status == 401 => {
+                Err(ClientError::Refused {
+                    status: 401, error, ..
+                }) => {
                     let reason = format!("token refused: {error}");
                     let _ = self.events.send(Event::Closed { code: None, reason }).await;
                     return None;
