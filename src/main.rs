@@ -88,7 +88,12 @@ enum Command {
 
     /// Generate an X25519 key pair for a registry peer; prints {"public_key", "secret_key"}
     /// (base64) as JSON.
-    Keygen,
+    Keygen {
+        /// Print `export TURNPIKE_KEY='…'` and `export TURNPIKE_PUBLIC_KEY='…'` instead, for a
+        /// shell to source (`turnpike peer` reads TURNPIKE_KEY).
+        #[arg(long)]
+        shell: bool,
+    },
 
     /// Mint a registry token (an HS256 JWT) for tests and trials, signed with --secret or the
     /// first of registry.jwt_secrets; prints the token.
@@ -138,7 +143,7 @@ fn main() -> ExitCode {
             config,
             secret,
         } => print_credentials(&user, ttl, config.as_deref(), secret),
-        Command::Keygen => peer_cli::keygen(),
+        Command::Keygen { shell } => peer_cli::keygen(shell),
         Command::Token {
             sub,
             project,

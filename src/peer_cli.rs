@@ -87,9 +87,14 @@ pub enum SendKind {
     Candidate,
 }
 
-/// `turnpike keygen`: prints a new X25519 key pair as JSON.
-pub fn keygen() -> anyhow::Result<()> {
+/// `turnpike keygen`: prints a new X25519 key pair as JSON (or as shell exports).
+pub fn keygen(shell: bool) -> anyhow::Result<()> {
     let keys = KeyPair::generate();
+    if shell {
+        println!("export TURNPIKE_KEY='{}'", keys.secret_base64());
+        println!("export TURNPIKE_PUBLIC_KEY='{}'", keys.public_base64());
+        return Ok(());
+    }
     let output = serde_json::json!({
         "public_key": keys.public_base64(),
         "secret_key": keys.secret_base64(),

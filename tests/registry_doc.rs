@@ -110,8 +110,19 @@ fn the_readme_walkthrough_works() {
     };
     let conf = config.to_str().unwrap();
     let keys: Value = serde_json::from_str(&run(&["keygen"])).unwrap();
-    let bob_secret = keys["secret_key"].as_str().unwrap().to_owned();
-    let bob_public = keys["public_key"].as_str().unwrap().to_owned();
+    assert_eq!(keys["secret_key"].as_str().unwrap().len(), 44);
+    // The README's form: `turnpike keygen --shell > bob.env && . ./bob.env`.
+    let exports = run(&["keygen", "--shell"]);
+    let export = |name: &str| {
+        let prefix = format!("export {name}='");
+        let line = exports
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .expect(name);
+        line[prefix.len()..line.len() - 1].to_owned()
+    };
+    let bob_secret = export("TURNPIKE_KEY");
+    let bob_public = export("TURNPIKE_PUBLIC_KEY");
     let alice = run(&[
         "token",
         "--config",

@@ -282,3 +282,172 @@ fn percent_decode(text: &str) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn claims() -> Claims {
+        Claims {
+            sub: Some("alice".into()),
+            project: Some("p1".into()),
+            exp: Some(NOW + 60),
+            nbf: None,
+            pk: None,
+        }
+    }
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            BASE64.encode(der)
+        )
+    }
+
+    /// An Ed25519 key pair: (PKCS#8 private key DER, SPKI public key PEM).
+    fn ed25519(seed: u8) -> (Vec<u8>, String) {
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let mut private = hex("302e020100300506032b657004220420");
+        private.extend_from_slice(&[seed; 32]);
+        let mut public = hex("302a300506032b6570032100");
+        public.extend_from_slice(signing.verifying_key().as_bytes());
+        (private, pem("PUBLIC KEY", &public))
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn keys(secrets: &[&str], pems: &[String]) -> (Keys, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = RegistryConfig {
+            jwt_secrets: secrets.iter().map(|s| s.to_string()).collect(),
+            ..RegistryConfig::default()
+        };
+        for (i, pem) in pems.iter().enumerate() {
+            let path = dir.path().join(format!("key{i}.pem"));
+            std::fs::write(&path, pem).unwrap();
+            config.jwt_public_keys.push(path);
+        }
+        (Keys::from_config(&config).unwrap(), dir)
+    }
+
+    #[test]
+    fn hs256_tokens_verify_with_any_configured_secret() {
+        let (keys, _dir) = keys(&["new", "old"], &[]);
+        let identity = keys.verify(&mint_hs256(b"old", &claims()), NOW).unwrap();
+        assert_eq!(
+            (identity.peer_id.as_str(), identity.project.as_str()),
+            ("alice", "p1")
+        );
+        assert_eq!(
+            keys.verify(&mint_hs256(b"other", &claims()), NOW),
+            Err(AuthFailure::BadSignature)
+        );
+        assert_eq!(
+            keys.verify(&mint_hs256(b"new", &claims()), NOW + 60 + LEEWAY_SECS),
+            Err(AuthFailure::Expired)
+        );
+        let mut future = claims();
+        future.nbf = Some(NOW + 3600);
+        assert_eq!(
+            keys.verify(&mint_hs256(b"new", &future), NOW),
+            Err(AuthFailure::NotYetValid)
+        );
+        let mut long_id = claims();
+        long_id.sub = Some("x".repeat(65));
+        assert_eq!(
+            keys.verify(&mint_hs256(b"new", &long_id), NOW),
+            Err(AuthFailure::InvalidClaims)
+        );
+        let mut pinned = claims();
+        pinned.pk = Some(BASE64.encode([5u8; 32]));
+        let identity = keys.verify(&mint_hs256(b"new", &pinned), NOW).unwrap();
+        assert_eq!(identity.pinned_key, Some([5; 32]));
+    }
+
+    #[test]
+    fn eddsa_tokens_verify_with_a_pem_public_key() {
+        let (private, public) = ed25519(1);
+        let (_, other_public) = ed25519(2);
+        let (keys, _dir) = keys(&[], &[other_public, public]);
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::EdDSA),
+            &claims(),
+            &EncodingKey::from_ed_der(&private),
+        )
+        .unwrap();
+        assert_eq!(keys.verify(&token, NOW).unwrap().peer_id, "alice");
+        // HS256 is not accepted when no secret is configured.
+        assert_eq!(
+            keys.verify(&mint_hs256(b"x", &claims()), NOW),
+            Err(AuthFailure::BadAlgorithm)
+        );
+        let (forger, _) = ed25519(3);
+        let forged = jsonwebtoken::encode(
+            &Header::new(Algorithm::EdDSA),
+            &claims(),
+            &EncodingKey::from_ed_der(&forger),
+        )
+        .unwrap();
+        assert_eq!(keys.verify(&forged, NOW), Err(AuthFailure::BadSignature));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_key_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junk.pem");
+        std::fs::write(&path, "not a key").unwrap();
+        let config = RegistryConfig {
+            jwt_public_keys: vec![path.clone(), dir.path().join("missing.pem")],
+            ..RegistryConfig::default()
+        };
+        assert!(matches!(
+            Keys::from_config(&config),
+            Err(KeyError::NotAKey { .. })
+        ));
+        let config = RegistryConfig {
+            jwt_public_keys: vec![dir.path().join("missing.pem")],
+            ..RegistryConfig::default()
+        };
+        assert!(matches!(
+            Keys::from_config(&config),
+            Err(KeyError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn tokens_are_found_in_header_subprotocol_and_query() {
+        assert_eq!(
+            find_token(
+                Some("Bearer abc"),
+                &["turnpike.bearer.def"],
+                Some("access_token=ghi")
+            ),
+            Some(("abc".into(), TokenSource::Header))
+        );
+        assert_eq!(
+            find_token(
+                Some("Basic x"),
+                &["turnpike.registry.v1", "turnpike.bearer.def"],
+                None
+            ),
+            Some(("def".into(), TokenSource::Subprotocol))
+        );
+        assert_eq!(
+            find_token(None, &[], Some("a=1&access_token=g%2Ehi")),
+            Some(("g.hi".into(), TokenSource::Query))
+        );
+        assert_eq!(find_token(None, &[], Some("access_token=%zz")), None);
+        assert_eq!(
+            find_token(None, &[], Some("access_token=%4")),
+            Some(("%4".into(), TokenSource::Query))
+        );
+        assert_eq!(find_token(Some("Bearer "), &[], None), None);
+    }
+}

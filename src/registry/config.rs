@@ -214,3 +214,64 @@ pub fn validate(config: &RegistryConfig) -> Result<(), Invalid> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    fn invalid_key(text: &str) -> String {
+        match Config::from_toml_str(text, "test.toml") {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected a validation error for {text:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_registry_section_parses_and_validates() {
+        let config = Config::from_toml_str(
+            "[registry]\nenabled = true\nlisten = \"127.0.0.1:9642\"\njwt_secrets = [\"s\"]\n\
+             max_peers_per_project = 5\n",
+            "test.toml",
+        )
+        .unwrap();
+        assert!(config.registry.enabled);
+        assert_eq!(config.registry.max_peers_per_project, 5);
+        assert!(
+            !format!("{:?}", config.registry).contains("\"s\""),
+            "secrets redacted"
+        );
+        for (text, key) in [
+            ("[registry]\nenabled = true", "registry.jwt_secrets"),
+            (
+                "[registry]\njwt_secrets = [\"\"]",
+                "registry.jwt_secrets[0]",
+            ),
+            (
+                "[registry]\nmessages_per_sec = 0",
+                "registry.messages_per_sec",
+            ),
+            (
+                "[registry]\nmax_payload_bytes = 200000",
+                "registry.max_payload_bytes",
+            ),
+            (
+                "[registry]\nmax_relay_frame_bytes = 100",
+                "registry.max_relay_frame_bytes",
+            ),
+            (
+                "[registry]\nsignal_queue_bytes = 1000",
+                "registry.signal_queue_bytes",
+            ),
+            (
+                "[registry]\nping_interval_secs = 30\nidle_timeout_secs = 30",
+                "registry.idle_timeout_secs",
+            ),
+        ] {
+            assert_eq!(invalid_key(text), key, "{text}");
+        }
+        match Config::from_toml_str("[registry]\nenable = true", "test.toml") {
+            Err(ConfigError::Parse { line: 2, .. }) => {}
+            other => panic!("unknown keys are errors: {other:?}"),
+        }
+    }
+}
