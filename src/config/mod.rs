@@ -19,8 +19,9 @@ pub mod validate;
 use std::path::{Path, PathBuf};
 
 pub use schema::{
-    AuthConfig, Config, LimitsConfig, Listen, ListenTransport, LogConfig, LogFormat, PeersConfig,
-    PortRange, PortRangeError, RelayConfig, ServerConfig, default_listeners,
+    AuthConfig, Config, ConnectionsConfig, LimitsConfig, Listen, ListenTransport, LogConfig,
+    LogFormat, PeersConfig, PortRange, PortRangeError, RelayConfig, ServerConfig, TlsConfig,
+    default_listeners,
 };
 pub use uris::client_uris;
 

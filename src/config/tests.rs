@@ -51,16 +51,16 @@ fn default_values() {
             .iter()
             .map(|l| (l.transport, l.address))
             .collect::<Vec<_>>(),
-        vec![
-            (
-                ListenTransport::Udp,
-                "0.0.0.0:3478".parse::<SocketAddr>().unwrap()
-            ),
-            (
-                ListenTransport::Udp,
-                "[::]:3478".parse::<SocketAddr>().unwrap()
-            ),
+        [
+            (ListenTransport::Udp, "0.0.0.0:3478"),
+            (ListenTransport::Udp, "[::]:3478"),
+            (ListenTransport::Tcp, "0.0.0.0:3478"),
+            (ListenTransport::Tcp, "[::]:3478"),
+            (ListenTransport::Tls, "0.0.0.0:5349"),
+            (ListenTransport::Tls, "[::]:5349"),
         ]
+        .map(|(t, a)| (t, a.parse::<SocketAddr>().unwrap()))
+        .to_vec()
     );
     assert_eq!(config.relay.bind_ip, "0.0.0.0".parse::<IpAddr>().unwrap());
     assert_eq!(
@@ -528,6 +528,8 @@ fn client_uris_use_the_external_address() {
         uris_for("[relay]\nexternal_ip = \"203.0.113.7\""),
         vec![
             "turn:203.0.113.7:3478?transport=udp",
+            "turn:203.0.113.7:3478?transport=tcp",
+            "turns:203.0.113.7:5349?transport=tcp",
             "stun:203.0.113.7:3478"
         ]
     );
@@ -536,6 +538,10 @@ fn client_uris_use_the_external_address() {
         vec![
             "turn:203.0.113.7:3478?transport=udp",
             "turn:[2001:db8::7]:3478?transport=udp",
+            "turn:203.0.113.7:3478?transport=tcp",
+            "turn:[2001:db8::7]:3478?transport=tcp",
+            "turns:203.0.113.7:5349?transport=tcp",
+            "turns:[2001:db8::7]:5349?transport=tcp",
             "stun:203.0.113.7:3478",
         ]
     );
@@ -545,7 +551,12 @@ fn client_uris_use_the_external_address() {
 fn client_uris_fall_back_to_the_listener_then_loopback() {
     assert_eq!(
         uris_for(""),
-        vec!["turn:127.0.0.1:3478?transport=udp", "stun:127.0.0.1:3478"]
+        vec![
+            "turn:127.0.0.1:3478?transport=udp",
+            "turn:127.0.0.1:3478?transport=tcp",
+            "turns:127.0.0.1:5349?transport=tcp",
+            "stun:127.0.0.1:3478"
+        ]
     );
     assert_eq!(
         uris_for(

@@ -173,7 +173,10 @@ impl UdpWorker {
             };
             let data = &self.buf[..len];
             match self.core.handle_client(now(), ft, data, &mut self.relays) {
-                ClientOutput::Nothing => {}
+                // RFC 6062 requests are refused over UDP before they get this far.
+                ClientOutput::Nothing
+                | ClientOutput::Connect { .. }
+                | ClientOutput::ConnectionBind { .. } => {}
                 ClientOutput::Reply => {
                     let _ = self.listeners[index].1.send_to(self.core.reply(), client);
                 }

@@ -11,10 +11,11 @@ mod allocation;
 mod auth;
 mod quota;
 mod requests;
+mod tcp;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 pub use allocation::{Allocation, CHANNEL_LIFETIME, PERMISSION_LIFETIME, family_index};
 pub use auth::{AuthFailure, Authenticated, Authenticator, long_term_key};
 pub use quota::{Quota, QuotaError, Reservations, Shared};
+pub use tcp::{BIND_TIMEOUT, CONNECT_TIMEOUT, ConnectionId, Refusal, TcpConnection, TcpEvent};
 
 use crate::proto::Transport;
 use crate::proto::channel;
@@ -106,6 +108,9 @@ pub enum RelayOpenError {
     /// The family is not served (no relay address of that family configured).
     #[error("address family not served")]
     FamilyUnsupported,
+    /// The relay transport is not served by this I/O layer (TCP relays over UDP workers).
+    #[error("relay transport not served")]
+    TransportUnsupported,
 }
 
 /// Opens and closes relay sockets: implemented by the I/O layer, faked in tests.
@@ -122,6 +127,12 @@ pub trait RelayIo {
     fn close(&mut self, id: RelayId);
     /// Gives back a reserved port that nobody claimed.
     fn release_reserved(&mut self, addr: SocketAddr);
+    /// Opens a TCP relayed address (RFC 6062): a socket listening for peers, from which
+    /// outgoing connections to peers are also made. Closed with [`RelayIo::close`].
+    fn open_tcp(&mut self, family: Family) -> Result<OpenedRelay, RelayOpenError> {
+        let _ = family;
+        Err(RelayOpenError::TransportUnsupported)
+    }
 }
 
 /// Limits and lifetimes the core enforces.
@@ -192,6 +203,26 @@ pub enum ClientOutput {
         /// Range of the input buffer holding the payload.
         payload: Range<usize>,
     },
+    /// RFC 6062 Connect: open a TCP connection from TCP relay `relay` to `peer`, at most
+    /// [`CONNECT_TIMEOUT`], then report with [`Server::connect_finished`] (which writes the
+    /// answer). Nothing is sent now.
+    Connect {
+        /// The connection id the answer will carry.
+        id: ConnectionId,
+        /// The TCP relay to connect from.
+        relay: RelayId,
+        /// The peer to connect to.
+        peer: SocketAddr,
+    },
+    /// RFC 6062 ConnectionBind, authenticated: ask the owner of connection `id` to bind it
+    /// ([`Server::bind_connection`] on the owner's core), then write the answer with
+    /// [`Server::finish_connection_bind`]. Nothing is sent now.
+    ConnectionBind {
+        /// The CONNECTION-ID of the request.
+        id: ConnectionId,
+        /// The authenticated USERNAME, which must be the allocation's.
+        username: String,
+    },
 }
 
 /// What to do after [`Server::handle_peer`].
@@ -247,7 +278,7 @@ pub struct Stats {
 
 /// The TURN server core of one worker.
 pub struct Server {
-    settings: Settings,
+    settings: Arc<Settings>,
     shared: Arc<Shared>,
     limiter: SourceLimiter,
     allocations: Vec<Option<Allocation>>,
@@ -258,6 +289,8 @@ pub struct Server {
     next_sweep: Instant,
     indication_counter: u64,
     stats: Stats,
+    tcp_events: VecDeque<TcpEvent>,
+    pending_bind: Option<tcp::PendingBind>,
 }
 
 /// How often expired allocations, permissions and channels are swept.
@@ -272,6 +305,22 @@ impl Server {
             settings.limits.unauthenticated_rate,
             settings.limits.rate_limit_table_size,
         );
+        Self::assemble(Arc::new(settings), shared, limiter, now)
+    }
+
+    /// A core for one TCP or TLS connection, sharing `settings` with every other connection.
+    /// It has no unauthenticated-answer limiter: a stream source cannot be spoofed, so there is
+    /// no reflection to limit, and an idle core stays a few hundred bytes.
+    pub fn for_stream(settings: Arc<Settings>, shared: Arc<Shared>, now: Instant) -> Self {
+        Self::assemble(settings, shared, SourceLimiter::new(0, 0), now)
+    }
+
+    fn assemble(
+        settings: Arc<Settings>,
+        shared: Arc<Shared>,
+        limiter: SourceLimiter,
+        now: Instant,
+    ) -> Self {
         Server {
             settings,
             shared,
@@ -284,6 +333,8 @@ impl Server {
             next_sweep: now + SWEEP_INTERVAL,
             indication_counter: 0,
             stats: Stats::default(),
+            tcp_events: VecDeque::new(),
+            pending_bind: None,
         }
     }
 
@@ -349,7 +400,11 @@ impl Server {
             self.stats.dropped_no_allocation += 1;
             return ClientOutput::Nothing;
         };
-        let Some(peer) = alloc.channel(number, now).map(|c| c.peer) else {
+        let Some(peer) = alloc
+            .channel(number, now)
+            .filter(|_| !alloc.tcp)
+            .map(|c| c.peer)
+        else {
             self.stats.dropped_no_allocation += 1;
             return ClientOutput::Nothing;
         };
@@ -367,6 +422,7 @@ impl Server {
             .by_tuple
             .get(&ft)
             .and_then(|&i| self.allocations[i as usize].as_mut())
+            .filter(|a| !a.tcp)
         else {
             self.stats.dropped_no_allocation += 1;
             return ClientOutput::Nothing;
@@ -502,6 +558,7 @@ impl Server {
         for alloc in self.allocations.iter_mut().flatten() {
             alloc.prune(now.instant);
         }
+        self.expire_tcp(now.instant);
         for addr in self.shared.reservations.expire(now.instant) {
             io.release_reserved(addr);
         }
@@ -545,6 +602,9 @@ impl Server {
             return;
         };
         self.by_tuple.remove(&alloc.five_tuple);
+        for conn in &alloc.tcp_connections {
+            self.tcp_events.push_back(TcpEvent::Close(conn.id));
+        }
         for relay in alloc.relays.iter().flatten() {
             self.by_relay.remove(&relay.id);
             io.close(relay.id);

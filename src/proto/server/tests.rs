@@ -824,9 +824,19 @@ fn error_codes_for_malformed_and_unsupported_allocates() {
         error_code(&c.call(
             &mut h,
             method::ALLOCATE,
+            &[(attr::REQUESTED_TRANSPORT, vec![132, 0, 0, 0])]
+        )),
+        442,
+        "SCTP"
+    );
+    assert_eq!(
+        error_code(&c.call(
+            &mut h,
+            method::ALLOCATE,
             &[(attr::REQUESTED_TRANSPORT, vec![6, 0, 0, 0])]
         )),
-        442
+        400,
+        "TCP relays only over TCP or TLS (RFC 6062 §5.1)"
     );
     let unknown = c.call(
         &mut h,
