@@ -88,7 +88,7 @@ mod tests {
         // that never completes (and meets the idle timeout); shared ports sniff it instead.
         assert_eq!(
             next_frame(b"GET / HTTP/1.1\r\n"),
-            Frame::Incomplete(4 + 0x2F20)
+            Frame::Incomplete(4 + 0x5420)
         );
         assert_eq!(next_frame(&[0x16, 0x03, 0x01, 0x02]), Frame::Invalid, "TLS");
         assert_eq!(next_frame(&[0x00, 0x01, 0x00, 0x05]), Frame::Invalid);
