@@ -11,3 +11,4 @@ pub mod config;
 pub mod net;
 pub mod proto;
 pub mod service;
+pub mod tls;

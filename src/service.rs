@@ -38,11 +38,7 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
         config.auth.secrets.push(secret);
     }
     let running = start(&config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the signal runtime")?;
-    runtime.block_on(supervise(&running));
+    running.runtime.block_on(supervise(&running));
     running.stop();
     tracing::info!("stopped");
     Ok(())
@@ -60,6 +56,10 @@ pub struct Running {
     workers: Vec<WorkerThread>,
     /// The addresses actually bound (useful when a config asks for port 0).
     pub bound: Vec<SocketAddr>,
+    /// The multi-thread runtime: signals, TCP/TLS connections (and HTTP).
+    runtime: tokio::runtime::Runtime,
+    /// The TCP and TLS listeners, when configured.
+    pub streams: Option<crate::net::stream::Streams>,
 }
 
 impl Running {
@@ -75,6 +75,10 @@ impl Running {
                 let _ = t.join();
             }
         }
+        if let Some(streams) = &self.streams {
+            streams.stop();
+        }
+        self.runtime.shutdown_timeout(Duration::from_secs(1));
     }
 }
 
@@ -96,9 +100,11 @@ async fn supervise(running: &Running) {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = hup.recv() => {
-                // Reloading secrets and certificates arrives with the reload work; until then
-                // say so rather than pretend.
-                tracing::warn!("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+                // The TLS certificate reloads; the rest of the configuration needs a restart.
+                match &running.streams {
+                    Some(streams) => streams.reload_certificates("SIGHUP"),
+                    None => tracing::info!("SIGHUP: no TLS listener, no certificate to reload"),
+                }
             }
             _ = tick.tick() => {
                 if watchdog && running.workers_alive(period * 2) {
@@ -144,16 +150,14 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         .filter(|l| l.transport == ListenTransport::Udp)
         .map(|l| l.address)
         .collect();
-    for l in config
-        .listen
-        .iter()
-        .filter(|l| l.transport != ListenTransport::Udp)
-    {
-        tracing::warn!(address = %l.address, transport = l.transport.as_str(), "this transport is not served yet; listener skipped");
+    if config.listen.is_empty() {
+        bail!("no listener configured");
     }
-    if udp.is_empty() {
-        bail!("no UDP listener configured (TCP and TLS listeners are not served yet)");
-    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("turnpike-io")
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")?;
     let relay_addrs = relay_addresses(config);
     let pool = Arc::new(PortPool::new(
         config.relay.ports.start,
@@ -187,9 +191,19 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         per_worker.push(sockets);
     }
 
+    let streams = crate::net::stream::start(
+        config,
+        Arc::new(settings(config, &relay_addrs, nonce_key)),
+        shared.clone(),
+        pool.clone(),
+        relay_addrs.clone(),
+        runtime.handle(),
+    )?;
     let mut running = Running {
         workers: Vec::new(),
         bound: bound.clone(),
+        runtime,
+        streams,
     };
     for (index, sockets) in per_worker.into_iter().enumerate() {
         let poll = Poll::new().context("creating an event loop")?;
@@ -214,6 +228,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     }
     tracing::info!(
         listeners = ?bound,
+        stream_listeners = ?running.streams.as_ref().map(|s| &s.bound),
         workers,
         relay_v4 = ?relay_addrs.advertised_v4,
         relay_v6 = ?relay_addrs.advertised_v6,

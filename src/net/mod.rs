@@ -8,4 +8,5 @@ pub mod addr;
 pub mod ports;
 pub mod relay;
 pub mod socket;
+pub mod stream;
 pub mod udp;
