@@ -178,6 +178,12 @@ where
         early,
     } = ending
     {
+        // The ConnectionBind answer (and anything before it) goes out before the raw bytes.
+        let answered = wr.write_all(conn.out.pending()).await.is_ok() && wr.flush().await.is_ok();
+        if !answered {
+            let _ = owner.send(ControlMsg::Closed(id)).await;
+            return;
+        }
         let client = rd.unsplit(wr);
         let (up, down) = tcp_relay::pipe(client, peer, &early, close).await;
         tracing::debug!(client = %ft.client, id = id.0, up, down, "TCP relay connection closed");
