@@ -143,6 +143,19 @@ pub struct Conf {
     pub allocations_total: u32,
     pub unauthenticated_rate: u32,
     pub log_level: String,
+    /// Also listen for TCP (`Server::tcp`).
+    pub tcp: bool,
+    /// Also listen for TLS (`Server::tls`).
+    pub tls: bool,
+    /// Also a TLS listener with `serve_http = true` (`Server::tls_http`).
+    pub tls_http: bool,
+    /// `[tls] certificate` and `private_key`; `None`: the generated self-signed certificate.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// `[tls] reload_interval_secs`.
+    pub tls_reload_secs: u64,
+    /// `[connections]` handshake_timeout_secs and max_per_ip.
+    pub handshake_timeout_secs: u64,
+    pub max_connections_per_ip: u32,
 }
 
 impl Default for Conf {
@@ -159,6 +172,13 @@ impl Default for Conf {
             // High enough that no test meets it by accident; the rate-limit test lowers it.
             unauthenticated_rate: 1000,
             log_level: std::env::var("TURNPIKE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            tcp: false,
+            tls: false,
+            tls_http: false,
+            tls_files: None,
+            tls_reload_secs: 5,
+            handshake_timeout_secs: 10,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -172,7 +192,12 @@ impl Conf {
         }
     }
 
-    fn to_toml(&self, listen: &[SocketAddr], relay: &RangeInclusive<u16>) -> String {
+    fn to_toml(
+        &self,
+        listen: &[SocketAddr],
+        streams: &[(&str, SocketAddr, bool)],
+        relay: &RangeInclusive<u16>,
+    ) -> String {
         fn list(items: &[String]) -> String {
             let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
             format!("[{}]", quoted.join(", "))
@@ -181,6 +206,13 @@ impl Conf {
         writeln!(t, "realm = {REALM:?}").unwrap();
         for addr in listen {
             writeln!(t, "\n[[listen]]\ntransport = \"udp\"\naddress = \"{addr}\"").unwrap();
+        }
+        for (transport, addr, serve_http) in streams {
+            writeln!(
+                t,
+                "\n[[listen]]\ntransport = \"{transport}\"\naddress = \"{addr}\"\nserve_http = {serve_http}"
+            )
+            .unwrap();
         }
         writeln!(t, "\n[relay]\nbind_ip = \"127.0.0.1\"").unwrap();
         if self.ipv6 {
@@ -209,6 +241,16 @@ impl Conf {
         )
         .unwrap();
         writeln!(t, "\n[log]\nlevel = {:?}", self.log_level).unwrap();
+        writeln!(t, "\n[tls]\nreload_interval_secs = {}", self.tls_reload_secs).unwrap();
+        if let Some((cert, key)) = &self.tls_files {
+            writeln!(t, "certificate = {:?}\nprivate_key = {:?}", cert, key).unwrap();
+        }
+        writeln!(
+            t,
+            "\n[connections]\nhandshake_timeout_secs = {}\nmax_per_ip = {}",
+            self.handshake_timeout_secs, self.max_connections_per_ip
+        )
+        .unwrap();
         t
     }
 }
@@ -224,6 +266,12 @@ pub struct Server {
     pub udp: SocketAddr,
     /// The UDP listener on [::1] (when `Conf::ipv6`).
     pub udp6: Option<SocketAddr>,
+    /// The TCP listener on 127.0.0.1 (when `Conf::tcp`).
+    pub tcp: Option<SocketAddr>,
+    /// The TLS listener on 127.0.0.1 (when `Conf::tls`).
+    pub tls: Option<SocketAddr>,
+    /// The TLS listener shared with HTTPS on 127.0.0.1 (when `Conf::tls_http`).
+    pub tls_http: Option<SocketAddr>,
     /// The relay port range given to this server.
     pub relay_ports: RangeInclusive<u16>,
     pub conf: Conf,
@@ -255,16 +303,31 @@ impl Server {
             .prefix("turnpike-test-")
             .tempdir()
             .expect("create a temp dir");
-        // Port 0 of the block listens on 127.0.0.1, port 1 on [::1], the rest relay.
+        // Port 0 of the block listens on 127.0.0.1, port 1 on [::1], ports 2-4 for TCP, TLS
+        // and shared TLS, ports 8 and up relay.
         let ports = PortBlock::claim();
         let udp = SocketAddr::new(LOCALHOST_V4, ports.port(0));
         let udp6 = conf
             .ipv6
             .then(|| SocketAddr::new(LOCALHOST_V6, ports.port(1)));
-        let relay_ports = ports.from(2);
+        let tcp = conf.tcp.then(|| SocketAddr::new(LOCALHOST_V4, ports.port(2)));
+        let tls = conf.tls.then(|| SocketAddr::new(LOCALHOST_V4, ports.port(3)));
+        let tls_http = conf
+            .tls_http
+            .then(|| SocketAddr::new(LOCALHOST_V4, ports.port(4)));
+        let relay_ports = ports.from(8);
         let listen: Vec<SocketAddr> = std::iter::once(udp).chain(udp6).collect();
+        let streams: Vec<(&str, SocketAddr, bool)> = [
+            tcp.map(|a| ("tcp", a, false)),
+            tls.map(|a| ("tls", a, false)),
+            tls_http.map(|a| ("tls", a, true)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let config_path = dir.path().join("turnpike.toml");
-        fs::write(&config_path, conf.to_toml(&listen, &relay_ports)).expect("write the config");
+        fs::write(&config_path, conf.to_toml(&listen, &streams, &relay_ports))
+            .expect("write the config");
         let log_path = dir.path().join("turnpike.log");
         let log = File::create(&log_path).expect("create the log file");
         let child = Command::new(turnpike_bin())
@@ -280,6 +343,9 @@ impl Server {
             child,
             udp,
             udp6,
+            tcp,
+            tls,
+            tls_http,
             relay_ports,
             conf,
             config_path,
@@ -348,6 +414,18 @@ impl Server {
     /// A scratch directory that lives as long as the server.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (such as `libc::SIGHUP`) to the server process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill({signal}) failed");
     }
 
     /// True while the process runs.
