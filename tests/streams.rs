@@ -538,13 +538,14 @@ fn a_thousand_half_open_connections_do_not_stop_a_real_client() {
 fn an_allocation_ends_with_its_tcp_connection() {
     let server = Server::start(Conf {
         tcp: true,
-        allocations_per_user: 1,
+        allocations_per_user: 2,
         ..Conf::loopback_peers()
     });
     let peer = Peer::start(LOCALHOST_V4);
     let tcp = server.tcp.unwrap().port();
-    // With a quota of one allocation per user, three runs in a row only work when each run's
-    // allocation was released as its connection closed (their lifetime is 10 minutes).
+    // A uclient run holds two allocations (two connections). With a quota of two per user,
+    // three runs in a row only work when each run's allocations were released as their
+    // connections closed (their lifetime is 10 minutes).
     for _ in 0..3 {
         uclient(&to_peer(tcp, &peer, &["-t", "-c", "-n", "5", "-m", "1"])).assert_relayed(5, &server);
     }
