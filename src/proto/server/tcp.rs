@@ -124,7 +124,8 @@ impl Server {
 
     /// The I/O layer's connection attempt for [`ClientOutput::Connect`] `id` ended. Writes the
     /// Connect answer ([`Server::reply`]: success with CONNECTION-ID, or 447) and returns true;
-    /// false when the allocation is gone and nothing is to be sent (close the connection).
+    /// false when the allocation is gone (or the answer was given) and nothing is to be sent:
+    /// then the I/O layer closes the peer connection.
     pub fn connect_finished(&mut self, now: Now, id: ConnectionId, connected: bool) -> bool {
         let Some((slot, index)) = self.find_tcp(id) else {
             return false;
@@ -152,7 +153,7 @@ impl Server {
         self.write_deferred(method::CONNECT, &answer, result, |w| {
             w.attr(attr::CONNECTION_ID, &id.0.to_be_bytes());
         });
-        connected
+        true
     }
 
     /// A peer connected to the TCP relayed address `relay` (RFC 6062 §5.3). When the

@@ -11,6 +11,9 @@ use crate::proto::nonce::NonceKey;
 use crate::proto::policy::{Cidr, PeerPolicy};
 use crate::proto::stun::{Integrity, Message, Writer, attr, method};
 
+#[path = "tcp_tests.rs"]
+mod tcp_tests;
+
 const REALM: &str = "harness.test";
 const UNIX0: u64 = 1_800_000_000;
 
@@ -75,6 +78,15 @@ impl RelayIo for FakeIo {
             self.open.remove(&id.0),
             "closed twice or never opened: {id:?}"
         );
+    }
+
+    fn open_tcp(&mut self, family: Family) -> Result<OpenedRelay, RelayOpenError> {
+        self.open(RelayRequest {
+            family,
+            even: false,
+            reserve_next: false,
+            dont_fragment: false,
+        })
     }
 }
 
