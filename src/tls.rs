@@ -225,7 +225,10 @@ pub async fn watch(store: Arc<CertStore>, interval: Duration) {
 pub fn reload_and_log(store: &CertStore, why: &str) {
     match store.reload() {
         Ok(()) if store.files().is_some() => {
-            tracing::info!(reason = why, "TLS certificate reloaded; new handshakes use it")
+            tracing::info!(
+                reason = why,
+                "TLS certificate reloaded; new handshakes use it"
+            )
         }
         Ok(()) => {
             tracing::info!("TLS uses a generated self-signed certificate: nothing to reload")
@@ -275,7 +278,10 @@ mod tests {
         assert_eq!(store.leaf().as_ref(), &second[..]);
         std::fs::remove_file(&key).unwrap();
         let error = store.reload().unwrap_err().to_string();
-        assert!(error.contains("private key") || error.contains("certificate"), "{error}");
+        assert!(
+            error.contains("private key") || error.contains("certificate"),
+            "{error}"
+        );
         assert_eq!(store.leaf().as_ref(), &second[..]);
     }
 

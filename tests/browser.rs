@@ -43,9 +43,12 @@ fn nss_home(ca: &Path) -> tempfile::TempDir {
     std::fs::create_dir_all(&db).unwrap();
     let db_arg = format!("sql:{}", db.display());
     let status = |args: &[&str]| {
-        let out = Command::new("certutil").args(args).output().unwrap_or_else(|e| {
-            panic!("certutil: {e} (apt-get install libnss3-tools; scripts/test does)")
-        });
+        let out = Command::new("certutil")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("certutil: {e} (apt-get install libnss3-tools; scripts/test does)")
+            });
         assert!(out.status.success(), "certutil {args:?}: {out:?}");
     };
     status(&["-N", "-d", &db_arg, "--empty-password"]);
@@ -126,7 +129,10 @@ fn chromium_relays_a_data_channel_over_udp_tcp_and_tls() {
     let cases = [
         (format!("turn:{}?transport=udp", server.udp), "udp"),
         (format!("turn:{}?transport=tcp", server.tcp.unwrap()), "tcp"),
-        (format!("turns:{}?transport=tcp", server.tls.unwrap()), "tls"),
+        (
+            format!("turns:{}?transport=tcp", server.tls.unwrap()),
+            "tls",
+        ),
     ];
     for (url, protocol) in cases {
         let v = relay_in_chromium(&url, home.path(), &server);

@@ -24,8 +24,8 @@ fn uclient(args: &[String]) -> Uclient {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut run = Uclient::run(&args, LOCALHOST_V4);
     if args.contains(&"-S") {
-        let connected = run.run.output.contains("method=TLSv1.2")
-            || run.run.output.contains("method=TLSv1.3");
+        let connected =
+            run.run.output.contains("method=TLSv1.2") || run.run.output.contains("method=TLSv1.3");
         assert!(connected, "no TLS 1.2/1.3 session:\n{}", run.run);
         run.errors.retain(|line| {
             !(line.contains("alert handshake failure") || line.contains("alert protocol version"))
@@ -142,8 +142,12 @@ fn turn_over_tcp_relays_without_loss_and_answers_binding() {
     uclient(&to_peer(tcp.port(), &peer, &["-t", "-n", &n, "-m", "2"]))
         .assert_relayed(2 * N, &server);
     // Send and Data indications.
-    uclient(&to_peer(tcp.port(), &peer, &["-t", "-s", "-c", "-n", &n, "-m", "2"]))
-        .assert_relayed(2 * N, &server);
+    uclient(&to_peer(
+        tcp.port(),
+        &peer,
+        &["-t", "-s", "-c", "-n", &n, "-m", "2"],
+    ))
+    .assert_relayed(2 * N, &server);
 }
 
 #[test]
@@ -155,8 +159,12 @@ fn turn_over_tls_relays_without_loss() {
     let tls = server.tls.unwrap();
     let peer = Peer::start(LOCALHOST_V4);
     let n = N.to_string();
-    uclient(&to_peer(tls.port(), &peer, &["-t", "-S", "-n", &n, "-m", "2"]))
-        .assert_relayed(2 * N, &server);
+    uclient(&to_peer(
+        tls.port(),
+        &peer,
+        &["-t", "-S", "-n", &n, "-m", "2"],
+    ))
+    .assert_relayed(2 * N, &server);
     uclient(&to_peer(
         tls.port(),
         &peer,
@@ -176,9 +184,22 @@ fn rfc6062_tcp_relays_over_tcp_and_tls_with_the_default_peer_policy() {
         ..Conf::default()
     });
     let n = N.to_string();
-    for (port, tls) in [(server.tcp.unwrap().port(), false), (server.tls.unwrap().port(), true)] {
+    for (port, tls) in [
+        (server.tcp.unwrap().port(), false),
+        (server.tls.unwrap().port(), true),
+    ] {
         let mut args = strings(&[
-            "-T", "-p", &port.to_string(), "-W", SECRET_ONE, "-u", "dave", "-n", &n, "-m", "2",
+            "-T",
+            "-p",
+            &port.to_string(),
+            "-W",
+            SECRET_ONE,
+            "-u",
+            "dave",
+            "-n",
+            &n,
+            "-m",
+            "2",
         ]);
         if tls {
             args.push("-S".into());
@@ -214,7 +235,10 @@ fn turns_certificate_verifies_with_hostname_checks_in_an_independent_client() {
         assert_eq!(v["answer"], "binding success", "{v}");
         assert_eq!(v["alpn"], Value::Null, "no ALPN offered, none chosen");
     }
-    let v = probe(port, &["--ca", ca, "--alpn", "stun.turn", "--mode", "binding"]);
+    let v = probe(
+        port,
+        &["--ca", ca, "--alpn", "stun.turn", "--mode", "binding"],
+    );
     assert!(ok(&v), "{v}");
     assert_eq!(v["alpn"], "stun.turn");
     assert_eq!(v["answer"], "binding success");
@@ -225,17 +249,32 @@ fn turns_certificate_verifies_with_hostname_checks_in_an_independent_client() {
     let v = probe(port, &["--ca", ca, "--server-name", "turn.example.net"]);
     assert!(!ok(&v), "{v}");
     let error = v["error"].as_str().unwrap();
-    assert!(error.contains("CERTIFICATE_VERIFY_FAILED") && error.contains("ostname mismatch"), "{v}");
+    assert!(
+        error.contains("CERTIFICATE_VERIFY_FAILED") && error.contains("ostname mismatch"),
+        "{v}"
+    );
     // Without our CA the chain does not verify.
     let other = tempfile::tempdir().unwrap();
     let stranger = Pki::new(other.path());
     let v = probe(port, &["--ca", stranger.ca_pem.to_str().unwrap()]);
     assert!(!ok(&v), "{v}");
-    assert!(v["error"].as_str().unwrap().contains("CERTIFICATE_VERIFY_FAILED"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("CERTIFICATE_VERIFY_FAILED"),
+        "{v}"
+    );
     // A TURN-only port offers no HTTP: a client that insists on it is refused in the handshake.
     let v = probe(port, &["--ca", ca, "--alpn", "http/1.1"]);
     assert!(!ok(&v), "{v}");
-    assert!(v["error"].as_str().unwrap().contains("no application protocol"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("no application protocol"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -249,7 +288,10 @@ fn the_generated_certificate_serves_turns_and_is_not_trusted() {
     assert!(ok(&v), "{v}");
     assert_eq!(v["answer"], "binding success");
     let dir = tempfile::tempdir().unwrap();
-    let v = probe(port, &["--ca", Pki::new(dir.path()).ca_pem.to_str().unwrap()]);
+    let v = probe(
+        port,
+        &["--ca", Pki::new(dir.path()).ca_pem.to_str().unwrap()],
+    );
     assert!(!ok(&v), "a self-signed certificate is not trusted: {v}");
     assert!(
         server.log().contains("self-signed certificate"),
@@ -280,21 +322,46 @@ fn one_tls_port_answers_http_and_turn() {
     assert_eq!(v["answer"], "HTTP/1.1 200 OK", "{v}");
     assert_eq!(v["body"], "ok\n");
     // HTTP by ALPN.
-    let v = probe(port, &["--ca", ca, "--alpn", "http/1.1", "--mode", "http", "--path", "/"]);
+    let v = probe(
+        port,
+        &[
+            "--ca", ca, "--alpn", "http/1.1", "--mode", "http", "--path", "/",
+        ],
+    );
     assert!(ok(&v), "{v}");
     assert_eq!(v["alpn"], "http/1.1");
     assert_eq!(v["answer"], "HTTP/1.1 200 OK", "{v}");
-    let v = probe(port, &["--ca", ca, "--mode", "http", "--path", "/nothing-here"]);
+    let v = probe(
+        port,
+        &["--ca", ca, "--mode", "http", "--path", "/nothing-here"],
+    );
     assert_eq!(v["answer"], "HTTP/1.1 404 Not Found", "{v}");
     // TURN by ALPN and by first byte.
-    let v = probe(port, &["--ca", ca, "--alpn", "stun.turn", "--alpn", "http/1.1", "--mode", "binding"]);
-    assert_eq!((v["alpn"].as_str(), v["answer"].as_str()), (Some("stun.turn"), Some("binding success")), "{v}");
+    let v = probe(
+        port,
+        &[
+            "--ca",
+            ca,
+            "--alpn",
+            "stun.turn",
+            "--alpn",
+            "http/1.1",
+            "--mode",
+            "binding",
+        ],
+    );
+    assert_eq!(
+        (v["alpn"].as_str(), v["answer"].as_str()),
+        (Some("stun.turn"), Some("binding success")),
+        "{v}"
+    );
     let v = probe(port, &["--ca", ca, "--mode", "binding"]);
     assert_eq!(v["answer"], "binding success", "{v}");
     // A real TURN client allocates and relays on the same port.
     let peer = Peer::start(LOCALHOST_V4);
     let n = N.to_string();
-    uclient(&to_peer(port, &peer, &["-t", "-S", "-n", &n, "-m", "2"])).assert_relayed(2 * N, &server);
+    uclient(&to_peer(port, &peer, &["-t", "-S", "-n", &n, "-m", "2"]))
+        .assert_relayed(2 * N, &server);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -329,7 +396,11 @@ fn a_certificate_replaced_on_disk_is_reloaded_while_a_tls_allocation_relays() {
     );
     let run = traffic.join().unwrap();
     run.assert_relayed(150, &server);
-    assert!(server.log().contains("TLS certificate reloaded"), "{}", server.log());
+    assert!(
+        server.log().contains("TLS certificate reloaded"),
+        "{}",
+        server.log()
+    );
 }
 
 #[test]
@@ -347,7 +418,11 @@ fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
     let port = server.tls.unwrap().port();
     install(&renewed, &live);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(presented(port, &pki.ca_pem), live.sha256, "no reload without SIGHUP");
+    assert_eq!(
+        presented(port, &pki.ca_pem),
+        live.sha256,
+        "no reload without SIGHUP"
+    );
     server.signal(libc::SIGHUP);
     assert!(
         wait_presented(port, &pki.ca_pem, &renewed.sha256, Duration::from_secs(5)),
@@ -364,9 +439,15 @@ fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
     }
     let log = server.log();
     assert!(log.contains("TLS certificate NOT reloaded"), "{log}");
-    assert!(!log.contains("BEGIN PRIVATE KEY"), "a key never reaches the log");
+    assert!(
+        !log.contains("BEGIN PRIVATE KEY"),
+        "a key never reaches the log"
+    );
     assert_eq!(presented(port, &pki.ca_pem), renewed.sha256);
-    let v = probe(port, &["--ca", pki.ca_pem.to_str().unwrap(), "--mode", "binding"]);
+    let v = probe(
+        port,
+        &["--ca", pki.ca_pem.to_str().unwrap(), "--mode", "binding"],
+    );
     assert_eq!(v["answer"], "binding success", "{v}");
 }
 
@@ -446,14 +527,21 @@ fn a_thousand_half_open_connections_do_not_stop_a_real_client() {
     // A real client from another source allocates and relays while they are held open.
     let peer = Peer::start(LOCALHOST_V4);
     let n = N.to_string();
-    uclient(&to_peer(tls.port(), &peer, &["-t", "-S", "-c", "-n", &n, "-m", "1"]))
-        .assert_relayed(N, &server);
+    uclient(&to_peer(
+        tls.port(),
+        &peer,
+        &["-t", "-S", "-c", "-n", &n, "-m", "1"],
+    ))
+    .assert_relayed(N, &server);
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "the check below needs the attackers inside their handshake timeout"
     );
     let still_open = held.iter().filter(|s| !closed_by_server(s)).count();
-    assert_eq!(still_open, ATTACKERS, "held open until the handshake timeout");
+    assert_eq!(
+        still_open, ATTACKERS,
+        "held open until the handshake timeout"
+    );
     // Then the handshake timeout closes every one of them.
     let deadline = started + Duration::from_secs(8 + 10);
     let mut open = ATTACKERS;
@@ -461,7 +549,10 @@ fn a_thousand_half_open_connections_do_not_stop_a_real_client() {
         std::thread::sleep(Duration::from_millis(250));
         open = held.iter().filter(|s| !closed_by_server(s)).count();
     }
-    assert_eq!(open, 0, "half-open connections outlived the handshake timeout");
+    assert_eq!(
+        open, 0,
+        "half-open connections outlived the handshake timeout"
+    );
 }
 
 #[test]
@@ -477,12 +568,16 @@ fn an_allocation_ends_with_its_tcp_connection() {
     // three runs in a row only work when each run's allocations were released as their
     // connections closed (their lifetime is 10 minutes).
     for _ in 0..3 {
-        uclient(&to_peer(tcp, &peer, &["-t", "-c", "-n", "5", "-m", "1"])).assert_relayed(5, &server);
+        uclient(&to_peer(tcp, &peer, &["-t", "-c", "-n", "5", "-m", "1"]))
+            .assert_relayed(5, &server);
     }
     // Garbage that cannot be framed closes the connection.
     let mut s = TcpStream::connect(server.tcp.unwrap()).unwrap();
     s.write_all(&[0xff; 16]).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 16];
-    assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)), "closed after garbage");
+    assert!(
+        matches!(s.read(&mut buf), Ok(0) | Err(_)),
+        "closed after garbage"
+    );
 }

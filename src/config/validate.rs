@@ -96,7 +96,10 @@ fn validate_connections(config: &Config) -> Result<(), Invalid> {
         return Err(invalid("connections.max_per_ip", "must be greater than 0"));
     }
     for (key, value) in [
-        ("connections.handshake_timeout_secs", c.handshake_timeout_secs),
+        (
+            "connections.handshake_timeout_secs",
+            c.handshake_timeout_secs,
+        ),
         ("connections.idle_timeout_secs", c.idle_timeout_secs),
     ] {
         if value == 0 || value > MAX_CONNECTION_TIMEOUT_SECS {

@@ -72,7 +72,11 @@ mod tests {
         assert_eq!(next_frame(&binding[..20]), Frame::Incomplete(28));
         assert_eq!(next_frame(&binding), Frame::Complete(28));
         binding.extend_from_slice(&[0x40, 0x00]);
-        assert_eq!(next_frame(&binding), Frame::Complete(28), "the next frame waits");
+        assert_eq!(
+            next_frame(&binding),
+            Frame::Complete(28),
+            "the next frame waits"
+        );
         // ChannelData of 5 bytes is padded to 8 over a stream.
         let cd = [0x40, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0];
         assert_eq!(next_frame(&cd[..3]), Frame::Incomplete(4));
@@ -101,6 +105,8 @@ mod tests {
     #[test]
     fn first_byte_demultiplexes() {
         assert!(first_byte_is_stun(0x00) && first_byte_is_stun(0x01) && first_byte_is_stun(0x03));
-        assert!(!first_byte_is_stun(b'G') && !first_byte_is_stun(0x04) && !first_byte_is_stun(0x40));
+        assert!(
+            !first_byte_is_stun(b'G') && !first_byte_is_stun(0x04) && !first_byte_is_stun(0x40)
+        );
     }
 }

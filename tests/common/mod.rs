@@ -243,7 +243,12 @@ impl Conf {
         )
         .unwrap();
         writeln!(t, "\n[log]\nlevel = {:?}", self.log_level).unwrap();
-        writeln!(t, "\n[tls]\nreload_interval_secs = {}", self.tls_reload_secs).unwrap();
+        writeln!(
+            t,
+            "\n[tls]\nreload_interval_secs = {}",
+            self.tls_reload_secs
+        )
+        .unwrap();
         if let Some((cert, key)) = &self.tls_files {
             writeln!(t, "certificate = {:?}\nprivate_key = {:?}", cert, key).unwrap();
         }
@@ -312,8 +317,12 @@ impl Server {
         let udp6 = conf
             .ipv6
             .then(|| SocketAddr::new(LOCALHOST_V6, ports.port(1)));
-        let tcp = conf.tcp.then(|| SocketAddr::new(LOCALHOST_V4, ports.port(2)));
-        let tls = conf.tls.then(|| SocketAddr::new(LOCALHOST_V4, ports.port(3)));
+        let tcp = conf
+            .tcp
+            .then(|| SocketAddr::new(LOCALHOST_V4, ports.port(2)));
+        let tls = conf
+            .tls
+            .then(|| SocketAddr::new(LOCALHOST_V4, ports.port(3)));
         let tls_http = conf
             .tls_http
             .then(|| SocketAddr::new(LOCALHOST_V4, ports.port(4)));

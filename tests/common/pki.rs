@@ -72,4 +72,3 @@ pub fn install(from: &Leaf, to: &Leaf) {
         std::fs::rename(&aside, dst).unwrap();
     }
 }
-

@@ -334,14 +334,20 @@ impl Conn {
     }
 
     /// Starts an outgoing peer connection for a Connect request.
-    fn connect(&mut self, id: ConnectionId, relay: crate::proto::server::RelayId, peer: SocketAddr) {
+    fn connect(
+        &mut self,
+        id: ConnectionId,
+        relay: crate::proto::server::RelayId,
+        peer: SocketAddr,
+    ) {
         match self.relays.connector(relay) {
             Ok(socket) => {
                 self.connects.spawn(async move {
-                    let result = match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(peer)).await {
-                        Ok(r) => r,
-                        Err(_) => Err(io::ErrorKind::TimedOut.into()),
-                    };
+                    let result =
+                        match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(peer)).await {
+                            Ok(r) => r,
+                            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+                        };
                     (id, result)
                 });
             }
@@ -417,7 +423,11 @@ impl Conn {
                 let result = self
                     .core
                     .bind_connection(now(), id, &username)
-                    .and_then(|()| self.pending_peers.remove(&id).ok_or((400, "Unknown CONNECTION-ID")));
+                    .and_then(|()| {
+                        self.pending_peers
+                            .remove(&id)
+                            .ok_or((400, "Unknown CONNECTION-ID"))
+                    });
                 let handover = result.map(|stream| {
                     self.ctx.registry.remove(id);
                     let (close, closed) = oneshot::channel();

@@ -20,7 +20,10 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The placeholder router: `GET /` names the server, `GET /healthz` answers `ok`.
 pub fn placeholder_router() -> Router {
     Router::new()
-        .route("/", get(|| async { "turnpike: STUN/TURN over TLS on this port\n" }))
+        .route(
+            "/",
+            get(|| async { "turnpike: STUN/TURN over TLS on this port\n" }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
 }
 

@@ -121,6 +121,10 @@ mod tests {
         assert_eq!(limits.acquire(b).unwrap_err(), Refused::Total);
         drop(_p4);
         drop(_p3);
-        assert_eq!(limits.state.lock().unwrap().1.len(), 1, "empty sources are removed");
+        assert_eq!(
+            limits.state.lock().unwrap().1.len(),
+            1,
+            "empty sources are removed"
+        );
     }
 }

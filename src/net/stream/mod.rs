@@ -116,7 +116,10 @@ pub fn start(
     if listeners.is_empty() {
         return Ok(None);
     }
-    let certs = if listeners.iter().any(|l| l.transport == ListenTransport::Tls) {
+    let certs = if listeners
+        .iter()
+        .any(|l| l.transport == ListenTransport::Tls)
+    {
         Some(certificates(config)?)
     } else {
         None
@@ -145,9 +148,8 @@ pub fn start(
         tasks: Vec::new(),
     };
     for listen in listeners {
-        let std_listener = bind_tcp(listen.address).with_context(|| {
-            format!("binding {} listener {}", listen.transport, listen.address)
-        })?;
+        let std_listener = bind_tcp(listen.address)
+            .with_context(|| format!("binding {} listener {}", listen.transport, listen.address))?;
         let local = std_listener.local_addr()?;
         let listener = TcpListener::from_std(std_listener)?;
         let kind = match (&certs, listen.transport) {

@@ -309,9 +309,7 @@ impl Server {
                 return Err(match e {
                     RelayOpenError::NoPort => (508, "Insufficient Capacity"),
                     RelayOpenError::FamilyUnsupported => (440, "Address Family not Supported"),
-                    RelayOpenError::TransportUnsupported => {
-                        (442, "Unsupported Transport Protocol")
-                    }
+                    RelayOpenError::TransportUnsupported => (442, "Unsupported Transport Protocol"),
                 });
             }
         };
@@ -392,7 +390,11 @@ impl Server {
     }
 
     /// The allocation of `ft`, checked to belong to the authenticated user (437 / 441).
-    pub(super) fn own_allocation(&mut self, ft: FiveTuple, auth: &Authenticated) -> Result<u32, Reject> {
+    pub(super) fn own_allocation(
+        &mut self,
+        ft: FiveTuple,
+        auth: &Authenticated,
+    ) -> Result<u32, Reject> {
         let slot = *self.by_tuple.get(&ft).ok_or((437, "Allocation Mismatch"))?;
         let alloc = self.allocations[slot as usize]
             .as_mut()

@@ -42,10 +42,7 @@ pub enum TcpEvent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum TcpState {
     /// A Connect request is waiting for the outgoing connection: its answer is owed.
-    Connecting {
-        tid: [u8; 12],
-        fingerprint: bool,
-    },
+    Connecting { tid: [u8; 12], fingerprint: bool },
     /// Connected; waiting for ConnectionBind until `expires`.
     Pending { expires: Instant },
     /// Bound to a client data connection.
@@ -105,7 +102,9 @@ impl Server {
         if alloc.tcp_connections.len() >= max {
             return Err((508, "Insufficient Capacity"));
         }
-        let relay = alloc.relay_for(peer).ok_or((443, "Peer Address Family Mismatch"))?;
+        let relay = alloc
+            .relay_for(peer)
+            .ok_or((443, "Peer Address Family Mismatch"))?;
         let id = self.shared.next_connection_id();
         alloc.tcp_connections.push(TcpConnection {
             id,
@@ -307,7 +306,11 @@ impl Server {
 
     fn find_tcp(&self, id: ConnectionId) -> Option<(usize, usize)> {
         self.allocations.iter().enumerate().find_map(|(slot, a)| {
-            let index = a.as_ref()?.tcp_connections.iter().position(|c| c.id == id)?;
+            let index = a
+                .as_ref()?
+                .tcp_connections
+                .iter()
+                .position(|c| c.id == id)?;
             Some((slot, index))
         })
     }

@@ -77,9 +77,18 @@ fn connect_checks_then_answers_when_the_connection_is_made() {
     assert_eq!(error_code(h.server.reply()), 400, "no XOR-PEER-ADDRESS");
     let (out, _) = request(&mut c, &mut h, method::CONNECT, Some("10.0.0.1:80"), &[]);
     assert_eq!(out, ClientOutput::Reply);
-    assert_eq!(error_code(h.server.reply()), 403, "private peers are denied");
+    assert_eq!(
+        error_code(h.server.reply()),
+        403,
+        "private peers are denied"
+    );
     let (out, tid) = request(&mut c, &mut h, method::CONNECT, Some("192.0.2.9:80"), &[]);
-    let ClientOutput::Connect { id, relay: rid, peer } = out else {
+    let ClientOutput::Connect {
+        id,
+        relay: rid,
+        peer,
+    } = out
+    else {
         panic!("{out:?}");
     };
     assert_eq!(rid, RelayId(relay.port() as u32));
@@ -96,7 +105,10 @@ fn connect_checks_then_answers_when_the_connection_is_made() {
     assert_eq!(msg.method(), method::CONNECT);
     assert_eq!(msg.transaction_id(), tid);
     assert_eq!(connection_id(&answer), Some(id.0));
-    assert!(msg.verify_integrity(&c.key).is_some(), "signed with the allocation's key");
+    assert!(
+        msg.verify_integrity(&c.key).is_some(),
+        "signed with the allocation's key"
+    );
     // A failed connection attempt is 447, and forgotten.
     let (out, _) = request(&mut c, &mut h, method::CONNECT, Some("192.0.2.10:80"), &[]);
     let ClientOutput::Connect { id: id2, .. } = out else {
@@ -105,7 +117,10 @@ fn connect_checks_then_answers_when_the_connection_is_made() {
     assert!(h.server.connect_finished(now, id2, false));
     assert_eq!(error_code(h.server.reply()), 447);
     assert_eq!(h.server.tcp_connection_count(), 1);
-    assert!(!h.server.connect_finished(now, id2, true), "nothing to answer twice");
+    assert!(
+        !h.server.connect_finished(now, id2, true),
+        "nothing to answer twice"
+    );
 }
 
 #[test]
@@ -126,7 +141,13 @@ fn connection_bind_on_a_new_connection_binds_a_pending_id_once() {
     let cid = (attr::CONNECTION_ID, id.0.to_be_bytes().to_vec());
     let first = data.call(&mut d, method::REFRESH, &[]);
     assert_eq!(error_code(&first), 437, "learns the nonce");
-    let (out, tid) = request(&mut data, &mut d, method::CONNECTION_BIND, None, &[cid.clone()]);
+    let (out, tid) = request(
+        &mut data,
+        &mut d,
+        method::CONNECTION_BIND,
+        None,
+        std::slice::from_ref(&cid),
+    );
     assert_eq!(
         out,
         ClientOutput::ConnectionBind {
@@ -161,11 +182,15 @@ fn connection_bind_on_a_new_connection_binds_a_pending_id_once() {
     let (_, _) = request(&mut data, &mut d, method::CONNECTION_BIND, None, &[bad]);
     assert_eq!(error_code(d.server.reply()), 400);
     let mut over_udp = Client::rest(ft("198.51.100.5:3"), "tina", b"new-secret", 86400);
-    let answer = over_udp.call(&mut d, method::CONNECTION_BIND, &[cid.clone()]);
+    let answer = over_udp.call(&mut d, method::CONNECTION_BIND, std::slice::from_ref(&cid));
     assert_eq!(error_code(&answer), 400);
     let (out, _) = request(&mut c, &mut h, method::CONNECTION_BIND, None, &[cid]);
     assert_eq!(out, ClientOutput::Reply);
-    assert_eq!(error_code(h.server.reply()), 400, "the control connection has an allocation");
+    assert_eq!(
+        error_code(h.server.reply()),
+        400,
+        "the control connection has an allocation"
+    );
     // A refusal from the owner is answered as such.
     let mut other = Client::with_password(tcp_ft("198.51.100.5:4"), &c.username, "unused");
     other.key = c.key;
@@ -174,9 +199,18 @@ fn connection_bind_on_a_new_connection_binds_a_pending_id_once() {
     let unknown = (attr::CONNECTION_ID, 77u32.to_be_bytes().to_vec());
     let first = other.call(&mut e, method::REFRESH, &[]);
     assert_eq!(error_code(&first), 437);
-    let (out, _) = request(&mut other, &mut e, method::CONNECTION_BIND, None, &[unknown]);
+    let (out, _) = request(
+        &mut other,
+        &mut e,
+        method::CONNECTION_BIND,
+        None,
+        &[unknown],
+    );
     assert!(matches!(out, ClientOutput::ConnectionBind { .. }));
-    assert!(e.server.finish_connection_bind(Err((400, "Unknown CONNECTION-ID"))));
+    assert!(
+        e.server
+            .finish_connection_bind(Err((400, "Unknown CONNECTION-ID")))
+    );
     assert_eq!(error_code(e.server.reply()), 400);
 }
 
@@ -187,7 +221,11 @@ fn peers_connecting_in_need_a_permission_and_expire_unbound() {
     let rid = RelayId(relay.port() as u32);
     let peer: SocketAddr = "192.0.2.20:40000".parse().unwrap();
     let now = h.now();
-    assert_eq!(h.server.peer_connected(now, rid, peer), None, "no permission");
+    assert_eq!(
+        h.server.peer_connected(now, rid, peer),
+        None,
+        "no permission"
+    );
     assert_eq!(permit(&mut c, &mut h, &["192.0.2.20:1"]), 0);
     let now = h.now();
     let id = h.server.peer_connected(now, rid, peer).expect("permitted");
@@ -247,7 +285,10 @@ fn connections_are_bounded_and_end_with_their_allocation() {
     assert_eq!(h.server.tcp_connection_count(), 1);
     // Deleting the allocation closes every connection it still has.
     let lifetime0 = (attr::LIFETIME, vec![0, 0, 0, 0]);
-    assert_eq!(error_code(&c.call(&mut h, method::REFRESH, &[lifetime0])), 0);
+    assert_eq!(
+        error_code(&c.call(&mut h, method::REFRESH, &[lifetime0])),
+        0
+    );
     assert_eq!(h.server.poll_tcp_event(), Some(TcpEvent::Close(ids[1])));
     assert_eq!(h.server.poll_tcp_event(), None);
     assert_eq!(h.server.allocation_count(), 0);
