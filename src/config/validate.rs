@@ -158,6 +158,22 @@ fn validate_listeners(config: &Config) -> Result<(), Invalid> {
                 "only a TLS listener can share its port with HTTPS (transport = \"tls\")",
             ));
         }
+        let stream = listener.transport != ListenTransport::Udp;
+        if stream
+            && config.listen[..index].iter().any(|other| {
+                other.transport != ListenTransport::Udp
+                    && other.transport != listener.transport
+                    && other.address == listener.address
+            })
+        {
+            return Err(invalid(
+                key,
+                format!(
+                    "{} is both a TCP and a TLS listener; they need different ports",
+                    listener.address
+                ),
+            ));
+        }
         if !seen.insert((listener.transport, listener.address)) {
             return Err(invalid(
                 key,

@@ -83,9 +83,12 @@ pub fn datagram(data: &[u8]) {
         if rest.is_empty() {
             break;
         }
-        let n = crate::proto::stun::framed_len(rest)
-            .unwrap_or(rest.len())
-            .clamp(1, rest.len());
+        // Framed as the TCP/TLS listeners frame a stream (a piece that cannot be framed, or
+        // is incomplete, is fed whole).
+        let n = match crate::proto::framing::next_frame(rest) {
+            crate::proto::framing::Frame::Complete(n) => n,
+            _ => rest.len(),
+        };
         let (piece, tail) = rest.split_at(n);
         core.handle_client(now, tcp, piece, &mut io);
         rest = tail;
