@@ -512,13 +512,22 @@ fn per_user_quota_gets_486_and_is_released_on_delete() {
 }
 
 #[test]
-fn tcp_requested_transport_gets_442() {
+fn tcp_requested_transport_over_udp_gets_400_and_other_protocols_442() {
     let server = Server::start(Conf::default());
     let client = Client::new(server.udp);
     let auth = rest_auth(&client, "alice", &server);
+    // RFC 6062 §5.1: TCP relays are asked for over TCP or TLS only.
     let answer = client.transact(
         &request(ALLOCATE, Some(&auth), |m, _| {
             add(m, &RequestedTransport::new(RequestedTransport::TCP))
+        }),
+        &server,
+    );
+    expect_error(&answer, ALLOCATE, 400, &server);
+    // SCTP (132) is not a relay transport turnpike offers.
+    let answer = client.transact(
+        &request(ALLOCATE, Some(&auth), |m, _| {
+            add(m, &RequestedTransport::new(132))
         }),
         &server,
     );
