@@ -169,6 +169,18 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
 
     // Bind the first worker's sockets first: a port of 0 then resolves to the port the others
     // share.
+    // SO_REUSEPORT lets any process of the same user join our listener group and silently take
+    // a share of the traffic (a second turnpike started by mistake, say). Probe each address
+    // with a plain bind first, so that an address already in use fails loudly instead.
+    for addr in udp.iter().filter(|a| a.port() != 0) {
+        let opts = UdpOptions {
+            reuse_port: false,
+            buffer_bytes: 0,
+            dont_fragment: false,
+        };
+        bind_udp(*addr, opts)
+            .with_context(|| format!("UDP listener {addr} is already in use by another process"))?;
+    }
     let mut bound: Vec<SocketAddr> = udp.clone();
     let mut per_worker: Vec<Vec<std::net::UdpSocket>> = Vec::with_capacity(workers);
     for _ in 0..workers {
