@@ -96,6 +96,14 @@ impl RecvBatch {
     /// Receives up to `capacity` datagrams without blocking. Returns how many arrived
     /// (`Err(WouldBlock)` when none).
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        let offset = self.offset;
+        self.recv_at(fd, offset)
+    }
+
+    /// Like [`RecvBatch::recv`], placing datagrams at `offset` into their slots this time (the
+    /// slot is returned whole by [`RecvBatch::slot`]; the datagram starts at `offset`).
+    pub fn recv_at(&mut self, fd: RawFd, offset: usize) -> io::Result<usize> {
+        let offset = offset.min(self.slot_size);
         let n = self.capacity();
         let mut iovs: [MaybeUninit<libc::iovec>; MAX_BATCH] =
             [const { MaybeUninit::uninit() }; MAX_BATCH];
@@ -105,10 +113,10 @@ impl RecvBatch {
         let base = self.bufs.as_mut_ptr();
         for i in 0..n {
             // SAFETY: slot i lies within `bufs` (count * slot_size bytes).
-            let start = unsafe { base.add(i * self.slot_size + self.offset) };
+            let start = unsafe { base.add(i * self.slot_size + offset) };
             iovs[i].write(libc::iovec {
                 iov_base: start as *mut libc::c_void,
-                iov_len: self.slot_size - self.offset,
+                iov_len: self.slot_size - offset,
             });
             hdrs[i].msg_hdr.msg_iov = iovs[i].as_mut_ptr();
             hdrs[i].msg_hdr.msg_iovlen = 1;
@@ -198,6 +206,11 @@ impl SendBatch {
         self.addrs[i] = to_sockaddr(to);
         self.queued += 1;
         true
+    }
+
+    /// Drops everything queued.
+    pub fn clear(&mut self) {
+        self.queued = 0;
     }
 
     /// Sends everything queued on `fd`; datagrams the kernel refuses (a full buffer) are

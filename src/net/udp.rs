@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::batch::{RecvBatch, SendBatch};
 use super::relay::{RELAY_TOKEN_BASE, RelaySet};
 use crate::proto::Transport;
 use crate::proto::server::{
@@ -24,6 +26,10 @@ const WAKER_TOKEN: Token = Token(RELAY_TOKEN_BASE - 1);
 const READ_BUDGET: usize = 256;
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65535;
+/// Datagrams per recvmmsg/sendmmsg.
+const BATCH: usize = 32;
+/// A receive slot: room for headers in front, the largest datagram, padding after.
+const SLOT: usize = PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM;
 
 /// Shared between a worker and the service.
 #[derive(Debug, Default)]
@@ -54,7 +60,10 @@ pub struct UdpWorker {
     relays: RelaySet,
     core: Server,
     handle: Arc<WorkerHandle>,
-    buf: Box<[u8]>,
+    /// Datagrams from clients (at offset 0) and from peers (at PEER_HEADROOM).
+    recv: RecvBatch,
+    /// Datagrams for one socket, sent with one sendmmsg.
+    send: SendBatch,
     /// Sockets whose read budget ran out with data possibly left: revisited next turn.
     pending: Vec<Token>,
     /// Reused list of sockets to serve this turn.
@@ -85,7 +94,8 @@ impl UdpWorker {
             relays,
             core,
             handle,
-            buf: vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM].into_boxed_slice(),
+            recv: RecvBatch::new(BATCH, SLOT, 0),
+            send: SendBatch::new(BATCH, MAX_DATAGRAM),
             pending: Vec::new(),
             ready: Vec::new(),
         };
@@ -149,72 +159,130 @@ impl UdpWorker {
     /// Reads from a listener until it would block or the budget is spent. Returns true when the
     /// budget ran out (data may be left).
     fn drain_listener(&mut self, index: usize) -> bool {
-        let Some((local, _)) = self.listeners.get(index) else {
+        let Some((local, listener)) = self.listeners.get(index) else {
             return false;
         };
-        let local = *local;
-        for _ in 0..READ_BUDGET {
-            let (len, client) = match self.listeners[index]
-                .1
-                .recv_from(&mut self.buf[..MAX_DATAGRAM])
-            {
-                Ok(r) => r,
+        let (local, listener_fd) = (*local, listener.as_raw_fd());
+        let mut budget = READ_BUDGET;
+        while budget > 0 {
+            let n = match self.recv.recv(listener_fd) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
                     // ICMP errors surface here on Linux (ECONNREFUSED): not fatal for a listener.
                     tracing::trace!(error = %e, "listener receive error");
+                    budget -= 1;
                     continue;
                 }
             };
-            let ft = FiveTuple {
-                transport: Transport::Udp,
-                client,
-                server: local,
-            };
-            let data = &self.buf[..len];
-            match self.core.handle_client(now(), ft, data, &mut self.relays) {
-                ClientOutput::Nothing => {}
-                ClientOutput::Reply => {
-                    let _ = self.listeners[index].1.send_to(self.core.reply(), client);
-                }
-                ClientOutput::Relay {
-                    relay,
-                    peer,
-                    payload,
-                } => {
-                    if let Some(socket) = self.relays.socket(relay) {
-                        let _ = socket.send_to(&self.buf[payload], peer);
+            budget = budget.saturating_sub(n);
+            let t = now();
+            // Client → peer datagrams leave from relay sockets: consecutive ones for the same
+            // relay go out in one sendmmsg; answers go back on the listener.
+            let mut pending_relay: Option<RelayId> = None;
+            for i in 0..n {
+                let (slot, len, client) = self.recv.slot(i);
+                let Some(client) = client else { continue };
+                let ft = FiveTuple {
+                    transport: Transport::Udp,
+                    client,
+                    server: local,
+                };
+                let data = &slot[..len];
+                match self.core.handle_client(t, ft, data, &mut self.relays) {
+                    ClientOutput::Nothing => {}
+                    ClientOutput::Reply => {
+                        let _ = self.listeners[index].1.send_to(self.core.reply(), client);
+                    }
+                    ClientOutput::Relay {
+                        relay,
+                        peer,
+                        payload,
+                    } => {
+                        if pending_relay.is_some_and(|p| p != relay) || self.send.is_full() {
+                            flush_relay(&mut self.send, &self.relays, pending_relay);
+                        }
+                        pending_relay = Some(relay);
+                        self.send.push(&data[payload], peer);
                     }
                 }
+            }
+            flush_relay(&mut self.send, &self.relays, pending_relay);
+            if n < self.recv.capacity() {
+                return false;
             }
         }
         true
     }
 
-    /// Reads from a relay socket until it would block or the budget is spent.
+    /// Reads from a relay socket until it would block or the budget is spent. Frames for clients
+    /// are queued on the listener and sent in batches.
     fn drain_relay(&mut self, id: RelayId) -> bool {
-        for _ in 0..READ_BUDGET {
-            let Some(socket) = self.relays.socket(id) else {
-                return false;
+        let mut budget = READ_BUDGET;
+        // Frames for clients, batched per listener (almost always a single one).
+        let mut pending_listener: Option<usize> = None;
+        while budget > 0 {
+            let Some(fd) = self.relays.socket(id).map(|s| s.as_raw_fd()) else {
+                break;
             };
-            let (len, peer) = match socket
-                .recv_from(&mut self.buf[PEER_HEADROOM..PEER_HEADROOM + MAX_DATAGRAM])
-            {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(_) => continue,
-            };
-            let t = Instant::now();
-            if let PeerOutput::ToClient { five_tuple, frame } =
-                self.core.handle_peer(t, id, peer, &mut self.buf, len)
-            {
-                if let Some((_, listener)) =
-                    self.listeners.iter().find(|(a, _)| *a == five_tuple.server)
-                {
-                    let _ = listener.send_to(&self.buf[frame], five_tuple.client);
+            let n = match self.recv.recv_at(fd, PEER_HEADROOM) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    budget -= 1;
+                    continue;
                 }
+            };
+            budget = budget.saturating_sub(n);
+            let t = Instant::now();
+            for i in 0..n {
+                let (slot, len, peer) = self.recv.slot(i);
+                let Some(peer) = peer else { continue };
+                let PeerOutput::ToClient { five_tuple, frame } =
+                    self.core.handle_peer(t, id, peer, slot, len)
+                else {
+                    continue;
+                };
+                let Some(li) = self
+                    .listeners
+                    .iter()
+                    .position(|(a, _)| *a == five_tuple.server)
+                else {
+                    continue;
+                };
+                if pending_listener.is_some_and(|p| p != li) || self.send.is_full() {
+                    flush_listener(&mut self.send, &self.listeners, pending_listener);
+                }
+                pending_listener = Some(li);
+                self.send.push(&slot[frame], five_tuple.client);
+            }
+            if n < self.recv.capacity() {
+                break;
             }
         }
-        true
+        flush_listener(&mut self.send, &self.listeners, pending_listener);
+        budget == 0
+    }
+}
+
+fn flush_relay(send: &mut SendBatch, relays: &RelaySet, relay: Option<RelayId>) {
+    match relay.and_then(|r| relays.socket(r)) {
+        Some(socket) => {
+            send.flush(socket.as_raw_fd());
+        }
+        None => send.clear(),
+    }
+}
+
+fn flush_listener(
+    send: &mut SendBatch,
+    listeners: &[(SocketAddr, UdpSocket)],
+    index: Option<usize>,
+) {
+    match index.and_then(|i| listeners.get(i)) {
+        Some((_, socket)) => {
+            send.flush(socket.as_raw_fd());
+        }
+        None => send.clear(),
     }
 }
