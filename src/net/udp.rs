@@ -62,8 +62,13 @@ pub struct UdpWorker {
     handle: Arc<WorkerHandle>,
     /// Datagrams from clients (at offset 0) and from peers (at PEER_HEADROOM).
     recv: RecvBatch,
-    /// Datagrams for one socket, sent with one sendmmsg.
-    send: SendBatch,
+    /// Datagrams for one relay socket (to peers), sent with one sendmmsg.
+    to_peers: SendBatch,
+    /// Frames for clients, gathered from every relay socket served in a loop turn and sent
+    /// with one sendmmsg per listener at the end of the turn (or when full).
+    to_clients: SendBatch,
+    /// The listener `to_clients` is for.
+    to_clients_on: Option<usize>,
     /// Sockets whose read budget ran out with data possibly left: revisited next turn.
     pending: Vec<Token>,
     /// Reused list of sockets to serve this turn.
@@ -95,7 +100,9 @@ impl UdpWorker {
             core,
             handle,
             recv: RecvBatch::new(BATCH, SLOT, 0),
-            send: SendBatch::new(BATCH, MAX_DATAGRAM),
+            to_peers: SendBatch::new(BATCH, MAX_DATAGRAM),
+            to_clients: SendBatch::new(BATCH, MAX_DATAGRAM + PEER_HEADROOM),
+            to_clients_on: None,
             pending: Vec::new(),
             ready: Vec::new(),
         };
@@ -146,6 +153,11 @@ impl UdpWorker {
                 }
             }
             self.ready = ready;
+            flush_listener(
+                &mut self.to_clients,
+                &self.listeners,
+                self.to_clients_on.take(),
+            );
             let t = now();
             self.core.handle_timeout(t, &mut self.relays);
             self.handle
@@ -199,15 +211,15 @@ impl UdpWorker {
                         peer,
                         payload,
                     } => {
-                        if pending_relay.is_some_and(|p| p != relay) || self.send.is_full() {
-                            flush_relay(&mut self.send, &self.relays, pending_relay);
+                        if pending_relay.is_some_and(|p| p != relay) || self.to_peers.is_full() {
+                            flush_relay(&mut self.to_peers, &self.relays, pending_relay);
                         }
                         pending_relay = Some(relay);
-                        self.send.push(&data[payload], peer);
+                        self.to_peers.push(&data[payload], peer);
                     }
                 }
             }
-            flush_relay(&mut self.send, &self.relays, pending_relay);
+            flush_relay(&mut self.to_peers, &self.relays, pending_relay);
             if n < self.recv.capacity() {
                 return false;
             }
@@ -219,8 +231,6 @@ impl UdpWorker {
     /// are queued on the listener and sent in batches.
     fn drain_relay(&mut self, id: RelayId) -> bool {
         let mut budget = READ_BUDGET;
-        // Frames for clients, batched per listener (almost always a single one).
-        let mut pending_listener: Option<usize> = None;
         while budget > 0 {
             let Some(fd) = self.relays.socket(id).map(|s| s.as_raw_fd()) else {
                 break;
@@ -250,17 +260,16 @@ impl UdpWorker {
                 else {
                     continue;
                 };
-                if pending_listener.is_some_and(|p| p != li) || self.send.is_full() {
-                    flush_listener(&mut self.send, &self.listeners, pending_listener);
+                if self.to_clients_on.is_some_and(|p| p != li) || self.to_clients.is_full() {
+                    flush_listener(&mut self.to_clients, &self.listeners, self.to_clients_on);
                 }
-                pending_listener = Some(li);
-                self.send.push(&slot[frame], five_tuple.client);
+                self.to_clients_on = Some(li);
+                self.to_clients.push(&slot[frame], five_tuple.client);
             }
             if n < self.recv.capacity() {
                 break;
             }
         }
-        flush_listener(&mut self.send, &self.listeners, pending_listener);
         budget == 0
     }
 }

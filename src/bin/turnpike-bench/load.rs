@@ -171,7 +171,7 @@ fn setup(
     secret: &str,
     peer: SocketAddr,
     client_ip: IpAddr,
-) -> anyhow::Result<Vec<Session>> {
+) -> anyhow::Result<(Vec<Session>, Auth)> {
     let cred = turnpike::proto::credentials::mint(
         secret.as_bytes(),
         "bench",
@@ -250,7 +250,7 @@ fn setup(
             next_due: now,
         });
     }
-    Ok(sessions)
+    Ok((sessions, auth))
 }
 
 /// Extracts the payload of a datagram a client received.
@@ -279,7 +279,7 @@ pub fn run(
         spec.size >= 16,
         "payloads carry a 16-byte stamp: use --size 16 or more"
     );
-    let mut sessions = setup(spec, server, secret, peer, client_ip)?;
+    let (mut sessions, mut auth) = setup(spec, server, secret, peer, client_ip)?;
     let mut poll = Poll::new()?;
     for (i, s) in sessions.iter().enumerate() {
         poll.registry().register(
@@ -404,6 +404,12 @@ pub fn run(
         }
     }
     result.lost = result.sent.saturating_sub(received);
+    if !spec.raw {
+        for s in &sessions {
+            s.sock.set_nonblocking(false)?;
+            let _ = turn::release(&s.sock, server, &mut auth);
+        }
+    }
     rtts.sort_unstable();
     let pct = |p: f64| {
         rtts.get(((rtts.len() as f64 * p) as usize).min(rtts.len().saturating_sub(1)))

@@ -165,7 +165,8 @@ fn start(kind: Kind, index: u16, workers: usize, peer: &EchoPeer) -> anyhow::Res
     })
 }
 
-fn measure(t: &Target, spec: &LoadSpec, peer: &EchoPeer) -> anyhow::Result<LoadResult> {
+fn measure(t: &mut Target, spec: &LoadSpec, peer: &EchoPeer) -> anyhow::Result<LoadResult> {
+    t.server.check_alive()?;
     let mut spec = spec.clone();
     spec.raw = t.kind == Kind::Forwarder;
     let pid = t.server.pid;
@@ -229,9 +230,9 @@ fn main() -> anyhow::Result<()> {
         } => forwarder::run(listen, to, workers),
         Command::Run { server, load } => {
             let peer = EchoPeer::start(ip(PEER_IP))?;
-            let target = start(server, 0, load.workers, &peer)?;
+            let mut target = start(server, 0, load.workers, &peer)?;
             let spec = spec_of(&load, load.sessions_n, load.size, load.carrier);
-            let r = measure(&target, &spec, &peer)?;
+            let r = measure(&mut target, &spec, &peer)?;
             print_result(server, &r);
             Ok(())
         }
@@ -250,7 +251,7 @@ fn main() -> anyhow::Result<()> {
             duration,
         } => {
             let peer = EchoPeer::start(ip(PEER_IP))?;
-            let target = start(server, 0, 0, &peer)?;
+            let mut target = start(server, 0, 0, &peer)?;
             let pid = target.server.pid;
             let client_ips: Vec<IpAddr> = (2..=8).map(|i| IpAddr::from([127, 0, 0, i])).collect();
             let (r, _held) = alloc::run(target.listen, SECRET, count, &client_ips, &|| {
@@ -277,7 +278,7 @@ fn main() -> anyhow::Result<()> {
                     workers: 0,
                 };
                 let res = measure(
-                    &target,
+                    &mut target,
                     &spec_of(&args, then_sessions, 100, Carrier::Channel),
                     &peer,
                 )?;
@@ -299,7 +300,7 @@ fn compare(
     load: &LoadArgs,
 ) -> anyhow::Result<()> {
     let peer = EchoPeer::start(ip(PEER_IP))?;
-    let targets: Vec<Target> = servers
+    let mut targets: Vec<Target> = servers
         .iter()
         .enumerate()
         .map(|(i, k)| start(*k, i as u16, load.workers, &peer))
@@ -317,7 +318,7 @@ fn compare(
                 let mut totals: Vec<(u64, f64, u64, u64, Vec<u64>)> =
                     vec![(0, 0.0, 0, 0, Vec::new()); targets.len()];
                 for _ in 0..rounds {
-                    for (i, t) in targets.iter().enumerate() {
+                    for (i, t) in targets.iter_mut().enumerate() {
                         if t.kind == Kind::Forwarder
                             && (carrier == Carrier::Send || load.relay_to_relay)
                         {
@@ -399,7 +400,7 @@ fn compare(
 
 fn smoke() -> anyhow::Result<()> {
     let peer = EchoPeer::start(ip(PEER_IP))?;
-    let target = start(Kind::Turnpike, 0, 2, &peer)?;
+    let mut target = start(Kind::Turnpike, 0, 2, &peer)?;
     for (carrier, r2r) in [
         (Carrier::Channel, false),
         (Carrier::Send, false),
@@ -415,7 +416,7 @@ fn smoke() -> anyhow::Result<()> {
             relay_to_relay: r2r,
             workers: 2,
         };
-        let r = measure(&target, &spec_of(&args, 10, 200, carrier), &peer)?;
+        let r = measure(&mut target, &spec_of(&args, 10, 200, carrier), &peer)?;
         print_result(Kind::Turnpike, &r);
         if r.delivered == 0
             || r.lost != 0

@@ -47,6 +47,25 @@ pub struct ServerSpec {
     pub forward_to: Option<SocketAddr>,
 }
 
+impl Server {
+    /// Fails with the server's log when the process has exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+            bail!(
+                "server exited ({status}); its log ends with:\n{}",
+                tail(&log, 20)
+            );
+        }
+        Ok(())
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// A running server; killed on drop.
 pub struct Server {
     /// Its process.

@@ -170,3 +170,16 @@ pub fn send_indication(out: &mut Vec<u8>, peer: SocketAddr, payload: &[u8]) {
     w.xor_addr(attr::XOR_PEER_ADDRESS, peer)
         .attr(attr::DATA, payload);
 }
+
+/// Deletes the allocation (Refresh with LIFETIME 0), so that a later run reusing the same
+/// local port does not meet it (437).
+pub fn release(sock: &UdpSocket, server: SocketAddr, auth: &mut Auth) -> anyhow::Result<()> {
+    transact(
+        sock,
+        server,
+        auth,
+        method::REFRESH,
+        &[(attr::LIFETIME, vec![0, 0, 0, 0])],
+    )
+    .map(|_| ())
+}

@@ -252,13 +252,17 @@ pub struct Server {
     limiter: SourceLimiter,
     allocations: Vec<Option<Allocation>>,
     free_slots: Vec<u32>,
-    by_tuple: HashMap<FiveTuple, u32>,
-    by_relay: HashMap<RelayId, u32>,
+    /// Allocation slots by client 5-tuple and by relay socket: looked up once per relayed
+    /// packet, so hashed with foldhash (fast, randomly seeded) rather than SipHash.
+    by_tuple: HashMap<FiveTuple, u32, FastHash>,
+    by_relay: HashMap<RelayId, u32, FastHash>,
     reply: Vec<u8>,
     next_sweep: Instant,
     indication_counter: u64,
     stats: Stats,
 }
+
+type FastHash = foldhash::fast::RandomState;
 
 /// How often expired allocations, permissions and channels are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -278,8 +282,8 @@ impl Server {
             limiter,
             allocations: Vec::new(),
             free_slots: Vec::new(),
-            by_tuple: HashMap::new(),
-            by_relay: HashMap::new(),
+            by_tuple: HashMap::default(),
+            by_relay: HashMap::default(),
             reply: Vec::with_capacity(256),
             next_sweep: now + SWEEP_INTERVAL,
             indication_counter: 0,
