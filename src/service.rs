@@ -17,8 +17,9 @@ use crate::config::{Config, ListenTransport};
 use crate::net::addr::first_interface_address;
 use crate::net::ports::PortPool;
 use crate::net::relay::{RelayAddresses, RelaySet};
+use crate::net::shortcut::{Handoffs, RelayDirectory};
 use crate::net::socket::{UdpOptions, bind_udp};
-use crate::net::udp::{UdpWorker, WorkerHandle};
+use crate::net::udp::{UdpWorker, WAKER_TOKEN, WorkerHandle, WorkerShared};
 use crate::proto::nonce::NonceKey;
 use crate::proto::server::{Authenticator, Limits, Server, Settings, Shared};
 
@@ -203,24 +204,50 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         workers: Vec::new(),
         bound: bound.clone(),
     };
-    for (index, sockets) in per_worker.into_iter().enumerate() {
+    let own_ips: Vec<IpAddr> = [relay_addrs.advertised_v4, relay_addrs.advertised_v6]
+        .into_iter()
+        .flatten()
+        .collect();
+    let directory = Arc::new(RelayDirectory::new(own_ips));
+    let handoffs = Arc::new(Handoffs::new(workers, HANDOFF_DEPTH));
+    let mut polls = Vec::with_capacity(workers);
+    let mut wakers = Vec::with_capacity(workers);
+    for _ in 0..workers {
         let poll = Poll::new().context("creating an event loop")?;
+        wakers.push(Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?));
+        polls.push(poll);
+    }
+    let wakers = Arc::new(wakers);
+    for (index, (sockets, poll)) in per_worker.into_iter().zip(polls).enumerate() {
         let registry = poll.registry().try_clone()?;
-        let relays = RelaySet::new(registry, pool.clone(), relay_addrs.clone(), buffer_bytes);
+        let relays = RelaySet::new(
+            registry,
+            pool.clone(),
+            relay_addrs.clone(),
+            buffer_bytes,
+            directory.clone(),
+            index,
+        );
         let core = Server::new(
             settings(config, &relay_addrs, nonce_key),
             shared.clone(),
             Instant::now(),
         );
         let handle = Arc::new(WorkerHandle::default());
-        let (worker, waker) = UdpWorker::new(poll, sockets, relays, core, handle.clone())?;
+        let with_others = WorkerShared {
+            index,
+            directory: directory.clone(),
+            handoffs: handoffs.clone(),
+            wakers: wakers.clone(),
+        };
+        let worker = UdpWorker::new(poll, sockets, relays, core, handle.clone(), with_others)?;
         let thread = std::thread::Builder::new()
             .name(format!("turnpike-udp-{index}"))
             .spawn(move || worker.run())
             .context("starting a worker thread")?;
         running.workers.push(WorkerThread {
             handle,
-            waker,
+            waker: wakers[index].clone(),
             thread: Some(thread),
         });
     }
@@ -236,6 +263,10 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     Ok(running)
 }
+
+/// Packets in flight per worker inbox for the relay-to-relay short-circuit (each holds a 2 KiB
+/// pooled buffer).
+const HANDOFF_DEPTH: usize = 1024;
 
 /// Where relay sockets bind and what is advertised, from `[relay]`.
 fn relay_addresses(config: &Config) -> RelayAddresses {

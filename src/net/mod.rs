@@ -8,5 +8,6 @@ pub mod addr;
 pub mod batch;
 pub mod ports;
 pub mod relay;
+pub mod shortcut;
 pub mod socket;
 pub mod udp;

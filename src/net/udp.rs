@@ -14,13 +14,15 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::batch::{RecvBatch, SendBatch};
 use super::relay::{RELAY_TOKEN_BASE, RelaySet};
+use super::shortcut::{HANDOFF_SLOT, Handoff, Handoffs, RelayDirectory};
 use crate::proto::Transport;
 use crate::proto::server::{
     ClientOutput, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerOutput, RelayId, Server,
 };
 
-/// Token of the waker that interrupts the loop (shutdown).
-const WAKER_TOKEN: Token = Token(RELAY_TOKEN_BASE - 1);
+/// Token of the waker that interrupts the loop (shutdown, or packets handed over by another
+/// worker).
+pub const WAKER_TOKEN: Token = Token(RELAY_TOKEN_BASE - 1);
 /// At most this many datagrams are read from one socket per readiness event before the loop
 /// serves the others; the socket is then revisited without waiting for a new event.
 const READ_BUDGET: usize = 256;
@@ -73,6 +75,30 @@ pub struct UdpWorker {
     pending: Vec<Token>,
     /// Reused list of sockets to serve this turn.
     ready: Vec<Token>,
+    /// This worker's index among the workers.
+    index: usize,
+    /// Who owns which relayed address (relay-to-relay short-circuit).
+    directory: Arc<RelayDirectory>,
+    /// In-memory hand-off of packets between workers.
+    handoffs: Arc<Handoffs>,
+    /// Every worker's waker, to announce a hand-off.
+    wakers: Arc<Vec<Arc<Waker>>>,
+    /// Workers to wake at the end of this turn (bit i = worker i).
+    to_wake: u64,
+    /// Short-circuited packets for this worker's own allocations, delivered after the batch.
+    local: Vec<Handoff>,
+}
+
+/// What a worker shares with the others.
+pub struct WorkerShared {
+    /// This worker's index.
+    pub index: usize,
+    /// Relay ownership.
+    pub directory: Arc<RelayDirectory>,
+    /// Hand-off queues and buffers.
+    pub handoffs: Arc<Handoffs>,
+    /// All workers' wakers (indexed like the workers).
+    pub wakers: Arc<Vec<Arc<Waker>>>,
 }
 
 impl UdpWorker {
@@ -83,8 +109,8 @@ impl UdpWorker {
         relays: RelaySet,
         core: Server,
         handle: Arc<WorkerHandle>,
-    ) -> io::Result<(Self, Arc<Waker>)> {
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
+        shared: WorkerShared,
+    ) -> io::Result<Self> {
         let mut registered = Vec::with_capacity(listeners.len());
         for (i, socket) in listeners.into_iter().enumerate() {
             let addr = socket.local_addr()?;
@@ -105,8 +131,14 @@ impl UdpWorker {
             to_clients_on: None,
             pending: Vec::new(),
             ready: Vec::new(),
+            index: shared.index,
+            directory: shared.directory,
+            handoffs: shared.handoffs,
+            wakers: shared.wakers,
+            to_wake: 0,
+            local: Vec::with_capacity(BATCH),
         };
-        Ok((worker, waker))
+        Ok(worker)
     }
 
     /// Runs until the handle's `stop` is set, then ends every allocation.
@@ -117,7 +149,7 @@ impl UdpWorker {
             self.handle
                 .heartbeat_ms
                 .store(t.unix * 1000, Ordering::Relaxed);
-            let timeout = if self.pending.is_empty() {
+            let timeout = if self.pending.is_empty() && self.handoffs.going_to_sleep(self.index) {
                 self.core
                     .poll_timeout()
                     .saturating_duration_since(t.instant)
@@ -125,12 +157,15 @@ impl UdpWorker {
             } else {
                 Duration::ZERO
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            let polled = self.poll.poll(&mut events, Some(timeout));
+            self.handoffs.woke_up(self.index);
+            if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "event loop failed");
                     break;
                 }
             }
+            self.deliver_handoffs();
             let mut ready = std::mem::take(&mut self.ready);
             ready.clear();
             ready.append(&mut self.pending);
@@ -158,6 +193,7 @@ impl UdpWorker {
                 &self.listeners,
                 self.to_clients_on.take(),
             );
+            self.wake_others();
             let t = now();
             self.core.handle_timeout(t, &mut self.relays);
             self.handle
@@ -211,6 +247,38 @@ impl UdpWorker {
                         peer,
                         payload,
                     } => {
+                        // To one of our own relayed addresses: hand it over in memory.
+                        let own = self
+                            .directory
+                            .owner(peer)
+                            .zip(self.relays.advertised(relay));
+                        if let Some((owner, from)) = own {
+                            let len = payload.len();
+                            let fits = PEER_HEADROOM + len + PEER_TAILROOM <= HANDOFF_SLOT;
+                            if let Some(mut buf) = fits.then(|| self.handoffs.buffer()).flatten() {
+                                buf[PEER_HEADROOM..PEER_HEADROOM + len]
+                                    .copy_from_slice(&data[payload.clone()]);
+                                let item = Handoff {
+                                    to: peer,
+                                    from,
+                                    len,
+                                    buf,
+                                };
+                                if owner == self.index {
+                                    self.local.push(item);
+                                    continue;
+                                }
+                                match self.handoffs.send(owner, item) {
+                                    Ok(wake) => {
+                                        if wake {
+                                            self.to_wake |= 1 << (owner % 64);
+                                        }
+                                        continue;
+                                    }
+                                    Err(item) => self.handoffs.recycle(item.buf),
+                                }
+                            }
+                        }
                         if pending_relay.is_some_and(|p| p != relay) || self.to_peers.is_full() {
                             flush_relay(&mut self.to_peers, &self.relays, pending_relay);
                         }
@@ -220,11 +288,57 @@ impl UdpWorker {
                 }
             }
             flush_relay(&mut self.to_peers, &self.relays, pending_relay);
+            let mut local = std::mem::take(&mut self.local);
+            for item in local.drain(..) {
+                self.deliver(t.instant, item);
+            }
+            self.local = local;
             if n < self.recv.capacity() {
                 return false;
             }
         }
         true
+    }
+
+    /// Delivers a short-circuited packet to its allocation here and recycles its buffer.
+    fn deliver(&mut self, now: Instant, mut item: Handoff) {
+        let out = self
+            .core
+            .handle_relayed(now, item.from, item.to, &mut item.buf[..], item.len);
+        if let PeerOutput::ToClient { five_tuple, frame } = out {
+            if let Some(li) = self
+                .listeners
+                .iter()
+                .position(|(a, _)| *a == five_tuple.server)
+            {
+                if self.to_clients_on.is_some_and(|p| p != li) || self.to_clients.is_full() {
+                    flush_listener(&mut self.to_clients, &self.listeners, self.to_clients_on);
+                }
+                self.to_clients_on = Some(li);
+                self.to_clients.push(&item.buf[frame], five_tuple.client);
+            }
+        }
+        self.handoffs.recycle(item.buf);
+    }
+
+    /// Delivers what other workers handed over (bounded by the inbox depth per turn).
+    fn deliver_handoffs(&mut self) {
+        let now = Instant::now();
+        while let Some(item) = self.handoffs.receive(self.index) {
+            self.deliver(now, item);
+        }
+    }
+
+    /// Wakes the workers this turn handed packets to.
+    fn wake_others(&mut self) {
+        let mut mask = std::mem::take(&mut self.to_wake);
+        while mask != 0 {
+            let w = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if let Some(waker) = self.wakers.get(w) {
+                let _ = waker.wake();
+            }
+        }
     }
 
     /// Reads from a relay socket until it would block or the budget is spent. Frames for clients

@@ -147,7 +147,10 @@ struct Target {
 }
 
 fn start(kind: Kind, index: u16, workers: usize, peer: &EchoPeer) -> anyhow::Result<Target> {
-    let port = 24000 + index * 10;
+    // A free port, not a fixed one: other servers (test suites) may run on this machine.
+    let port = std::net::UdpSocket::bind((ip(SERVER_IP), 0))?
+        .local_addr()?
+        .port();
     let lo = 30000 + index * 10000;
     let spec = ServerSpec {
         listen: SocketAddr::new(ip(SERVER_IP), port),

@@ -256,6 +256,8 @@ pub struct Server {
     /// packet, so hashed with foldhash (fast, randomly seeded) rather than SipHash.
     by_tuple: HashMap<FiveTuple, u32, FastHash>,
     by_relay: HashMap<RelayId, u32, FastHash>,
+    /// Relay sockets by their advertised address, for the relay-to-relay short-circuit.
+    by_relay_addr: HashMap<SocketAddr, RelayId, FastHash>,
     reply: Vec<u8>,
     next_sweep: Instant,
     indication_counter: u64,
@@ -284,6 +286,7 @@ impl Server {
             free_slots: Vec::new(),
             by_tuple: HashMap::default(),
             by_relay: HashMap::default(),
+            by_relay_addr: HashMap::default(),
             reply: Vec::with_capacity(256),
             next_sweep: now + SWEEP_INTERVAL,
             indication_counter: 0,
@@ -484,6 +487,39 @@ impl Server {
         }
     }
 
+    /// The relay-to-relay short-circuit: delivers a packet that one of our allocations sent to
+    /// `to`, a relayed address of this core, as if relay socket `to` had received it from `from`
+    /// (the sender's relayed address) through the kernel. Same layout and checks as
+    /// [`Server::handle_peer`], so the receiving allocation's permissions apply.
+    pub fn handle_relayed(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) -> PeerOutput {
+        match self.by_relay_addr.get(&to) {
+            Some(&id) => self.handle_peer(now, id, from, buf, len),
+            None => {
+                self.stats.dropped_no_allocation += 1;
+                PeerOutput::Nothing
+            }
+        }
+    }
+
+    /// The advertised address of relay socket `id`, if it belongs to a live allocation.
+    pub fn relay_addr(&self, id: RelayId) -> Option<SocketAddr> {
+        let slot = *self.by_relay.get(&id)?;
+        let alloc = self.allocations[slot as usize].as_ref()?;
+        alloc
+            .relays
+            .iter()
+            .flatten()
+            .find(|r| r.id == id)
+            .map(|r| r.addr)
+    }
+
     /// Expires allocations, permissions, channels and reservations.
     pub fn handle_timeout(&mut self, now: Now, io: &mut impl RelayIo) {
         if now.instant < self.next_sweep {
@@ -538,6 +574,7 @@ impl Server {
         self.by_tuple.insert(alloc.five_tuple, slot);
         for relay in alloc.relays.iter().flatten() {
             self.by_relay.insert(relay.id, slot);
+            self.by_relay_addr.insert(relay.addr, relay.id);
         }
         self.allocations[slot as usize] = Some(alloc);
         self.stats.allocations_created += 1;
@@ -551,6 +588,7 @@ impl Server {
         self.by_tuple.remove(&alloc.five_tuple);
         for relay in alloc.relays.iter().flatten() {
             self.by_relay.remove(&relay.id);
+            self.by_relay_addr.remove(&relay.addr);
             io.close(relay.id);
         }
         self.shared.quota.release(&alloc.quota_user);
