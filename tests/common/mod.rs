@@ -131,7 +131,7 @@ impl PortBlock {
 /// both REST secrets, the static user, loopback peers denied (the product default).
 #[derive(Clone, Debug)]
 pub struct Conf {
-    /// Also listen on [::1] and relay over IPv6 (bind_ipv6 = "::1").
+    /// Also listen on [::1] (relays are on 127.0.0.1 and ::1 either way).
     pub ipv6: bool,
     /// `peers.allow`: empty means the default policy (loopback denied).
     pub peers_allow: Vec<String>,
@@ -182,10 +182,9 @@ impl Conf {
         for addr in listen {
             writeln!(t, "\n[[listen]]\ntransport = \"udp\"\naddress = \"{addr}\"").unwrap();
         }
-        writeln!(t, "\n[relay]\nbind_ip = \"127.0.0.1\"").unwrap();
-        if self.ipv6 {
-            writeln!(t, "bind_ipv6 = \"::1\"").unwrap();
-        }
+        // Relays on loopback only, IPv6 included (left out, the server would pick an interface
+        // address for IPv6 relays).
+        writeln!(t, "\n[relay]\nbind_ip = \"127.0.0.1\"\nbind_ipv6 = \"::1\"").unwrap();
         writeln!(t, "ports = \"{}-{}\"", relay.start(), relay.end()).unwrap();
         writeln!(t, "\n[auth]\nsecrets = {}", list(&self.secrets)).unwrap();
         let users: Vec<String> = self
@@ -353,6 +352,26 @@ impl Server {
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits (at most `limit`) for the process to exit; `None` when it did
+    /// not (it is then killed).
+    pub fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("poll the server") {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.stop();
+        status
     }
 
     fn stop(&mut self) {
