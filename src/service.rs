@@ -1,6 +1,7 @@
 //! Start-up, signals and shutdown: turns a [`Config`] into bound sockets and running workers,
-//! tells systemd when it is ready, feeds the watchdog while the workers are alive, and stops
-//! cleanly on SIGTERM/SIGINT.
+//! serves the HTTP API (credentials, metrics, health) on a tokio runtime, tells systemd when it
+//! is ready, feeds the watchdog while the workers are alive, and stops cleanly on
+//! SIGTERM/SIGINT.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -14,13 +15,15 @@ use mio::{Poll, Waker};
 use rand::RngCore;
 
 use crate::config::{Config, ListenTransport};
+use crate::http::{self, Health, HttpState};
+use crate::metrics::Metrics;
 use crate::net::addr::first_interface_address;
 use crate::net::ports::PortPool;
 use crate::net::relay::{RelayAddresses, RelaySet};
 use crate::net::socket::{UdpOptions, bind_udp};
 use crate::net::udp::{UdpWorker, WorkerHandle};
 use crate::proto::nonce::NonceKey;
-use crate::proto::server::{Authenticator, Limits, Server, Settings, Shared};
+use crate::proto::server::{Authenticator, Limits, Server, Settings, Shared, Stats};
 
 /// Runs the server with `config` until SIGTERM or SIGINT. Blocks.
 pub fn run(mut config: Config) -> anyhow::Result<()> {
@@ -37,14 +40,57 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
         );
         config.auth.secrets.push(secret);
     }
-    let running = start(&config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // One runtime for the control plane (signals, HTTP); the UDP workers run on their own
+    // threads. Two threads: the API is light, and the cores belong to the workers.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("turnpike-control")
         .enable_all()
         .build()
-        .context("starting the signal runtime")?;
-    runtime.block_on(supervise(&running));
-    running.stop();
-    tracing::info!("stopped");
+        .context("starting the control-plane runtime")?;
+    let outcome = runtime.block_on(serve(config));
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    if outcome.is_ok() {
+        tracing::info!("stopped");
+    }
+    outcome
+}
+
+/// Starts the HTTP API first (so `/healthz` answers and `/readyz` says "starting" while
+/// listeners bind), then the workers; runs until a signal, then drains and stops.
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new(&config.realm));
+    let health = Arc::new(Health::default());
+    let (stop_http, stopped) = tokio::sync::watch::channel(false);
+    if config.http.enabled {
+        let address = config.http.address;
+        let listener = http::bind(address)
+            .with_context(|| format!("binding the HTTP API (http.address) on {address}"))?;
+        let address = listener.local_addr().unwrap_or(address);
+        if !config.http.has_token_auth() {
+            tracing::info!(
+                "no http.api_keys and no http.jwt keys: the credential endpoints refuse every request"
+            );
+        }
+        let state = HttpState::new(&config, metrics.clone(), health.clone());
+        tracing::info!(%address, "HTTP API listening (/metrics, /healthz, /readyz, /api/v1/ice-servers)");
+        tokio::spawn(http::serve(listener, http::router(state), stopped));
+    }
+    let start_config = config.clone();
+    let running = tokio::task::spawn_blocking(move || start(&start_config))
+        .await
+        .context("start-up failed")??;
+    for stats in &running.stats {
+        metrics.register(stats.clone());
+    }
+    metrics.set_port_pool(running.ports.clone());
+    health.set_listening(true);
+    supervise(&running).await;
+    health.set_draining(true);
+    let _ = stop_http.send(true);
+    tokio::task::spawn_blocking(move || running.stop())
+        .await
+        .context("stopping the workers")?;
     Ok(())
 }
 
@@ -60,6 +106,10 @@ pub struct Running {
     workers: Vec<WorkerThread>,
     /// The addresses actually bound (useful when a config asks for port 0).
     pub bound: Vec<SocketAddr>,
+    /// Each worker core's live counters, for the metrics collector.
+    pub stats: Vec<Arc<Stats>>,
+    /// The relay port pool every worker takes from.
+    pub ports: Arc<PortPool>,
 }
 
 impl Running {
@@ -166,6 +216,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     let mut nonce_key = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut nonce_key);
     let buffer_bytes = config.server.socket_buffer_bytes;
+    let bind_retry = Duration::from_secs(config.server.bind_retry_secs);
 
     // Bind the first worker's sockets first: a port of 0 then resolves to the port the others
     // share.
@@ -179,8 +230,8 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
                 buffer_bytes,
                 dont_fragment: false,
             };
-            let socket =
-                bind_udp(*addr, opts).with_context(|| format!("binding UDP listener {addr}"))?;
+            let socket = bind_retrying(*addr, opts, bind_retry)
+                .with_context(|| format!("binding UDP listener {addr}"))?;
             *addr = socket.local_addr()?;
             sockets.push(socket);
         }
@@ -190,6 +241,8 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     let mut running = Running {
         workers: Vec::new(),
         bound: bound.clone(),
+        stats: Vec::new(),
+        ports: pool.clone(),
     };
     for (index, sockets) in per_worker.into_iter().enumerate() {
         let poll = Poll::new().context("creating an event loop")?;
@@ -200,6 +253,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             shared.clone(),
             Instant::now(),
         );
+        running.stats.push(core.stats().clone());
         let handle = Arc::new(WorkerHandle::default());
         let (worker, waker) = UdpWorker::new(poll, sockets, relays, core, handle.clone())?;
         let thread = std::thread::Builder::new()
@@ -223,6 +277,34 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     );
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     Ok(running)
+}
+
+/// Binds a UDP listener, retrying for up to `retry` while the address is in use or not
+/// assigned yet (`server.bind_retry_secs`: at boot the address may come up after us).
+fn bind_retrying(
+    addr: SocketAddr,
+    opts: UdpOptions,
+    retry: Duration,
+) -> std::io::Result<std::net::UdpSocket> {
+    use std::io::ErrorKind;
+    let deadline = Instant::now() + retry;
+    let mut warned = false;
+    loop {
+        match bind_udp(addr, opts) {
+            Ok(socket) => return Ok(socket),
+            Err(e)
+                if matches!(e.kind(), ErrorKind::AddrInUse | ErrorKind::AddrNotAvailable)
+                    && Instant::now() < deadline =>
+            {
+                if !warned {
+                    tracing::warn!(%addr, error = %e, retry_secs = retry.as_secs(), "cannot bind a listener yet; retrying");
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Where relay sockets bind and what is advertised, from `[relay]`.
