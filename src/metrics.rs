@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -95,17 +95,22 @@ where
 {
     let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
     for (labels, value) in samples {
-        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_ref())).collect();
-        let mut sample = metric.encode_family(&labels)?;
         let value: u64 = value.into();
-        match kind {
-            MetricType::Counter => {
-                sample.encode_counter::<NoLabelSet, _, u64>(&value, None)?;
-            }
-            _ => sample.encode_gauge(&(value as i64))?,
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+        if labels.is_empty() {
+            sample(&mut metric, kind, value)?;
+        } else {
+            sample(&mut metric.encode_family(&labels)?, kind, value)?;
         }
     }
     Ok(())
+}
+
+fn sample(metric: &mut MetricEncoder, kind: MetricType, value: u64) -> Result<(), std::fmt::Error> {
+    match kind {
+        MetricType::Counter => metric.encode_counter::<NoLabelSet, _, u64>(&value, None),
+        _ => metric.encode_gauge(&i64::try_from(value).unwrap_or(i64::MAX)),
+    }
 }
 
 impl Collector for Metrics {
