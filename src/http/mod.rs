@@ -78,7 +78,9 @@ pub fn router(state: HttpState) -> Router {
             "/api/v1/ice-servers",
             get(ice::ice_servers).post(ice::ice_servers),
         )
-        .route("/api/v1/turn-credentials", get(ice::turn_credentials));
+        .route("/api/v1/turn-credentials", get(ice::turn_credentials))
+        // Set before the CORS layer so that a preflight (OPTIONS) reaches CORS, not a 405.
+        .method_not_allowed_fallback(error::method_not_allowed);
     if let Some(cors) = cors_layer(&state.cors_origins) {
         credentials = credentials.layer(cors);
     }
