@@ -189,8 +189,10 @@ mod tests {
     const KEY: &str = "key-0123456789abcdef";
 
     fn auth() -> BearerAuth {
-        let mut http = HttpConfig::default();
-        http.api_keys = vec![KEY.into(), "another-key-0123456789".into()];
+        let mut http = HttpConfig {
+            api_keys: vec![KEY.into(), "another-key-0123456789".into()],
+            ..HttpConfig::default()
+        };
         http.jwt.hs256_secrets = vec![HS_SECRET.into()];
         BearerAuth::new(&http)
     }

@@ -312,17 +312,19 @@ mod tests {
 
     #[test]
     fn public_host_replaces_every_host() {
-        let mut config = Config::default();
-        config.listen = vec![
-            Listen {
-                transport: ListenTransport::Udp,
-                address: "0.0.0.0:3478".parse().unwrap(),
-            },
-            Listen {
-                transport: ListenTransport::Tls,
-                address: "0.0.0.0:443".parse().unwrap(),
-            },
-        ];
+        let mut config = Config {
+            listen: vec![
+                Listen {
+                    transport: ListenTransport::Udp,
+                    address: "0.0.0.0:3478".parse().unwrap(),
+                },
+                Listen {
+                    transport: ListenTransport::Tls,
+                    address: "0.0.0.0:443".parse().unwrap(),
+                },
+            ],
+            ..Config::default()
+        };
         assert_eq!(
             uris(&config),
             [

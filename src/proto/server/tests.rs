@@ -11,6 +11,8 @@ use crate::proto::nonce::NonceKey;
 use crate::proto::policy::{Cidr, PeerPolicy};
 use crate::proto::stun::{Integrity, Message, Writer, attr, method};
 
+mod counting;
+
 const REALM: &str = "harness.test";
 const UNIX0: u64 = 1_800_000_000;
 
