@@ -33,6 +33,8 @@ enum Command {
     /// is configured, a random REST secret is generated for this run and logged once, with a
     /// warning. Logs go to standard error; RUST_LOG overrides [log] level. Under systemd
     /// (Type=notify) it reports READY=1 once every listener is bound and feeds the watchdog.
+    /// It also serves the HTTP API ([http], default 127.0.0.1:9641): credentials for WebRTC
+    /// apps (/api/v1/ice-servers), Prometheus metrics (/metrics), /healthz and /readyz.
     Serve {
         /// The configuration file (TOML). Default: the built-in configuration.
         #[arg(short, long, value_name = "FILE", env = "TURNPIKE_CONFIG")]

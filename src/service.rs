@@ -1,6 +1,7 @@
 //! Start-up, signals and shutdown: turns a [`Config`] into bound sockets and running workers,
-//! tells systemd when it is ready, feeds the watchdog while the workers are alive, and stops
-//! cleanly on SIGTERM/SIGINT.
+//! serves the HTTP API (credentials, metrics, health) on a tokio runtime, tells systemd when it
+//! is ready, feeds the watchdog while the workers are alive, and stops cleanly on
+//! SIGTERM/SIGINT.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -14,6 +15,8 @@ use mio::{Poll, Waker};
 use rand::RngCore;
 
 use crate::config::{Config, ListenTransport};
+use crate::http::{self, Health, HttpState};
+use crate::metrics::Metrics;
 use crate::net::addr::first_interface_address;
 use crate::net::ports::PortPool;
 use crate::net::relay::{RelayAddresses, RelaySet};
@@ -21,7 +24,7 @@ use crate::net::shortcut::{Handoffs, RelayDirectory};
 use crate::net::socket::{UdpOptions, bind_udp};
 use crate::net::udp::{UdpWorker, WAKER_TOKEN, WorkerHandle, WorkerShared};
 use crate::proto::nonce::NonceKey;
-use crate::proto::server::{Authenticator, Limits, Server, Settings, Shared};
+use crate::proto::server::{Authenticator, Limits, Server, Settings, Shared, Stats};
 
 /// Runs the server with `config` until SIGTERM or SIGINT. Blocks.
 pub fn run(mut config: Config) -> anyhow::Result<()> {
@@ -38,14 +41,57 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
         );
         config.auth.secrets.push(secret);
     }
-    let running = start(&config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // One runtime for the control plane (signals, HTTP); the UDP workers run on their own
+    // threads. Two threads: the API is light, and the cores belong to the workers.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("turnpike-control")
         .enable_all()
         .build()
-        .context("starting the signal runtime")?;
-    runtime.block_on(supervise(&running));
-    running.stop();
-    tracing::info!("stopped");
+        .context("starting the control-plane runtime")?;
+    let outcome = runtime.block_on(serve(config));
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    if outcome.is_ok() {
+        tracing::info!("stopped");
+    }
+    outcome
+}
+
+/// Starts the HTTP API first (so `/healthz` answers and `/readyz` says "starting" while
+/// listeners bind), then the workers; runs until a signal, then drains and stops.
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new(&config.realm));
+    let health = Arc::new(Health::default());
+    let (stop_http, stopped) = tokio::sync::watch::channel(false);
+    if config.http.enabled {
+        let address = config.http.address;
+        let listener = http::bind(address)
+            .with_context(|| format!("binding the HTTP API (http.address) on {address}"))?;
+        let address = listener.local_addr().unwrap_or(address);
+        if !config.http.has_token_auth() {
+            tracing::info!(
+                "no http.api_keys and no http.jwt keys: the credential endpoints refuse every request"
+            );
+        }
+        let state = HttpState::new(&config, metrics.clone(), health.clone());
+        tracing::info!(%address, "HTTP API listening (/metrics, /healthz, /readyz, /api/v1/ice-servers)");
+        tokio::spawn(http::serve(listener, http::router(state), stopped));
+    }
+    let start_config = config.clone();
+    let running = tokio::task::spawn_blocking(move || start(&start_config))
+        .await
+        .context("start-up failed")??;
+    for stats in &running.stats {
+        metrics.register(stats.clone());
+    }
+    metrics.set_port_pool(running.ports.clone());
+    health.set_listening(true);
+    supervise(&running).await;
+    health.set_draining(true);
+    let _ = stop_http.send(true);
+    tokio::task::spawn_blocking(move || running.stop())
+        .await
+        .context("stopping the workers")?;
     Ok(())
 }
 
@@ -61,6 +107,10 @@ pub struct Running {
     workers: Vec<WorkerThread>,
     /// The addresses actually bound (useful when a config asks for port 0).
     pub bound: Vec<SocketAddr>,
+    /// Each worker core's live counters, for the metrics collector.
+    pub stats: Vec<Arc<Stats>>,
+    /// The relay port pool every worker takes from.
+    pub ports: Arc<PortPool>,
 }
 
 impl Running {
@@ -167,9 +217,8 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     let mut nonce_key = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut nonce_key);
     let buffer_bytes = config.server.socket_buffer_bytes;
+    let bind_retry = Duration::from_secs(config.server.bind_retry_secs);
 
-    // Bind the first worker's sockets first: a port of 0 then resolves to the port the others
-    // share.
     // SO_REUSEPORT lets any process of the same user join our listener group and silently take
     // a share of the traffic (a second turnpike started by mistake, say). Probe each address
     // with a plain bind first, so that an address already in use fails loudly instead.
@@ -179,9 +228,11 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             buffer_bytes: 0,
             dont_fragment: false,
         };
-        bind_udp(*addr, opts)
+        bind_retrying(*addr, opts, bind_retry)
             .with_context(|| format!("UDP listener {addr} is already in use by another process"))?;
     }
+    // Bind the first worker's sockets first: a port of 0 then resolves to the port the others
+    // share.
     let mut bound: Vec<SocketAddr> = udp.clone();
     let mut per_worker: Vec<Vec<std::net::UdpSocket>> = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -192,8 +243,8 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
                 buffer_bytes,
                 dont_fragment: false,
             };
-            let socket =
-                bind_udp(*addr, opts).with_context(|| format!("binding UDP listener {addr}"))?;
+            let socket = bind_retrying(*addr, opts, bind_retry)
+                .with_context(|| format!("binding UDP listener {addr}"))?;
             *addr = socket.local_addr()?;
             sockets.push(socket);
         }
@@ -203,6 +254,8 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     let mut running = Running {
         workers: Vec::new(),
         bound: bound.clone(),
+        stats: Vec::new(),
+        ports: pool.clone(),
     };
     let own_ips: Vec<IpAddr> = [relay_addrs.advertised_v4, relay_addrs.advertised_v6]
         .into_iter()
@@ -233,6 +286,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             shared.clone(),
             Instant::now(),
         );
+        running.stats.push(core.stats().clone());
         let handle = Arc::new(WorkerHandle::default());
         let with_others = WorkerShared {
             index,
@@ -267,6 +321,34 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
 /// Packets in flight per worker inbox for the relay-to-relay short-circuit (each holds a 2 KiB
 /// pooled buffer).
 const HANDOFF_DEPTH: usize = 1024;
+
+/// Binds a UDP listener, retrying for up to `retry` while the address is in use or not
+/// assigned yet (`server.bind_retry_secs`: at boot the address may come up after us).
+fn bind_retrying(
+    addr: SocketAddr,
+    opts: UdpOptions,
+    retry: Duration,
+) -> std::io::Result<std::net::UdpSocket> {
+    use std::io::ErrorKind;
+    let deadline = Instant::now() + retry;
+    let mut warned = false;
+    loop {
+        match bind_udp(addr, opts) {
+            Ok(socket) => return Ok(socket),
+            Err(e)
+                if matches!(e.kind(), ErrorKind::AddrInUse | ErrorKind::AddrNotAvailable)
+                    && Instant::now() < deadline =>
+            {
+                if !warned {
+                    tracing::warn!(%addr, error = %e, retry_secs = retry.as_secs(), "cannot bind a listener yet; retrying");
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 /// Where relay sockets bind and what is advertised, from `[relay]`.
 fn relay_addresses(config: &Config) -> RelayAddresses {

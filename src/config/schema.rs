@@ -33,6 +33,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The HTTP API: credentials endpoint, metrics, health.
+    pub http: super::http::HttpConfig,
 }
 
 impl Default for Config {
@@ -46,6 +48,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             server: ServerConfig::default(),
             log: LogConfig::default(),
+            http: super::http::HttpConfig::default(),
         }
     }
 }
@@ -396,6 +399,9 @@ pub struct ServerConfig {
     pub socket_buffer_bytes: usize,
     /// The SOFTWARE attribute on answers to authenticated requests; `None` sends none.
     pub software: Option<String>,
+    /// How long to keep retrying a client listener address that is in use or not assigned
+    /// yet, in seconds; 0 fails at once.
+    pub bind_retry_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -404,6 +410,7 @@ impl Default for ServerConfig {
             workers: 0,
             socket_buffer_bytes: 4 * 1024 * 1024,
             software: None,
+            bind_retry_secs: 0,
         }
     }
 }

@@ -10,6 +10,8 @@
 //! failure report shows what the server said.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod http;
+
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
@@ -143,6 +145,10 @@ pub struct Conf {
     pub allocations_total: u32,
     pub unauthenticated_rate: u32,
     pub log_level: String,
+    /// Extra `key = value` lines for the `[http]` section (the harness sets `address`).
+    pub http_extra: Vec<String>,
+    /// Extra TOML appended at the end (whole sections, such as `[server]`).
+    pub extra_toml: String,
 }
 
 impl Default for Conf {
@@ -159,6 +165,8 @@ impl Default for Conf {
             // High enough that no test meets it by accident; the rate-limit test lowers it.
             unauthenticated_rate: 1000,
             log_level: std::env::var("TURNPIKE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            http_extra: Vec::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -172,7 +180,13 @@ impl Conf {
         }
     }
 
-    fn to_toml(&self, listen: &[SocketAddr], relay: &RangeInclusive<u16>) -> String {
+    /// The configuration file the harness writes for this server.
+    pub fn to_toml(
+        &self,
+        listen: &[SocketAddr],
+        relay: &RangeInclusive<u16>,
+        http: SocketAddr,
+    ) -> String {
         fn list(items: &[String]) -> String {
             let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
             format!("[{}]", quoted.join(", "))
@@ -208,6 +222,11 @@ impl Conf {
         )
         .unwrap();
         writeln!(t, "\n[log]\nlevel = {:?}", self.log_level).unwrap();
+        writeln!(t, "\n[http]\naddress = \"{http}\"").unwrap();
+        for line in &self.http_extra {
+            writeln!(t, "{line}").unwrap();
+        }
+        writeln!(t, "\n{}", self.extra_toml).unwrap();
         t
     }
 }
@@ -225,6 +244,8 @@ pub struct Server {
     pub udp6: Option<SocketAddr>,
     /// The relay port range given to this server.
     pub relay_ports: RangeInclusive<u16>,
+    /// The HTTP API (TCP, the last port of the block).
+    pub http: SocketAddr,
     pub conf: Conf,
     pub config_path: PathBuf,
     log_path: PathBuf,
@@ -261,9 +282,12 @@ impl Server {
             .ipv6
             .then(|| SocketAddr::new(LOCALHOST_V6, ports.port(1)));
         let relay_ports = ports.from(2);
+        // TCP: the UDP relay range may hold the same number.
+        let http = SocketAddr::new(LOCALHOST_V4, ports.port(BLOCK_SIZE - 1));
         let listen: Vec<SocketAddr> = std::iter::once(udp).chain(udp6).collect();
         let config_path = dir.path().join("turnpike.toml");
-        fs::write(&config_path, conf.to_toml(&listen, &relay_ports)).expect("write the config");
+        fs::write(&config_path, conf.to_toml(&listen, &relay_ports, http))
+            .expect("write the config");
         let log_path = dir.path().join("turnpike.log");
         let log = File::create(&log_path).expect("create the log file");
         let child = Command::new(turnpike_bin())
@@ -280,6 +304,7 @@ impl Server {
             udp,
             udp6,
             relay_ports,
+            http,
             conf,
             config_path,
             log_path,
