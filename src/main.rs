@@ -36,6 +36,9 @@ enum Command {
     /// SIGHUP reloads the TLS certificate (as does a change of its files on disk). Logs go to
     /// standard error; RUST_LOG overrides [log] level. Under systemd (Type=notify) it reports
     /// READY=1 once every listener is bound and feeds the watchdog.
+    /// It also serves the HTTP API ([http], default 127.0.0.1:9641): credentials for WebRTC
+    /// apps (/api/v1/ice-servers), Prometheus metrics (/metrics), /healthz and /readyz; a TLS
+    /// listener with serve_http = true serves the same API on its port (443 shared).
     Serve {
         /// The configuration file (TOML). Default: the built-in configuration.
         #[arg(short, long, value_name = "FILE", env = "TURNPIKE_CONFIG")]

@@ -316,21 +316,22 @@ fn one_tls_port_answers_http_and_turn() {
     });
     let port = server.tls_http.unwrap().port();
     let ca = pki.ca_pem.to_str().unwrap();
-    // HTTP without ALPN: routed by its first byte.
+    // HTTP without ALPN: routed by its first byte to the HTTP API.
     let v = probe(port, &["--ca", ca, "--mode", "http", "--path", "/healthz"]);
     assert!(ok(&v), "{v}");
     assert_eq!(v["answer"], "HTTP/1.1 200 OK", "{v}");
-    assert_eq!(v["body"], "ok\n");
+    assert_eq!(v["body"], r#"{"status":"alive"}"#, "{v}");
     // HTTP by ALPN.
     let v = probe(
         port,
         &[
-            "--ca", ca, "--alpn", "http/1.1", "--mode", "http", "--path", "/",
+            "--ca", ca, "--alpn", "http/1.1", "--mode", "http", "--path", "/readyz",
         ],
     );
     assert!(ok(&v), "{v}");
     assert_eq!(v["alpn"], "http/1.1");
     assert_eq!(v["answer"], "HTTP/1.1 200 OK", "{v}");
+    assert_eq!(v["body"], r#"{"status":"ready"}"#, "{v}");
     let v = probe(
         port,
         &["--ca", ca, "--mode", "http", "--path", "/nothing-here"],

@@ -38,6 +38,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Limits and timeouts of TCP and TLS connections.
     pub connections: ConnectionsConfig,
+    /// The HTTP API: credentials endpoint, metrics, health.
+    pub http: super::http::HttpConfig,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             log: LogConfig::default(),
             tls: TlsConfig::default(),
             connections: ConnectionsConfig::default(),
+            http: super::http::HttpConfig::default(),
         }
     }
 }
@@ -415,6 +418,9 @@ pub struct ServerConfig {
     pub socket_buffer_bytes: usize,
     /// The SOFTWARE attribute on answers to authenticated requests; `None` sends none.
     pub software: Option<String>,
+    /// How long to keep retrying a client listener address that is in use or not assigned
+    /// yet, in seconds; 0 fails at once.
+    pub bind_retry_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -423,6 +429,7 @@ impl Default for ServerConfig {
             workers: 0,
             socket_buffer_bytes: 4 * 1024 * 1024,
             software: None,
+            bind_retry_secs: 0,
         }
     }
 }

@@ -36,6 +36,8 @@ pub const MIN_SOCKET_BUFFER_BYTES: usize = 64 * 1024;
 pub const MAX_SOCKET_BUFFER_BYTES: usize = 1024 * 1024 * 1024;
 /// The most worker threads accepted.
 pub const MAX_WORKERS: usize = 1024;
+/// The longest listener bind retry accepted: ten minutes.
+pub const MAX_BIND_RETRY_SECS: u64 = 600;
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid {
@@ -55,6 +57,7 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
     validate_log(config)?;
     validate_tls(config)?;
     validate_connections(config)?;
+    super::http::validate(&config.http)?;
     Ok(())
 }
 
@@ -348,6 +351,12 @@ fn validate_server(config: &Config) -> Result<(), Invalid> {
         return Err(invalid(
             "server.socket_buffer_bytes",
             format!("must be between {MIN_SOCKET_BUFFER_BYTES} and {MAX_SOCKET_BUFFER_BYTES}"),
+        ));
+    }
+    if server.bind_retry_secs > MAX_BIND_RETRY_SECS {
+        return Err(invalid(
+            "server.bind_retry_secs",
+            format!("must be at most {MAX_BIND_RETRY_SECS} seconds"),
         ));
     }
     if let Some(software) = &server.software {

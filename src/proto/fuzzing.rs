@@ -59,6 +59,8 @@ fn server(now: Instant) -> Server {
         relay_ports: (49152, 65535),
         limits: Limits {
             bandwidth_bps: 1_000_000,
+            // A small limiter table: a core is built for every input.
+            rate_limit_table_size: 64,
             ..Limits::default()
         },
         software: None,

@@ -10,6 +10,8 @@
 //! failure report shows what the server said.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod http;
+
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
@@ -133,7 +135,7 @@ impl PortBlock {
 /// both REST secrets, the static user, loopback peers denied (the product default).
 #[derive(Clone, Debug)]
 pub struct Conf {
-    /// Also listen on [::1] and relay over IPv6 (bind_ipv6 = "::1").
+    /// Also listen on [::1] (relays are on 127.0.0.1 and ::1 either way).
     pub ipv6: bool,
     /// `peers.allow`: empty means the default policy (loopback denied).
     pub peers_allow: Vec<String>,
@@ -158,6 +160,10 @@ pub struct Conf {
     /// `[connections]` handshake_timeout_secs and max_per_ip.
     pub handshake_timeout_secs: u64,
     pub max_connections_per_ip: u32,
+    /// Extra `key = value` lines for the `[http]` section (the harness sets `address`).
+    pub http_extra: Vec<String>,
+    /// Extra TOML appended at the end (whole sections, such as `[server]`).
+    pub extra_toml: String,
 }
 
 impl Default for Conf {
@@ -181,6 +187,8 @@ impl Default for Conf {
             tls_reload_secs: 5,
             handshake_timeout_secs: 10,
             max_connections_per_ip: 256,
+            http_extra: Vec::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -194,11 +202,13 @@ impl Conf {
         }
     }
 
-    fn to_toml(
+    /// The configuration file the harness writes for this server.
+    pub fn to_toml(
         &self,
         listen: &[SocketAddr],
         streams: &[(&str, SocketAddr, bool)],
         relay: &RangeInclusive<u16>,
+        http: SocketAddr,
     ) -> String {
         fn list(items: &[String]) -> String {
             let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
@@ -216,10 +226,9 @@ impl Conf {
             )
             .unwrap();
         }
-        writeln!(t, "\n[relay]\nbind_ip = \"127.0.0.1\"").unwrap();
-        if self.ipv6 {
-            writeln!(t, "bind_ipv6 = \"::1\"").unwrap();
-        }
+        // Relays on loopback only, IPv6 included (left out, the server would pick an interface
+        // address for IPv6 relays).
+        writeln!(t, "\n[relay]\nbind_ip = \"127.0.0.1\"\nbind_ipv6 = \"::1\"").unwrap();
         writeln!(t, "ports = \"{}-{}\"", relay.start(), relay.end()).unwrap();
         writeln!(t, "\n[auth]\nsecrets = {}", list(&self.secrets)).unwrap();
         let users: Vec<String> = self
@@ -258,6 +267,11 @@ impl Conf {
             self.handshake_timeout_secs, self.max_connections_per_ip
         )
         .unwrap();
+        writeln!(t, "\n[http]\naddress = \"{http}\"").unwrap();
+        for line in &self.http_extra {
+            writeln!(t, "{line}").unwrap();
+        }
+        writeln!(t, "\n{}", self.extra_toml).unwrap();
         t
     }
 }
@@ -281,6 +295,8 @@ pub struct Server {
     pub tls_http: Option<SocketAddr>,
     /// The relay port range given to this server.
     pub relay_ports: RangeInclusive<u16>,
+    /// The HTTP API (TCP, the last port of the block).
+    pub http: SocketAddr,
     pub conf: Conf,
     pub config_path: PathBuf,
     log_path: PathBuf,
@@ -327,6 +343,9 @@ impl Server {
             .tls_http
             .then(|| SocketAddr::new(LOCALHOST_V4, ports.port(4)));
         let relay_ports = ports.from(8);
+        // TCP: the UDP relay range may hold the same number (an RFC 6062 TCP relay that meets
+        // it takes another port).
+        let http = SocketAddr::new(LOCALHOST_V4, ports.port(BLOCK_SIZE - 1));
         let listen: Vec<SocketAddr> = std::iter::once(udp).chain(udp6).collect();
         let streams: Vec<(&str, SocketAddr, bool)> = [
             tcp.map(|a| ("tcp", a, false)),
@@ -337,8 +356,11 @@ impl Server {
         .flatten()
         .collect();
         let config_path = dir.path().join("turnpike.toml");
-        fs::write(&config_path, conf.to_toml(&listen, &streams, &relay_ports))
-            .expect("write the config");
+        fs::write(
+            &config_path,
+            conf.to_toml(&listen, &streams, &relay_ports, http),
+        )
+        .expect("write the config");
         let log_path = dir.path().join("turnpike.log");
         let log = File::create(&log_path).expect("create the log file");
         let child = Command::new(turnpike_bin())
@@ -358,6 +380,7 @@ impl Server {
             tls,
             tls_http,
             relay_ports,
+            http,
             conf,
             config_path,
             log_path,
@@ -442,6 +465,26 @@ impl Server {
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits (at most `limit`) for the process to exit; `None` when it did
+    /// not (it is then killed).
+    pub fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("poll the server") {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.stop();
+        status
     }
 
     fn stop(&mut self) {

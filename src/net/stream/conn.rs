@@ -30,7 +30,7 @@ use crate::net::udp::now;
 use crate::proto::framing::{Frame, MAX_FRAME, next_frame};
 use crate::proto::server::{
     CONNECT_TIMEOUT, ClientOutput, ConnectionId, FiveTuple, PEER_HEADROOM, PEER_TAILROOM,
-    PeerOutput, Server, Settings, Shared, TcpEvent,
+    PeerOutput, Server, Settings, Shared, Stats, TcpEvent,
 };
 
 /// Above this many unsent bytes, the connection stops reading from the client and the relays.
@@ -48,6 +48,8 @@ pub struct Context {
     pub settings: Arc<Settings>,
     /// Quotas and reservations shared with the UDP workers.
     pub shared: Arc<Shared>,
+    /// Counters shared by every stream core.
+    pub stats: Arc<Stats>,
     /// The relay port pool shared with the UDP workers.
     pub pool: Arc<PortPool>,
     /// Where relays bind and what is advertised.
@@ -143,7 +145,12 @@ where
 {
     let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let mut conn = Conn {
-        core: Server::for_stream(ctx.settings.clone(), ctx.shared.clone(), Instant::now()),
+        core: Server::for_stream(
+            ctx.settings.clone(),
+            ctx.shared.clone(),
+            Instant::now(),
+            ctx.stats.clone(),
+        ),
         relays: StreamRelays::new(ctx.pool.clone(), ctx.relay_addrs.clone(), ctx.buffer_bytes),
         ctx,
         ft,
@@ -160,17 +167,7 @@ where
         .await
         .unwrap_or(Ending::Closed);
     conn.close();
-    let stats = conn.core.stats();
-    tracing::debug!(
-        client = %ft.client,
-        transport = ft.transport.as_str(),
-        to_peer = stats.to_peer.1,
-        to_client = stats.to_client.1,
-        malformed = stats.malformed,
-        dropped_no_permission = stats.dropped_no_permission,
-        dropped_no_allocation = stats.dropped_no_allocation,
-        "connection closed"
-    );
+    tracing::debug!(client = %ft.client, transport = ft.transport.as_str(), "connection closed");
     if let Ending::Bound {
         id,
         handover: (peer, close),

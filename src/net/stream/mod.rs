@@ -8,10 +8,10 @@
 //!
 //! On a TLS listener with `serve_http = true`, a connection is routed after the handshake: ALPN
 //! `stun.turn` is TURN, `http/1.1` (or `h2`) is HTTP; without ALPN, a first byte of 0x00-0x03
-//! is TURN and anything else HTTP ([`https::serve_connection`]).
+//! is TURN and anything else HTTP, handed decrypted to the HTTP API
+//! ([`crate::http::serve_connection`]).
 
 pub mod conn;
-pub mod https;
 pub mod limits;
 pub mod prefixed;
 pub mod relays;
@@ -34,7 +34,7 @@ use crate::net::ports::PortPool;
 use crate::net::relay::RelayAddresses;
 use crate::proto::Transport;
 use crate::proto::framing::first_byte_is_stun;
-use crate::proto::server::{FiveTuple, Settings, Shared};
+use crate::proto::server::{FiveTuple, Settings, Shared, Stats};
 use crate::tls::{self, ALPN_H2, ALPN_HTTP1, ALPN_TURN, CertStore};
 pub use limits::ConnectionLimits;
 
@@ -97,15 +97,28 @@ enum Kind {
     },
 }
 
-/// Binds every TCP and TLS listener of `config` and starts accepting on `runtime`. The relay
-/// sockets of stream clients come from `pool`, their quotas from `shared`, like the UDP
-/// workers'. Returns `None` when the configuration has no TCP or TLS listener.
+/// What stream connections share with the rest of the server.
+pub struct Resources {
+    /// The core's settings (credentials, policy, limits).
+    pub settings: Arc<Settings>,
+    /// Allocation quotas and reservations, shared with the UDP workers.
+    pub quotas: Arc<Shared>,
+    /// Counters every stream core counts into (a [`Stats::shared`]).
+    pub stats: Arc<Stats>,
+    /// The relay port pool, shared with the UDP workers.
+    pub pool: Arc<PortPool>,
+    /// Where relays bind and what is advertised.
+    pub relay_addrs: RelayAddresses,
+    /// The HTTP API, for TLS listeners with `serve_http = true`.
+    pub http: axum::Router,
+}
+
+/// Binds every TCP and TLS listener of `config` and starts accepting on `runtime`. Stream
+/// clients take relay ports, quotas and counters from `resources`, like the UDP workers.
+/// Returns `None` when the configuration has no TCP or TLS listener.
 pub fn start(
     config: &Config,
-    settings: Arc<Settings>,
-    shared: Arc<Shared>,
-    pool: Arc<PortPool>,
-    relay_addrs: RelayAddresses,
+    resources: Resources,
     runtime: &tokio::runtime::Handle,
 ) -> anyhow::Result<Option<Streams>> {
     let listeners: Vec<_> = config
@@ -129,17 +142,18 @@ pub fn start(
     let limits = ConnectionLimits::new(connections.max_total, connections.max_per_ip);
     let front = Arc::new(Front {
         ctx: Arc::new(conn::Context {
-            settings,
-            shared,
-            pool,
-            relay_addrs,
+            settings: resources.settings,
+            shared: resources.quotas,
+            stats: resources.stats,
+            pool: resources.pool,
+            relay_addrs: resources.relay_addrs,
             buffer_bytes: config.server.socket_buffer_bytes,
             idle_timeout: Duration::from_secs(connections.idle_timeout_secs),
             registry: Arc::new(tcp_relay::Registry::new(MAX_PENDING_TCP_CONNECTIONS)),
         }),
         limits: limits.clone(),
         handshake_timeout: Duration::from_secs(connections.handshake_timeout_secs),
-        router: https::placeholder_router(),
+        router: resources.http,
     });
     let mut streams = Streams {
         bound: Vec::new(),
@@ -315,7 +329,11 @@ async fn handle(front: &Front, tcp: TcpStream, client: SocketAddr, kind: Kind) {
                 }
                 Route::Http(first) => {
                     let stream = prefixed::Prefixed::new(first, tls);
-                    https::serve_connection(front.router.clone(), stream).await;
+                    if let Err(error) =
+                        crate::http::serve_connection(front.router.clone(), stream).await
+                    {
+                        tracing::debug!(%client, %error, "HTTPS connection ended with an error");
+                    }
                 }
             }
         }

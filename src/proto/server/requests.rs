@@ -8,6 +8,7 @@ use rand::RngCore;
 use super::allocation::{Allocation, CHANNEL_LIFETIME, Channel, Relay, family_index};
 use super::auth::{AuthFailure, Authenticated};
 use super::quota::QuotaError;
+use super::stats::{DropReason, RequestMethod};
 use super::{ClientOutput, Family, FiveTuple, Now, RelayIo, RelayOpenError, RelayRequest, Server};
 use crate::proto::channel;
 use crate::proto::ratelimit::TokenBucket;
@@ -98,7 +99,9 @@ impl Server {
             method::BINDING,
             msg.transaction_id(),
         );
+        let mut result = Ok(());
         if msg.unknown_required().next().is_some() {
+            result = Err(420);
             let values: Vec<u8> = msg
                 .unknown_required()
                 .take(8)
@@ -118,7 +121,7 @@ impl Server {
         if msg.has_fingerprint() {
             w.fingerprint();
         }
-        self.stats.requests_ok += 1;
+        self.stats.request(RequestMethod::Binding, result);
         ClientOutput::Reply
     }
 
@@ -129,9 +132,7 @@ impl Server {
         msg: &Message<'_>,
         failure: AuthFailure,
     ) -> ClientOutput {
-        if failure != AuthFailure::Missing {
-            self.stats.auth_failures[failure as usize] += 1;
-        }
+        self.stats.auth_failure(failure);
         self.unauthenticated_error(now, ft, msg, failure.code(), "")
     }
 
@@ -146,10 +147,11 @@ impl Server {
         reason: &str,
     ) -> ClientOutput {
         if !self.limiter.allow(ft.client.ip(), now.instant) {
-            self.stats.rate_limited += 1;
+            self.stats.dropped(DropReason::RateLimit);
             return ClientOutput::Nothing;
         }
-        self.stats.requests_err += 1;
+        self.stats
+            .request(RequestMethod::from_method(msg.method()), Err(code));
         let nonce = self.settings.auth.nonce(now.unix, ft.client);
         let mut w = Writer::new(
             &mut self.reply,
@@ -180,11 +182,12 @@ impl Server {
             Class::Error
         };
         let mut w = Writer::new(&mut self.reply, class, msg.method(), msg.transaction_id());
+        let method = RequestMethod::from_method(msg.method());
         if let Err((code, reason)) = result {
             w.error_code(code, reason);
-            self.stats.requests_err += 1;
+            self.stats.request(method, Err(code));
         } else {
-            self.stats.requests_ok += 1;
+            self.stats.request(method, Ok(()));
         }
         body(&mut w);
         if let Some(sw) = &self.settings.software {
@@ -281,6 +284,7 @@ impl Server {
             None => None,
         };
         if let Err(e) = self.shared.quota.acquire(&auth.quota_user) {
+            self.stats.dropped(DropReason::Quota);
             if let Some(addr) = reserved_addr {
                 io.release_reserved(addr);
             }
@@ -454,6 +458,7 @@ impl Server {
             return Err((443, "Peer Address Family Mismatch"));
         }
         if !self.peer_allowed(peer) {
+            self.stats.dropped(DropReason::PeerDenied);
             return Err((403, "Forbidden"));
         }
         Ok(())

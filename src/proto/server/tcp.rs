@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::auth::Authenticated;
-use super::{ClientOutput, FiveTuple, Now, Server};
+use super::{ClientOutput, DropReason, FiveTuple, Now, RequestMethod, Server};
 use crate::proto::stun::{Class, Integrity, Message, Writer, attr, method};
 
 /// How long a peer connection waits for its ConnectionBind (RFC 6062 §5.2, §5.3: 30 s).
@@ -169,13 +169,16 @@ impl Server {
         let max = self.settings.limits.permissions_per_allocation;
         let allowed = self.peer_allowed(peer);
         let alloc = self.allocations[slot as usize].as_mut()?;
+        if !allowed {
+            self.stats.dropped(DropReason::PeerDenied);
+            return None;
+        }
         if !alloc.tcp
-            || !allowed
             || !alloc.permits(peer.ip(), now.instant)
             || alloc.tcp_connections.len() >= max
             || alloc.tcp_connections.iter().any(|c| c.peer == peer)
         {
-            self.stats.dropped_no_permission += 1;
+            self.stats.dropped(DropReason::NoPermission);
             return None;
         }
         let id = self.shared.next_connection_id();
@@ -261,7 +264,6 @@ impl Server {
         match conn.state {
             TcpState::Pending { expires } if expires > now.instant => {
                 conn.state = TcpState::Bound;
-                self.stats.requests_ok += 1;
                 Ok(())
             }
             _ => Err((400, "Connection Not Pending")),
@@ -328,14 +330,14 @@ impl Server {
         } else {
             Class::Error
         };
+        self.stats.request(
+            RequestMethod::from_method(m),
+            result.map_err(|(code, _)| code),
+        );
         let mut w = Writer::new(&mut self.reply, class, m, to.tid);
         match result {
-            Ok(()) => {
-                self.stats.requests_ok += 1;
-                body(&mut w);
-            }
+            Ok(()) => body(&mut w),
             Err((code, reason)) => {
-                self.stats.requests_err += 1;
                 w.error_code(code, reason);
             }
         }

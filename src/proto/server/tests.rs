@@ -11,6 +11,7 @@ use crate::proto::nonce::NonceKey;
 use crate::proto::policy::{Cidr, PeerPolicy};
 use crate::proto::stun::{Integrity, Message, Writer, attr, method};
 
+mod counting;
 #[path = "tcp_tests.rs"]
 mod tcp_tests;
 
@@ -421,7 +422,10 @@ fn any_listed_secret_validates_and_others_do_not() {
     let mut other = Client::rest(ft("198.51.100.7:2"), "bob", b"not-a-secret", 60);
     assert_eq!(error_code(&other.allocate(&mut h)), 401);
     assert_eq!(
-        h.server.stats().auth_failures[AuthFailure::BadIntegrity as usize],
+        h.server
+            .stats()
+            .snapshot()
+            .auth_failures(AuthFailure::BadIntegrity),
         1
     );
 }
@@ -433,7 +437,10 @@ fn expired_rest_usernames_are_refused() {
     let mut client = Client::with_password(ft("198.51.100.7:1"), &c.username, &c.password);
     assert_eq!(error_code(&client.allocate(&mut h)), 401);
     assert_eq!(
-        h.server.stats().auth_failures[AuthFailure::Expired as usize],
+        h.server
+            .stats()
+            .snapshot()
+            .auth_failures(AuthFailure::Expired),
         1
     );
     // It was valid until its expiry: a credential expiring in 10 s works now, not in 11 s.
@@ -452,7 +459,10 @@ fn static_users_authenticate_and_wrong_passwords_do_not() {
     let mut nobody = Client::with_password(ft("198.51.100.7:3"), "mallory", "x");
     assert_eq!(error_code(&nobody.allocate(&mut h)), 401);
     assert_eq!(
-        h.server.stats().auth_failures[AuthFailure::UnknownUser as usize],
+        h.server
+            .stats()
+            .snapshot()
+            .auth_failures(AuthFailure::UnknownUser),
         1
     );
 }
@@ -706,7 +716,13 @@ fn relaying_needs_a_permission_by_ip_not_port_and_permissions_expire() {
         None,
         "permission expired after 300 s"
     );
-    assert!(h.server.stats().dropped_no_permission >= 3);
+    assert!(
+        h.server
+            .stats()
+            .snapshot()
+            .dropped(DropReason::NoPermission)
+            >= 3
+    );
 }
 
 #[test]
@@ -1087,7 +1103,13 @@ fn bandwidth_cap_drops_excess() {
         .filter(|_| matches!(h.client_out(c.ft, &data), ClientOutput::Relay { .. }))
         .count();
     assert_eq!(sent, 2, "1000 bytes of burst carry two 400-byte packets");
-    assert_eq!(h.server.stats().dropped_bandwidth, 8);
+    assert_eq!(
+        h.server
+            .stats()
+            .snapshot()
+            .dropped(DropReason::BandwidthCap),
+        8
+    );
 }
 
 #[test]
@@ -1129,5 +1151,5 @@ fn garbage_never_panics_and_is_counted() {
             ClientOutput::Nothing
         );
     }
-    assert!(h.server.stats().malformed >= 3);
+    assert!(h.server.stats().snapshot().dropped(DropReason::Malformed) >= 3);
 }

@@ -1,0 +1,216 @@
+//! Starting the servers under test with equivalent settings: turnpike, coturn's turnserver, and
+//! the bare forwarder (the ceiling), each as a child process whose CPU time we can read.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// Which server a run measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// turnpike (the sibling binary of this one).
+    Turnpike,
+    /// coturn's turnserver from Debian's package.
+    Coturn,
+    /// The bare recvmmsg/sendmmsg forwarder: no TURN, the kernel's cost only.
+    Forwarder,
+}
+
+impl Kind {
+    /// Short name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Turnpike => "turnpike",
+            Kind::Coturn => "coturn",
+            Kind::Forwarder => "forwarder",
+        }
+    }
+}
+
+/// Settings shared by every server kind.
+#[derive(Clone, Debug)]
+pub struct ServerSpec {
+    /// Listener address.
+    pub listen: SocketAddr,
+    /// Relay port range.
+    pub ports: (u16, u16),
+    /// REST secret.
+    pub secret: String,
+    /// Realm.
+    pub realm: String,
+    /// Worker threads (0 = one per core).
+    pub workers: usize,
+    /// For the forwarder: where it sends everything.
+    pub forward_to: Option<SocketAddr>,
+}
+
+impl Server {
+    /// Fails with the server's log when the process has exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+            bail!(
+                "server exited ({status}); its log ends with:\n{}",
+                tail(&log, 20)
+            );
+        }
+        Ok(())
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A running server; killed on drop.
+pub struct Server {
+    /// Its process.
+    pub child: Child,
+    /// Its pid, for /proc.
+    pub pid: u32,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A fresh private directory for a server's files.
+fn scratch_dir() -> anyhow::Result<PathBuf> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("turnpike-bench-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} not found next to {}: build it with `cargo build --release`",
+            name,
+            me.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Starts `kind` with `spec` and waits until it answers a STUN Binding.
+pub fn start(kind: Kind, spec: &ServerSpec) -> anyhow::Result<Server> {
+    let dir = scratch_dir()?;
+    let mut cmd = match kind {
+        Kind::Turnpike => {
+            let config = dir.join("turnpike.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "realm = \"{realm}\"\n[[listen]]\ntransport = \"udp\"\naddress = \"{listen}\"\n\
+                     [relay]\nbind_ip = \"{ip}\"\nbind_ipv6 = \"none\"\nports = \"{lo}-{hi}\"\n\
+                     [auth]\nsecrets = [\"{secret}\"]\n[peers]\nallow = [\"127.0.0.0/8\"]\n\
+                     [limits]\nallocations_per_user = 0\nallocations_total = 1000000\n\
+                     [server]\nworkers = {workers}\n[log]\nlevel = \"warn\"\n",
+                    realm = spec.realm,
+                    listen = spec.listen,
+                    ip = spec.listen.ip(),
+                    lo = spec.ports.0,
+                    hi = spec.ports.1,
+                    secret = spec.secret,
+                    workers = spec.workers,
+                ),
+            )?;
+            let mut c = Command::new(sibling("turnpike")?);
+            c.arg("serve").arg("--config").arg(&config);
+            c
+        }
+        Kind::Coturn => {
+            let mut c = Command::new("turnserver");
+            c.args([
+                "-n",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                "--no-tcp",
+                "--no-tcp-relay",
+                "--use-auth-secret",
+                "--allow-loopback-peers",
+                "--simple-log",
+                "--log-file=stdout",
+                "--no-software-attribute",
+            ]);
+            c.arg(format!("--listening-ip={}", spec.listen.ip()))
+                .arg(format!("--listening-port={}", spec.listen.port()))
+                .arg(format!("--relay-ip={}", spec.listen.ip()))
+                .arg(format!("--min-port={}", spec.ports.0))
+                .arg(format!("--max-port={}", spec.ports.1))
+                .arg(format!("--static-auth-secret={}", spec.secret))
+                .arg(format!("--realm={}", spec.realm))
+                .arg(format!(
+                    "--pidfile={}",
+                    dir.join("turnserver.pid").display()
+                ))
+                .arg(format!("--userdb={}", dir.join("turndb").display()));
+            if spec.workers > 0 {
+                c.arg(format!("--relay-threads={}", spec.workers));
+            }
+            c
+        }
+        Kind::Forwarder => {
+            let to = spec
+                .forward_to
+                .context("the forwarder needs a destination")?;
+            let mut c = Command::new(std::env::current_exe()?);
+            c.arg("forwarder")
+                .arg("--listen")
+                .arg(spec.listen.to_string())
+                .arg("--to")
+                .arg(to.to_string());
+            c.arg("--workers").arg(spec.workers.to_string());
+            c
+        }
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", kind.name()))?;
+    let pid = child.id();
+    let server = Server { child, pid, dir };
+    if kind != Kind::Forwarder {
+        wait_for_binding(spec.listen)?;
+    } else {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(server)
+}
+
+fn wait_for_binding(server: SocketAddr) -> anyhow::Result<()> {
+    let sock = std::net::UdpSocket::bind((server.ip(), 0))?;
+    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut req = Vec::new();
+    turnpike::proto::stun::Writer::new(
+        &mut req,
+        turnpike::proto::stun::Class::Request,
+        turnpike::proto::stun::method::BINDING,
+        [7; 12],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        sock.send_to(&req, server)?;
+        if sock.recv_from(&mut buf).is_ok() {
+            return Ok(());
+        }
+    }
+    bail!("server at {server} did not answer a Binding within 10 s")
+}
