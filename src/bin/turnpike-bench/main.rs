@@ -147,8 +147,9 @@ struct Target {
 }
 
 fn start(kind: Kind, index: u16, workers: usize, peer: &EchoPeer) -> anyhow::Result<Target> {
-    let lo = 30000 + index * 10000;
-    start_with_ports(kind, workers, peer, (lo, lo + 9999))
+    // Above the test suite's port blocks (10000-31999).
+    let lo = 40000 + index * 8000;
+    start_with_ports(kind, workers, peer, (lo, lo + 7999))
 }
 
 fn start_with_ports(
