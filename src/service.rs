@@ -28,6 +28,7 @@ use crate::proto::server::{Authenticator, Limits, Server, Settings, Shared, Stat
 
 /// Runs the server with `config` until SIGTERM or SIGINT. Blocks.
 pub fn run(mut config: Config) -> anyhow::Result<()> {
+    raise_open_file_limit();
     if config.auth.secrets.is_empty() && config.auth.users.is_empty() {
         let mut raw = [0u8; 24];
         rand::thread_rng().fill_bytes(&mut raw);
@@ -454,4 +455,26 @@ fn settings(config: &Config, relays: &RelayAddresses, nonce_key: [u8; 32]) -> Se
         software: config.server.software.clone(),
         families: [relays.bind_v4.is_some(), relays.bind_v6.is_some()],
     }
+}
+
+/// Every allocation holds a socket: raise the soft open-file limit to the hard limit (systemd's
+/// `LimitNOFILE=` sets the hard one), as servers commonly do, and say what we got.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    tracing::debug!(open_files = lim.rlim_cur, "open-file limit");
 }

@@ -5,7 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use std::os::fd::AsRawFd;
 use turnpike::proto::server::long_term_key;
 use turnpike::proto::stun::{Class, Integrity, Message, Writer, attr, method};
 
@@ -62,12 +64,10 @@ pub fn run(
         );
     }
     let mut poll = Poll::new()?;
-    let mut mio_socks = Vec::with_capacity(count);
     for (i, s) in socks.iter().enumerate() {
-        let mut m = mio::net::UdpSocket::from_std(s.try_clone()?);
+        let fd = s.as_raw_fd();
         poll.registry()
-            .register(&mut m, Token(i), Interest::READABLE)?;
-        mio_socks.push(m);
+            .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
     }
     let rss_before = rss_of();
     // Phase 1: learn realm and nonce per socket (bounded wait).
@@ -93,7 +93,7 @@ pub fn run(
             poll.poll(&mut events, Some(Duration::from_millis(50)))?;
             for ev in events.iter() {
                 let i = ev.token().0;
-                while let Ok((n, _)) = mio_socks[i].recv_from(&mut buf) {
+                while let Ok((n, _)) = socks[i].recv_from(&mut buf) {
                     if let Ok(m) = Message::parse(&buf[..n]) {
                         if let (Some(r), Some(nn)) = (m.get(attr::REALM), m.get(attr::NONCE)) {
                             nonces[i] = Some((r.to_vec(), nn.to_vec()));
@@ -104,6 +104,16 @@ pub fn run(
         }
         if nonces.iter().all(Option::is_some) {
             break;
+        }
+    }
+    // A socket whose 401 was rate-limited borrows the nonce another socket of the same client
+    // IP learnt: turnpike binds nonces to the client IP, so one 401 serves a whole host.
+    for i in 0..count {
+        if nonces[i].is_none() {
+            let ip = client_ips[i % client_ips.len()];
+            let donor =
+                (0..count).find(|&j| nonces[j].is_some() && client_ips[j % client_ips.len()] == ip);
+            nonces[i] = donor.and_then(|j| nonces[j].clone());
         }
     }
     // Phase 2: authenticated Allocates, all at once, retransmitted after 500 ms if unanswered.
@@ -142,7 +152,7 @@ pub fn run(
             poll.poll(&mut events, Some(Duration::from_millis(20)))?;
             for ev in events.iter() {
                 let i = ev.token().0;
-                while let Ok((n, _)) = mio_socks[i].recv_from(&mut buf) {
+                while let Ok((n, _)) = socks[i].recv_from(&mut buf) {
                     if let Ok(m) = Message::parse(&buf[..n]) {
                         if m.class() == Class::Success && !done[i] {
                             done[i] = true;

@@ -282,11 +282,9 @@ pub fn run(
     let (mut sessions, mut auth) = setup(spec, server, secret, peer, client_ip)?;
     let mut poll = Poll::new()?;
     for (i, s) in sessions.iter().enumerate() {
-        poll.registry().register(
-            &mut mio::net::UdpSocket::from_std(s.sock.try_clone()?),
-            Token(i),
-            Interest::READABLE,
-        )?;
+        let fd = s.sock.as_raw_fd();
+        poll.registry()
+            .register(&mut mio::unix::SourceFd(&fd), Token(i), Interest::READABLE)?;
     }
     let start = Instant::now();
     let warmup = Duration::from_millis(500);

@@ -147,14 +147,24 @@ struct Target {
 }
 
 fn start(kind: Kind, index: u16, workers: usize, peer: &EchoPeer) -> anyhow::Result<Target> {
+    // Above the test suite's port blocks (10000-31999).
+    let lo = 40000 + index * 8000;
+    start_with_ports(kind, workers, peer, (lo, lo + 7999))
+}
+
+fn start_with_ports(
+    kind: Kind,
+    workers: usize,
+    peer: &EchoPeer,
+    ports: (u16, u16),
+) -> anyhow::Result<Target> {
     // A free port, not a fixed one: other servers (test suites) may run on this machine.
     let port = std::net::UdpSocket::bind((ip(SERVER_IP), 0))?
         .local_addr()?
         .port();
-    let lo = 30000 + index * 10000;
     let spec = ServerSpec {
         listen: SocketAddr::new(ip(SERVER_IP), port),
-        ports: (lo, lo + 9999),
+        ports,
         secret: SECRET.into(),
         realm: "bench".into(),
         workers,
@@ -254,7 +264,8 @@ fn main() -> anyhow::Result<()> {
             duration,
         } => {
             let peer = EchoPeer::start(ip(PEER_IP))?;
-            let mut target = start(server, 0, 0, &peer)?;
+            // Relays on 127.0.0.1 across most of the port space; clients on 127.0.0.2-8.
+            let mut target = start_with_ports(server, 0, &peer, (10000, 65000))?;
             let pid = target.server.pid;
             let client_ips: Vec<IpAddr> = (2..=8).map(|i| IpAddr::from([127, 0, 0, i])).collect();
             let (r, _held) = alloc::run(target.listen, SECRET, count, &client_ips, &|| {

@@ -13,6 +13,8 @@ use anyhow::{Context, bail};
 pub enum Kind {
     /// turnpike (the sibling binary of this one).
     Turnpike,
+    /// turnpike with /metrics scraped every second (the cost of live metrics).
+    TurnpikeScraped,
     /// coturn's turnserver from Debian's package.
     Coturn,
     /// The bare recvmmsg/sendmmsg forwarder: no TURN, the kernel's cost only.
@@ -24,6 +26,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Turnpike => "turnpike",
+            Kind::TurnpikeScraped => "turnpike+scrape",
             Kind::Coturn => "coturn",
             Kind::Forwarder => "forwarder",
         }
@@ -73,6 +76,51 @@ pub struct Server {
     /// Its pid, for /proc.
     pub pid: u32,
     dir: PathBuf,
+    scraper: Option<Scraper>,
+}
+
+/// Fetches /metrics once a second, as Prometheus would, until dropped.
+struct Scraper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Scraper {
+    fn start(http: SocketAddr) -> Scraper {
+        use std::io::{Read, Write};
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(mut conn) =
+                    std::net::TcpStream::connect_timeout(&http, Duration::from_secs(1))
+                {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                    let req = format!(
+                        "GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+                    );
+                    let mut body = Vec::new();
+                    if conn.write_all(req.as_bytes()).is_ok() {
+                        let _ = conn.read_to_end(&mut body);
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        Scraper {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Scraper {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Drop for Server {
@@ -108,8 +156,14 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 /// Starts `kind` with `spec` and waits until it answers a STUN Binding.
 pub fn start(kind: Kind, spec: &ServerSpec) -> anyhow::Result<Server> {
     let dir = scratch_dir()?;
+    let http = SocketAddr::new(
+        spec.listen.ip(),
+        std::net::TcpListener::bind((spec.listen.ip(), 0))?
+            .local_addr()?
+            .port(),
+    );
     let mut cmd = match kind {
-        Kind::Turnpike => {
+        Kind::Turnpike | Kind::TurnpikeScraped => {
             let config = dir.join("turnpike.toml");
             std::fs::write(
                 &config,
@@ -118,7 +172,8 @@ pub fn start(kind: Kind, spec: &ServerSpec) -> anyhow::Result<Server> {
                      [relay]\nbind_ip = \"{ip}\"\nbind_ipv6 = \"none\"\nports = \"{lo}-{hi}\"\n\
                      [auth]\nsecrets = [\"{secret}\"]\n[peers]\nallow = [\"127.0.0.0/8\"]\n\
                      [limits]\nallocations_per_user = 0\nallocations_total = 1000000\n\
-                     [server]\nworkers = {workers}\n[log]\nlevel = \"warn\"\n",
+                     [server]\nworkers = {workers}\n[log]\nlevel = \"warn\"\n\
+                     [http]\naddress = \"{http}\"\n",
                     realm = spec.realm,
                     listen = spec.listen,
                     ip = spec.listen.ip(),
@@ -126,6 +181,7 @@ pub fn start(kind: Kind, spec: &ServerSpec) -> anyhow::Result<Server> {
                     hi = spec.ports.1,
                     secret = spec.secret,
                     workers = spec.workers,
+                    http = http,
                 ),
             )?;
             let mut c = Command::new(sibling("turnpike")?);
@@ -178,19 +234,29 @@ pub fn start(kind: Kind, spec: &ServerSpec) -> anyhow::Result<Server> {
             c
         }
     };
+    let log = std::fs::File::create(dir.join("server.log"))?;
     cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stdout(log.try_clone()?)
+        .stderr(log);
     let child = cmd
         .spawn()
         .with_context(|| format!("starting {}", kind.name()))?;
     let pid = child.id();
-    let server = Server { child, pid, dir };
+    let mut server = Server {
+        child,
+        pid,
+        dir,
+        scraper: None,
+    };
     if kind != Kind::Forwarder {
         wait_for_binding(spec.listen)?;
     } else {
         std::thread::sleep(Duration::from_millis(200));
     }
+    if kind == Kind::TurnpikeScraped {
+        server.scraper = Some(Scraper::start(http));
+    }
+    server.check_alive()?;
     Ok(server)
 }
 
