@@ -337,6 +337,9 @@ fn one_tls_port_answers_http_and_turn() {
         &["--ca", ca, "--mode", "http", "--path", "/nothing-here"],
     );
     assert_eq!(v["answer"], "HTTP/1.1 404 Not Found", "{v}");
+    // /metrics needs no token: it stays on the [http] listener, not on a public TLS port.
+    let v = probe(port, &["--ca", ca, "--mode", "http", "--path", "/metrics"]);
+    assert_eq!(v["answer"], "HTTP/1.1 404 Not Found", "{v}");
     // TURN by ALPN and by first byte.
     let v = probe(
         port,

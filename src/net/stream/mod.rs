@@ -153,7 +153,7 @@ pub fn start(
         }),
         limits: limits.clone(),
         handshake_timeout: Duration::from_secs(connections.handshake_timeout_secs),
-        router: resources.http,
+        router: without_metrics(resources.http),
     });
     let mut streams = Streams {
         bound: Vec::new(),
@@ -195,6 +195,23 @@ pub fn start(
         }
     }
     Ok(Some(streams))
+}
+
+/// The HTTP API as a public TLS port serves it: everything but `/metrics`, which needs no token
+/// and so stays on the `[http]` listener (loopback by default), where the operator chose who
+/// reaches it.
+fn without_metrics(router: axum::Router) -> axum::Router {
+    async fn guard(
+        request: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        if request.uri().path() == "/metrics" {
+            return crate::http::ApiError::not_found().into_response();
+        }
+        next.run(request).await
+    }
+    router.layer(axum::middleware::from_fn(guard))
 }
 
 /// The certificate from `[tls]`, or a generated self-signed one (with a warning).
