@@ -585,3 +585,158 @@ fn an_allocation_ends_with_its_tcp_connection() {
         "closed after garbage"
     );
 }
+
+/// A minimal TURN-over-TCP client on turnpike's own codec, for what coturn's tools cannot do
+/// (stop reading on purpose).
+struct TcpTurn {
+    stream: TcpStream,
+    username: String,
+    key: [u8; 16],
+    nonce: Vec<u8>,
+    tid: u8,
+}
+
+impl TcpTurn {
+    fn connect(addr: SocketAddr) -> TcpTurn {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let c = turnpike::proto::credentials::mint(SECRET_ONE.as_bytes(), "slow", unix_now(), 600);
+        let key = turnpike::proto::server::long_term_key(&c.username, REALM, &c.password);
+        TcpTurn {
+            stream,
+            username: c.username,
+            key,
+            nonce: Vec::new(),
+            tid: 0,
+        }
+    }
+
+    /// Sends a signed request (after learning the nonce from a 401) and returns the answer.
+    fn call(
+        &mut self,
+        method: u16,
+        attrs: &[(u16, SocketAddr)],
+        raw: &[(u16, Vec<u8>)],
+    ) -> Vec<u8> {
+        use turnpike::proto::stun::{Class, Integrity, Message, Writer, attr};
+        for _ in 0..2 {
+            self.tid += 1;
+            let mut buf = Vec::new();
+            let mut w = Writer::new(&mut buf, Class::Request, method, [self.tid; 12]);
+            for (t, v) in raw {
+                w.attr(*t, v);
+            }
+            for (t, a) in attrs {
+                w.xor_addr(*t, *a);
+            }
+            if !self.nonce.is_empty() {
+                w.attr(attr::USERNAME, self.username.as_bytes())
+                    .attr(attr::REALM, REALM.as_bytes())
+                    .attr(attr::NONCE, &self.nonce)
+                    .integrity(Integrity::Sha1, &self.key);
+            }
+            self.stream.write_all(&buf).unwrap();
+            let answer = self.read_message();
+            let msg = Message::parse(&answer).unwrap();
+            if msg.class() == Class::Error && self.nonce.is_empty() {
+                self.nonce = msg.get(attr::NONCE).expect("a 401 with a nonce").to_vec();
+                continue;
+            }
+            return answer;
+        }
+        panic!("no answer after the nonce");
+    }
+
+    fn read_message(&mut self) -> Vec<u8> {
+        let mut head = [0u8; 20];
+        self.stream.read_exact(&mut head).unwrap();
+        let len = u16::from_be_bytes([head[2], head[3]]) as usize;
+        let mut whole = head.to_vec();
+        whole.resize(20 + len, 0);
+        self.stream.read_exact(&mut whole[20..]).unwrap();
+        whole
+    }
+}
+
+#[test]
+fn a_client_that_stops_reading_costs_bounded_memory_and_is_closed() {
+    use turnpike::proto::stun::{Class, Message, attr, method};
+    let server = Server::start(Conf {
+        tcp: true,
+        idle_timeout_secs: 3,
+        ..Conf::loopback_peers()
+    });
+    let mut client = TcpTurn::connect(server.tcp.unwrap());
+    let answer = client.call(
+        method::ALLOCATE,
+        &[],
+        &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])],
+    );
+    let msg = Message::parse(&answer).unwrap();
+    assert_eq!(msg.class(), Class::Success, "{answer:02x?}");
+    let relayed = msg
+        .xor_address(msg.get(attr::XOR_RELAYED_ADDRESS).unwrap())
+        .unwrap();
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let answer = client.call(
+        method::CREATE_PERMISSION,
+        &[(attr::XOR_PEER_ADDRESS, peer.local_addr().unwrap())],
+        &[],
+    );
+    assert_eq!(Message::parse(&answer).unwrap().class(), Class::Success);
+
+    // The peer sends 40 MB; the client reads none of it.
+    let before = rss_kib(server.pid());
+    let payload = [0x5au8; 1000];
+    const SENT: usize = 40_000;
+    for i in 0..SENT {
+        let _ = peer.send_to(&payload, relayed);
+        if i % 500 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let after = rss_kib(server.pid());
+    eprintln!(
+        "server RSS {before} KiB before, {after} KiB after 40 MB for a client that does not read"
+    );
+    assert!(
+        after < before + 16 * 1024,
+        "memory grew by {} KiB for one stalled client",
+        after - before
+    );
+    // Writes stall; after the idle timeout without write progress the server closes. The
+    // client then finds what was in flight, then the end of the stream.
+    std::thread::sleep(Duration::from_secs(5));
+    client
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 65536];
+    let outcome = loop {
+        match client.stream.read(&mut buf) {
+            Ok(0) => break "closed",
+            Ok(n) => received += n,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break "closed",
+            Err(e) => {
+                break if e.kind() == ErrorKind::WouldBlock {
+                    "still open"
+                } else {
+                    "error"
+                };
+            }
+        }
+    };
+    assert_eq!(
+        outcome,
+        "closed",
+        "received {received} bytes\n{}",
+        server.log()
+    );
+    assert!(
+        received < SENT * payload.len(),
+        "only what fitted in bounded buffers was delivered ({received} bytes)"
+    );
+}

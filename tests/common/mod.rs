@@ -160,6 +160,8 @@ pub struct Conf {
     /// `[connections]` handshake_timeout_secs and max_per_ip.
     pub handshake_timeout_secs: u64,
     pub max_connections_per_ip: u32,
+    /// `[connections] idle_timeout_secs`.
+    pub idle_timeout_secs: u64,
     /// Extra `key = value` lines for the `[http]` section (the harness sets `address`).
     pub http_extra: Vec<String>,
     /// Extra TOML appended at the end (whole sections, such as `[server]`).
@@ -187,6 +189,7 @@ impl Default for Conf {
             tls_reload_secs: 5,
             handshake_timeout_secs: 10,
             max_connections_per_ip: 256,
+            idle_timeout_secs: 60,
             http_extra: Vec::new(),
             extra_toml: String::new(),
         }
@@ -263,8 +266,8 @@ impl Conf {
         }
         writeln!(
             t,
-            "\n[connections]\nhandshake_timeout_secs = {}\nmax_per_ip = {}",
-            self.handshake_timeout_secs, self.max_connections_per_ip
+            "\n[connections]\nhandshake_timeout_secs = {}\nmax_per_ip = {}\nidle_timeout_secs = {}",
+            self.handshake_timeout_secs, self.max_connections_per_ip, self.idle_timeout_secs
         )
         .unwrap();
         writeln!(t, "\n[http]\naddress = \"{http}\"").unwrap();
