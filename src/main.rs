@@ -17,8 +17,8 @@ mod peer_cli;
 #[derive(Debug, Parser)]
 #[command(name = "turnpike", version, arg_required_else_help = true)]
 #[command(
-    after_help = "Run `turnpike serve` to start with the built-in configuration (UDP 3478, \
-private peers denied); see `turnpike help <COMMAND>` for each command."
+    after_help = "Run `turnpike serve` to start with the built-in configuration (UDP and TCP \
+3478, TLS 5349, private peers denied); see `turnpike help <COMMAND>` for each command."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,11 +30,17 @@ enum Command {
     /// Run the STUN/TURN server until SIGTERM or SIGINT.
     ///
     /// Without --config (or TURNPIKE_CONFIG) the server runs with the configuration built into
-    /// the binary, the one documented in config/turnpike.toml: UDP on 0.0.0.0:3478 and
-    /// [::]:3478, private and loopback peers denied. When neither auth.secrets nor auth.users
-    /// is configured, a random REST secret is generated for this run and logged once, with a
-    /// warning. Logs go to standard error; RUST_LOG overrides [log] level. Under systemd
-    /// (Type=notify) it reports READY=1 once every listener is bound and feeds the watchdog.
+    /// the binary, the one documented in config/turnpike.toml: UDP and TCP on port 3478 and
+    /// TLS on port 5349 of every IPv4 and IPv6 address, private and loopback peers denied.
+    /// When neither auth.secrets nor auth.users is configured, a random REST secret is
+    /// generated for this run and logged once, with a warning; when [tls] names no
+    /// certificate, TLS listeners use a self-signed one generated at start, with a warning.
+    /// SIGHUP reloads the TLS certificate (as does a change of its files on disk). Logs go to
+    /// standard error; RUST_LOG overrides [log] level. Under systemd (Type=notify) it reports
+    /// READY=1 once every listener is bound and feeds the watchdog.
+    /// It also serves the HTTP API ([http], default 127.0.0.1:9641): credentials for WebRTC
+    /// apps (/api/v1/ice-servers), Prometheus metrics (/metrics), /healthz and /readyz; a TLS
+    /// listener with serve_http = true serves the same API on its port (443 shared).
     Serve {
         /// The configuration file (TOML). Default: the built-in configuration.
         #[arg(short, long, value_name = "FILE", env = "TURNPIKE_CONFIG")]

@@ -16,7 +16,7 @@ pub struct PeerArgs {
         long,
         value_name = "URL",
         env = "TURNPIKE_REGISTRY_URL",
-        default_value = "ws://127.0.0.1:9642/v1/registry"
+        default_value = "ws://127.0.0.1:9641/v1/registry"
     )]
     url: String,
 

@@ -1,6 +1,7 @@
 //! Start-up, signals and shutdown: turns a [`Config`] into bound sockets and running workers,
-//! tells systemd when it is ready, feeds the watchdog while the workers are alive, and stops
-//! cleanly on SIGTERM/SIGINT.
+//! serves the HTTP API (credentials, metrics, health) on a tokio runtime, tells systemd when it
+//! is ready, feeds the watchdog while the workers are alive, and stops cleanly on
+//! SIGTERM/SIGINT.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -14,16 +15,20 @@ use mio::{Poll, Waker};
 use rand::RngCore;
 
 use crate::config::{Config, ListenTransport};
+use crate::http::{self, Health, HttpState};
+use crate::metrics::Metrics;
 use crate::net::addr::first_interface_address;
 use crate::net::ports::PortPool;
 use crate::net::relay::{RelayAddresses, RelaySet};
+use crate::net::shortcut::{Handoffs, RelayDirectory};
 use crate::net::socket::{UdpOptions, bind_udp};
-use crate::net::udp::{UdpWorker, WorkerHandle};
+use crate::net::udp::{UdpWorker, WAKER_TOKEN, WorkerHandle, WorkerShared};
 use crate::proto::nonce::NonceKey;
-use crate::proto::server::{Authenticator, Limits, Server, Settings, Shared};
+use crate::proto::server::{Authenticator, Limits, Server, Settings, Shared, Stats};
 
 /// Runs the server with `config` until SIGTERM or SIGINT. Blocks.
 pub fn run(mut config: Config) -> anyhow::Result<()> {
+    raise_open_file_limit();
     if config.auth.secrets.is_empty() && config.auth.users.is_empty() {
         let mut raw = [0u8; 24];
         rand::thread_rng().fill_bytes(&mut raw);
@@ -37,14 +42,80 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
         );
         config.auth.secrets.push(secret);
     }
-    let running = start(&config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // One runtime for the control plane (signals, HTTP) and for the TCP/TLS client
+    // connections (one task each); the UDP workers run on their own threads.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("turnpike-control")
         .enable_all()
         .build()
-        .context("starting the signal runtime")?;
-    runtime.block_on(supervise(&running));
-    running.stop();
-    tracing::info!("stopped");
+        .context("starting the control-plane runtime")?;
+    let outcome = runtime.block_on(serve(config));
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    if outcome.is_ok() {
+        tracing::info!("stopped");
+    }
+    outcome
+}
+
+/// Starts the HTTP API first (so `/healthz` answers and `/readyz` says "starting" while
+/// listeners bind), then the workers; runs until a signal, then drains and stops.
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new(&config.realm));
+    let health = Arc::new(Health::default());
+    let (stop_http, stopped) = tokio::sync::watch::channel(false);
+    // The API router: on the HTTP listener, and on TLS listeners with `serve_http = true`.
+    let mut api = http::router(HttpState::new(&config, metrics.clone(), health.clone()));
+    // The registry (/v1/registry) rides on the same router, so also on TLS 443.
+    let registry = crate::registry::standalone::state(&config.registry)?;
+    if let Some(state) = &registry {
+        api = api.merge(crate::registry::routes(state.clone()));
+        metrics.set_registry(state.clone());
+        if let Some(address) = config.registry.listen {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| {
+                    format!("binding the registry listener (registry.listen) on {address}")
+                })?;
+            let address = listener.local_addr().unwrap_or(address);
+            tracing::info!(%address, "registry listening on ws://{address}/v1/registry");
+            tokio::spawn(crate::registry::standalone::serve(
+                listener,
+                state.clone(),
+                stopped.clone(),
+            ));
+        }
+    }
+    if config.http.enabled {
+        let address = config.http.address;
+        let listener = http::bind(address)
+            .with_context(|| format!("binding the HTTP API (http.address) on {address}"))?;
+        let address = listener.local_addr().unwrap_or(address);
+        if !config.http.has_token_auth() {
+            tracing::info!(
+                "no http.api_keys and no http.jwt keys: the credential endpoints refuse every request"
+            );
+        }
+        tracing::info!(%address, "HTTP API listening (/metrics, /healthz, /readyz, /api/v1/ice-servers)");
+        tokio::spawn(http::serve(listener, api.clone(), stopped));
+    }
+    let start_config = config.clone();
+    let running = tokio::task::spawn_blocking(move || start(&start_config, api))
+        .await
+        .context("start-up failed")??;
+    for stats in &running.stats {
+        metrics.register(stats.clone());
+    }
+    metrics.set_port_pool(running.ports.clone());
+    health.set_listening(true);
+    supervise(&running).await;
+    health.set_draining(true);
+    if let Some(state) = &registry {
+        state.shutdown(); // every registry WebSocket is closed with 1001 (going away)
+    }
+    let _ = stop_http.send(true);
+    tokio::task::spawn_blocking(move || running.stop())
+        .await
+        .context("stopping the workers")?;
     Ok(())
 }
 
@@ -60,17 +131,18 @@ pub struct Running {
     workers: Vec<WorkerThread>,
     /// The addresses actually bound (useful when a config asks for port 0).
     pub bound: Vec<SocketAddr>,
-    /// The registry's own listener (`[registry] listen`), until the HTTP server serves it.
-    pub registry: Option<crate::registry::standalone::Standalone>,
+    /// The TCP and TLS listeners, when configured.
+    pub streams: Option<crate::net::stream::Streams>,
+    /// Each worker core's live counters, for the metrics collector.
+    pub stats: Vec<Arc<Stats>>,
+    /// The relay port pool every worker takes from.
+    pub ports: Arc<PortPool>,
 }
 
 impl Running {
     /// Stops every worker and waits for them.
     pub fn stop(mut self) {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-        if let Some(registry) = self.registry.take() {
-            registry.stop();
-        }
         for w in &self.workers {
             w.handle.stop.store(true, Ordering::Relaxed);
             let _ = w.waker.wake();
@@ -79,6 +151,10 @@ impl Running {
             if let Some(t) = w.thread.take() {
                 let _ = t.join();
             }
+        }
+        // Stop accepting; open connections end with the runtime.
+        if let Some(streams) = &self.streams {
+            streams.stop();
         }
     }
 }
@@ -101,9 +177,11 @@ async fn supervise(running: &Running) {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = hup.recv() => {
-                // Reloading secrets and certificates arrives with the reload work; until then
-                // say so rather than pretend.
-                tracing::warn!("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+                // The TLS certificate reloads; the rest of the configuration needs a restart.
+                match &running.streams {
+                    Some(streams) => streams.reload_certificates("SIGHUP"),
+                    None => tracing::info!("SIGHUP: no TLS listener, no certificate to reload"),
+                }
             }
             _ = tick.tick() => {
                 if watchdog && running.workers_alive(period * 2) {
@@ -134,9 +212,10 @@ impl Running {
     }
 }
 
-/// Binds every listener, builds one core per worker and starts the workers. Returns once all
-/// are serving (and has told systemd READY=1).
-pub fn start(config: &Config) -> anyhow::Result<Running> {
+/// Binds every listener, builds one core per worker and starts the workers, and the TCP/TLS
+/// listeners on the current tokio runtime (their HTTP side serves `http_router`). Returns once
+/// all are serving (and has told systemd READY=1).
+pub fn start(config: &Config, http_router: axum::Router) -> anyhow::Result<Running> {
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism()
             .map(|n| n.get())
@@ -149,16 +228,12 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         .filter(|l| l.transport == ListenTransport::Udp)
         .map(|l| l.address)
         .collect();
-    for l in config
-        .listen
-        .iter()
-        .filter(|l| l.transport != ListenTransport::Udp)
-    {
-        tracing::warn!(address = %l.address, transport = l.transport.as_str(), "this transport is not served yet; listener skipped");
+    if config.listen.is_empty() {
+        bail!("no listener configured");
     }
-    if udp.is_empty() {
-        bail!("no UDP listener configured (TCP and TLS listeners are not served yet)");
-    }
+    // TCP and TLS connections run as tasks of the caller's runtime.
+    let runtime = tokio::runtime::Handle::try_current()
+        .context("start() runs inside the service's tokio runtime")?;
     let relay_addrs = relay_addresses(config);
     let pool = Arc::new(PortPool::new(
         config.relay.ports.start,
@@ -171,7 +246,20 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     let mut nonce_key = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut nonce_key);
     let buffer_bytes = config.server.socket_buffer_bytes;
+    let bind_retry = Duration::from_secs(config.server.bind_retry_secs);
 
+    // SO_REUSEPORT lets any process of the same user join our listener group and silently take
+    // a share of the traffic (a second turnpike started by mistake, say). Probe each address
+    // with a plain bind first, so that an address already in use fails loudly instead.
+    for addr in udp.iter().filter(|a| a.port() != 0) {
+        let opts = UdpOptions {
+            reuse_port: false,
+            buffer_bytes: 0,
+            dont_fragment: false,
+        };
+        bind_retrying(*addr, opts, bind_retry)
+            .with_context(|| format!("UDP listener {addr} is already in use by another process"))?;
+    }
     // Bind the first worker's sockets first: a port of 0 then resolves to the port the others
     // share.
     let mut bound: Vec<SocketAddr> = udp.clone();
@@ -184,42 +272,86 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
                 buffer_bytes,
                 dont_fragment: false,
             };
-            let socket =
-                bind_udp(*addr, opts).with_context(|| format!("binding UDP listener {addr}"))?;
+            let socket = bind_retrying(*addr, opts, bind_retry)
+                .with_context(|| format!("binding UDP listener {addr}"))?;
             *addr = socket.local_addr()?;
             sockets.push(socket);
         }
         per_worker.push(sockets);
     }
 
+    // Every TCP/TLS connection has a core of its own; they count into one shared Stats.
+    let stream_stats = Arc::new(Stats::shared());
+    let streams = crate::net::stream::start(
+        config,
+        crate::net::stream::Resources {
+            settings: Arc::new(settings(config, &relay_addrs, nonce_key)),
+            quotas: shared.clone(),
+            stats: stream_stats.clone(),
+            pool: pool.clone(),
+            relay_addrs: relay_addrs.clone(),
+            http: http_router,
+        },
+        &runtime,
+    )?;
     let mut running = Running {
         workers: Vec::new(),
         bound: bound.clone(),
-        registry: crate::registry::standalone::start(&config.registry)?,
+        streams,
+        stats: vec![stream_stats],
+        ports: pool.clone(),
     };
-    for (index, sockets) in per_worker.into_iter().enumerate() {
+    let own_ips: Vec<IpAddr> = [relay_addrs.advertised_v4, relay_addrs.advertised_v6]
+        .into_iter()
+        .flatten()
+        .collect();
+    let directory = Arc::new(RelayDirectory::new(own_ips));
+    let handoffs = Arc::new(Handoffs::new(workers, HANDOFF_DEPTH));
+    let mut polls = Vec::with_capacity(workers);
+    let mut wakers = Vec::with_capacity(workers);
+    for _ in 0..workers {
         let poll = Poll::new().context("creating an event loop")?;
+        wakers.push(Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?));
+        polls.push(poll);
+    }
+    let wakers = Arc::new(wakers);
+    for (index, (sockets, poll)) in per_worker.into_iter().zip(polls).enumerate() {
         let registry = poll.registry().try_clone()?;
-        let relays = RelaySet::new(registry, pool.clone(), relay_addrs.clone(), buffer_bytes);
+        let relays = RelaySet::new(
+            registry,
+            pool.clone(),
+            relay_addrs.clone(),
+            buffer_bytes,
+            directory.clone(),
+            index,
+        );
         let core = Server::new(
             settings(config, &relay_addrs, nonce_key),
             shared.clone(),
             Instant::now(),
         );
+        running.stats.push(core.stats().clone());
         let handle = Arc::new(WorkerHandle::default());
-        let (worker, waker) = UdpWorker::new(poll, sockets, relays, core, handle.clone())?;
+        let with_others = WorkerShared {
+            index,
+            directory: directory.clone(),
+            handoffs: handoffs.clone(),
+            wakers: wakers.clone(),
+        };
+        let worker = UdpWorker::new(poll, sockets, relays, core, handle.clone(), with_others)?;
         let thread = std::thread::Builder::new()
             .name(format!("turnpike-udp-{index}"))
             .spawn(move || worker.run())
             .context("starting a worker thread")?;
         running.workers.push(WorkerThread {
             handle,
-            waker,
+            waker: wakers[index].clone(),
             thread: Some(thread),
         });
     }
     tracing::info!(
         listeners = ?bound,
+        stream_listeners = ?running.streams.as_ref().map(|s| &s.bound),
         workers,
         relay_v4 = ?relay_addrs.advertised_v4,
         relay_v6 = ?relay_addrs.advertised_v6,
@@ -229,6 +361,38 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     );
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     Ok(running)
+}
+
+/// Packets in flight per worker inbox for the relay-to-relay short-circuit (each holds a 2 KiB
+/// pooled buffer).
+const HANDOFF_DEPTH: usize = 1024;
+
+/// Binds a UDP listener, retrying for up to `retry` while the address is in use or not
+/// assigned yet (`server.bind_retry_secs`: at boot the address may come up after us).
+fn bind_retrying(
+    addr: SocketAddr,
+    opts: UdpOptions,
+    retry: Duration,
+) -> std::io::Result<std::net::UdpSocket> {
+    use std::io::ErrorKind;
+    let deadline = Instant::now() + retry;
+    let mut warned = false;
+    loop {
+        match bind_udp(addr, opts) {
+            Ok(socket) => return Ok(socket),
+            Err(e)
+                if matches!(e.kind(), ErrorKind::AddrInUse | ErrorKind::AddrNotAvailable)
+                    && Instant::now() < deadline =>
+            {
+                if !warned {
+                    tracing::warn!(%addr, error = %e, retry_secs = retry.as_secs(), "cannot bind a listener yet; retrying");
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Where relay sockets bind and what is advertised, from `[relay]`.
@@ -314,4 +478,26 @@ fn settings(config: &Config, relays: &RelayAddresses, nonce_key: [u8; 32]) -> Se
         software: config.server.software.clone(),
         families: [relays.bind_v4.is_some(), relays.bind_v6.is_some()],
     }
+}
+
+/// Every allocation holds a socket: raise the soft open-file limit to the hard limit (systemd's
+/// `LimitNOFILE=` sets the hard one), as servers commonly do, and say what we got.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    tracing::debug!(open_files = lim.rlim_cur, "open-file limit");
 }

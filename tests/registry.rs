@@ -128,6 +128,23 @@ async fn three_peers_in_two_projects() {
             .await
             .expect("nothing else arrives");
     }
+    // The same /metrics as the rest of the server reports the registry.
+    let metrics = registry.metrics();
+    for line in [
+        "turnpike_registry_peers 4",
+        "turnpike_registry_projects 2",
+        "turnpike_registry_signaling_messages_total{type=\"webrtc_offer\"} 1",
+        "turnpike_registry_signaling_messages_total{type=\"webrtc_ice_candidate\"} 1",
+        "turnpike_registry_relay_blobs_total 1",
+        "turnpike_registry_relay_drops_total{reason=\"unknown_peer\"} 1",
+        "turnpike_registry_errors_total{code=\"unknown_peer\"} 2",
+        "turnpike_registry_project_relay_blobs_total{project=\"p1\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in /metrics:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,11 +232,15 @@ async fn bad_tokens_are_refused_before_the_upgrade() {
     for (carry, status, reason) in cases {
         let (got_status, body) = raw_connect(&url, carry).await.expect_err("refused");
         assert_eq!(
-            (got_status, body["error"].as_str()),
+            (got_status, body["error"]["code"].as_str()),
             (status, Some(reason)),
             "{body}"
         );
-        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
     // The three ways to carry a valid token all work.
     for carry in [

@@ -47,7 +47,8 @@ fn examples() -> Vec<Example> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_protocol_documents_examples_play_against_the_server() {
-    let registry = TestRegistry::start("");
+    // On the registry's own listener (`[registry] listen`); the other tests use the HTTP API's.
+    let registry = TestRegistry::start_on_own_listener("");
     let url = registry.url();
     let mut sockets: HashMap<String, Socket> = HashMap::new();
     let mut played = 0;

@@ -297,32 +297,50 @@ fn minimal_allocate_gets_a_small_401_with_realm_and_nonce_only() {
 
 #[test]
 fn unauthenticated_401s_are_rate_limited_per_source() {
+    const RATE: u32 = 5;
     let server = Server::start(Conf {
-        unauthenticated_rate: 5,
+        unauthenticated_rate: RATE,
         ..Conf::default()
     });
     let client = Client::new(server.udp);
+    let started = Instant::now();
     for _ in 0..50 {
         client.send(&request(ALLOCATE, None, udp_transport));
     }
     // Count the 401s until the socket stays quiet for 300 ms (at most 60 reads).
-    let mut answers = 0;
+    let mut answers: u32 = 0;
+    let mut last_answer = started;
     for _ in 0..60 {
         let Some(answer) = client.recv(Duration::from_millis(300)) else {
             break;
         };
+        last_answer = Instant::now();
         expect_error(&answer, ALLOCATE, 401, &server);
         answers += 1;
     }
+    // A bucket of 2 x RATE (the documented burst) plus what refills while the server works
+    // through the 50 requests: no time limit is asserted, the bound follows the time taken.
+    let refill = (f64::from(RATE) * (last_answer - started).as_secs_f64()).ceil() as u32;
+    let most = 2 * RATE + refill;
     assert!(
-        (1..=10).contains(&answers),
-        "50 unauthenticated Allocates got {answers} 401s with unauthenticated_rate = 5\n--- server log ---\n{}",
+        (RATE..=most).contains(&answers),
+        "50 unauthenticated Allocates got {answers} 401s with unauthenticated_rate = {RATE} \
+         (expected {RATE}..={most})\n--- server log ---\n{}",
         server.log()
     );
     // Binding is not subject to the 401 limit.
     let answer = client.transact(&binding_request(7), &server);
     let msg = parse(&answer, BINDING);
     assert!(msg.has_class(MessageClass::Success), "{msg}");
+    // The limit is per source address: another loopback address is answered at once.
+    let other = UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    other.connect(server.udp).unwrap();
+    let other = Client {
+        socket: other,
+        server: server.udp,
+    };
+    let answer = other.transact(&request(ALLOCATE, None, udp_transport), &server);
+    expect_error(&answer, ALLOCATE, 401, &server);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -512,13 +530,22 @@ fn per_user_quota_gets_486_and_is_released_on_delete() {
 }
 
 #[test]
-fn tcp_requested_transport_gets_442() {
+fn tcp_requested_transport_over_udp_gets_400_and_other_protocols_442() {
     let server = Server::start(Conf::default());
     let client = Client::new(server.udp);
     let auth = rest_auth(&client, "alice", &server);
+    // RFC 6062 §5.1: TCP relays are asked for over TCP or TLS only.
     let answer = client.transact(
         &request(ALLOCATE, Some(&auth), |m, _| {
             add(m, &RequestedTransport::new(RequestedTransport::TCP))
+        }),
+        &server,
+    );
+    expect_error(&answer, ALLOCATE, 400, &server);
+    // SCTP (132) is not a relay transport turnpike offers.
+    let answer = client.transact(
+        &request(ALLOCATE, Some(&auth), |m, _| {
+            add(m, &RequestedTransport::new(132))
         }),
         &server,
     );
@@ -882,4 +909,50 @@ fn ipv6_allocation_relays_to_an_ipv6_peer_address() {
         .expect("XOR-MAPPED-ADDRESS")
         .addr(msg.transaction_id());
     assert_eq!(mapped, client.local_addr());
+}
+
+#[test]
+fn ipv6_loopback_and_ipv4_mapped_loopback_peers_get_403_by_default() {
+    let server = Server::start(Conf::default());
+    let client = Client::new(server.udp);
+    let auth = rest_auth(&client, "kim", &server);
+    // A dual-stack allocation (RFC 8656 ADDITIONAL-ADDRESS-FAMILY IPv6 next to IPv4).
+    let answer = client.transact(
+        &request(ALLOCATE, Some(&auth), |m, id| {
+            udp_transport(m, id);
+            add(
+                m,
+                &RawAttribute::new(AttributeType::new(0x8000), &[0x02, 0, 0, 0]),
+            );
+        }),
+        &server,
+    );
+    let msg = expect_success(&answer, ALLOCATE, &auth, &server);
+    let mut relayed: Vec<IpAddr> = (0..2)
+        .filter_map(|n| msg.nth_attribute::<XorRelayedAddress>(n).ok())
+        .map(|a| a.addr(msg.transaction_id()).ip())
+        .collect();
+    relayed.sort(); // the order of the two is not specified
+    assert_eq!(
+        relayed,
+        vec![LOCALHOST_V4, LOCALHOST_V6],
+        "two relayed addresses: {msg}"
+    );
+    // ::1 is loopback; ::ffff:127.0.0.1 is 127.0.0.1 written as IPv6 and must be judged as it.
+    for peer in ["127.0.0.1:9", "[::1]:9", "[::ffff:127.0.0.1]:9"] {
+        let peer: SocketAddr = peer.parse().unwrap();
+        let answer = client.transact(
+            &request(CREATE_PERMISSION, Some(&auth), |m, id| {
+                add(m, &XorPeerAddress::new(peer, id))
+            }),
+            &server,
+        );
+        let msg = parse(&answer, CREATE_PERMISSION);
+        assert_eq!(
+            error_code(&msg),
+            Some(403),
+            "CreatePermission to {peer}: {msg}\n--- server log ---\n{}",
+            server.log()
+        );
+    }
 }

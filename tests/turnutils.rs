@@ -99,24 +99,16 @@ fn send_indications_relay_with_the_second_secret() {
 }
 
 #[test]
-fn relay_to_relay() {
-    let server = Server::start(Conf::loopback_peers());
+fn relay_to_relay_needs_no_peer_allow_list() {
+    // The default policy denies loopback peers, but a peer that is one of the server's own
+    // relayed addresses (here on 127.0.0.1) is always allowed: relay-to-relay traffic never
+    // leaves the server.
+    let server = Server::start(Conf::default());
     let n = N.to_string();
-    // -y: pairs of clients send to each other's relayed address (peer traffic from our own
-    // relay sockets, so 127.0.0.1 must be an allowed peer).
+    // -y: pairs of clients send to each other's relayed address.
+    let port = server.udp.port().to_string();
     let args: Vec<String> = [
-        "-p",
-        &server.udp.port().to_string(),
-        "-y",
-        "-W",
-        SECRET_ONE,
-        "-u",
-        "carol",
-        "-c",
-        "-n",
-        &n,
-        "-m",
-        "2",
+        "-p", &port, "-y", "-W", SECRET_ONE, "-u", "carol", "-c", "-n", &n, "-m", "2",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -231,15 +223,6 @@ fn loopback_peers_are_refused_by_default() {
     send.push("-s");
     let run = uclient(&args_to_peer(&server, &peer, &send), LOCALHOST_V4);
     assert_forbidden(&run, "create permission", &server);
-
-    let mut args = vec![
-        "-p".to_string(),
-        server.udp.port().to_string(),
-        "-y".to_string(),
-    ];
-    args.extend(creds.iter().map(|s| s.to_string()));
-    let run = uclient(&args, LOCALHOST_V4);
-    assert_forbidden(&run, "channel bind", &server);
 }
 
 #[test]
@@ -358,4 +341,95 @@ fn ipv6_binding_and_relay() {
     ];
     let run = uclient(&args, LOCALHOST_V6);
     run.assert_relayed(2 * N, &server);
+}
+
+/// The operator's path: `turnpike credentials` mints a credential from the server's config,
+/// uclient relays with it, and SIGTERM stops the server cleanly.
+#[test]
+fn cli_credentials_relay_and_sigterm_stops_the_server() {
+    let mut server = Server::start(Conf::loopback_peers());
+    let peer = Peer::start(LOCALHOST_V4);
+    let config = server.config_path.display().to_string();
+    let run = run_tool(
+        &turnpike_bin(),
+        &[
+            "credentials".into(),
+            "--user".into(),
+            "frank".into(),
+            "--ttl".into(),
+            "1h".into(),
+            "--config".into(),
+            config,
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(run.success(), "{run}");
+    let json: serde_json::Value = serde_json::from_str(&run.output)
+        .unwrap_or_else(|e| panic!("credentials output is not JSON ({e}):\n{run}"));
+    let username = json["username"].as_str().expect("username");
+    let password = json["password"].as_str().expect("password");
+    assert_eq!(json["ttl"], 3600, "{run}");
+    let (expiry, user) = username.split_once(':').expect("EXPIRY:USER");
+    assert_eq!(user, "frank");
+    let expiry: u64 = expiry.parse().expect("a numeric expiry");
+    let now = unix_now();
+    assert!(
+        (now + 3600 - 60..=now + 3600).contains(&expiry),
+        "expiry {expiry}, now {now}"
+    );
+    // Signed with the first configured secret.
+    assert_eq!(
+        password,
+        credentials::rest_password(SECRET_ONE.as_bytes(), username)
+    );
+    let uri = format!("turn:{}?transport=udp", server.udp);
+    let uris: Vec<&str> = json["uris"]
+        .as_array()
+        .expect("uris")
+        .iter()
+        .filter_map(|u| u.as_str())
+        .collect();
+    assert!(uris.contains(&uri.as_str()), "{uri} not in {uris:?}");
+
+    let run = uclient(
+        &args_to_peer(
+            &server,
+            &peer,
+            &["-u", username, "-w", password, "-c", "-n", "10", "-m", "2"],
+        ),
+        LOCALHOST_V4,
+    );
+    run.assert_relayed(20, &server);
+
+    let status = server.terminate(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM: {status:?}\n--- server log ---\n{}",
+        server.log()
+    );
+}
+
+#[test]
+fn check_config_accepts_the_test_config_and_points_at_a_bad_key() {
+    let server = Server::start(Conf::default());
+    let check = |path: &std::path::Path| {
+        run_tool(
+            &turnpike_bin(),
+            &["check-config".into(), path.display().to_string()],
+            Duration::from_secs(20),
+        )
+    };
+    let run = check(&server.config_path);
+    assert!(run.success(), "{run}");
+
+    // An unknown key on line 3 is reported with its line.
+    let bad = server.dir().join("bad.toml");
+    std::fs::write(&bad, "realm = \"x\"\n\nno_such_key = 1\n").unwrap();
+    let run = check(&bad);
+    assert_eq!(run.code, Some(1), "{run}");
+    let location = format!("{}:3:", bad.display());
+    assert!(
+        run.output.contains(&location),
+        "expected {location} in:\n{run}"
+    );
 }

@@ -298,9 +298,13 @@ async fn connect_and_join(
         Ok(connected) => connected,
         Err(tungstenite::Error::Http(response)) => {
             #[derive(Deserialize, Default)]
-            struct Body {
-                error: String,
+            struct Detail {
+                code: String,
                 message: String,
+            }
+            #[derive(Deserialize, Default)]
+            struct Body {
+                error: Detail,
             }
             let body: Body = response
                 .body()
@@ -309,8 +313,8 @@ async fn connect_and_join(
                 .unwrap_or_default();
             return Err(ClientError::Refused {
                 status: response.status().as_u16(),
-                error: body.error,
-                message: body.message,
+                error: body.error.code,
+                message: body.error.message,
             });
         }
         Err(e) => return Err(ClientError::WebSocket(e.to_string())),

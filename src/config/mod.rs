@@ -10,6 +10,7 @@
 //! `config/turnpike.toml` in the repository documents every option; it is compiled in as
 //! [`EMBEDDED_DEFAULT`], the configuration `turnpike serve` runs with when given no file.
 
+mod http;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -19,9 +20,11 @@ pub mod validate;
 use std::path::{Path, PathBuf};
 
 pub use crate::registry::RegistryConfig;
+pub use http::{HttpConfig, JwtConfig};
 pub use schema::{
-    AuthConfig, Config, LimitsConfig, Listen, ListenTransport, LogConfig, LogFormat, PeersConfig,
-    PortRange, PortRangeError, RelayConfig, ServerConfig, default_listeners,
+    AuthConfig, Config, ConnectionsConfig, LimitsConfig, Listen, ListenTransport, LogConfig,
+    LogFormat, PeersConfig, PortRange, PortRangeError, RelayConfig, ServerConfig, TlsConfig,
+    default_listeners,
 };
 pub use uris::client_uris;
 

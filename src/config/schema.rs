@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
@@ -33,6 +34,12 @@ pub struct Config {
     pub server: ServerConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The certificate of TLS listeners.
+    pub tls: TlsConfig,
+    /// Limits and timeouts of TCP and TLS connections.
+    pub connections: ConnectionsConfig,
+    /// The HTTP API: credentials endpoint, metrics, health.
+    pub http: super::http::HttpConfig,
     /// The registry: WebSocket signaling and the encrypted relay fallback.
     pub registry: crate::registry::RegistryConfig,
 }
@@ -48,24 +55,35 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             server: ServerConfig::default(),
             log: LogConfig::default(),
+            tls: TlsConfig::default(),
+            connections: ConnectionsConfig::default(),
+            http: super::http::HttpConfig::default(),
             registry: crate::registry::RegistryConfig::default(),
         }
     }
 }
 
-/// The listeners used when the configuration names none: UDP 3478 on every IPv4 and IPv6
-/// address.
+/// The listeners used when the configuration names none: UDP and TCP 3478 and TLS 5349, on
+/// every IPv4 and IPv6 address.
 pub fn default_listeners() -> Vec<Listen> {
-    vec![
-        Listen {
-            transport: ListenTransport::Udp,
-            address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 3478),
-        },
-        Listen {
-            transport: ListenTransport::Udp,
-            address: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 3478),
-        },
-    ]
+    let mut listeners = Vec::new();
+    for (transport, port) in [
+        (ListenTransport::Udp, 3478),
+        (ListenTransport::Tcp, 3478),
+        (ListenTransport::Tls, 5349),
+    ] {
+        for ip in [
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        ] {
+            listeners.push(Listen {
+                transport,
+                address: SocketAddr::new(ip, port),
+                serve_http: false,
+            });
+        }
+    }
+    listeners
 }
 
 /// One socket clients reach the server on (a `[[listen]]` entry).
@@ -77,6 +95,10 @@ pub struct Listen {
     pub transport: ListenTransport,
     /// The local address and port, such as `0.0.0.0:3478` or `[::]:3478`. Required.
     pub address: SocketAddr,
+    /// TLS listeners only: also serve HTTPS on this port (port 443 shared by `turns:` and the
+    /// HTTP endpoints), telling the two apart by ALPN or by the first byte.
+    #[serde(default)]
+    pub serve_http: bool,
 }
 
 /// The transport of a listener.
@@ -399,6 +421,9 @@ pub struct ServerConfig {
     pub socket_buffer_bytes: usize,
     /// The SOFTWARE attribute on answers to authenticated requests; `None` sends none.
     pub software: Option<String>,
+    /// How long to keep retrying a client listener address that is in use or not assigned
+    /// yet, in seconds; 0 fails at once.
+    pub bind_retry_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -407,6 +432,7 @@ impl Default for ServerConfig {
             workers: 0,
             socket_buffer_bytes: 4 * 1024 * 1024,
             software: None,
+            bind_retry_secs: 0,
         }
     }
 }
@@ -440,4 +466,52 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// The `[tls]` section: the certificate TLS listeners present.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, leaf first. Unset: a self-signed certificate is generated
+    /// at start (with a warning).
+    pub certificate: Option<PathBuf>,
+    /// The private key of the leaf certificate, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: Option<PathBuf>,
+    /// How often the two files are checked for changes, in seconds; 0 reloads only on SIGHUP.
+    pub reload_interval_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> TlsConfig {
+        TlsConfig {
+            certificate: None,
+            private_key: None,
+            reload_interval_secs: 5,
+        }
+    }
+}
+
+/// The `[connections]` section: limits and timeouts of TCP and TLS client connections.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsConfig {
+    /// TCP and TLS client connections open at once, over all listeners.
+    pub max_total: u32,
+    /// Client connections open at once from one IPv4 address or one IPv6 /64.
+    pub max_per_ip: u32,
+    /// Seconds a new connection has to complete its TLS handshake and send its first bytes.
+    pub handshake_timeout_secs: u64,
+    /// Seconds a connection without an allocation may stay silent before it is closed.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> ConnectionsConfig {
+        ConnectionsConfig {
+            max_total: 10_000,
+            max_per_ip: 256,
+            handshake_timeout_secs: 10,
+            idle_timeout_secs: 60,
+        }
+    }
 }

@@ -51,16 +51,16 @@ fn default_values() {
             .iter()
             .map(|l| (l.transport, l.address))
             .collect::<Vec<_>>(),
-        vec![
-            (
-                ListenTransport::Udp,
-                "0.0.0.0:3478".parse::<SocketAddr>().unwrap()
-            ),
-            (
-                ListenTransport::Udp,
-                "[::]:3478".parse::<SocketAddr>().unwrap()
-            ),
+        [
+            (ListenTransport::Udp, "0.0.0.0:3478"),
+            (ListenTransport::Udp, "[::]:3478"),
+            (ListenTransport::Tcp, "0.0.0.0:3478"),
+            (ListenTransport::Tcp, "[::]:3478"),
+            (ListenTransport::Tls, "0.0.0.0:5349"),
+            (ListenTransport::Tls, "[::]:5349"),
         ]
+        .map(|(t, a)| (t, a.parse::<SocketAddr>().unwrap()))
+        .to_vec()
     );
     assert_eq!(config.relay.bind_ip, "0.0.0.0".parse::<IpAddr>().unwrap());
     assert_eq!(
@@ -183,10 +183,38 @@ software = "turnpike test"
 [log]
 level = "debug,turnpike=trace"
 format = "json"
+[tls]
+certificate = "/etc/turnpike/fullchain.pem"
+private_key = "/etc/turnpike/privkey.pem"
+reload_interval_secs = 0
+[connections]
+max_total = 7
+max_per_ip = 3
+handshake_timeout_secs = 2
+idle_timeout_secs = 30
 "#,
     )
     .unwrap();
     assert_eq!(config.listen[0].transport, ListenTransport::Tcp);
+    assert!(!config.listen[0].serve_http);
+    assert_eq!(
+        config.tls.certificate.as_deref(),
+        Some(std::path::Path::new("/etc/turnpike/fullchain.pem"))
+    );
+    assert_eq!(config.tls.reload_interval_secs, 0);
+    assert_eq!(
+        (
+            config.connections.max_total,
+            config.connections.max_per_ip,
+            config.connections.handshake_timeout_secs,
+            config.connections.idle_timeout_secs
+        ),
+        (7, 3, 2, 30)
+    );
+    let shared =
+        parse("[[listen]]\ntransport = \"tls\"\naddress = \"0.0.0.0:443\"\nserve_http = true\n")
+            .unwrap();
+    assert!(shared.listen[0].serve_http);
     assert_eq!(
         config.listen[1].transport,
         ListenTransport::Udp,
@@ -341,6 +369,31 @@ fn validation_names_the_key() {
         (
             "[[listen]]\naddress = \"224.0.0.1:3478\"",
             "listen[0].address",
+        ),
+        (
+            "[[listen]]\ntransport = \"tcp\"\naddress = \"0.0.0.0:443\"\n\
+             [[listen]]\ntransport = \"tls\"\naddress = \"0.0.0.0:443\"",
+            "listen[1].address",
+        ),
+        (
+            "[[listen]]\ntransport = \"tcp\"\naddress = \"0.0.0.0:3478\"\nserve_http = true",
+            "listen[0].serve_http",
+        ),
+        ("[tls]\ncertificate = \"/etc/c.pem\"", "tls.private_key"),
+        ("[tls]\nprivate_key = \"/etc/k.pem\"", "tls.certificate"),
+        (
+            "[tls]\nreload_interval_secs = 3601",
+            "tls.reload_interval_secs",
+        ),
+        ("[connections]\nmax_total = 0", "connections.max_total"),
+        ("[connections]\nmax_per_ip = 0", "connections.max_per_ip"),
+        (
+            "[connections]\nhandshake_timeout_secs = 0",
+            "connections.handshake_timeout_secs",
+        ),
+        (
+            "[connections]\nidle_timeout_secs = 3601",
+            "connections.idle_timeout_secs",
         ),
         ("[relay]\nports = \"60000-50000\"", "relay.ports"),
         ("[relay]\nports = \"0-100\"", "relay.ports"),
@@ -528,6 +581,8 @@ fn client_uris_use_the_external_address() {
         uris_for("[relay]\nexternal_ip = \"203.0.113.7\""),
         vec![
             "turn:203.0.113.7:3478?transport=udp",
+            "turn:203.0.113.7:3478?transport=tcp",
+            "turns:203.0.113.7:5349?transport=tcp",
             "stun:203.0.113.7:3478"
         ]
     );
@@ -536,6 +591,10 @@ fn client_uris_use_the_external_address() {
         vec![
             "turn:203.0.113.7:3478?transport=udp",
             "turn:[2001:db8::7]:3478?transport=udp",
+            "turn:203.0.113.7:3478?transport=tcp",
+            "turn:[2001:db8::7]:3478?transport=tcp",
+            "turns:203.0.113.7:5349?transport=tcp",
+            "turns:[2001:db8::7]:5349?transport=tcp",
             "stun:203.0.113.7:3478",
         ]
     );
@@ -545,7 +604,12 @@ fn client_uris_use_the_external_address() {
 fn client_uris_fall_back_to_the_listener_then_loopback() {
     assert_eq!(
         uris_for(""),
-        vec!["turn:127.0.0.1:3478?transport=udp", "stun:127.0.0.1:3478"]
+        vec![
+            "turn:127.0.0.1:3478?transport=udp",
+            "turn:127.0.0.1:3478?transport=tcp",
+            "turns:127.0.0.1:5349?transport=tcp",
+            "stun:127.0.0.1:3478"
+        ]
     );
     assert_eq!(
         uris_for(

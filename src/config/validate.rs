@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use super::schema::{Config, LimitsConfig, RelayConfig};
+use super::schema::{Config, LimitsConfig, ListenTransport, RelayConfig};
 use crate::proto::credentials::parse_rest_username;
 
 /// One value in the configuration that is out of its range or contradicts another.
@@ -36,6 +36,8 @@ pub const MIN_SOCKET_BUFFER_BYTES: usize = 64 * 1024;
 pub const MAX_SOCKET_BUFFER_BYTES: usize = 1024 * 1024 * 1024;
 /// The most worker threads accepted.
 pub const MAX_WORKERS: usize = 1024;
+/// The longest listener bind retry accepted: ten minutes.
+pub const MAX_BIND_RETRY_SECS: u64 = 600;
 
 pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid {
@@ -53,7 +55,64 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
     validate_limits(&config.limits)?;
     validate_server(config)?;
     validate_log(config)?;
+    validate_tls(config)?;
+    validate_connections(config)?;
+    super::http::validate(&config.http)?;
     crate::registry::config::validate(&config.registry)?;
+    Ok(())
+}
+
+/// The longest handshake and idle timeouts accepted: one hour.
+pub const MAX_CONNECTION_TIMEOUT_SECS: u64 = 3600;
+
+fn validate_tls(config: &Config) -> Result<(), Invalid> {
+    let tls = &config.tls;
+    match (&tls.certificate, &tls.private_key) {
+        (Some(_), None) => {
+            return Err(invalid(
+                "tls.private_key",
+                "must be set when tls.certificate is set",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "tls.certificate",
+                "must be set when tls.private_key is set",
+            ));
+        }
+        _ => {}
+    }
+    if tls.reload_interval_secs > MAX_CONNECTION_TIMEOUT_SECS {
+        return Err(invalid(
+            "tls.reload_interval_secs",
+            format!("must be at most {MAX_CONNECTION_TIMEOUT_SECS} (0 = only on SIGHUP)"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_connections(config: &Config) -> Result<(), Invalid> {
+    let c = &config.connections;
+    if c.max_total == 0 {
+        return Err(invalid("connections.max_total", "must be greater than 0"));
+    }
+    if c.max_per_ip == 0 {
+        return Err(invalid("connections.max_per_ip", "must be greater than 0"));
+    }
+    for (key, value) in [
+        (
+            "connections.handshake_timeout_secs",
+            c.handshake_timeout_secs,
+        ),
+        ("connections.idle_timeout_secs", c.idle_timeout_secs),
+    ] {
+        if value == 0 || value > MAX_CONNECTION_TIMEOUT_SECS {
+            return Err(invalid(
+                key,
+                format!("must be between 1 and {MAX_CONNECTION_TIMEOUT_SECS} seconds"),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -96,6 +155,28 @@ fn validate_listeners(config: &Config) -> Result<(), Invalid> {
         }
         if is_ipv4_broadcast(ip) {
             return Err(invalid(key, "255.255.255.255 is the broadcast address"));
+        }
+        if listener.serve_http && listener.transport != ListenTransport::Tls {
+            return Err(invalid(
+                format!("listen[{index}].serve_http"),
+                "only a TLS listener can share its port with HTTPS (transport = \"tls\")",
+            ));
+        }
+        let stream = listener.transport != ListenTransport::Udp;
+        if stream
+            && config.listen[..index].iter().any(|other| {
+                other.transport != ListenTransport::Udp
+                    && other.transport != listener.transport
+                    && other.address == listener.address
+            })
+        {
+            return Err(invalid(
+                key,
+                format!(
+                    "{} is both a TCP and a TLS listener; they need different ports",
+                    listener.address
+                ),
+            ));
         }
         if !seen.insert((listener.transport, listener.address)) {
             return Err(invalid(
@@ -271,6 +352,12 @@ fn validate_server(config: &Config) -> Result<(), Invalid> {
         return Err(invalid(
             "server.socket_buffer_bytes",
             format!("must be between {MIN_SOCKET_BUFFER_BYTES} and {MAX_SOCKET_BUFFER_BYTES}"),
+        ));
+    }
+    if server.bind_retry_secs > MAX_BIND_RETRY_SECS {
+        return Err(invalid(
+            "server.bind_retry_secs",
+            format!("must be at most {MAX_BIND_RETRY_SECS} seconds"),
         ));
     }
     if let Some(software) = &server.software {

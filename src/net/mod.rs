@@ -5,7 +5,10 @@
 //! holding the allocations it created, so nothing on the packet path is shared or locked.
 
 pub mod addr;
+pub mod batch;
 pub mod ports;
 pub mod relay;
+pub mod shortcut;
 pub mod socket;
+pub mod stream;
 pub mod udp;

@@ -9,6 +9,7 @@ use mio::{Interest, Registry, Token};
 use slab::Slab;
 
 use super::ports::PortPool;
+use super::shortcut::RelayDirectory;
 use super::socket::{UdpOptions, bind_udp};
 use crate::proto::server::{Family, OpenedRelay, RelayId, RelayIo, RelayOpenError, RelayRequest};
 
@@ -33,6 +34,7 @@ pub struct RelayAddresses {
 struct RelaySocket {
     socket: UdpSocket,
     port: u16,
+    advertised: SocketAddr,
 }
 
 /// The relay sockets of one worker.
@@ -42,15 +44,20 @@ pub struct RelaySet {
     pool: Arc<PortPool>,
     addrs: RelayAddresses,
     buffer_bytes: usize,
+    directory: Arc<RelayDirectory>,
+    worker: usize,
 }
 
 impl RelaySet {
-    /// A set registering its sockets with `registry`.
+    /// A set registering its sockets with `registry`, recording them in `directory` as
+    /// owned by `worker`.
     pub fn new(
         registry: Registry,
         pool: Arc<PortPool>,
         addrs: RelayAddresses,
         buffer_bytes: usize,
+        directory: Arc<RelayDirectory>,
+        worker: usize,
     ) -> Self {
         RelaySet {
             sockets: Slab::new(),
@@ -58,7 +65,14 @@ impl RelaySet {
             pool,
             addrs,
             buffer_bytes,
+            directory,
+            worker,
         }
+    }
+
+    /// The advertised address of relay `id`.
+    pub fn advertised(&self, id: RelayId) -> Option<SocketAddr> {
+        self.sockets.get(id.0 as usize).map(|r| r.advertised)
     }
 
     /// The socket of relay `id`.
@@ -76,7 +90,13 @@ impl RelaySet {
         self.sockets.is_empty()
     }
 
-    fn bind_one(&mut self, ip: IpAddr, port: u16, dont_fragment: bool) -> Option<RelayId> {
+    fn bind_one(
+        &mut self,
+        ip: IpAddr,
+        advertised: IpAddr,
+        port: u16,
+        dont_fragment: bool,
+    ) -> Option<RelayId> {
         let opts = UdpOptions {
             reuse_port: false,
             buffer_bytes: self.buffer_bytes,
@@ -93,7 +113,12 @@ impl RelaySet {
                 Interest::READABLE,
             )
             .ok()?;
-        entry.insert(RelaySocket { socket, port });
+        entry.insert(RelaySocket {
+            socket,
+            port,
+            advertised: SocketAddr::new(advertised, port),
+        });
+        self.directory.set(port, Some(self.worker));
         Some(RelayId(key as u32))
     }
 }
@@ -120,7 +145,7 @@ impl RelayIo for RelaySet {
                 .pool
                 .take(request.even, request.reserve_next)
                 .ok_or(RelayOpenError::NoPort)?;
-            let Some(id) = self.bind_one(bind, port, request.dont_fragment) else {
+            let Some(id) = self.bind_one(bind, advertised, port, request.dont_fragment) else {
                 // Someone else holds it: keep it marked so we do not try it again at once.
                 if request.reserve_next {
                     self.pool.give_back(port + 1);
@@ -147,7 +172,7 @@ impl RelayIo for RelaySet {
         dont_fragment: bool,
     ) -> Result<OpenedRelay, RelayOpenError> {
         let (bind, advertised) = self.family_addresses(addr.is_ipv6())?;
-        match self.bind_one(bind, addr.port(), dont_fragment) {
+        match self.bind_one(bind, advertised, addr.port(), dont_fragment) {
             Some(id) => Ok(OpenedRelay {
                 id,
                 addr: SocketAddr::new(advertised, addr.port()),
@@ -163,6 +188,7 @@ impl RelayIo for RelaySet {
     fn close(&mut self, id: RelayId) {
         if let Some(mut relay) = self.sockets.try_remove(id.0 as usize) {
             let _ = self.registry.deregister(&mut relay.socket);
+            self.directory.set(relay.port, None);
             self.pool.give_back(relay.port);
         }
     }

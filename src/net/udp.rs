@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,19 +12,26 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::batch::{RecvBatch, SendBatch};
 use super::relay::{RELAY_TOKEN_BASE, RelaySet};
+use super::shortcut::{HANDOFF_SLOT, Handoff, Handoffs, RelayDirectory};
 use crate::proto::Transport;
 use crate::proto::server::{
     ClientOutput, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerOutput, RelayId, Server,
 };
 
-/// Token of the waker that interrupts the loop (shutdown).
-const WAKER_TOKEN: Token = Token(RELAY_TOKEN_BASE - 1);
+/// Token of the waker that interrupts the loop (shutdown, or packets handed over by another
+/// worker).
+pub const WAKER_TOKEN: Token = Token(RELAY_TOKEN_BASE - 1);
 /// At most this many datagrams are read from one socket per readiness event before the loop
 /// serves the others; the socket is then revisited without waiting for a new event.
 const READ_BUDGET: usize = 256;
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65535;
+/// Datagrams per recvmmsg/sendmmsg.
+const BATCH: usize = 32;
+/// A receive slot: room for headers in front, the largest datagram, padding after.
+const SLOT: usize = PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM;
 
 /// Shared between a worker and the service.
 #[derive(Debug, Default)]
@@ -54,11 +62,43 @@ pub struct UdpWorker {
     relays: RelaySet,
     core: Server,
     handle: Arc<WorkerHandle>,
-    buf: Box<[u8]>,
+    /// Datagrams from clients (at offset 0) and from peers (at PEER_HEADROOM).
+    recv: RecvBatch,
+    /// Datagrams for one relay socket (to peers), sent with one sendmmsg.
+    to_peers: SendBatch,
+    /// Frames for clients, gathered from every relay socket served in a loop turn and sent
+    /// with one sendmmsg per listener at the end of the turn (or when full).
+    to_clients: SendBatch,
+    /// The listener `to_clients` is for.
+    to_clients_on: Option<usize>,
     /// Sockets whose read budget ran out with data possibly left: revisited next turn.
     pending: Vec<Token>,
     /// Reused list of sockets to serve this turn.
     ready: Vec<Token>,
+    /// This worker's index among the workers.
+    index: usize,
+    /// Who owns which relayed address (relay-to-relay short-circuit).
+    directory: Arc<RelayDirectory>,
+    /// In-memory hand-off of packets between workers.
+    handoffs: Arc<Handoffs>,
+    /// Every worker's waker, to announce a hand-off.
+    wakers: Arc<Vec<Arc<Waker>>>,
+    /// Workers to wake at the end of this turn (bit i = worker i).
+    to_wake: u64,
+    /// Short-circuited packets for this worker's own allocations, delivered after the batch.
+    local: Vec<Handoff>,
+}
+
+/// What a worker shares with the others.
+pub struct WorkerShared {
+    /// This worker's index.
+    pub index: usize,
+    /// Relay ownership.
+    pub directory: Arc<RelayDirectory>,
+    /// Hand-off queues and buffers.
+    pub handoffs: Arc<Handoffs>,
+    /// All workers' wakers (indexed like the workers).
+    pub wakers: Arc<Vec<Arc<Waker>>>,
 }
 
 impl UdpWorker {
@@ -69,8 +109,8 @@ impl UdpWorker {
         relays: RelaySet,
         core: Server,
         handle: Arc<WorkerHandle>,
-    ) -> io::Result<(Self, Arc<Waker>)> {
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
+        shared: WorkerShared,
+    ) -> io::Result<Self> {
         let mut registered = Vec::with_capacity(listeners.len());
         for (i, socket) in listeners.into_iter().enumerate() {
             let addr = socket.local_addr()?;
@@ -85,11 +125,20 @@ impl UdpWorker {
             relays,
             core,
             handle,
-            buf: vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM].into_boxed_slice(),
+            recv: RecvBatch::new(BATCH, SLOT, 0),
+            to_peers: SendBatch::new(BATCH, MAX_DATAGRAM),
+            to_clients: SendBatch::new(BATCH, MAX_DATAGRAM + PEER_HEADROOM),
+            to_clients_on: None,
             pending: Vec::new(),
             ready: Vec::new(),
+            index: shared.index,
+            directory: shared.directory,
+            handoffs: shared.handoffs,
+            wakers: shared.wakers,
+            to_wake: 0,
+            local: Vec::with_capacity(BATCH),
         };
-        Ok((worker, waker))
+        Ok(worker)
     }
 
     /// Runs until the handle's `stop` is set, then ends every allocation.
@@ -100,7 +149,7 @@ impl UdpWorker {
             self.handle
                 .heartbeat_ms
                 .store(t.unix * 1000, Ordering::Relaxed);
-            let timeout = if self.pending.is_empty() {
+            let timeout = if self.pending.is_empty() && self.handoffs.going_to_sleep(self.index) {
                 self.core
                     .poll_timeout()
                     .saturating_duration_since(t.instant)
@@ -108,12 +157,15 @@ impl UdpWorker {
             } else {
                 Duration::ZERO
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            let polled = self.poll.poll(&mut events, Some(timeout));
+            self.handoffs.woke_up(self.index);
+            if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "event loop failed");
                     break;
                 }
             }
+            self.deliver_handoffs();
             let mut ready = std::mem::take(&mut self.ready);
             ready.clear();
             ready.append(&mut self.pending);
@@ -136,6 +188,12 @@ impl UdpWorker {
                 }
             }
             self.ready = ready;
+            flush_listener(
+                &mut self.to_clients,
+                &self.listeners,
+                self.to_clients_on.take(),
+            );
+            self.wake_others();
             let t = now();
             self.core.handle_timeout(t, &mut self.relays);
             self.handle
@@ -149,72 +207,208 @@ impl UdpWorker {
     /// Reads from a listener until it would block or the budget is spent. Returns true when the
     /// budget ran out (data may be left).
     fn drain_listener(&mut self, index: usize) -> bool {
-        let Some((local, _)) = self.listeners.get(index) else {
+        let Some((local, listener)) = self.listeners.get(index) else {
             return false;
         };
-        let local = *local;
-        for _ in 0..READ_BUDGET {
-            let (len, client) = match self.listeners[index]
-                .1
-                .recv_from(&mut self.buf[..MAX_DATAGRAM])
-            {
-                Ok(r) => r,
+        let (local, listener_fd) = (*local, listener.as_raw_fd());
+        let mut budget = READ_BUDGET;
+        while budget > 0 {
+            let n = match self.recv.recv(listener_fd) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
                     // ICMP errors surface here on Linux (ECONNREFUSED): not fatal for a listener.
                     tracing::trace!(error = %e, "listener receive error");
+                    budget -= 1;
                     continue;
                 }
             };
-            let ft = FiveTuple {
-                transport: Transport::Udp,
-                client,
-                server: local,
-            };
-            let data = &self.buf[..len];
-            match self.core.handle_client(now(), ft, data, &mut self.relays) {
-                ClientOutput::Nothing => {}
-                ClientOutput::Reply => {
-                    let _ = self.listeners[index].1.send_to(self.core.reply(), client);
-                }
-                ClientOutput::Relay {
-                    relay,
-                    peer,
-                    payload,
-                } => {
-                    if let Some(socket) = self.relays.socket(relay) {
-                        let _ = socket.send_to(&self.buf[payload], peer);
+            budget = budget.saturating_sub(n);
+            let t = now();
+            // Client → peer datagrams leave from relay sockets: consecutive ones for the same
+            // relay go out in one sendmmsg; answers go back on the listener.
+            let mut pending_relay: Option<RelayId> = None;
+            for i in 0..n {
+                let (slot, len, client) = self.recv.slot(i);
+                let Some(client) = client else { continue };
+                let ft = FiveTuple {
+                    transport: Transport::Udp,
+                    client,
+                    server: local,
+                };
+                let data = &slot[..len];
+                match self.core.handle_client(t, ft, data, &mut self.relays) {
+                    // RFC 6062 requests are refused over UDP before they get this far.
+                    ClientOutput::Nothing
+                    | ClientOutput::Connect { .. }
+                    | ClientOutput::ConnectionBind { .. } => {}
+                    ClientOutput::Reply => {
+                        let _ = self.listeners[index].1.send_to(self.core.reply(), client);
+                    }
+                    ClientOutput::Relay {
+                        relay,
+                        peer,
+                        payload,
+                    } => {
+                        // To one of our own relayed addresses: hand it over in memory.
+                        let own = self
+                            .directory
+                            .owner(peer)
+                            .zip(self.relays.advertised(relay));
+                        if let Some((owner, from)) = own {
+                            let len = payload.len();
+                            let fits = PEER_HEADROOM + len + PEER_TAILROOM <= HANDOFF_SLOT;
+                            if let Some(mut buf) = fits.then(|| self.handoffs.buffer()).flatten() {
+                                buf[PEER_HEADROOM..PEER_HEADROOM + len]
+                                    .copy_from_slice(&data[payload.clone()]);
+                                let item = Handoff {
+                                    to: peer,
+                                    from,
+                                    len,
+                                    buf,
+                                };
+                                if owner == self.index {
+                                    self.local.push(item);
+                                    continue;
+                                }
+                                match self.handoffs.send(owner, item) {
+                                    Ok(wake) => {
+                                        if wake {
+                                            self.to_wake |= 1 << (owner % 64);
+                                        }
+                                        continue;
+                                    }
+                                    Err(item) => self.handoffs.recycle(item.buf),
+                                }
+                            }
+                        }
+                        if pending_relay.is_some_and(|p| p != relay) || self.to_peers.is_full() {
+                            flush_relay(&mut self.to_peers, &self.relays, pending_relay);
+                        }
+                        pending_relay = Some(relay);
+                        self.to_peers.push(&data[payload], peer);
                     }
                 }
+            }
+            flush_relay(&mut self.to_peers, &self.relays, pending_relay);
+            let mut local = std::mem::take(&mut self.local);
+            for item in local.drain(..) {
+                self.deliver(t.instant, item);
+            }
+            self.local = local;
+            if n < self.recv.capacity() {
+                return false;
             }
         }
         true
     }
 
-    /// Reads from a relay socket until it would block or the budget is spent.
-    fn drain_relay(&mut self, id: RelayId) -> bool {
-        for _ in 0..READ_BUDGET {
-            let Some(socket) = self.relays.socket(id) else {
-                return false;
-            };
-            let (len, peer) = match socket
-                .recv_from(&mut self.buf[PEER_HEADROOM..PEER_HEADROOM + MAX_DATAGRAM])
+    /// Delivers a short-circuited packet to its allocation here and recycles its buffer.
+    fn deliver(&mut self, now: Instant, mut item: Handoff) {
+        let out = self
+            .core
+            .handle_relayed(now, item.from, item.to, &mut item.buf[..], item.len);
+        if let PeerOutput::ToClient { five_tuple, frame } = out {
+            if let Some(li) = self
+                .listeners
+                .iter()
+                .position(|(a, _)| *a == five_tuple.server)
             {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(_) => continue,
-            };
-            let t = Instant::now();
-            if let PeerOutput::ToClient { five_tuple, frame } =
-                self.core.handle_peer(t, id, peer, &mut self.buf, len)
-            {
-                if let Some((_, listener)) =
-                    self.listeners.iter().find(|(a, _)| *a == five_tuple.server)
-                {
-                    let _ = listener.send_to(&self.buf[frame], five_tuple.client);
+                if self.to_clients_on.is_some_and(|p| p != li) || self.to_clients.is_full() {
+                    flush_listener(&mut self.to_clients, &self.listeners, self.to_clients_on);
                 }
+                self.to_clients_on = Some(li);
+                self.to_clients.push(&item.buf[frame], five_tuple.client);
             }
         }
-        true
+        self.handoffs.recycle(item.buf);
+    }
+
+    /// Delivers what other workers handed over (bounded by the inbox depth per turn).
+    fn deliver_handoffs(&mut self) {
+        let now = Instant::now();
+        while let Some(item) = self.handoffs.receive(self.index) {
+            self.deliver(now, item);
+        }
+    }
+
+    /// Wakes the workers this turn handed packets to.
+    fn wake_others(&mut self) {
+        let mut mask = std::mem::take(&mut self.to_wake);
+        while mask != 0 {
+            let w = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if let Some(waker) = self.wakers.get(w) {
+                let _ = waker.wake();
+            }
+        }
+    }
+
+    /// Reads from a relay socket until it would block or the budget is spent. Frames for clients
+    /// are queued on the listener and sent in batches.
+    fn drain_relay(&mut self, id: RelayId) -> bool {
+        let mut budget = READ_BUDGET;
+        while budget > 0 {
+            let Some(fd) = self.relays.socket(id).map(|s| s.as_raw_fd()) else {
+                break;
+            };
+            let n = match self.recv.recv_at(fd, PEER_HEADROOM) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    budget -= 1;
+                    continue;
+                }
+            };
+            budget = budget.saturating_sub(n);
+            let t = Instant::now();
+            for i in 0..n {
+                let (slot, len, peer) = self.recv.slot(i);
+                let Some(peer) = peer else { continue };
+                let PeerOutput::ToClient { five_tuple, frame } =
+                    self.core.handle_peer(t, id, peer, slot, len)
+                else {
+                    continue;
+                };
+                let Some(li) = self
+                    .listeners
+                    .iter()
+                    .position(|(a, _)| *a == five_tuple.server)
+                else {
+                    continue;
+                };
+                if self.to_clients_on.is_some_and(|p| p != li) || self.to_clients.is_full() {
+                    flush_listener(&mut self.to_clients, &self.listeners, self.to_clients_on);
+                }
+                self.to_clients_on = Some(li);
+                self.to_clients.push(&slot[frame], five_tuple.client);
+            }
+            if n < self.recv.capacity() {
+                break;
+            }
+        }
+        budget == 0
+    }
+}
+
+fn flush_relay(send: &mut SendBatch, relays: &RelaySet, relay: Option<RelayId>) {
+    match relay.and_then(|r| relays.socket(r)) {
+        Some(socket) => {
+            send.flush(socket.as_raw_fd());
+        }
+        None => send.clear(),
+    }
+}
+
+fn flush_listener(
+    send: &mut SendBatch,
+    listeners: &[(SocketAddr, UdpSocket)],
+    index: Option<usize>,
+) {
+    match index.and_then(|i| listeners.get(i)) {
+        Some((_, socket)) => {
+            send.flush(socket.as_raw_fd());
+        }
+        None => send.clear(),
     }
 }

@@ -59,6 +59,8 @@ fn server(now: Instant) -> Server {
         relay_ports: (49152, 65535),
         limits: Limits {
             bandwidth_bps: 1_000_000,
+            // A small limiter table: a core is built for every input.
+            rate_limit_table_size: 64,
             ..Limits::default()
         },
         software: None,
@@ -83,9 +85,12 @@ pub fn datagram(data: &[u8]) {
         if rest.is_empty() {
             break;
         }
-        let n = crate::proto::stun::framed_len(rest)
-            .unwrap_or(rest.len())
-            .clamp(1, rest.len());
+        // Framed as the TCP/TLS listeners frame a stream (a piece that cannot be framed, or
+        // is incomplete, is fed whole).
+        let n = match crate::proto::framing::next_frame(rest) {
+            crate::proto::framing::Frame::Complete(n) => n,
+            _ => rest.len(),
+        };
         let (piece, tail) = rest.split_at(n);
         core.handle_client(now, tcp, piece, &mut io);
         rest = tail;

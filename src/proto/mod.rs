@@ -3,6 +3,7 @@
 
 pub mod channel;
 pub mod credentials;
+pub mod framing;
 pub mod fuzzing;
 pub mod nonce;
 pub mod policy;

@@ -1,7 +1,9 @@
 //! Stateless nonces: no per-client state exists before a client authenticates.
 //!
-//! A nonce is `base64url(timestamp_be32 || HMAC-SHA256(key, timestamp || client address)[..8])`,
-//! 16 characters. The server recognises its own nonces by recomputing the MAC, and calls one
+//! A nonce is `base64url(timestamp_be32 || HMAC-SHA256(key, timestamp || client IP)[..8])`,
+//! 16 characters. It is bound to the client's IP, not its port, so a client host that opens
+//! several allocations (a browser's ICE agent, a load generator) can reuse one nonce instead of
+//! paying a 401 round trip per socket; integrity, not the nonce, is what authenticates. The server recognises its own nonces by recomputing the MAC, and calls one
 //! stale when its timestamp is older than the configured lifetime. The key is random per
 //! process, so a restart makes old nonces stale, which clients handle (438, then retry).
 
@@ -57,7 +59,6 @@ impl NonceKey {
             IpAddr::V4(ip) => mac.update(&ip.octets()),
             IpAddr::V6(ip) => mac.update(&ip.octets()),
         }
-        mac.update(&client.port().to_be_bytes());
         let full = mac.finalize().into_bytes();
         let mut out = [0u8; 8];
         out.copy_from_slice(&full[..8]);
@@ -110,9 +111,10 @@ mod tests {
     }
 
     #[test]
-    fn fresh_nonces_are_valid_for_their_client_only() {
+    fn fresh_nonces_are_valid_for_their_client_ip_only() {
         let a: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-        let b: SocketAddr = "192.0.2.1:5001".parse().unwrap();
+        let same_host: SocketAddr = "192.0.2.1:5001".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:5000".parse().unwrap();
         let n = key().issue(1_000_000, a);
         assert!(
             n.iter()
@@ -120,6 +122,7 @@ mod tests {
         );
         assert_eq!(key().check(&n, 1_000_000, a), NonceCheck::Valid);
         assert_eq!(key().check(&n, 1_000_599, a), NonceCheck::Valid);
+        assert_eq!(key().check(&n, 1_000_000, same_host), NonceCheck::Valid);
         assert_eq!(key().check(&n, 1_000_000, b), NonceCheck::Invalid);
         assert_eq!(
             NonceKey::new([8; 32], 600).check(&n, 1_000_000, a),

@@ -291,26 +291,45 @@ const fn v6(bits: u128, prefix: u8) -> Cidr {
 /// The built-in denied ranges, in the order [`default_denied`] lists them.
 static DEFAULT_DENIED: [Cidr; 19] = [
     // IPv4
-    v4(0, 0, 0, 0, 8),  // "this network" (RFC 791); 0.0.0.0 reaches the local host
-    v4(10, 0, 0, 0, 8), // private (RFC 1918)
-    v4(100, 64, 0, 0, 10), // carrier-grade NAT (RFC 6598); holds Alibaba's 100.100.100.200
-    v4(127, 0, 0, 0, 8), // loopback
-    v4(169, 254, 0, 0, 16), // link-local (RFC 3927); holds cloud metadata 169.254.169.254
-    v4(172, 16, 0, 0, 12), // private (RFC 1918)
-    v4(192, 0, 0, 0, 24), // IETF protocol assignments (RFC 6890)
-    v4(192, 168, 0, 0, 16), // private (RFC 1918)
-    v4(198, 18, 0, 0, 15), // benchmarking (RFC 2544)
-    v4(224, 0, 0, 0, 4), // multicast
-    v4(240, 0, 0, 0, 4), // reserved (RFC 1112)
-    v4(255, 255, 255, 255, 32), // limited broadcast (inside 240/4; listed to be explicit)
+    // "this network" (RFC 791); 0.0.0.0 reaches the local host
+    v4(0, 0, 0, 0, 8),
+    // private (RFC 1918)
+    v4(10, 0, 0, 0, 8),
+    // carrier-grade NAT (RFC 6598); holds Alibaba's 100.100.100.200
+    v4(100, 64, 0, 0, 10),
+    // loopback
+    v4(127, 0, 0, 0, 8),
+    // link-local (RFC 3927); holds cloud metadata 169.254.169.254
+    v4(169, 254, 0, 0, 16),
+    // private (RFC 1918)
+    v4(172, 16, 0, 0, 12),
+    // IETF protocol assignments (RFC 6890)
+    v4(192, 0, 0, 0, 24),
+    // private (RFC 1918)
+    v4(192, 168, 0, 0, 16),
+    // benchmarking (RFC 2544)
+    v4(198, 18, 0, 0, 15),
+    // multicast
+    v4(224, 0, 0, 0, 4),
+    // reserved (RFC 1112)
+    v4(240, 0, 0, 0, 4),
+    // limited broadcast (inside 240/4; listed to be explicit)
+    v4(255, 255, 255, 255, 32),
     // IPv6
-    v6(0, 128),                                         // :: unspecified
-    v6(1, 128),                                         // ::1 loopback
-    v6(0x0064_ff9b_0001 << 80, 48),                     // 64:ff9b:1::/48 local-use NAT64 (RFC 8215)
-    v6(0xfc00 << 112, 7),                               // unique local (RFC 4193)
-    v6(0xfd00_0ec2_0000_0000_0000_0000_0000_0254, 128), // AWS metadata fd00:ec2::254 (in fc00::/7)
-    v6(0xfe80 << 112, 10),                              // link-local
-    v6(0xff00 << 112, 8),                               // multicast
+    // :: unspecified
+    v6(0, 128),
+    // ::1 loopback
+    v6(1, 128),
+    // 64:ff9b:1::/48 local-use NAT64 (RFC 8215)
+    v6(0x0064_ff9b_0001 << 80, 48),
+    // unique local (RFC 4193)
+    v6(0xfc00 << 112, 7),
+    // AWS metadata fd00:ec2::254 (in fc00::/7)
+    v6(0xfd00_0ec2_0000_0000_0000_0000_0000_0254, 128),
+    // link-local
+    v6(0xfe80 << 112, 10),
+    // multicast
+    v6(0xff00 << 112, 8),
 ];
 
 /// The ranges a [`PeerPolicy`] denies unless an `allow` entry covers the address.

@@ -38,10 +38,9 @@ pub fn routes(state: RegistryState) -> Router {
     Router::new().route(PATH, get(upgrade)).with_state(state)
 }
 
-/// A JSON refusal: `{"error": reason, "message": text}`.
-fn refuse(status: StatusCode, error: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "error": error, "message": message });
-    (status, axum::Json(body)).into_response()
+/// A JSON refusal in the API's shape: `{"error": {"code": reason, "message": text}}`.
+fn refuse(status: StatusCode, code: &'static str, message: &str) -> Response {
+    crate::http::ApiError::new(status, code, message).into_response()
 }
 
 fn unix_now() -> u64 {

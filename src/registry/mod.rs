@@ -6,8 +6,9 @@
 //!
 //! - [`core`]: the sans-IO state machine (projects, peers, routing, limits, bounded queues).
 //! - [`messages`]: the wire format. [`auth`]: tokens. [`metrics`]: counters.
-//! - [`http`]: the axum endpoint, [`routes`], which the WebSocket tasks use to feed the core.
-//! - [`standalone`]: the registry's own listener, until the shared HTTP server serves it.
+//! - [`http`]: the axum endpoint, [`routes`] (merged into the HTTP API's router), whose
+//!   WebSocket tasks feed the core.
+//! - [`standalone`]: the state from `[registry]`, and the optional listener of its own.
 
 pub mod auth;
 pub mod config;

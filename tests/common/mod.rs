@@ -10,6 +10,8 @@
 //! failure report shows what the server said.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod http;
+
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
@@ -20,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub mod pki;
 
 pub const LOCALHOST_V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub const LOCALHOST_V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
@@ -131,7 +135,7 @@ impl PortBlock {
 /// both REST secrets, the static user, loopback peers denied (the product default).
 #[derive(Clone, Debug)]
 pub struct Conf {
-    /// Also listen on [::1] and relay over IPv6 (bind_ipv6 = "::1").
+    /// Also listen on [::1] (relays are on 127.0.0.1 and ::1 either way).
     pub ipv6: bool,
     /// `peers.allow`: empty means the default policy (loopback denied).
     pub peers_allow: Vec<String>,
@@ -143,7 +147,24 @@ pub struct Conf {
     pub allocations_total: u32,
     pub unauthenticated_rate: u32,
     pub log_level: String,
-    /// TOML appended at the end of the file (whole sections, such as `[registry]`).
+    /// Also listen for TCP (`Server::tcp`).
+    pub tcp: bool,
+    /// Also listen for TLS (`Server::tls`).
+    pub tls: bool,
+    /// Also a TLS listener with `serve_http = true` (`Server::tls_http`).
+    pub tls_http: bool,
+    /// `[tls] certificate` and `private_key`; `None`: the generated self-signed certificate.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// `[tls] reload_interval_secs`.
+    pub tls_reload_secs: u64,
+    /// `[connections]` handshake_timeout_secs and max_per_ip.
+    pub handshake_timeout_secs: u64,
+    pub max_connections_per_ip: u32,
+    /// `[connections] idle_timeout_secs`.
+    pub idle_timeout_secs: u64,
+    /// Extra `key = value` lines for the `[http]` section (the harness sets `address`).
+    pub http_extra: Vec<String>,
+    /// Extra TOML appended at the end (whole sections, such as `[server]`).
     pub extra_toml: String,
 }
 
@@ -161,6 +182,15 @@ impl Default for Conf {
             // High enough that no test meets it by accident; the rate-limit test lowers it.
             unauthenticated_rate: 1000,
             log_level: std::env::var("TURNPIKE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            tcp: false,
+            tls: false,
+            tls_http: false,
+            tls_files: None,
+            tls_reload_secs: 5,
+            handshake_timeout_secs: 10,
+            max_connections_per_ip: 256,
+            idle_timeout_secs: 60,
+            http_extra: Vec::new(),
             extra_toml: String::new(),
         }
     }
@@ -175,7 +205,14 @@ impl Conf {
         }
     }
 
-    fn to_toml(&self, listen: &[SocketAddr], relay: &RangeInclusive<u16>) -> String {
+    /// The configuration file the harness writes for this server.
+    pub fn to_toml(
+        &self,
+        listen: &[SocketAddr],
+        streams: &[(&str, SocketAddr, bool)],
+        relay: &RangeInclusive<u16>,
+        http: SocketAddr,
+    ) -> String {
         fn list(items: &[String]) -> String {
             let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
             format!("[{}]", quoted.join(", "))
@@ -185,10 +222,16 @@ impl Conf {
         for addr in listen {
             writeln!(t, "\n[[listen]]\ntransport = \"udp\"\naddress = \"{addr}\"").unwrap();
         }
-        writeln!(t, "\n[relay]\nbind_ip = \"127.0.0.1\"").unwrap();
-        if self.ipv6 {
-            writeln!(t, "bind_ipv6 = \"::1\"").unwrap();
+        for (transport, addr, serve_http) in streams {
+            writeln!(
+                t,
+                "\n[[listen]]\ntransport = \"{transport}\"\naddress = \"{addr}\"\nserve_http = {serve_http}"
+            )
+            .unwrap();
         }
+        // Relays on loopback only, IPv6 included (left out, the server would pick an interface
+        // address for IPv6 relays).
+        writeln!(t, "\n[relay]\nbind_ip = \"127.0.0.1\"\nbind_ipv6 = \"::1\"").unwrap();
         writeln!(t, "ports = \"{}-{}\"", relay.start(), relay.end()).unwrap();
         writeln!(t, "\n[auth]\nsecrets = {}", list(&self.secrets)).unwrap();
         let users: Vec<String> = self
@@ -212,6 +255,25 @@ impl Conf {
         )
         .unwrap();
         writeln!(t, "\n[log]\nlevel = {:?}", self.log_level).unwrap();
+        writeln!(
+            t,
+            "\n[tls]\nreload_interval_secs = {}",
+            self.tls_reload_secs
+        )
+        .unwrap();
+        if let Some((cert, key)) = &self.tls_files {
+            writeln!(t, "certificate = {:?}\nprivate_key = {:?}", cert, key).unwrap();
+        }
+        writeln!(
+            t,
+            "\n[connections]\nhandshake_timeout_secs = {}\nmax_per_ip = {}\nidle_timeout_secs = {}",
+            self.handshake_timeout_secs, self.max_connections_per_ip, self.idle_timeout_secs
+        )
+        .unwrap();
+        writeln!(t, "\n[http]\naddress = \"{http}\"").unwrap();
+        for line in &self.http_extra {
+            writeln!(t, "{line}").unwrap();
+        }
         writeln!(t, "\n{}", self.extra_toml).unwrap();
         t
     }
@@ -228,8 +290,16 @@ pub struct Server {
     pub udp: SocketAddr,
     /// The UDP listener on [::1] (when `Conf::ipv6`).
     pub udp6: Option<SocketAddr>,
+    /// The TCP listener on 127.0.0.1 (when `Conf::tcp`).
+    pub tcp: Option<SocketAddr>,
+    /// The TLS listener on 127.0.0.1 (when `Conf::tls`).
+    pub tls: Option<SocketAddr>,
+    /// The TLS listener shared with HTTPS on 127.0.0.1 (when `Conf::tls_http`).
+    pub tls_http: Option<SocketAddr>,
     /// The relay port range given to this server.
     pub relay_ports: RangeInclusive<u16>,
+    /// The HTTP API (TCP, the last port of the block).
+    pub http: SocketAddr,
     pub conf: Conf,
     pub config_path: PathBuf,
     log_path: PathBuf,
@@ -259,16 +329,41 @@ impl Server {
             .prefix("turnpike-test-")
             .tempdir()
             .expect("create a temp dir");
-        // Port 0 of the block listens on 127.0.0.1, port 1 on [::1], the rest relay.
+        // Port 0 of the block listens on 127.0.0.1, port 1 on [::1], ports 2-4 for TCP, TLS
+        // and shared TLS, ports 8 and up relay.
         let ports = PortBlock::claim();
         let udp = SocketAddr::new(LOCALHOST_V4, ports.port(0));
         let udp6 = conf
             .ipv6
             .then(|| SocketAddr::new(LOCALHOST_V6, ports.port(1)));
-        let relay_ports = ports.from(2);
+        let tcp = conf
+            .tcp
+            .then(|| SocketAddr::new(LOCALHOST_V4, ports.port(2)));
+        let tls = conf
+            .tls
+            .then(|| SocketAddr::new(LOCALHOST_V4, ports.port(3)));
+        let tls_http = conf
+            .tls_http
+            .then(|| SocketAddr::new(LOCALHOST_V4, ports.port(4)));
+        let relay_ports = ports.from(8);
+        // TCP: the UDP relay range may hold the same number (an RFC 6062 TCP relay that meets
+        // it takes another port).
+        let http = SocketAddr::new(LOCALHOST_V4, ports.port(BLOCK_SIZE - 1));
         let listen: Vec<SocketAddr> = std::iter::once(udp).chain(udp6).collect();
+        let streams: Vec<(&str, SocketAddr, bool)> = [
+            tcp.map(|a| ("tcp", a, false)),
+            tls.map(|a| ("tls", a, false)),
+            tls_http.map(|a| ("tls", a, true)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let config_path = dir.path().join("turnpike.toml");
-        fs::write(&config_path, conf.to_toml(&listen, &relay_ports)).expect("write the config");
+        fs::write(
+            &config_path,
+            conf.to_toml(&listen, &streams, &relay_ports, http),
+        )
+        .expect("write the config");
         let log_path = dir.path().join("turnpike.log");
         let log = File::create(&log_path).expect("create the log file");
         let child = Command::new(turnpike_bin())
@@ -284,7 +379,11 @@ impl Server {
             child,
             udp,
             udp6,
+            tcp,
+            tls,
+            tls_http,
             relay_ports,
+            http,
             conf,
             config_path,
             log_path,
@@ -354,14 +453,41 @@ impl Server {
         self.dir.path()
     }
 
-    /// The server's process id (to read its memory from /proc).
+    /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends a signal (such as `libc::SIGHUP`) to the server process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill({signal}) failed");
     }
 
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits (at most `limit`) for the process to exit; `None` when it did
+    /// not (it is then killed).
+    pub fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("poll the server") {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.stop();
+        status
     }
 
     fn stop(&mut self) {

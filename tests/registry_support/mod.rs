@@ -32,15 +32,18 @@ pub struct TestRegistry {
 }
 
 impl TestRegistry {
-    /// Starts a server; `extra` adds `[registry]` keys (one `key = value` per line).
+    /// Starts a server whose HTTP API (`[http] address`) serves the registry; `extra` adds
+    /// `[registry]` keys (one `key = value` per line).
     pub fn start(extra: &str) -> TestRegistry {
-        let conf = Conf {
-            extra_toml: format!(
-                "[registry]\nenabled = true\nlisten = \"127.0.0.1:0\"\njwt_secrets = [\"{JWT_SECRET}\"]\n{extra}\n"
-            ),
-            ..Conf::default()
-        };
-        let server = Server::start(conf);
+        let server = Server::start(conf(extra));
+        let addr = server.http;
+        TestRegistry { server, addr }
+    }
+
+    /// Starts a server with the registry also on a listener of its own (`[registry] listen`),
+    /// and uses that one.
+    pub fn start_on_own_listener(extra: &str) -> TestRegistry {
+        let server = Server::start(conf(&format!("listen = \"127.0.0.1:0\"\n{extra}")));
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let log = server.log();
@@ -51,6 +54,12 @@ impl TestRegistry {
             assert!(Instant::now() < deadline, "no registry listener:\n{log}");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The server's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        let response = crate::common::http::get(self.server.http, "/metrics");
+        response.body.clone()
     }
 
     pub fn url(&self) -> String {
@@ -85,6 +94,15 @@ impl TestRegistry {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS")
+    }
+}
+
+fn conf(extra: &str) -> Conf {
+    Conf {
+        extra_toml: format!(
+            "[registry]\nenabled = true\njwt_secrets = [\"{JWT_SECRET}\"]\n{extra}\n"
+        ),
+        ..Conf::default()
     }
 }
 

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use super::tcp::TcpConnection;
 use super::{FiveTuple, RelayId};
 use crate::proto::ratelimit::TokenBucket;
 use crate::proto::stun::Integrity;
@@ -69,6 +70,11 @@ pub struct Allocation {
     pub to_client: (u64, u64),
     /// The integrity algorithm the client used last.
     pub integrity: Integrity,
+    /// A TCP allocation (RFC 6062): its relays are TCP sockets, it has no channels and takes
+    /// no Send indications.
+    pub tcp: bool,
+    /// The peer connections of a TCP allocation.
+    pub tcp_connections: Vec<TcpConnection>,
 }
 
 impl Allocation {
@@ -101,6 +107,8 @@ impl Allocation {
             to_peer: (0, 0),
             to_client: (0, 0),
             integrity,
+            tcp: false,
+            tcp_connections: Vec::new(),
         }
     }
 

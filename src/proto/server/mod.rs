@@ -11,10 +11,12 @@ mod allocation;
 mod auth;
 mod quota;
 mod requests;
+mod stats;
+mod tcp;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
@@ -23,6 +25,12 @@ use std::time::{Duration, Instant};
 pub use allocation::{Allocation, CHANNEL_LIFETIME, PERMISSION_LIFETIME, family_index};
 pub use auth::{AuthFailure, Authenticated, Authenticator, long_term_key};
 pub use quota::{Quota, QuotaError, Reservations, Shared};
+pub use stats::{
+    AUTH_FAILURES, DIRECTIONS, Direction, DropReason, ERROR_CODES, LIFETIME_BUCKETS, RESULTS,
+    RequestMethod, Stats, StatsSnapshot, TRANSPORT_ORDER, TRANSPORTS, result_index, result_label,
+    transport_index,
+};
+pub use tcp::{BIND_TIMEOUT, CONNECT_TIMEOUT, ConnectionId, Refusal, TcpConnection, TcpEvent};
 
 use crate::proto::Transport;
 use crate::proto::channel;
@@ -106,6 +114,9 @@ pub enum RelayOpenError {
     /// The family is not served (no relay address of that family configured).
     #[error("address family not served")]
     FamilyUnsupported,
+    /// The relay transport is not served by this I/O layer (TCP relays over UDP workers).
+    #[error("relay transport not served")]
+    TransportUnsupported,
 }
 
 /// Opens and closes relay sockets: implemented by the I/O layer, faked in tests.
@@ -122,6 +133,12 @@ pub trait RelayIo {
     fn close(&mut self, id: RelayId);
     /// Gives back a reserved port that nobody claimed.
     fn release_reserved(&mut self, addr: SocketAddr);
+    /// Opens a TCP relayed address (RFC 6062): a socket listening for peers, from which
+    /// outgoing connections to peers are also made. Closed with [`RelayIo::close`].
+    fn open_tcp(&mut self, family: Family) -> Result<OpenedRelay, RelayOpenError> {
+        let _ = family;
+        Err(RelayOpenError::TransportUnsupported)
+    }
 }
 
 /// Limits and lifetimes the core enforces.
@@ -192,6 +209,26 @@ pub enum ClientOutput {
         /// Range of the input buffer holding the payload.
         payload: Range<usize>,
     },
+    /// RFC 6062 Connect: open a TCP connection from TCP relay `relay` to `peer`, at most
+    /// [`CONNECT_TIMEOUT`], then report with [`Server::connect_finished`] (which writes the
+    /// answer). Nothing is sent now.
+    Connect {
+        /// The connection id the answer will carry.
+        id: ConnectionId,
+        /// The TCP relay to connect from.
+        relay: RelayId,
+        /// The peer to connect to.
+        peer: SocketAddr,
+    },
+    /// RFC 6062 ConnectionBind, authenticated: ask the owner of connection `id` to bind it
+    /// ([`Server::bind_connection`] on the owner's core), then write the answer with
+    /// [`Server::finish_connection_bind`]. Nothing is sent now.
+    ConnectionBind {
+        /// The CONNECTION-ID of the request.
+        id: ConnectionId,
+        /// The authenticated USERNAME, which must be the allocation's.
+        username: String,
+    },
 }
 
 /// What to do after [`Server::handle_peer`].
@@ -214,51 +251,31 @@ pub const PEER_HEADROOM: usize = 48;
 /// Room after the payload for padding.
 pub const PEER_TAILROOM: usize = 4;
 
-/// Counters the core keeps; the metrics collector reads them. Single writer (the worker).
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Requests by method and result.
-    pub requests_ok: u64,
-    /// Requests answered with an error.
-    pub requests_err: u64,
-    /// Authentication failures by reason.
-    pub auth_failures: [u64; 7],
-    /// Unauthenticated answers suppressed by the limiter.
-    pub rate_limited: u64,
-    /// Malformed datagrams dropped.
-    pub malformed: u64,
-    /// Packets dropped: no permission.
-    pub dropped_no_permission: u64,
-    /// Packets dropped: peer denied by policy.
-    pub dropped_peer_denied: u64,
-    /// Packets dropped: bandwidth cap.
-    pub dropped_bandwidth: u64,
-    /// Packets dropped: no allocation or channel.
-    pub dropped_no_allocation: u64,
-    /// Bytes and packets relayed client → peer.
-    pub to_peer: (u64, u64),
-    /// Bytes and packets relayed peer → client.
-    pub to_client: (u64, u64),
-    /// Allocations created.
-    pub allocations_created: u64,
-    /// Allocations ended.
-    pub allocations_ended: u64,
-}
-
 /// The TURN server core of one worker.
 pub struct Server {
-    settings: Settings,
+    settings: Arc<Settings>,
     shared: Arc<Shared>,
     limiter: SourceLimiter,
     allocations: Vec<Option<Allocation>>,
     free_slots: Vec<u32>,
-    by_tuple: HashMap<FiveTuple, u32>,
-    by_relay: HashMap<RelayId, u32>,
+    /// Allocation slots by client 5-tuple and by relay socket: looked up once per relayed
+    /// packet, so hashed with foldhash (fast, randomly seeded) rather than SipHash.
+    by_tuple: HashMap<FiveTuple, u32, FastHash>,
+    by_relay: HashMap<RelayId, u32, FastHash>,
+    /// Relay sockets by their advertised address, for the relay-to-relay short-circuit.
+    by_relay_addr: HashMap<SocketAddr, RelayId, FastHash>,
     reply: Vec<u8>,
     next_sweep: Instant,
     indication_counter: u64,
-    stats: Stats,
+    stats: Arc<Stats>,
+    /// The latest time the I/O layer passed in: ends allocations closed without a time
+    /// ([`Server::close_all`], [`Server::close_five_tuple`]) for the lifetime histogram.
+    last_seen: Instant,
+    tcp_events: VecDeque<TcpEvent>,
+    pending_bind: Option<tcp::PendingBind>,
 }
+
+type FastHash = foldhash::fast::RandomState;
 
 /// How often expired allocations, permissions and channels are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -266,24 +283,64 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
 impl Server {
-    /// A server core; `shared` is shared by every worker.
+    /// A server core; `shared` is shared by every worker. It counts into counters of its own
+    /// ([`Stats::single_writer`]), which [`Server::stats`] hands to the metrics collector.
     pub fn new(settings: Settings, shared: Arc<Shared>, now: Instant) -> Self {
+        Server::with_stats(settings, shared, now, Arc::new(Stats::single_writer()))
+    }
+
+    /// A server core that counts into `stats`. Cores that run at the same time (one per
+    /// TCP/TLS connection task) must share a [`Stats::shared`]; a [`Stats::single_writer`]
+    /// must belong to one core only.
+    pub fn with_stats(
+        settings: Settings,
+        shared: Arc<Shared>,
+        now: Instant,
+        stats: Arc<Stats>,
+    ) -> Self {
         let limiter = SourceLimiter::new(
             settings.limits.unauthenticated_rate,
             settings.limits.rate_limit_table_size,
         );
+        Self::assemble(Arc::new(settings), shared, limiter, now, stats)
+    }
+
+    /// A core for one TCP or TLS connection, sharing `settings` and `stats` (a
+    /// [`Stats::shared`]) with every other connection. It has no unauthenticated-answer
+    /// limiter: a stream source cannot be spoofed, so there is no reflection to limit, and an
+    /// idle core stays a few hundred bytes.
+    pub fn for_stream(
+        settings: Arc<Settings>,
+        shared: Arc<Shared>,
+        now: Instant,
+        stats: Arc<Stats>,
+    ) -> Self {
+        Self::assemble(settings, shared, SourceLimiter::new(0, 0), now, stats)
+    }
+
+    fn assemble(
+        settings: Arc<Settings>,
+        shared: Arc<Shared>,
+        limiter: SourceLimiter,
+        now: Instant,
+        stats: Arc<Stats>,
+    ) -> Self {
         Server {
             settings,
             shared,
             limiter,
             allocations: Vec::new(),
             free_slots: Vec::new(),
-            by_tuple: HashMap::new(),
-            by_relay: HashMap::new(),
+            by_tuple: HashMap::default(),
+            by_relay: HashMap::default(),
+            by_relay_addr: HashMap::default(),
             reply: Vec::with_capacity(256),
             next_sweep: now + SWEEP_INTERVAL,
             indication_counter: 0,
-            stats: Stats::default(),
+            stats,
+            last_seen: now,
+            tcp_events: VecDeque::new(),
+            pending_bind: None,
         }
     }
 
@@ -292,8 +349,8 @@ impl Server {
         &self.reply
     }
 
-    /// Counters.
-    pub fn stats(&self) -> &Stats {
+    /// The live counters this core adds to (read them from any thread).
+    pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
     }
 
@@ -315,11 +372,12 @@ impl Server {
         data: &[u8],
         io: &mut impl RelayIo,
     ) -> ClientOutput {
+        self.last_seen = now.instant;
         if channel::looks_like_channel_data(data) {
             return self.channel_data_from_client(now.instant, five_tuple, data);
         }
         let Ok(msg) = Message::parse(data) else {
-            self.stats.malformed += 1;
+            self.stats.dropped(DropReason::Malformed);
             return ClientOutput::Nothing;
         };
         match msg.class() {
@@ -338,7 +396,7 @@ impl Server {
         data: &[u8],
     ) -> ClientOutput {
         let Some((number, len)) = channel::parse(data) else {
-            self.stats.malformed += 1;
+            self.stats.dropped(DropReason::Malformed);
             return ClientOutput::Nothing;
         };
         let Some(alloc) = self
@@ -346,29 +404,35 @@ impl Server {
             .get(&ft)
             .and_then(|&i| self.allocations[i as usize].as_mut())
         else {
-            self.stats.dropped_no_allocation += 1;
+            self.stats.dropped(DropReason::NoAllocation);
             return ClientOutput::Nothing;
         };
-        let Some(peer) = alloc.channel(number, now).map(|c| c.peer) else {
-            self.stats.dropped_no_allocation += 1;
+        let Some(peer) = alloc
+            .channel(number, now)
+            .filter(|_| !alloc.tcp)
+            .map(|c| c.peer)
+        else {
+            self.stats.dropped(DropReason::NoAllocation);
             return ClientOutput::Nothing;
         };
-        Self::forward_to_peer(
-            &mut self.stats,
+        match Self::forward_to_peer(
+            &self.stats,
             alloc,
             now,
             peer,
             channel::HEADER_LEN..channel::HEADER_LEN + len,
-        )
+        ) {
+            Ok(out) => out,
+            Err(reason) => {
+                self.stats.dropped(reason);
+                ClientOutput::Nothing
+            }
+        }
     }
 
     fn send_indication(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>) -> ClientOutput {
-        let Some(alloc) = self
-            .by_tuple
-            .get(&ft)
-            .and_then(|&i| self.allocations[i as usize].as_mut())
-        else {
-            self.stats.dropped_no_allocation += 1;
+        let Some(&slot) = self.by_tuple.get(&ft) else {
+            self.stats.dropped(DropReason::NoAllocation);
             return ClientOutput::Nothing;
         };
         let (Some(peer), Some(data)) = (
@@ -376,46 +440,60 @@ impl Server {
                 .and_then(|v| msg.xor_address(v)),
             msg.get(attr::DATA),
         ) else {
-            self.stats.malformed += 1;
+            self.stats.dropped(DropReason::Malformed);
+            return ClientOutput::Nothing;
+        };
+        let Some(alloc) = self.allocations[slot as usize].as_mut().filter(|a| !a.tcp) else {
+            self.stats.dropped(DropReason::NoAllocation);
             return ClientOutput::Nothing;
         };
         // The payload's position in the message (DATA is a sub-slice of the datagram).
         let start = data.as_ptr() as usize - msg.as_bytes().as_ptr() as usize;
-        Self::forward_to_peer(&mut self.stats, alloc, now, peer, start..start + data.len())
+        match Self::forward_to_peer(&self.stats, alloc, now, peer, start..start + data.len()) {
+            Ok(out) => out,
+            Err(reason) => {
+                // A Send indication names its peer: one the policy refuses never had a
+                // permission, and is counted as denied (checked on this drop path only).
+                let reason = if reason == DropReason::NoPermission && !self.peer_allowed(peer) {
+                    DropReason::PeerDenied
+                } else {
+                    reason
+                };
+                self.stats.dropped(reason);
+                ClientOutput::Nothing
+            }
+        }
     }
 
-    /// Shared tail of both client → peer paths: permission, bandwidth, counting.
+    /// Shared tail of both client → peer paths: permission, bandwidth, counting. A drop's
+    /// reason is returned for the caller to count.
     fn forward_to_peer(
-        stats: &mut Stats,
+        stats: &Stats,
         alloc: &mut Allocation,
         now: Instant,
         peer: SocketAddr,
         payload: Range<usize>,
-    ) -> ClientOutput {
+    ) -> Result<ClientOutput, DropReason> {
         let Some(relay) = alloc.relay_for(peer) else {
-            stats.dropped_no_permission += 1;
-            return ClientOutput::Nothing;
+            return Err(DropReason::NoPermission);
         };
         if !alloc.permits(peer.ip(), now) {
-            stats.dropped_no_permission += 1;
-            return ClientOutput::Nothing;
+            return Err(DropReason::NoPermission);
         }
         let len = payload.len() as u64;
         if let Some(bucket) = alloc.bandwidth.as_mut() {
             if !bucket.take(now, len) {
-                stats.dropped_bandwidth += 1;
-                return ClientOutput::Nothing;
+                return Err(DropReason::BandwidthCap);
             }
         }
         alloc.to_peer.0 += len;
         alloc.to_peer.1 += 1;
-        stats.to_peer.0 += len;
-        stats.to_peer.1 += 1;
-        ClientOutput::Relay {
+        stats.relayed(Direction::ClientToPeer, alloc.five_tuple.transport, len);
+        Ok(ClientOutput::Relay {
             relay: relay.id,
             peer,
             payload,
-        }
+        })
     }
 
     /// Handles a datagram that relay socket `relay` received from `peer`. The payload is
@@ -429,25 +507,26 @@ impl Server {
         buf: &mut [u8],
         len: usize,
     ) -> PeerOutput {
+        self.last_seen = now;
         let Some(alloc) = self
             .by_relay
             .get(&relay)
             .and_then(|&i| self.allocations[i as usize].as_mut())
         else {
-            self.stats.dropped_no_allocation += 1;
+            self.stats.dropped(DropReason::NoAllocation);
             return PeerOutput::Nothing;
         };
         if len > u16::MAX as usize - 64 || buf.len() < PEER_HEADROOM + len + PEER_TAILROOM {
-            self.stats.malformed += 1;
+            self.stats.dropped(DropReason::Malformed);
             return PeerOutput::Nothing;
         }
         if !alloc.permits(peer.ip(), now) {
-            self.stats.dropped_no_permission += 1;
+            self.stats.dropped(DropReason::NoPermission);
             return PeerOutput::Nothing;
         }
         if let Some(bucket) = alloc.bandwidth.as_mut() {
             if !bucket.take(now, len as u64) {
-                self.stats.dropped_bandwidth += 1;
+                self.stats.dropped(DropReason::BandwidthCap);
                 return PeerOutput::Nothing;
             }
         }
@@ -472,16 +551,53 @@ impl Server {
         };
         alloc.to_client.0 += len as u64;
         alloc.to_client.1 += 1;
-        self.stats.to_client.0 += len as u64;
-        self.stats.to_client.1 += 1;
+        self.stats.relayed(
+            Direction::PeerToClient,
+            alloc.five_tuple.transport,
+            len as u64,
+        );
         PeerOutput::ToClient {
             five_tuple: alloc.five_tuple,
             frame,
         }
     }
 
+    /// The relay-to-relay short-circuit: delivers a packet that one of our allocations sent to
+    /// `to`, a relayed address of this core, as if relay socket `to` had received it from `from`
+    /// (the sender's relayed address) through the kernel. Same layout and checks as
+    /// [`Server::handle_peer`], so the receiving allocation's permissions apply.
+    pub fn handle_relayed(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) -> PeerOutput {
+        match self.by_relay_addr.get(&to) {
+            Some(&id) => self.handle_peer(now, id, from, buf, len),
+            None => {
+                self.stats.dropped(DropReason::NoAllocation);
+                PeerOutput::Nothing
+            }
+        }
+    }
+
+    /// The advertised address of relay socket `id`, if it belongs to a live allocation.
+    pub fn relay_addr(&self, id: RelayId) -> Option<SocketAddr> {
+        let slot = *self.by_relay.get(&id)?;
+        let alloc = self.allocations[slot as usize].as_ref()?;
+        alloc
+            .relays
+            .iter()
+            .flatten()
+            .find(|r| r.id == id)
+            .map(|r| r.addr)
+    }
+
     /// Expires allocations, permissions, channels and reservations.
     pub fn handle_timeout(&mut self, now: Now, io: &mut impl RelayIo) {
+        self.last_seen = now.instant;
         if now.instant < self.next_sweep {
             return;
         }
@@ -502,6 +618,7 @@ impl Server {
         for alloc in self.allocations.iter_mut().flatten() {
             alloc.prune(now.instant);
         }
+        self.expire_tcp(now.instant);
         for addr in self.shared.reservations.expire(now.instant) {
             io.release_reserved(addr);
         }
@@ -534,9 +651,10 @@ impl Server {
         self.by_tuple.insert(alloc.five_tuple, slot);
         for relay in alloc.relays.iter().flatten() {
             self.by_relay.insert(relay.id, slot);
+            self.by_relay_addr.insert(relay.addr, relay.id);
         }
+        self.stats.allocation_created(alloc.five_tuple.transport);
         self.allocations[slot as usize] = Some(alloc);
-        self.stats.allocations_created += 1;
         slot
     }
 
@@ -545,13 +663,20 @@ impl Server {
             return;
         };
         self.by_tuple.remove(&alloc.five_tuple);
+        for conn in &alloc.tcp_connections {
+            self.tcp_events.push_back(TcpEvent::Close(conn.id));
+        }
         for relay in alloc.relays.iter().flatten() {
             self.by_relay.remove(&relay.id);
+            self.by_relay_addr.remove(&relay.addr);
             io.close(relay.id);
         }
         self.shared.quota.release(&alloc.quota_user);
         self.free_slots.push(slot);
-        self.stats.allocations_ended += 1;
+        self.stats.allocation_ended(
+            alloc.five_tuple.transport,
+            self.last_seen.saturating_duration_since(alloc.created),
+        );
     }
 
     fn is_own_relay(&self, peer: SocketAddr) -> bool {

@@ -6,6 +6,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::tcp::ConnectionId;
 
 /// Which quota refused an allocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -139,6 +142,9 @@ pub struct Shared {
     pub quota: Quota,
     /// EVEN-PORT reservations.
     pub reservations: Reservations,
+    /// The last RFC 6062 CONNECTION-ID handed out (ids are unique across workers and
+    /// connections until the counter wraps after 2^32 connections).
+    connection_ids: AtomicU32,
 }
 
 impl Shared {
@@ -147,6 +153,20 @@ impl Shared {
         Shared {
             quota: Quota::new(per_user, total),
             reservations: Reservations::new(total.max(1) as usize),
+            connection_ids: AtomicU32::new(0),
+        }
+    }
+
+    /// A fresh RFC 6062 connection id (never 0).
+    pub fn next_connection_id(&self) -> ConnectionId {
+        loop {
+            let id = self
+                .connection_ids
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_add(1);
+            if id != 0 {
+                return ConnectionId(id);
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use rand::RngCore;
 use super::allocation::{Allocation, CHANNEL_LIFETIME, Channel, Relay, family_index};
 use super::auth::{AuthFailure, Authenticated};
 use super::quota::QuotaError;
+use super::stats::{DropReason, RequestMethod};
 use super::{ClientOutput, Family, FiveTuple, Now, RelayIo, RelayOpenError, RelayRequest, Server};
 use crate::proto::channel;
 use crate::proto::ratelimit::TokenBucket;
@@ -15,6 +16,8 @@ use crate::proto::stun::{Class, Message, Writer, attr, method};
 
 /// REQUESTED-TRANSPORT protocol number for UDP.
 const PROTO_UDP: u8 = 17;
+/// REQUESTED-TRANSPORT protocol number for TCP (RFC 6062).
+const PROTO_TCP: u8 = 6;
 
 /// An error answer: code and short reason phrase.
 type Reject = (u16, &'static str);
@@ -32,7 +35,12 @@ impl Server {
         }
         if !matches!(
             msg.method(),
-            method::ALLOCATE | method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND
+            method::ALLOCATE
+                | method::REFRESH
+                | method::CREATE_PERMISSION
+                | method::CHANNEL_BIND
+                | method::CONNECT
+                | method::CONNECTION_BIND
         ) {
             return self.unauthenticated_error(now, ft, msg, 400, "");
         }
@@ -62,12 +70,18 @@ impl Server {
             method::ALLOCATE => self.allocate(now, ft, msg, &auth, io),
             method::REFRESH => self.refresh(now, ft, msg, &auth, io),
             method::CREATE_PERMISSION => self.create_permission(now, ft, msg, &auth),
+            method::CONNECT => self.connect(ft, msg, &auth),
+            method::CONNECTION_BIND => self.connection_bind(ft, msg, &auth),
             _ => self.channel_bind(now, ft, msg, &auth),
         };
         let out = match result {
             Ok(out) => out,
             Err(reject) => self.answer(msg, &auth, Err(reject), |_| {}),
         };
+        if out != ClientOutput::Reply {
+            // Connect and ConnectionBind are answered later (and streams never retransmit).
+            return out;
+        }
         if let Some(&slot) = self.by_tuple.get(&ft) {
             if let Some(a) = self.allocations[slot as usize].as_mut() {
                 a.remember(msg.transaction_id(), &self.reply);
@@ -85,7 +99,9 @@ impl Server {
             method::BINDING,
             msg.transaction_id(),
         );
+        let mut result = Ok(());
         if msg.unknown_required().next().is_some() {
+            result = Err(420);
             let values: Vec<u8> = msg
                 .unknown_required()
                 .take(8)
@@ -105,7 +121,7 @@ impl Server {
         if msg.has_fingerprint() {
             w.fingerprint();
         }
-        self.stats.requests_ok += 1;
+        self.stats.request(RequestMethod::Binding, result);
         ClientOutput::Reply
     }
 
@@ -116,9 +132,7 @@ impl Server {
         msg: &Message<'_>,
         failure: AuthFailure,
     ) -> ClientOutput {
-        if failure != AuthFailure::Missing {
-            self.stats.auth_failures[failure as usize] += 1;
-        }
+        self.stats.auth_failure(failure);
         self.unauthenticated_error(now, ft, msg, failure.code(), "")
     }
 
@@ -133,10 +147,11 @@ impl Server {
         reason: &str,
     ) -> ClientOutput {
         if !self.limiter.allow(ft.client.ip(), now.instant) {
-            self.stats.rate_limited += 1;
+            self.stats.dropped(DropReason::RateLimit);
             return ClientOutput::Nothing;
         }
-        self.stats.requests_err += 1;
+        self.stats
+            .request(RequestMethod::from_method(msg.method()), Err(code));
         let nonce = self.settings.auth.nonce(now.unix, ft.client);
         let mut w = Writer::new(
             &mut self.reply,
@@ -167,11 +182,12 @@ impl Server {
             Class::Error
         };
         let mut w = Writer::new(&mut self.reply, class, msg.method(), msg.transaction_id());
+        let method = RequestMethod::from_method(msg.method());
         if let Err((code, reason)) = result {
             w.error_code(code, reason);
-            self.stats.requests_err += 1;
+            self.stats.request(method, Err(code));
         } else {
-            self.stats.requests_ok += 1;
+            self.stats.request(method, Ok(()));
         }
         body(&mut w);
         if let Some(sw) = &self.settings.software {
@@ -201,16 +217,30 @@ impl Server {
         if self.by_tuple.contains_key(&ft) {
             return Err((437, "Allocation Mismatch"));
         }
-        match msg.get(attr::REQUESTED_TRANSPORT) {
+        let tcp = match msg.get(attr::REQUESTED_TRANSPORT) {
             None => return Err((400, "Missing REQUESTED-TRANSPORT")),
             Some(v) if v.len() != 4 => return Err((400, "Bad REQUESTED-TRANSPORT")),
-            Some(v) if v[0] != PROTO_UDP => return Err((442, "Unsupported Transport Protocol")),
-            Some(_) => {}
-        }
+            Some(v) if v[0] == PROTO_UDP => false,
+            Some(v) if v[0] == PROTO_TCP => true,
+            Some(_) => return Err((442, "Unsupported Transport Protocol")),
+        };
         let even_port = msg.get(attr::EVEN_PORT);
         let token = msg.get(attr::RESERVATION_TOKEN);
         let requested_family = msg.get(attr::REQUESTED_ADDRESS_FAMILY);
         let additional_family = msg.get(attr::ADDITIONAL_ADDRESS_FAMILY);
+        if tcp {
+            // RFC 6062 §5.1: only over TCP or TLS, and without the UDP-only attributes.
+            if !ft.transport.is_stream() {
+                return Err((400, "TCP Allocation Needs TCP or TLS"));
+            }
+            if even_port.is_some()
+                || token.is_some()
+                || additional_family.is_some()
+                || msg.get(attr::DONT_FRAGMENT).is_some()
+            {
+                return Err((400, "Attribute Not Allowed With TCP"));
+            }
+        }
         if token.is_some()
             && (even_port.is_some() || requested_family.is_some() || additional_family.is_some())
         {
@@ -254,6 +284,7 @@ impl Server {
             None => None,
         };
         if let Err(e) = self.shared.quota.acquire(&auth.quota_user) {
+            self.stats.dropped(DropReason::Quota);
             if let Some(addr) = reserved_addr {
                 io.release_reserved(addr);
             }
@@ -267,6 +298,7 @@ impl Server {
         let mut new_token = None;
         let opened = match reserved_addr {
             Some(addr) => io.open_reserved(addr, dont_fragment),
+            None if tcp => io.open_tcp(family),
             None => io.open(RelayRequest {
                 family,
                 even: even_port.is_some(),
@@ -281,6 +313,7 @@ impl Server {
                 return Err(match e {
                     RelayOpenError::NoPort => (508, "Insufficient Capacity"),
                     RelayOpenError::FamilyUnsupported => (440, "Address Family not Supported"),
+                    RelayOpenError::TransportUnsupported => (442, "Unsupported Transport Protocol"),
                 });
             }
         };
@@ -323,14 +356,16 @@ impl Server {
                 Err(RelayOpenError::FamilyUnsupported) => {
                     ipv6_error = Some((440, "Address Family not Supported"))
                 }
-                Err(RelayOpenError::NoPort) => ipv6_error = Some((508, "Insufficient Capacity")),
+                Err(RelayOpenError::NoPort | RelayOpenError::TransportUnsupported) => {
+                    ipv6_error = Some((508, "Insufficient Capacity"))
+                }
             }
         }
         let bandwidth = (self.settings.limits.bandwidth_bps > 0).then(|| {
             let bps = self.settings.limits.bandwidth_bps;
             TokenBucket::new(bps, bps, now.instant)
         });
-        let alloc = Allocation::new(
+        let mut alloc = Allocation::new(
             ft,
             auth.username.clone(),
             auth.quota_user.clone(),
@@ -341,6 +376,7 @@ impl Server {
             bandwidth,
             auth.integrity,
         );
+        alloc.tcp = tcp;
         self.insert_allocation(alloc);
         Ok(self.answer(msg, auth, Ok(()), |w| {
             for relay in relays.iter().flatten() {
@@ -358,7 +394,11 @@ impl Server {
     }
 
     /// The allocation of `ft`, checked to belong to the authenticated user (437 / 441).
-    fn own_allocation(&mut self, ft: FiveTuple, auth: &Authenticated) -> Result<u32, Reject> {
+    pub(super) fn own_allocation(
+        &mut self,
+        ft: FiveTuple,
+        auth: &Authenticated,
+    ) -> Result<u32, Reject> {
         let slot = *self.by_tuple.get(&ft).ok_or((437, "Allocation Mismatch"))?;
         let alloc = self.allocations[slot as usize]
             .as_mut()
@@ -410,7 +450,7 @@ impl Server {
     }
 
     /// Checks that a peer may be relayed to from this allocation (443, 403).
-    fn check_peer(&self, slot: u32, peer: SocketAddr) -> Result<(), Reject> {
+    pub(super) fn check_peer(&self, slot: u32, peer: SocketAddr) -> Result<(), Reject> {
         let alloc = self.allocations[slot as usize]
             .as_ref()
             .expect("slot is live");
@@ -418,6 +458,7 @@ impl Server {
             return Err((443, "Peer Address Family Mismatch"));
         }
         if !self.peer_allowed(peer) {
+            self.stats.dropped(DropReason::PeerDenied);
             return Err((403, "Forbidden"));
         }
         Ok(())
@@ -483,6 +524,12 @@ impl Server {
         auth: &Authenticated,
     ) -> Result<ClientOutput, Reject> {
         let slot = self.own_allocation(ft, auth)?;
+        if self.allocations[slot as usize]
+            .as_ref()
+            .is_some_and(|a| a.tcp)
+        {
+            return Err((400, "No Channels on a TCP Allocation"));
+        }
         let number = match msg.get(attr::CHANNEL_NUMBER) {
             Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
             _ => return Err((400, "Missing CHANNEL-NUMBER")),

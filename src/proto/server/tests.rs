@@ -11,6 +11,10 @@ use crate::proto::nonce::NonceKey;
 use crate::proto::policy::{Cidr, PeerPolicy};
 use crate::proto::stun::{Integrity, Message, Writer, attr, method};
 
+mod counting;
+#[path = "tcp_tests.rs"]
+mod tcp_tests;
+
 const REALM: &str = "harness.test";
 const UNIX0: u64 = 1_800_000_000;
 
@@ -75,6 +79,15 @@ impl RelayIo for FakeIo {
             self.open.remove(&id.0),
             "closed twice or never opened: {id:?}"
         );
+    }
+
+    fn open_tcp(&mut self, family: Family) -> Result<OpenedRelay, RelayOpenError> {
+        self.open(RelayRequest {
+            family,
+            even: false,
+            reserve_next: false,
+            dont_fragment: false,
+        })
     }
 }
 
@@ -409,7 +422,10 @@ fn any_listed_secret_validates_and_others_do_not() {
     let mut other = Client::rest(ft("198.51.100.7:2"), "bob", b"not-a-secret", 60);
     assert_eq!(error_code(&other.allocate(&mut h)), 401);
     assert_eq!(
-        h.server.stats().auth_failures[AuthFailure::BadIntegrity as usize],
+        h.server
+            .stats()
+            .snapshot()
+            .auth_failures(AuthFailure::BadIntegrity),
         1
     );
 }
@@ -421,7 +437,10 @@ fn expired_rest_usernames_are_refused() {
     let mut client = Client::with_password(ft("198.51.100.7:1"), &c.username, &c.password);
     assert_eq!(error_code(&client.allocate(&mut h)), 401);
     assert_eq!(
-        h.server.stats().auth_failures[AuthFailure::Expired as usize],
+        h.server
+            .stats()
+            .snapshot()
+            .auth_failures(AuthFailure::Expired),
         1
     );
     // It was valid until its expiry: a credential expiring in 10 s works now, not in 11 s.
@@ -440,7 +459,10 @@ fn static_users_authenticate_and_wrong_passwords_do_not() {
     let mut nobody = Client::with_password(ft("198.51.100.7:3"), "mallory", "x");
     assert_eq!(error_code(&nobody.allocate(&mut h)), 401);
     assert_eq!(
-        h.server.stats().auth_failures[AuthFailure::UnknownUser as usize],
+        h.server
+            .stats()
+            .snapshot()
+            .auth_failures(AuthFailure::UnknownUser),
         1
     );
 }
@@ -694,7 +716,13 @@ fn relaying_needs_a_permission_by_ip_not_port_and_permissions_expire() {
         None,
         "permission expired after 300 s"
     );
-    assert!(h.server.stats().dropped_no_permission >= 3);
+    assert!(
+        h.server
+            .stats()
+            .snapshot()
+            .dropped(DropReason::NoPermission)
+            >= 3
+    );
 }
 
 #[test]
@@ -824,9 +852,19 @@ fn error_codes_for_malformed_and_unsupported_allocates() {
         error_code(&c.call(
             &mut h,
             method::ALLOCATE,
+            &[(attr::REQUESTED_TRANSPORT, vec![132, 0, 0, 0])]
+        )),
+        442,
+        "SCTP"
+    );
+    assert_eq!(
+        error_code(&c.call(
+            &mut h,
+            method::ALLOCATE,
             &[(attr::REQUESTED_TRANSPORT, vec![6, 0, 0, 0])]
         )),
-        442
+        400,
+        "TCP relays only over TCP or TLS (RFC 6062 §5.1)"
     );
     let unknown = c.call(
         &mut h,
@@ -1065,7 +1103,13 @@ fn bandwidth_cap_drops_excess() {
         .filter(|_| matches!(h.client_out(c.ft, &data), ClientOutput::Relay { .. }))
         .count();
     assert_eq!(sent, 2, "1000 bytes of burst carry two 400-byte packets");
-    assert_eq!(h.server.stats().dropped_bandwidth, 8);
+    assert_eq!(
+        h.server
+            .stats()
+            .snapshot()
+            .dropped(DropReason::BandwidthCap),
+        8
+    );
 }
 
 #[test]
@@ -1107,5 +1151,5 @@ fn garbage_never_panics_and_is_counted() {
             ClientOutput::Nothing
         );
     }
-    assert!(h.server.stats().malformed >= 3);
+    assert!(h.server.stats().snapshot().dropped(DropReason::Malformed) >= 3);
 }

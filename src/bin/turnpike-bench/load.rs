@@ -1,0 +1,420 @@
+//! The traffic engine: sessions (TURN allocations, or plain sockets for the bare forwarder),
+//! UDP echo peers, and a client loop that keeps a window of packets in flight per session (or
+//! paces them), measuring delivery, loss and round-trip times.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mio::{Events, Interest, Poll, Token};
+use turnpike::net::batch::{RecvBatch, SendBatch};
+use turnpike::proto::channel;
+use turnpike::proto::stun::{Message, attr};
+
+use crate::turn::{self, Auth};
+
+/// How data is carried between client and server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Carrier {
+    /// ChannelData (4-byte header).
+    Channel,
+    /// Send and Data indications (36-byte header for IPv4).
+    Send,
+}
+
+/// What one run does.
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    /// Sessions (allocations).
+    pub sessions: usize,
+    /// Payload bytes per packet (at least 16).
+    pub size: usize,
+    /// ChannelData or Send indications.
+    pub carrier: Carrier,
+    /// Packets per second per session; 0 = as fast as the window allows.
+    pub rate: u64,
+    /// Packets in flight per session when not paced.
+    pub window: usize,
+    /// Measured time (after a warm-up).
+    pub duration: Duration,
+    /// Pair sessions: each pair's peers are each other's relayed addresses.
+    pub relay_to_relay: bool,
+    /// No TURN: plain datagrams (for the bare forwarder).
+    pub raw: bool,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, Default)]
+pub struct LoadResult {
+    /// Round trips completed in the measured window.
+    pub delivered: u64,
+    /// Packets sent over the whole run.
+    pub sent: u64,
+    /// Packets sent but never echoed back (after a drain).
+    pub lost: u64,
+    /// Length of the measured window.
+    pub elapsed: Duration,
+    /// Round-trip time percentiles, in microseconds.
+    pub rtt_p50_us: u64,
+    /// 99th percentile.
+    pub rtt_p99_us: u64,
+    /// Server CPU time in the measured window.
+    pub server_cpu: Duration,
+}
+
+impl LoadResult {
+    /// Packets relayed by the server per CPU-second (each round trip is two relayed packets).
+    pub fn packets_per_cpu_second(&self) -> f64 {
+        let cpu = self.server_cpu.as_secs_f64();
+        if cpu <= 0.0 {
+            0.0
+        } else {
+            (self.delivered * 2) as f64 / cpu
+        }
+    }
+
+    /// Round trips per wall-clock second.
+    pub fn round_trips_per_second(&self) -> f64 {
+        self.delivered as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// A UDP echo peer: answers every datagram to its source, batched. Runs until dropped.
+pub struct EchoPeer {
+    /// Its address.
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EchoPeer {
+    /// Starts an echo peer on `ip`.
+    pub fn start(ip: IpAddr) -> anyhow::Result<Self> {
+        let opts = turnpike::net::socket::UdpOptions {
+            reuse_port: false,
+            buffer_bytes: 8 << 20,
+            dont_fragment: false,
+        };
+        let sock = turnpike::net::socket::bind_udp(SocketAddr::new(ip, 0), opts)?;
+        sock.set_nonblocking(false)?;
+        sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let addr = sock.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let fd = sock.as_raw_fd();
+            let mut inb = RecvBatch::new(64, 2048, 0);
+            let mut out = SendBatch::new(64, 2048);
+            let mut buf = [0u8; 2048];
+            while !flag.load(Ordering::Relaxed) {
+                // Block for the first datagram, then take what else is queued in batches.
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                out.push(&buf[..n], from);
+                while let Ok(got) = inb.recv(fd) {
+                    for i in 0..got {
+                        let (slot, len, from) = inb.slot(i);
+                        if let Some(from) = from {
+                            if out.is_full() {
+                                out.flush(fd);
+                            }
+                            out.push(&slot[..len], from);
+                        }
+                    }
+                    if got < inb.capacity() {
+                        break;
+                    }
+                }
+                out.flush(fd);
+            }
+        });
+        Ok(EchoPeer {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EchoPeer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One client session.
+struct Session {
+    sock: UdpSocket,
+    /// Template of an outgoing packet; the payload starts at `payload_at`.
+    template: Vec<u8>,
+    payload_at: usize,
+    /// Sends (initiator) or echoes back what arrives (relay-to-relay responder).
+    initiator: bool,
+    next_seq: u32,
+    inflight: usize,
+    last_progress: Instant,
+    next_due: Instant,
+}
+
+/// Creates the sessions: allocations with a channel (or permission) to their peer.
+fn setup(
+    spec: &LoadSpec,
+    server: SocketAddr,
+    secret: &str,
+    peer: SocketAddr,
+    client_ip: IpAddr,
+) -> anyhow::Result<(Vec<Session>, Auth)> {
+    let cred = turnpike::proto::credentials::mint(
+        secret.as_bytes(),
+        "bench",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+        86400,
+    );
+    let mut auth = Auth::new(&cred.username, &cred.password);
+    let mut socks = Vec::with_capacity(spec.sessions);
+    let mut relays = Vec::with_capacity(spec.sessions);
+    for _ in 0..spec.sessions {
+        let opts = turnpike::net::socket::UdpOptions {
+            reuse_port: false,
+            buffer_bytes: 1 << 20,
+            dont_fragment: false,
+        };
+        let sock = turnpike::net::socket::bind_udp(SocketAddr::new(client_ip, 0), opts)?;
+        sock.set_nonblocking(false)?;
+        let relay = if spec.raw {
+            None
+        } else {
+            Some(turn::allocate(&sock, server, &mut auth).context("Allocate")?)
+        };
+        socks.push(sock);
+        relays.push(relay);
+    }
+    let mut sessions = Vec::with_capacity(spec.sessions);
+    for (i, sock) in socks.into_iter().enumerate() {
+        let (initiator, target) = if spec.relay_to_relay {
+            let other = i ^ 1;
+            let target = relays
+                .get(other)
+                .copied()
+                .flatten()
+                .context("relay-to-relay needs an even number of sessions")?;
+            (i % 2 == 0, target)
+        } else {
+            (true, peer)
+        };
+        let mut template = Vec::with_capacity(spec.size + 64);
+        let payload = vec![0u8; spec.size];
+        let payload_at = if spec.raw {
+            template.extend_from_slice(&payload);
+            0
+        } else {
+            match spec.carrier {
+                Carrier::Channel => {
+                    let number = 0x4000 + (i as u16 % 0x0FFF);
+                    turn::channel_bind(&sock, server, &mut auth, number, target)
+                        .context("ChannelBind")?;
+                    template.extend_from_slice(&[0; 4]);
+                    channel::write_header(&mut template[..4], number, spec.size);
+                    template.extend_from_slice(&payload);
+                    4
+                }
+                Carrier::Send => {
+                    turn::permit(&sock, server, &mut auth, target).context("CreatePermission")?;
+                    turn::send_indication(&mut template, target, &payload);
+                    let msg = Message::parse(&template).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let data = msg.get(attr::DATA).context("no DATA")?;
+                    data.as_ptr() as usize - template.as_ptr() as usize
+                }
+            }
+        };
+        sock.set_nonblocking(true)?;
+        let now = Instant::now();
+        sessions.push(Session {
+            sock,
+            template,
+            payload_at,
+            initiator,
+            next_seq: 0,
+            inflight: 0,
+            last_progress: now,
+            next_due: now,
+        });
+    }
+    Ok((sessions, auth))
+}
+
+/// Extracts the payload of a datagram a client received.
+fn payload_of(data: &[u8], raw: bool) -> Option<&[u8]> {
+    if raw {
+        return Some(data);
+    }
+    if channel::looks_like_channel_data(data) {
+        let (_, len) = channel::parse(data)?;
+        return data.get(4..4 + len);
+    }
+    Message::parse(data).ok()?.get(attr::DATA)
+}
+
+/// Runs one load: sets up sessions against `server`, drives traffic, measures `cpu_of` (a
+/// closure reading the server's CPU time) over the measured window.
+pub fn run(
+    spec: &LoadSpec,
+    server: SocketAddr,
+    secret: &str,
+    peer: SocketAddr,
+    client_ip: IpAddr,
+    cpu_of: &dyn Fn() -> Duration,
+) -> anyhow::Result<LoadResult> {
+    anyhow::ensure!(
+        spec.size >= 16,
+        "payloads carry a 16-byte stamp: use --size 16 or more"
+    );
+    let (mut sessions, mut auth) = setup(spec, server, secret, peer, client_ip)?;
+    let mut poll = Poll::new()?;
+    for (i, s) in sessions.iter().enumerate() {
+        let fd = s.sock.as_raw_fd();
+        poll.registry()
+            .register(&mut mio::unix::SourceFd(&fd), Token(i), Interest::READABLE)?;
+    }
+    let start = Instant::now();
+    let warmup = Duration::from_millis(500);
+    let stop_at = start + warmup + spec.duration;
+    let mut events = Events::with_capacity(1024);
+    let mut inb = RecvBatch::new(32, 2048, 0);
+    let mut out = SendBatch::new(32, 2048);
+    let mut rtts: Vec<u32> = Vec::with_capacity(1 << 20);
+    let mut result = LoadResult::default();
+    let mut measuring: Option<(Instant, Duration)> = None;
+    let interval = 1_000_000_000u64
+        .checked_div(spec.rate)
+        .map_or(Duration::ZERO, Duration::from_nanos);
+    let mut sending = true;
+    let mut drain_until = None;
+    let mut received = 0u64;
+    let mut ready: Vec<usize> = Vec::with_capacity(1024);
+    loop {
+        let now = Instant::now();
+        if measuring.is_none() && now >= start + warmup {
+            measuring = Some((now, cpu_of()));
+        }
+        if sending && now >= stop_at {
+            sending = false;
+            if let Some((t0, c0)) = measuring {
+                result.elapsed = now - t0;
+                result.server_cpu = cpu_of().saturating_sub(c0);
+            }
+            drain_until = Some(now + Duration::from_millis(300));
+        }
+        if drain_until.is_some_and(|d| now >= d) {
+            break;
+        }
+        if sending {
+            for s in sessions.iter_mut().filter(|s| s.initiator) {
+                let want = if spec.rate > 0 {
+                    let mut n = 0;
+                    while s.next_due <= now && n < 64 {
+                        s.next_due += interval;
+                        n += 1;
+                    }
+                    n
+                } else {
+                    if now - s.last_progress > Duration::from_millis(200) {
+                        s.inflight = 0; // lost packets must not shrink the window forever
+                        s.last_progress = now;
+                    }
+                    spec.window.saturating_sub(s.inflight)
+                };
+                let dest = server;
+                let mut pkt = std::mem::take(&mut s.template);
+                for _ in 0..want {
+                    let stamp = (now - start).as_nanos() as u64;
+                    pkt[s.payload_at..s.payload_at + 4].copy_from_slice(&s.next_seq.to_be_bytes());
+                    pkt[s.payload_at + 8..s.payload_at + 16].copy_from_slice(&stamp.to_be_bytes());
+                    s.next_seq += 1;
+                    if out.is_full() {
+                        result.sent += out.flush(s.sock.as_raw_fd()) as u64;
+                    }
+                    out.push(&pkt, dest);
+                }
+                result.sent += out.flush(s.sock.as_raw_fd()) as u64;
+                s.inflight += want;
+                s.template = pkt;
+            }
+        }
+        let timeout = if spec.rate > 0 {
+            Duration::from_micros(500)
+        } else {
+            Duration::from_millis(5)
+        };
+        poll.poll(&mut events, Some(timeout))?;
+        ready.clear();
+        ready.extend(events.iter().map(|e| e.token().0));
+        for &i in &ready {
+            loop {
+                let fd = sessions[i].sock.as_raw_fd();
+                let Ok(n) = inb.recv(fd) else { break };
+                let now = Instant::now();
+                for k in 0..n {
+                    let (slot, len, _) = inb.slot(k);
+                    let Some(payload) = payload_of(&slot[..len], spec.raw) else {
+                        continue;
+                    };
+                    let s = &mut sessions[i];
+                    if s.initiator {
+                        let sent_ns =
+                            u64::from_be_bytes(payload[8..16].try_into().unwrap_or_default());
+                        let rtt = (now - start).as_nanos() as u64
+                            - sent_ns.min((now - start).as_nanos() as u64);
+                        s.inflight = s.inflight.saturating_sub(1);
+                        s.last_progress = now;
+                        if let Some((t0, _)) = measuring {
+                            if sending && now >= t0 {
+                                result.delivered += 1;
+                                if rtts.len() < (1 << 24) {
+                                    rtts.push((rtt / 1000).min(u32::MAX as u64) as u32);
+                                }
+                            }
+                        }
+                        received += 1;
+                    } else {
+                        // Relay-to-relay responder: send it back through our own allocation.
+                        let mut pkt = std::mem::take(&mut s.template);
+                        pkt[s.payload_at..s.payload_at + 16].copy_from_slice(&payload[..16]);
+                        out.push(&pkt, server);
+                        out.flush(fd);
+                        s.template = pkt;
+                    }
+                }
+                if n < inb.capacity() {
+                    break;
+                }
+            }
+        }
+    }
+    result.lost = result.sent.saturating_sub(received);
+    if !spec.raw {
+        for s in &sessions {
+            s.sock.set_nonblocking(false)?;
+            let _ = turn::release(&s.sock, server, &mut auth);
+        }
+    }
+    rtts.sort_unstable();
+    let pct = |p: f64| {
+        rtts.get(((rtts.len() as f64 * p) as usize).min(rtts.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as u64
+    };
+    result.rtt_p50_us = pct(0.50);
+    result.rtt_p99_us = pct(0.99);
+    Ok(result)
+}

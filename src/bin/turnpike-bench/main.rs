@@ -1,0 +1,446 @@
+//! turnpike-bench: the relay load generator. Drives N TURN allocations with REST credentials
+//! against turnpike, coturn or the bare forwarder, and compares them side by side.
+//!
+//! Performance is reported as ratios of runs interleaved in one invocation (A B A B ...),
+//! because the machines it runs on are shared and noisy. See docs/performance.md.
+
+mod alloc;
+mod forwarder;
+mod load;
+mod proc;
+mod servers;
+mod turn;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use load::{Carrier, EchoPeer, LoadResult, LoadSpec};
+use servers::{Kind, ServerSpec};
+
+const SECRET: &str = "bench-secret";
+const SERVER_IP: &str = "127.0.0.1";
+const CLIENT_IP: &str = "127.0.0.2";
+const PEER_IP: &str = "127.0.0.3";
+
+#[derive(Parser)]
+#[command(
+    name = "turnpike-bench",
+    version,
+    about = "Load generator and side-by-side benchmark for TURN relays"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One load against one server.
+    Run {
+        /// Server to start and measure.
+        #[arg(long, value_enum, default_value = "turnpike")]
+        server: Kind,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// The matrix of loads against several servers, interleaved, with ratios.
+    Compare {
+        /// Servers, comma-separated (the first is the one the ratios are for).
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "turnpike,coturn,forwarder"
+        )]
+        servers: Vec<Kind>,
+        /// Session counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,10,100,500")]
+        sessions: Vec<usize>,
+        /// Payload sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "100,1200")]
+        sizes: Vec<usize>,
+        /// Carriers, comma-separated.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "channel,send"
+        )]
+        carriers: Vec<Carrier>,
+        /// Rounds per point (each round runs every server once).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Allocation rate and memory per allocation.
+    Alloc {
+        /// Server to start and measure.
+        #[arg(long, value_enum, default_value = "turnpike")]
+        server: Kind,
+        /// Allocations to make and hold.
+        #[arg(long, default_value_t = 10000)]
+        count: usize,
+        /// After allocating, relay this many sessions for `--duration` to check for loss.
+        #[arg(long, default_value_t = 0)]
+        then_sessions: usize,
+        /// Seconds of relaying after allocating.
+        #[arg(long, default_value_t = 3)]
+        duration: u64,
+    },
+    /// A few seconds of relaying through turnpike, failing on loss or nonsense (for tests).
+    Smoke,
+    /// (internal) The bare UDP forwarder process.
+    Forwarder {
+        /// Listen address.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Destination of everything received.
+        #[arg(long)]
+        to: SocketAddr,
+        /// Threads (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+    },
+}
+
+#[derive(Args, Clone)]
+struct LoadArgs {
+    /// Sessions (allocations).
+    #[arg(long, default_value_t = 10)]
+    sessions_n: usize,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// ChannelData or Send indications.
+    #[arg(long, value_enum, default_value = "channel")]
+    carrier: Carrier,
+    /// Packets per second per session (0 = flat out, limited by the window).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Packets in flight per session when flat out.
+    #[arg(long, default_value_t = 8)]
+    window: usize,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 3)]
+    duration: u64,
+    /// Both ends are clients of the server (relay to relay), as two browsers on relay policy.
+    #[arg(long)]
+    relay_to_relay: bool,
+    /// Server worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("constant address")
+}
+
+/// A started server with its echo peer, ready for loads.
+struct Target {
+    kind: Kind,
+    listen: SocketAddr,
+    server: servers::Server,
+}
+
+fn start(kind: Kind, index: u16, workers: usize, peer: &EchoPeer) -> anyhow::Result<Target> {
+    // Above the test suite's port blocks (10000-31999).
+    let lo = 40000 + index * 8000;
+    start_with_ports(kind, workers, peer, (lo, lo + 7999))
+}
+
+fn start_with_ports(
+    kind: Kind,
+    workers: usize,
+    peer: &EchoPeer,
+    ports: (u16, u16),
+) -> anyhow::Result<Target> {
+    // A free port, not a fixed one: other servers (test suites) may run on this machine.
+    let port = std::net::UdpSocket::bind((ip(SERVER_IP), 0))?
+        .local_addr()?
+        .port();
+    let spec = ServerSpec {
+        listen: SocketAddr::new(ip(SERVER_IP), port),
+        ports,
+        secret: SECRET.into(),
+        realm: "bench".into(),
+        workers,
+        forward_to: Some(peer.addr),
+    };
+    let server = servers::start(kind, &spec)?;
+    Ok(Target {
+        kind,
+        listen: spec.listen,
+        server,
+    })
+}
+
+fn measure(t: &mut Target, spec: &LoadSpec, peer: &EchoPeer) -> anyhow::Result<LoadResult> {
+    t.server.check_alive()?;
+    let mut spec = spec.clone();
+    spec.raw = t.kind == Kind::Forwarder;
+    let pid = t.server.pid;
+    let cpu = move || proc::cpu_time(pid).unwrap_or_default();
+    load::run(&spec, t.listen, SECRET, peer.addr, ip(CLIENT_IP), &cpu)
+}
+
+fn spec_of(a: &LoadArgs, sessions: usize, size: usize, carrier: Carrier) -> LoadSpec {
+    LoadSpec {
+        sessions: if a.relay_to_relay {
+            sessions.max(2) & !1
+        } else {
+            sessions
+        },
+        size,
+        carrier,
+        rate: a.rate,
+        window: a.window,
+        duration: Duration::from_secs(a.duration),
+        relay_to_relay: a.relay_to_relay,
+        raw: false,
+    }
+}
+
+fn print_result(kind: Kind, r: &LoadResult) {
+    println!(
+        "  {:<10} {:>10.0} rt/s {:>11.0} pkt/cpu-s  cpu {:>6.2}s  loss {:>6} of {:>8}  rtt p50 {:>6} us p99 {:>7} us",
+        kind.name(),
+        r.round_trips_per_second(),
+        r.packets_per_cpu_second(),
+        r.server_cpu.as_secs_f64(),
+        r.lost,
+        r.sent,
+        r.rtt_p50_us,
+        r.rtt_p99_us
+    );
+}
+
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    raise_fd_limit();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Forwarder {
+            listen,
+            to,
+            workers,
+        } => forwarder::run(listen, to, workers),
+        Command::Run { server, load } => {
+            let peer = EchoPeer::start(ip(PEER_IP))?;
+            let mut target = start(server, 0, load.workers, &peer)?;
+            let spec = spec_of(&load, load.sessions_n, load.size, load.carrier);
+            let r = measure(&mut target, &spec, &peer)?;
+            print_result(server, &r);
+            Ok(())
+        }
+        Command::Compare {
+            servers,
+            sessions,
+            sizes,
+            carriers,
+            rounds,
+            load,
+        } => compare(&servers, &sessions, &sizes, &carriers, rounds, &load),
+        Command::Alloc {
+            server,
+            count,
+            then_sessions,
+            duration,
+        } => {
+            let peer = EchoPeer::start(ip(PEER_IP))?;
+            // Relays on 127.0.0.1 across most of the port space; clients on 127.0.0.2-8.
+            let mut target = start_with_ports(server, 0, &peer, (10000, 65000))?;
+            let pid = target.server.pid;
+            let client_ips: Vec<IpAddr> = (2..=8).map(|i| IpAddr::from([127, 0, 0, i])).collect();
+            let (r, _held) = alloc::run(target.listen, SECRET, count, &client_ips, &|| {
+                proc::rss_bytes(pid).unwrap_or(0)
+            })?;
+            println!(
+                "{}: {} of {} allocations in {:.3} s = {:.0} allocations/s, {:.0} bytes RSS per allocation",
+                server.name(),
+                r.allocated,
+                count,
+                r.elapsed.as_secs_f64(),
+                r.rate(),
+                r.rss_per_allocation
+            );
+            if then_sessions > 0 {
+                let args = LoadArgs {
+                    sessions_n: then_sessions,
+                    size: 100,
+                    carrier: Carrier::Channel,
+                    rate: 50,
+                    window: 8,
+                    duration,
+                    relay_to_relay: false,
+                    workers: 0,
+                };
+                let res = measure(
+                    &mut target,
+                    &spec_of(&args, then_sessions, 100, Carrier::Channel),
+                    &peer,
+                )?;
+                println!("while holding them, {then_sessions} sessions paced at 50 pkt/s:");
+                print_result(server, &res);
+            }
+            Ok(())
+        }
+        Command::Smoke => smoke(),
+    }
+}
+
+fn compare(
+    servers: &[Kind],
+    sessions: &[usize],
+    sizes: &[usize],
+    carriers: &[Carrier],
+    rounds: usize,
+    load: &LoadArgs,
+) -> anyhow::Result<()> {
+    let peer = EchoPeer::start(ip(PEER_IP))?;
+    let mut targets: Vec<Target> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, k)| start(*k, i as u16, load.workers, &peer))
+        .collect::<anyhow::Result<_>>()?;
+    println!(
+        "# turnpike-bench compare: rounds={rounds} duration={}s window={} rate={} relay_to_relay={}",
+        load.duration, load.window, load.rate, load.relay_to_relay
+    );
+    let mut summary = Vec::new();
+    for &n in sessions {
+        for &size in sizes {
+            for &carrier in carriers {
+                let spec = spec_of(load, n, size, carrier);
+                println!("sessions={n} size={size} carrier={carrier:?}");
+                let mut totals: Vec<(u64, f64, u64, u64, Vec<u64>)> =
+                    vec![(0, 0.0, 0, 0, Vec::new()); targets.len()];
+                for _ in 0..rounds {
+                    for (i, t) in targets.iter_mut().enumerate() {
+                        if t.kind == Kind::Forwarder
+                            && (carrier == Carrier::Send || load.relay_to_relay)
+                        {
+                            continue;
+                        }
+                        let r = measure(t, &spec, &peer)
+                            .with_context(|| format!("{} at sessions={n}", t.kind.name()))?;
+                        print_result(t.kind, &r);
+                        totals[i].0 += r.delivered * 2;
+                        totals[i].1 += r.server_cpu.as_secs_f64();
+                        totals[i].2 += r.lost;
+                        totals[i].3 += r.sent;
+                        totals[i].4.push(r.rtt_p99_us);
+                    }
+                }
+                let per_cpu: Vec<f64> = totals
+                    .iter()
+                    .map(|t| if t.1 > 0.0 { t.0 as f64 / t.1 } else { 0.0 })
+                    .collect();
+                let mut line = format!(
+                    "  => {} pkt/cpu-s {:.0}",
+                    targets[0].kind.name(),
+                    per_cpu[0]
+                );
+                for (i, t) in targets.iter().enumerate().skip(1) {
+                    if per_cpu[i] > 0.0 {
+                        line += &format!(", x{:.2} vs {}", per_cpu[0] / per_cpu[i], t.kind.name());
+                    }
+                }
+                let losses: Vec<String> = targets
+                    .iter()
+                    .zip(&totals)
+                    .map(|(t, x)| format!("{} lost {}/{}", t.kind.name(), x.2, x.3))
+                    .collect();
+                println!("{line}; {}", losses.join(", "));
+                summary.push((
+                    n,
+                    size,
+                    carrier,
+                    per_cpu,
+                    totals.iter().map(|t| t.2).collect::<Vec<_>>(),
+                ));
+            }
+        }
+    }
+    println!(
+        "\n| sessions | size | carrier | {} |",
+        targets
+            .iter()
+            .map(|t| format!("{} pkt/cpu-s (lost)", t.kind.name()))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    for (n, size, carrier, per_cpu, lost) in summary {
+        let cells: Vec<String> = per_cpu
+            .iter()
+            .zip(&lost)
+            .map(|(p, l)| format!("{p:.0} ({l})"))
+            .collect();
+        let ratios: Vec<String> = per_cpu
+            .iter()
+            .skip(1)
+            .map(|p| {
+                if *p > 0.0 {
+                    format!("x{:.2}", per_cpu[0] / p)
+                } else {
+                    "-".into()
+                }
+            })
+            .collect();
+        println!(
+            "| {n} | {size} | {carrier:?} | {} | ratios {} |",
+            cells.join(" | "),
+            ratios.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn smoke() -> anyhow::Result<()> {
+    let peer = EchoPeer::start(ip(PEER_IP))?;
+    let mut target = start(Kind::Turnpike, 0, 2, &peer)?;
+    for (carrier, r2r) in [
+        (Carrier::Channel, false),
+        (Carrier::Send, false),
+        (Carrier::Channel, true),
+    ] {
+        let args = LoadArgs {
+            sessions_n: 10,
+            size: 200,
+            carrier,
+            rate: 200,
+            window: 8,
+            duration: 1,
+            relay_to_relay: r2r,
+            workers: 2,
+        };
+        let r = measure(&mut target, &spec_of(&args, 10, 200, carrier), &peer)?;
+        print_result(Kind::Turnpike, &r);
+        if r.delivered == 0
+            || r.lost != 0
+            || r.server_cpu.is_zero()
+            || r.rtt_p50_us == 0
+            || r.rtt_p99_us < r.rtt_p50_us
+        {
+            bail!("smoke run failed for {carrier:?} relay_to_relay={r2r}: {r:?}");
+        }
+    }
+    println!("smoke: ok");
+    Ok(())
+}

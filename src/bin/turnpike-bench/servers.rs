@@ -1,0 +1,282 @@
+//! Starting the servers under test with equivalent settings: turnpike, coturn's turnserver, and
+//! the bare forwarder (the ceiling), each as a child process whose CPU time we can read.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// Which server a run measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// turnpike (the sibling binary of this one).
+    Turnpike,
+    /// turnpike with /metrics scraped every second (the cost of live metrics).
+    TurnpikeScraped,
+    /// coturn's turnserver from Debian's package.
+    Coturn,
+    /// The bare recvmmsg/sendmmsg forwarder: no TURN, the kernel's cost only.
+    Forwarder,
+}
+
+impl Kind {
+    /// Short name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Turnpike => "turnpike",
+            Kind::TurnpikeScraped => "turnpike+scrape",
+            Kind::Coturn => "coturn",
+            Kind::Forwarder => "forwarder",
+        }
+    }
+}
+
+/// Settings shared by every server kind.
+#[derive(Clone, Debug)]
+pub struct ServerSpec {
+    /// Listener address.
+    pub listen: SocketAddr,
+    /// Relay port range.
+    pub ports: (u16, u16),
+    /// REST secret.
+    pub secret: String,
+    /// Realm.
+    pub realm: String,
+    /// Worker threads (0 = one per core).
+    pub workers: usize,
+    /// For the forwarder: where it sends everything.
+    pub forward_to: Option<SocketAddr>,
+}
+
+impl Server {
+    /// Fails with the server's log when the process has exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+            bail!(
+                "server exited ({status}); its log ends with:\n{}",
+                tail(&log, 20)
+            );
+        }
+        Ok(())
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A running server; killed on drop.
+pub struct Server {
+    /// Its process.
+    pub child: Child,
+    /// Its pid, for /proc.
+    pub pid: u32,
+    dir: PathBuf,
+    scraper: Option<Scraper>,
+}
+
+/// Fetches /metrics once a second, as Prometheus would, until dropped.
+struct Scraper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Scraper {
+    fn start(http: SocketAddr) -> Scraper {
+        use std::io::{Read, Write};
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(mut conn) =
+                    std::net::TcpStream::connect_timeout(&http, Duration::from_secs(1))
+                {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                    let req = format!(
+                        "GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+                    );
+                    let mut body = Vec::new();
+                    if conn.write_all(req.as_bytes()).is_ok() {
+                        let _ = conn.read_to_end(&mut body);
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        Scraper {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Scraper {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A fresh private directory for a server's files.
+fn scratch_dir() -> anyhow::Result<PathBuf> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("turnpike-bench-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} not found next to {}: build it with `cargo build --release`",
+            name,
+            me.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Starts `kind` with `spec` and waits until it answers a STUN Binding.
+pub fn start(kind: Kind, spec: &ServerSpec) -> anyhow::Result<Server> {
+    let dir = scratch_dir()?;
+    let http = SocketAddr::new(
+        spec.listen.ip(),
+        std::net::TcpListener::bind((spec.listen.ip(), 0))?
+            .local_addr()?
+            .port(),
+    );
+    let mut cmd = match kind {
+        Kind::Turnpike | Kind::TurnpikeScraped => {
+            let config = dir.join("turnpike.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "realm = \"{realm}\"\n[[listen]]\ntransport = \"udp\"\naddress = \"{listen}\"\n\
+                     [relay]\nbind_ip = \"{ip}\"\nbind_ipv6 = \"none\"\nports = \"{lo}-{hi}\"\n\
+                     [auth]\nsecrets = [\"{secret}\"]\n[peers]\nallow = [\"127.0.0.0/8\"]\n\
+                     [limits]\nallocations_per_user = 0\nallocations_total = 1000000\n\
+                     [server]\nworkers = {workers}\n[log]\nlevel = \"warn\"\n\
+                     [http]\naddress = \"{http}\"\n",
+                    realm = spec.realm,
+                    listen = spec.listen,
+                    ip = spec.listen.ip(),
+                    lo = spec.ports.0,
+                    hi = spec.ports.1,
+                    secret = spec.secret,
+                    workers = spec.workers,
+                    http = http,
+                ),
+            )?;
+            let mut c = Command::new(sibling("turnpike")?);
+            c.arg("serve").arg("--config").arg(&config);
+            c
+        }
+        Kind::Coturn => {
+            let mut c = Command::new("turnserver");
+            c.args([
+                "-n",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                "--no-tcp",
+                "--no-tcp-relay",
+                "--use-auth-secret",
+                "--allow-loopback-peers",
+                "--simple-log",
+                "--log-file=stdout",
+                "--no-software-attribute",
+            ]);
+            c.arg(format!("--listening-ip={}", spec.listen.ip()))
+                .arg(format!("--listening-port={}", spec.listen.port()))
+                .arg(format!("--relay-ip={}", spec.listen.ip()))
+                .arg(format!("--min-port={}", spec.ports.0))
+                .arg(format!("--max-port={}", spec.ports.1))
+                .arg(format!("--static-auth-secret={}", spec.secret))
+                .arg(format!("--realm={}", spec.realm))
+                .arg(format!(
+                    "--pidfile={}",
+                    dir.join("turnserver.pid").display()
+                ))
+                .arg(format!("--userdb={}", dir.join("turndb").display()));
+            if spec.workers > 0 {
+                c.arg(format!("--relay-threads={}", spec.workers));
+            }
+            c
+        }
+        Kind::Forwarder => {
+            let to = spec
+                .forward_to
+                .context("the forwarder needs a destination")?;
+            let mut c = Command::new(std::env::current_exe()?);
+            c.arg("forwarder")
+                .arg("--listen")
+                .arg(spec.listen.to_string())
+                .arg("--to")
+                .arg(to.to_string());
+            c.arg("--workers").arg(spec.workers.to_string());
+            c
+        }
+    };
+    let log = std::fs::File::create(dir.join("server.log"))?;
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", kind.name()))?;
+    let pid = child.id();
+    let mut server = Server {
+        child,
+        pid,
+        dir,
+        scraper: None,
+    };
+    if kind != Kind::Forwarder {
+        wait_for_binding(spec.listen)?;
+    } else {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if kind == Kind::TurnpikeScraped {
+        server.scraper = Some(Scraper::start(http));
+    }
+    server.check_alive()?;
+    Ok(server)
+}
+
+fn wait_for_binding(server: SocketAddr) -> anyhow::Result<()> {
+    let sock = std::net::UdpSocket::bind((server.ip(), 0))?;
+    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut req = Vec::new();
+    turnpike::proto::stun::Writer::new(
+        &mut req,
+        turnpike::proto::stun::Class::Request,
+        turnpike::proto::stun::method::BINDING,
+        [7; 12],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        sock.send_to(&req, server)?;
+        if sock.recv_from(&mut buf).is_ok() {
+            return Ok(());
+        }
+    }
+    bail!("server at {server} did not answer a Binding within 10 s")
+}

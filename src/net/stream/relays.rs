@@ -1,0 +1,266 @@
+//! The relay sockets of one TCP/TLS client connection: UDP relays (tokio sockets) and, for
+//! RFC 6062 allocations, TCP relays (a listening socket that outgoing connections to peers
+//! also bind to). Implements [`RelayIo`] for the connection's core; ports come from the
+//! [`PortPool`] the UDP workers share.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
+
+use tokio::io::ReadBuf;
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+
+use crate::net::ports::PortPool;
+use crate::net::relay::RelayAddresses;
+use crate::net::socket::{UdpOptions, bind_udp};
+use crate::proto::server::{Family, OpenedRelay, RelayId, RelayIo, RelayOpenError, RelayRequest};
+
+/// How many ports to try when binding fails (another process holds one in our range).
+const BIND_ATTEMPTS: usize = 16;
+/// Backlog of a TCP relay's listening socket.
+const TCP_RELAY_BACKLOG: u32 = 16;
+
+struct UdpRelay {
+    id: RelayId,
+    socket: UdpSocket,
+    port: u16,
+}
+
+struct TcpRelay {
+    id: RelayId,
+    listener: TcpListener,
+    local: SocketAddr,
+    port: u16,
+}
+
+/// The relay sockets of one connection (at most one allocation: a few sockets).
+pub struct StreamRelays {
+    pool: Arc<PortPool>,
+    addrs: RelayAddresses,
+    buffer_bytes: usize,
+    udp: Vec<UdpRelay>,
+    tcp: Vec<TcpRelay>,
+    next_id: u32,
+    /// Which UDP relay is polled first next time (fairness between families).
+    turn: AtomicUsize,
+}
+
+impl StreamRelays {
+    /// No relays yet.
+    pub fn new(pool: Arc<PortPool>, addrs: RelayAddresses, buffer_bytes: usize) -> Self {
+        StreamRelays {
+            pool,
+            addrs,
+            buffer_bytes,
+            udp: Vec::new(),
+            tcp: Vec::new(),
+            next_id: 0,
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// True when a UDP relay is open.
+    pub fn has_udp(&self) -> bool {
+        !self.udp.is_empty()
+    }
+
+    /// True when a TCP relay is open.
+    pub fn has_tcp(&self) -> bool {
+        !self.tcp.is_empty()
+    }
+
+    /// Receives one datagram on any UDP relay into `buf`. Pending forever when there is none.
+    pub async fn recv(&self, buf: &mut [u8]) -> (RelayId, io::Result<(usize, SocketAddr)>) {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let udp = &self.udp;
+        poll_fn(|cx| {
+            let n = udp.len();
+            for k in 0..n {
+                let relay = &udp[(turn + k) % n];
+                let mut read = ReadBuf::new(buf);
+                match relay.socket.poll_recv_from(cx, &mut read) {
+                    Poll::Ready(Ok(from)) => {
+                        return Poll::Ready((relay.id, Ok((read.filled().len(), from))));
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready((relay.id, Err(e))),
+                    Poll::Pending => {}
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Accepts one peer connection on any TCP relay. Pending forever when there is none.
+    pub async fn accept(&self) -> (RelayId, io::Result<(TcpStream, SocketAddr)>) {
+        poll_fn(|cx| {
+            for relay in &self.tcp {
+                if let Poll::Ready(r) = relay.listener.poll_accept(cx) {
+                    return Poll::Ready((relay.id, r));
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Sends a datagram from UDP relay `id` without waiting: a full socket buffer drops it, as
+    /// UDP would.
+    pub fn send(&self, id: RelayId, data: &[u8], peer: SocketAddr) {
+        if let Some(relay) = self.udp.iter().find(|r| r.id == id) {
+            // Straight to the kernel: tokio's `try_send_to` would first consult its cached
+            // write readiness, which a socket that never waited for writability lacks.
+            let _ = socket2::SockRef::from(&relay.socket).send_to(data, &peer.into());
+        }
+    }
+
+    /// A socket bound to TCP relay `id`'s address, ready to connect to a peer (RFC 6062
+    /// §5.2: the local end of a peer connection is the relayed address).
+    pub fn connector(&self, id: RelayId) -> io::Result<TcpSocket> {
+        let relay = self
+            .tcp
+            .iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such TCP relay"))?;
+        let socket = tcp_socket(relay.local)?;
+        socket.bind(relay.local)?;
+        Ok(socket)
+    }
+
+    fn next_id(&mut self) -> RelayId {
+        self.next_id = self.next_id.wrapping_add(1);
+        RelayId(self.next_id)
+    }
+
+    fn family_addresses(&self, v6: bool) -> Result<(IpAddr, IpAddr), RelayOpenError> {
+        let (bind, advertised) = if v6 {
+            (self.addrs.bind_v6, self.addrs.advertised_v6)
+        } else {
+            (self.addrs.bind_v4, self.addrs.advertised_v4)
+        };
+        match (bind, advertised) {
+            (Some(b), Some(a)) => Ok((b, a)),
+            _ => Err(RelayOpenError::FamilyUnsupported),
+        }
+    }
+
+    fn bind_udp(&mut self, ip: IpAddr, port: u16, dont_fragment: bool) -> Option<RelayId> {
+        let opts = UdpOptions {
+            reuse_port: false,
+            buffer_bytes: self.buffer_bytes,
+            dont_fragment,
+        };
+        let std_socket = bind_udp(SocketAddr::new(ip, port), opts).ok()?;
+        let socket = UdpSocket::from_std(std_socket).ok()?;
+        let id = self.next_id();
+        self.udp.push(UdpRelay { id, socket, port });
+        Some(id)
+    }
+}
+
+/// A TCP socket that may share its address with the relay's listener (SO_REUSEADDR and
+/// SO_REUSEPORT on both, as Linux requires for a connect from a listening address).
+fn tcp_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
+    let socket = if addr.is_ipv6() {
+        TcpSocket::new_v6()?
+    } else {
+        TcpSocket::new_v4()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    Ok(socket)
+}
+
+impl RelayIo for StreamRelays {
+    fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayOpenError> {
+        let (bind, advertised) = self.family_addresses(request.family == Family::V6)?;
+        for _ in 0..BIND_ATTEMPTS {
+            let port = self
+                .pool
+                .take(request.even, request.reserve_next)
+                .ok_or(RelayOpenError::NoPort)?;
+            let Some(id) = self.bind_udp(bind, port, request.dont_fragment) else {
+                // Held by someone else: keep it marked so it is not tried again at once.
+                if request.reserve_next {
+                    self.pool.give_back(port + 1);
+                }
+                continue;
+            };
+            let reserved = request
+                .reserve_next
+                .then(|| SocketAddr::new(advertised, port + 1));
+            return Ok(OpenedRelay {
+                id,
+                addr: SocketAddr::new(advertised, port),
+                reserved,
+            });
+        }
+        Err(RelayOpenError::NoPort)
+    }
+
+    fn open_reserved(
+        &mut self,
+        addr: SocketAddr,
+        dont_fragment: bool,
+    ) -> Result<OpenedRelay, RelayOpenError> {
+        let (bind, advertised) = self.family_addresses(addr.is_ipv6())?;
+        match self.bind_udp(bind, addr.port(), dont_fragment) {
+            Some(id) => Ok(OpenedRelay {
+                id,
+                addr: SocketAddr::new(advertised, addr.port()),
+                reserved: None,
+            }),
+            None => {
+                self.pool.give_back(addr.port());
+                Err(RelayOpenError::NoPort)
+            }
+        }
+    }
+
+    fn open_tcp(&mut self, family: Family) -> Result<OpenedRelay, RelayOpenError> {
+        let (bind, advertised) = self.family_addresses(family == Family::V6)?;
+        for _ in 0..BIND_ATTEMPTS {
+            let port = self.pool.take(false, false).ok_or(RelayOpenError::NoPort)?;
+            let local = SocketAddr::new(bind, port);
+            let listener = tcp_socket(local)
+                .and_then(|s| {
+                    s.bind(local)?;
+                    s.listen(TCP_RELAY_BACKLOG)
+                })
+                .ok();
+            let Some(listener) = listener else {
+                continue;
+            };
+            let id = self.next_id();
+            self.tcp.push(TcpRelay {
+                id,
+                listener,
+                local,
+                port,
+            });
+            return Ok(OpenedRelay {
+                id,
+                addr: SocketAddr::new(advertised, port),
+                reserved: None,
+            });
+        }
+        Err(RelayOpenError::NoPort)
+    }
+
+    fn close(&mut self, id: RelayId) {
+        if let Some(i) = self.udp.iter().position(|r| r.id == id) {
+            let relay = self.udp.swap_remove(i);
+            self.pool.give_back(relay.port);
+        } else if let Some(i) = self.tcp.iter().position(|r| r.id == id) {
+            let relay = self.tcp.swap_remove(i);
+            self.pool.give_back(relay.port);
+        }
+    }
+
+    fn release_reserved(&mut self, addr: SocketAddr) {
+        self.pool.give_back(addr.port());
+    }
+}
