@@ -3,6 +3,7 @@
 //! - [`registry`]: the registry client (signaling, relay, reconnect).
 //! - [`seal`]: the relay's end-to-end encryption (`crypto_box::SalsaBox` with a replay counter).
 
+pub mod events;
 pub mod registry;
 pub mod seal;
 

@@ -1,9 +1,9 @@
 //! The endpoint `GET /v1/registry`: authentication before the upgrade, then one task per
 //! WebSocket that feeds the core what it reads and writes what the core hands out.
 //!
-//! The shared HTTP server merges [`routes`]; it must be served with
-//! `into_make_service_with_connect_info::<SocketAddr>()` so that the per-IP limit sees the
-//! client's address (without it every client counts as `0.0.0.0`).
+//! The HTTP API merges [`routes`] into its router. The per-IP limit reads the client's address
+//! from `ConnectInfo<SocketAddr>`, which `crate::http::serve_connection_from` (HTTP and TLS 443)
+//! and the registry's own listener provide; without it every client would count as `0.0.0.0`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

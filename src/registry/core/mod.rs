@@ -18,13 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
+mod membership;
 
 use super::config::RegistryConfig;
 use super::messages::{
-    CloseReason, Control, ErrorCode, Incoming, PeerInfo, Refusal, SignalKind, WelcomeLimits,
-    build_relay, forwarded_signal, parse_relay, parse_text,
+    CloseReason, Control, ErrorCode, Incoming, Refusal, SignalKind, build_relay, forwarded_signal,
+    parse_relay, parse_text,
 };
 use super::metrics::{ConnectRefusal, DropReason, RegistryMetrics};
 use super::queue::{Origin, OutQueue, QueueLimits, TokenBucket, Transmit};
@@ -388,99 +387,6 @@ impl Registry {
             .filter(|c| !matches!(c.state, State::Closing))
     }
 
-    fn join(&mut self, conn: ConnId, public_key: &str) {
-        let refuse = |code, message: &str| Refusal::new(code, message, Some("join"));
-        let Some(c) = self.conns.get(&conn) else {
-            return;
-        };
-        if matches!(c.state, State::Joined { .. }) {
-            return self.refuse(conn, refuse(ErrorCode::AlreadyJoined, "already joined"));
-        }
-        let key = match BASE64.decode(public_key) {
-            Ok(bytes) if bytes.len() == 32 => bytes,
-            _ => {
-                let message = "`public_key` must be base64 of 32 bytes";
-                return self.refuse(conn, refuse(ErrorCode::BadPublicKey, message));
-            }
-        };
-        if c.identity
-            .pinned_key
-            .is_some_and(|pinned| pinned[..] != key[..])
-        {
-            let message = "`public_key` differs from the key pinned in the token";
-            return self.refuse(conn, refuse(ErrorCode::PublicKeyMismatch, message));
-        }
-        let identity = c.identity.clone();
-        let existing = self.projects.get(&identity.project);
-        let previous = existing.and_then(|p| p.peers.get(&identity.peer_id).copied());
-        let full = match existing {
-            None => self.projects.len() >= self.config.max_projects as usize,
-            Some(p) => {
-                p.peers.len() - usize::from(previous.is_some())
-                    >= self.config.max_peers_per_project as usize
-            }
-        };
-        if full {
-            let message = "the project (or the server's table of projects) is full";
-            return self.refuse(conn, refuse(ErrorCode::ProjectFull, message));
-        }
-        if let Some(previous) = previous {
-            self.to_close.push((previous, CloseReason::Replaced));
-            self.process_closes();
-        }
-        let public_key = BASE64.encode(&key);
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.state = State::Joined {
-                public_key: public_key.clone(),
-            };
-        }
-        if !self.projects.contains_key(&identity.project) {
-            self.metrics.projects.fetch_add(1, Ordering::Relaxed);
-        }
-        let project = self.projects.entry(identity.project.clone()).or_default();
-        let others: Vec<ConnId> = project.peers.values().copied().collect();
-        project.peers.insert(identity.peer_id.clone(), conn);
-        self.metrics.peers.fetch_add(1, Ordering::Relaxed);
-        let welcome = self.welcome(&identity, &others);
-        self.send_control(conn, welcome);
-        let joined = Control::PeerJoined {
-            peer_id: &identity.peer_id,
-            public_key: &public_key,
-        }
-        .to_json();
-        for other in others {
-            self.send_control(other, joined.clone());
-        }
-    }
-
-    /// The `welcome` for `identity`, listing the joined peers `others`.
-    fn welcome(&self, identity: &Identity, others: &[ConnId]) -> String {
-        let mut peers: Vec<PeerInfo<'_>> = others
-            .iter()
-            .filter_map(|id| self.conns.get(id))
-            .filter_map(|c| match &c.state {
-                State::Joined { public_key } => Some(PeerInfo {
-                    peer_id: &c.identity.peer_id,
-                    public_key,
-                }),
-                _ => None,
-            })
-            .collect();
-        peers.sort_by(|a, b| a.peer_id.cmp(b.peer_id));
-        Control::Welcome {
-            peer_id: &identity.peer_id,
-            project: &identity.project,
-            peers,
-            limits: WelcomeLimits {
-                max_payload_bytes: self.config.max_payload_bytes,
-                max_relay_frame_bytes: self.config.max_relay_frame_bytes,
-                messages_per_sec: self.config.messages_per_sec,
-                relay_bytes_per_sec: self.config.relay_bytes_per_sec,
-            },
-        }
-        .to_json()
-    }
-
     fn signal(
         &mut self,
         conn: ConnId,
@@ -565,38 +471,6 @@ impl Registry {
                 c.woken = true;
                 self.wakes.push(conn);
             }
-        }
-    }
-
-    /// Takes a joined peer out of its project and tells the others.
-    fn leave(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if !matches!(c.state, State::Joined { .. }) {
-            return;
-        }
-        c.state = State::Pending;
-        let identity = c.identity.clone();
-        let Some(project) = self.projects.get_mut(&identity.project) else {
-            return;
-        };
-        if project.peers.get(&identity.peer_id) != Some(&conn) {
-            return;
-        }
-        project.peers.remove(&identity.peer_id);
-        self.metrics.peers.fetch_sub(1, Ordering::Relaxed);
-        let others: Vec<ConnId> = project.peers.values().copied().collect();
-        if others.is_empty() {
-            self.projects.remove(&identity.project);
-            self.metrics.projects.fetch_sub(1, Ordering::Relaxed);
-        }
-        let left = Control::PeerLeft {
-            peer_id: &identity.peer_id,
-        }
-        .to_json();
-        for other in others {
-            self.send_control(other, left.clone());
         }
     }
 
