@@ -439,3 +439,113 @@ impl SendMsg for Socket {
             .expect("send");
     }
 }
+
+/// A TCP proxy in front of the registry that the test can cut (every open connection) and
+/// take down (new connections are dropped at once) and bring back up.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    cut: tokio::sync::broadcast::Sender<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: std::net::SocketAddr) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (cut, _) = tokio::sync::broadcast::channel(4);
+        let (flag, count, cutter) = (down.clone(), accepted.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                if flag.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection fail
+                }
+                let mut cut = cutter.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.recv() => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            down,
+            accepted,
+            cut,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_reconnects_with_back_off_and_rejoins() {
+    use std::sync::atomic::Ordering;
+    let registry = TestRegistry::start("");
+    let proxy = Proxy::start(registry.addr).await;
+    let keys = KeyPair::generate();
+    let mut config = turnpike::client::ClientConfig::new(
+        format!("ws://{}/v1/registry", proxy.addr),
+        registry.token("roamer", "p1"),
+        keys,
+    );
+    config.max_backoff = Duration::from_secs(1);
+    let mut roamer = turnpike::client::RegistryClient::connect(config)
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut roamer).await, Event::Welcome { .. }));
+    let (mut home, _) = registry.client("home", "p1").await;
+    assert!(matches!(next(&mut roamer).await, Event::PeerJoined { .. }));
+
+    // The network fails: the connection is cut and new ones fail for a while.
+    proxy.down.store(true, Ordering::SeqCst);
+    let before = proxy.accepted.load(Ordering::SeqCst);
+    proxy.cut.send(()).unwrap();
+    assert!(matches!(
+        next(&mut roamer).await,
+        Event::Disconnected { .. }
+    ));
+    assert!(matches!(next(&mut home).await, Event::PeerLeft { peer_id } if peer_id == "roamer"));
+    assert!(
+        roamer.relay("home", b"x").await.is_err(),
+        "not connected meanwhile"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let attempts = proxy.accepted.load(Ordering::SeqCst) - before;
+    assert!(
+        (2..=8).contains(&attempts),
+        "{attempts} attempts in 2.5 s: back-off (0.25 s, doubling to 1 s), not a busy loop"
+    );
+
+    // The network returns: the client rejoins by itself and relays again.
+    proxy.down.store(false, Ordering::SeqCst);
+    match next(&mut roamer).await {
+        Event::Welcome { peers, .. } => {
+            assert_eq!(
+                peers.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+                ["home"]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(next(&mut home).await, Event::PeerJoined { peer_id, .. } if peer_id == "roamer")
+    );
+    roamer.relay("home", b"back again").await.unwrap();
+    match next(&mut home).await {
+        Event::Relay { from, message } => {
+            assert_eq!(
+                (from.as_str(), &message[..]),
+                ("roamer", &b"back again"[..])
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
