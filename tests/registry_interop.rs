@@ -105,3 +105,49 @@ async fn pynacl_peer_and_rust_client_open_each_others_blobs() {
     std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).ok();
     assert!(status.success(), "the Python peer failed: {stderr}");
 }
+
+/// The registry on a TLS listener that also serves HTTP (port 443 shared with TURN): a Python
+/// `websockets` client joins over wss:// and the Rust peer on plain ws:// sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_style_client_joins_over_wss_on_the_shared_tls_port() {
+    let conf = common::Conf {
+        tls_http: true,
+        extra_toml: format!("[registry]\nenabled = true\njwt_secrets = [\"{JWT_SECRET}\"]\n"),
+        ..common::Conf::default()
+    };
+    let server = common::Server::start(conf);
+    let tls = server.tls_http.expect("a TLS listener serving HTTP");
+    let registry = TestRegistry {
+        addr: server.http,
+        server,
+    };
+    let (mut rust, _) = registry.client("rust", "p1").await;
+    let keys = turnpike::client::KeyPair::generate();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/registry_wss.py");
+    let run = common::run_tool(
+        std::path::Path::new(&python()),
+        &[
+            script.to_owned(),
+            format!("wss://{tls}/v1/registry"),
+            registry.token("browser", "p1"),
+            keys.public_base64(),
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(run.success(), "{run}");
+    let welcome: serde_json::Value = serde_json::from_str(run.output.trim()).expect("JSON");
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!(welcome["peers"][0]["peer_id"], "rust");
+    match next(&mut rust).await {
+        Event::PeerJoined {
+            peer_id,
+            public_key,
+        } => {
+            assert_eq!(
+                (peer_id.as_str(), public_key),
+                ("browser", keys.public_base64())
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
