@@ -70,6 +70,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(state) = &registry {
         api = api.merge(crate::registry::routes(state.clone()));
         metrics.set_registry(state.clone());
+        tracing::info!(
+            "registry enabled: /v1/registry on the HTTP API and on TLS listeners that serve HTTP"
+        );
         if let Some(address) = config.registry.listen {
             let listener = tokio::net::TcpListener::bind(address)
                 .await
