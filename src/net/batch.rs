@@ -163,8 +163,28 @@ pub struct SendBatch {
     bufs: Vec<u8>,
     lens: Vec<usize>,
     addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)>,
+    dests: Vec<SocketAddr>,
     queued: usize,
+    /// Use UDP GSO (one segmented send for a run of equal-size datagrams to one destination)
+    /// until the kernel refuses it once.
+    gso: bool,
 }
+
+/// `SOL_UDP` / `UDP_SEGMENT` (Linux 4.18+): the segment size of a GSO send.
+const SOL_UDP: libc::c_int = 17;
+const UDP_SEGMENT: libc::c_int = 103;
+/// Most segments in one GSO send (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most payload bytes in one GSO send (an IP datagram's limit, less headers).
+const GSO_MAX_BYTES: usize = 65_000;
+/// Largest segment sent with GSO: each segment must fit the path MTU (the kernel refuses a
+/// larger one rather than fragmenting it), so larger datagrams go one by one.
+const GSO_MAX_SEGMENT: usize = 1400;
+
+/// Room for one `cmsghdr` carrying a `u16`, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct SegmentCmsg([u8; 24]);
 
 impl SendBatch {
     /// A batch of up to `count` (at most [`MAX_BATCH`]) datagrams of up to `slot_size` bytes.
@@ -176,7 +196,9 @@ impl SendBatch {
             lens: vec![0; count],
             // SAFETY: all-zero sockaddr_storage values are valid.
             addrs: vec![(unsafe { zeroed() }, 0); count],
+            dests: vec![SocketAddr::from(([0, 0, 0, 0], 0)); count],
             queued: 0,
+            gso: true,
         }
     }
 
@@ -203,7 +225,10 @@ impl SendBatch {
         let i = self.queued;
         self.bufs[i * self.slot_size..i * self.slot_size + data.len()].copy_from_slice(data);
         self.lens[i] = data.len();
-        self.addrs[i] = to_sockaddr(to);
+        if self.dests[i] != to || self.addrs[i].1 == 0 {
+            self.addrs[i] = to_sockaddr(to);
+            self.dests[i] = to;
+        }
         self.queued += 1;
         true
     }
@@ -216,6 +241,12 @@ impl SendBatch {
     /// Sends everything queued on `fd`; datagrams the kernel refuses (a full buffer) are
     /// dropped, as a single `send_to` would. Returns how many were sent.
     pub fn flush(&mut self, fd: RawFd) -> usize {
+        if self.gso && self.queued > 1 {
+            if let Some(sent) = self.flush_gso(fd) {
+                self.queued = 0;
+                return sent;
+            }
+        }
         let mut sent = 0;
         let mut attempts = 0;
         while sent < self.queued && attempts < 4 {
@@ -252,6 +283,105 @@ impl SendBatch {
         let done = sent.min(self.queued);
         self.queued = 0;
         done
+    }
+
+    /// Sends runs of datagrams to the same destination with the same size (the last of a run
+    /// may be shorter) as single UDP GSO sends, several runs per `sendmmsg`. Returns `None`
+    /// (having sent nothing) when the kernel does not support GSO, which turns it off.
+    fn flush_gso(&mut self, fd: RawFd) -> Option<usize> {
+        let mut iovs: [MaybeUninit<libc::iovec>; MAX_BATCH] =
+            [const { MaybeUninit::uninit() }; MAX_BATCH];
+        // SAFETY: all-zero mmsghdr values are valid.
+        let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { zeroed() };
+        let mut cmsgs = [SegmentCmsg([0; 24]); MAX_BATCH];
+        let mut runs = [(0usize, 0usize); MAX_BATCH];
+        let mut n_runs = 0;
+        let mut i = 0;
+        while i < self.queued {
+            let seg = self.lens[i];
+            let mut j = i + 1;
+            let mut bytes = seg;
+            while j < self.queued
+                && seg <= GSO_MAX_SEGMENT
+                && j - i < GSO_MAX_SEGMENTS
+                && self.dests[j] == self.dests[i]
+                && self.lens[j] <= seg
+                && self.lens[j] > 0
+                && bytes + self.lens[j] <= GSO_MAX_BYTES
+            {
+                bytes += self.lens[j];
+                j += 1;
+                if self.lens[j - 1] < seg {
+                    break; // a shorter datagram can only end a run
+                }
+            }
+            for (k, iov) in iovs.iter_mut().enumerate().take(j).skip(i) {
+                // SAFETY: slot k lies within bufs.
+                let start = unsafe { self.bufs.as_mut_ptr().add(k * self.slot_size) };
+                iov.write(libc::iovec {
+                    iov_base: start as *mut libc::c_void,
+                    iov_len: self.lens[k],
+                });
+            }
+            let h = &mut hdrs[n_runs].msg_hdr;
+            h.msg_iov = iovs[i].as_mut_ptr();
+            h.msg_iovlen = j - i;
+            h.msg_name = &mut self.addrs[i].0 as *mut _ as *mut libc::c_void;
+            h.msg_namelen = self.addrs[i].1;
+            if j - i > 1 {
+                let c = &mut cmsgs[n_runs];
+                // SAFETY: c is 8-aligned and large enough for CMSG_SPACE(2) (16 + 8 bytes).
+                unsafe {
+                    let cm = c.0.as_mut_ptr() as *mut libc::cmsghdr;
+                    (*cm).cmsg_level = SOL_UDP;
+                    (*cm).cmsg_type = UDP_SEGMENT;
+                    (*cm).cmsg_len = libc::CMSG_LEN(2) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(cm) as *mut u16, seg as u16);
+                    h.msg_control = cm as *mut libc::c_void;
+                    h.msg_controllen = libc::CMSG_SPACE(2) as _;
+                }
+            }
+            runs[n_runs] = (i, j);
+            n_runs += 1;
+            i = j;
+        }
+        let mut done_runs = 0;
+        let mut sent = 0;
+        let mut attempts = 0;
+        while done_runs < n_runs && attempts < 4 {
+            attempts += 1;
+            // SAFETY: every header points at live buffers owned by self or this frame.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    hdrs.as_mut_ptr().add(done_runs),
+                    (n_runs - done_runs) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if rc <= 0 {
+                let err = io::Error::last_os_error();
+                let (a, b) = runs[done_runs];
+                if sent == 0
+                    && b - a > 1
+                    && matches!(
+                        err.raw_os_error(),
+                        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+                    )
+                {
+                    tracing::debug!(error = %err, "UDP GSO unavailable: sending datagrams one by one");
+                    self.gso = false;
+                    return None;
+                }
+                done_runs += 1; // drop this run (full buffer, unreachable), as send_to would
+                continue;
+            }
+            for &(a, b) in &runs[done_runs..done_runs + rc as usize] {
+                sent += b - a;
+            }
+            done_runs += rc as usize;
+        }
+        Some(sent)
     }
 }
 
@@ -293,6 +423,34 @@ mod tests {
             }
         }
         assert_eq!(got, 5);
+    }
+
+    #[test]
+    fn runs_of_equal_datagrams_arrive_whole_and_in_order() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut out = SendBatch::new(16, 2000);
+        let sizes = [100, 100, 100, 40, 100, 1500, 1500, 7];
+        for (i, &n) in sizes.iter().enumerate() {
+            let to = if i == 4 {
+                c.local_addr().unwrap()
+            } else {
+                b.local_addr().unwrap()
+            };
+            assert!(out.push(&vec![i as u8; n], to));
+        }
+        assert_eq!(out.flush(a.as_raw_fd()), sizes.len());
+        b.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 2000];
+        for (i, &n) in sizes.iter().enumerate() {
+            let sock = if i == 4 { &c } else { &b };
+            let (len, _) = sock.recv_from(&mut buf).unwrap();
+            assert_eq!((len, buf[0]), (n, i as u8), "datagram {i}");
+        }
     }
 
     #[test]
