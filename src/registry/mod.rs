@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod fuzzing;
 pub mod http;
 pub mod messages;
 pub mod metrics;
