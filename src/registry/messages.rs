@@ -215,12 +215,19 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    /// A refusal with no id and no destination.
+    /// A refusal with no id and no destination. `refers_to` is cut to 64 bytes: an unknown
+    /// type is echoed, and the echo must stay small.
     pub fn new(code: ErrorCode, message: impl Into<String>, refers_to: Option<&str>) -> Refusal {
         Refusal {
             code,
             message: message.into(),
-            refers_to: refers_to.map(str::to_owned),
+            refers_to: refers_to.map(|r| {
+                let mut end = r.len().min(MAX_ID_BYTES);
+                while !r.is_char_boundary(end) {
+                    end -= 1;
+                }
+                r[..end].to_owned()
+            }),
             id: None,
             to_peer_id: None,
         }

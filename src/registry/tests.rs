@@ -241,6 +241,15 @@ fn bad_messages_get_their_documented_errors() {
             &frame[..frame.len().min(8)]
         );
     }
+    let long_type = format!(r#"{{"type":"{}"}}"#, "é".repeat(1000));
+    h.core.handle_text(h.now, conn, &long_type);
+    let error = h.next_json(conn).unwrap();
+    assert_eq!(error["code"], "unknown_type");
+    assert_eq!(
+        error["ref"],
+        "é".repeat(32),
+        "the echoed type is cut to 64 bytes"
+    );
     // Still serving: a ping is answered.
     h.text(conn, json!({"type": "ping"}));
     assert_eq!(h.texts(conn), vec![json!({"type": "pong"})]);
