@@ -2,7 +2,10 @@
 //!
 //! Touched only when a relay socket is opened or closed, never per packet.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
+
+use crate::proto::server::{RelayOpenError, RelayRequest};
 
 /// A set of ports in an inclusive range, with a rotating start so that freed ports are not
 /// reused at once (a late packet for an old allocation must not reach a new one).
@@ -104,6 +107,38 @@ impl PoolState {
             self.in_use -= 1;
         }
     }
+}
+
+/// How many ports to try when binding fails (another process holds one in our range).
+const BIND_ATTEMPTS: usize = 16;
+
+/// Opens a relay socket on a port of `pool` as `request` asks (even, reserving the next), with
+/// `bind` binding the chosen port; retries on other ports while binding fails. Returns what
+/// `bind` made, the advertised address, and the reserved next port (held in the pool, not
+/// bound: whichever core claims the token binds it).
+pub fn open_from_pool<T>(
+    pool: &PortPool,
+    request: &RelayRequest,
+    advertised: IpAddr,
+    mut bind: impl FnMut(u16) -> Option<T>,
+) -> Result<(T, SocketAddr, Option<SocketAddr>), RelayOpenError> {
+    for _ in 0..BIND_ATTEMPTS {
+        let port = pool
+            .take(request.even, request.reserve_next)
+            .ok_or(RelayOpenError::NoPort)?;
+        let Some(made) = bind(port) else {
+            // Held by someone else: keep it marked so it is not tried again at once.
+            if request.reserve_next {
+                pool.give_back(port + 1);
+            }
+            continue;
+        };
+        let reserved = request
+            .reserve_next
+            .then(|| SocketAddr::new(advertised, port + 1));
+        return Ok((made, SocketAddr::new(advertised, port), reserved));
+    }
+    Err(RelayOpenError::NoPort)
 }
 
 #[cfg(test)]

@@ -8,15 +8,13 @@ use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
-use super::ports::PortPool;
+use super::ports::{PortPool, open_from_pool};
 use super::shortcut::RelayDirectory;
 use super::socket::{UdpOptions, bind_udp};
 use crate::proto::server::{Family, OpenedRelay, RelayId, RelayIo, RelayOpenError, RelayRequest};
 
 /// Tokens at and above this belong to relay sockets (`RELAY_TOKEN_BASE + slab key`).
 pub const RELAY_TOKEN_BASE: usize = 1 << 20;
-/// How many ports to try when binding fails (another process holds one in our range).
-const BIND_ATTEMPTS: usize = 16;
 
 /// Where relay sockets bind, and what is advertised for them.
 #[derive(Clone, Debug)]
@@ -140,30 +138,11 @@ impl RelaySet {
 impl RelayIo for RelaySet {
     fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayOpenError> {
         let (bind, advertised) = self.family_addresses(request.family == Family::V6)?;
-        for _ in 0..BIND_ATTEMPTS {
-            let port = self
-                .pool
-                .take(request.even, request.reserve_next)
-                .ok_or(RelayOpenError::NoPort)?;
-            let Some(id) = self.bind_one(bind, advertised, port, request.dont_fragment) else {
-                // Someone else holds it: keep it marked so we do not try it again at once.
-                if request.reserve_next {
-                    self.pool.give_back(port + 1);
-                }
-                continue;
-            };
-            // The reserved next port stays held in the pool; whichever worker claims the
-            // token binds it.
-            let reserved = request
-                .reserve_next
-                .then(|| SocketAddr::new(advertised, port + 1));
-            return Ok(OpenedRelay {
-                id,
-                addr: SocketAddr::new(advertised, port),
-                reserved,
-            });
-        }
-        Err(RelayOpenError::NoPort)
+        let pool = self.pool.clone();
+        let (id, addr, reserved) = open_from_pool(&pool, &request, advertised, |port| {
+            self.bind_one(bind, advertised, port, request.dont_fragment)
+        })?;
+        Ok(OpenedRelay { id, addr, reserved })
     }
 
     fn open_reserved(

@@ -13,13 +13,11 @@ use std::task::Poll;
 use tokio::io::ReadBuf;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 
-use crate::net::ports::PortPool;
+use crate::net::ports::{PortPool, open_from_pool};
 use crate::net::relay::RelayAddresses;
 use crate::net::socket::{UdpOptions, bind_udp};
 use crate::proto::server::{Family, OpenedRelay, RelayId, RelayIo, RelayOpenError, RelayRequest};
 
-/// How many ports to try when binding fails (another process holds one in our range).
-const BIND_ATTEMPTS: usize = 16;
 /// Backlog of a TCP relay's listening socket.
 const TCP_RELAY_BACKLOG: u32 = 16;
 
@@ -177,28 +175,11 @@ fn tcp_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
 impl RelayIo for StreamRelays {
     fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayOpenError> {
         let (bind, advertised) = self.family_addresses(request.family == Family::V6)?;
-        for _ in 0..BIND_ATTEMPTS {
-            let port = self
-                .pool
-                .take(request.even, request.reserve_next)
-                .ok_or(RelayOpenError::NoPort)?;
-            let Some(id) = self.bind_udp(bind, port, request.dont_fragment) else {
-                // Held by someone else: keep it marked so it is not tried again at once.
-                if request.reserve_next {
-                    self.pool.give_back(port + 1);
-                }
-                continue;
-            };
-            let reserved = request
-                .reserve_next
-                .then(|| SocketAddr::new(advertised, port + 1));
-            return Ok(OpenedRelay {
-                id,
-                addr: SocketAddr::new(advertised, port),
-                reserved,
-            });
-        }
-        Err(RelayOpenError::NoPort)
+        let pool = self.pool.clone();
+        let (id, addr, reserved) = open_from_pool(&pool, &request, advertised, |port| {
+            self.bind_udp(bind, port, request.dont_fragment)
+        })?;
+        Ok(OpenedRelay { id, addr, reserved })
     }
 
     fn open_reserved(
@@ -222,18 +203,21 @@ impl RelayIo for StreamRelays {
 
     fn open_tcp(&mut self, family: Family) -> Result<OpenedRelay, RelayOpenError> {
         let (bind, advertised) = self.family_addresses(family == Family::V6)?;
-        for _ in 0..BIND_ATTEMPTS {
-            let port = self.pool.take(false, false).ok_or(RelayOpenError::NoPort)?;
+        let plain = RelayRequest {
+            family,
+            even: false,
+            reserve_next: false,
+            dont_fragment: false,
+        };
+        let pool = self.pool.clone();
+        let (id, addr, _) = open_from_pool(&pool, &plain, advertised, |port| {
             let local = SocketAddr::new(bind, port);
             let listener = tcp_socket(local)
                 .and_then(|s| {
                     s.bind(local)?;
                     s.listen(TCP_RELAY_BACKLOG)
                 })
-                .ok();
-            let Some(listener) = listener else {
-                continue;
-            };
+                .ok()?;
             let id = self.next_id();
             self.tcp.push(TcpRelay {
                 id,
@@ -241,13 +225,13 @@ impl RelayIo for StreamRelays {
                 local,
                 port,
             });
-            return Ok(OpenedRelay {
-                id,
-                addr: SocketAddr::new(advertised, port),
-                reserved: None,
-            });
-        }
-        Err(RelayOpenError::NoPort)
+            Some(id)
+        })?;
+        Ok(OpenedRelay {
+            id,
+            addr,
+            reserved: None,
+        })
     }
 
     fn close(&mut self, id: RelayId) {
