@@ -72,7 +72,17 @@ pub struct RecvBatch {
     bufs: Vec<u8>,
     lens: Vec<usize>,
     addrs: Vec<libc::sockaddr_storage>,
+    /// Control-message room per slot, when kernel receive timestamps are wanted.
+    controls: Vec<ControlBuf>,
+    /// Kernel receive timestamps (`SO_TIMESTAMPNS`, UNIX time) of the last `recv`.
+    stamps: Vec<Option<std::time::Duration>>,
 }
+
+/// Room for the control messages of one datagram (a `SCM_TIMESTAMPNS` timespec), aligned for
+/// `cmsghdr`.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct ControlBuf([u8; 64]);
 
 impl RecvBatch {
     /// `count` slots of `slot_size` bytes; datagrams are received at `offset` into each slot
@@ -85,7 +95,21 @@ impl RecvBatch {
             lens: vec![0; count],
             // SAFETY: all-zero sockaddr_storage values are valid.
             addrs: vec![unsafe { zeroed() }; count],
+            controls: Vec::new(),
+            stamps: vec![None; count],
         }
+    }
+
+    /// Also collects the kernel's receive timestamp of each datagram; the socket must have
+    /// `SO_TIMESTAMPNS` set (see [`enable_rx_timestamps`]).
+    pub fn with_timestamps(mut self) -> Self {
+        self.controls = vec![ControlBuf([0; 64]); self.lens.len()];
+        self
+    }
+
+    /// The kernel receive timestamp (UNIX time) of slot `i` after a `recv`, when collected.
+    pub fn timestamp(&self, i: usize) -> Option<std::time::Duration> {
+        self.stamps.get(i).copied().flatten()
     }
 
     /// Number of slots.
@@ -123,6 +147,10 @@ impl RecvBatch {
             hdrs[i].msg_hdr.msg_name = &mut self.addrs[i] as *mut _ as *mut libc::c_void;
             hdrs[i].msg_hdr.msg_namelen =
                 std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            if let Some(control) = self.controls.get_mut(i) {
+                hdrs[i].msg_hdr.msg_control = control.0.as_mut_ptr() as *mut libc::c_void;
+                hdrs[i].msg_hdr.msg_controllen = control.0.len() as _;
+            }
         }
         // SAFETY: every header points at live buffers owned by self for the call's duration.
         let got = unsafe {
@@ -140,6 +168,11 @@ impl RecvBatch {
         for (len, hdr) in self.lens.iter_mut().zip(&hdrs[..got as usize]) {
             *len = hdr.msg_len as usize;
         }
+        if !self.controls.is_empty() {
+            for (stamp, hdr) in self.stamps.iter_mut().zip(&hdrs[..got as usize]) {
+                *stamp = rx_timestamp(&hdr.msg_hdr);
+            }
+        }
         Ok(got as usize)
     }
 
@@ -150,6 +183,49 @@ impl RecvBatch {
         let addr = from_sockaddr(&self.addrs[i]);
         let slot = &mut self.bufs[i * self.slot_size..(i + 1) * self.slot_size];
         (slot, len, addr)
+    }
+}
+
+/// Reads a `SCM_TIMESTAMPNS` control message.
+fn rx_timestamp(msg: &libc::msghdr) -> Option<std::time::Duration> {
+    if msg.msg_control.is_null() {
+        return None;
+    }
+    // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG_* macros walk it within
+    // msg_controllen, and the timespec is read unaligned.
+    unsafe {
+        let mut cm = libc::CMSG_FIRSTHDR(msg);
+        while !cm.is_null() {
+            if (*cm).cmsg_level == libc::SOL_SOCKET && (*cm).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cm) as *const libc::timespec);
+                return Some(std::time::Duration::new(
+                    ts.tv_sec as u64,
+                    ts.tv_nsec as u32,
+                ));
+            }
+            cm = libc::CMSG_NXTHDR(msg, cm);
+        }
+    }
+    None
+}
+
+/// Asks the kernel to timestamp every datagram `fd` receives (`SO_TIMESTAMPNS`, UNIX time).
+pub fn enable_rx_timestamps(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a pointer to a live c_int of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -451,6 +527,38 @@ mod tests {
             let (len, _) = sock.recv_from(&mut buf).unwrap();
             assert_eq!((len, buf[0]), (n, i as u8), "datagram {i}");
         }
+    }
+
+    #[test]
+    fn kernel_receive_timestamps_are_collected() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_rx_timestamps(b.as_raw_fd()).unwrap();
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        a.send_to(b"x", b.local_addr().unwrap()).unwrap();
+        let mut inb = RecvBatch::new(4, 64, 0).with_timestamps();
+        let mut got = 0;
+        for _ in 0..200 {
+            if let Ok(n) = inb.recv(b.as_raw_fd()) {
+                got = n;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(got, 1);
+        let stamp = inb.timestamp(0).expect("a timestamp");
+        assert!(
+            stamp >= before - std::time::Duration::from_millis(1),
+            "{stamp:?} < {before:?}"
+        );
+        assert!(stamp < before + std::time::Duration::from_secs(5));
+        assert_eq!(
+            RecvBatch::new(1, 64, 0).timestamp(0),
+            None,
+            "none unless asked"
+        );
     }
 
     #[test]

@@ -238,6 +238,7 @@ fn setup(
             }
         };
         sock.set_nonblocking(true)?;
+        turnpike::net::batch::enable_rx_timestamps(sock.as_raw_fd())?;
         let now = Instant::now();
         sessions.push(Session {
             sock,
@@ -290,7 +291,9 @@ pub fn run(
     let warmup = Duration::from_millis(500);
     let stop_at = start + warmup + spec.duration;
     let mut events = Events::with_capacity(1024);
-    let mut inb = RecvBatch::new(32, 2048, 0);
+    // Round trips end at the kernel's receive timestamp, so the client's own processing of a
+    // burst of answers does not count against the server.
+    let mut inb = RecvBatch::new(32, 2048, 0).with_timestamps();
     let mut out = SendBatch::new(32, 2048);
     let mut rtts: Vec<u32> = Vec::with_capacity(1 << 20);
     let mut result = LoadResult::default();
@@ -337,7 +340,7 @@ pub fn run(
                 let dest = server;
                 let mut pkt = std::mem::take(&mut s.template);
                 for _ in 0..want {
-                    let stamp = (now - start).as_nanos() as u64;
+                    let stamp = unix_nanos();
                     pkt[s.payload_at..s.payload_at + 4].copy_from_slice(&s.next_seq.to_be_bytes());
                     pkt[s.payload_at + 8..s.payload_at + 16].copy_from_slice(&stamp.to_be_bytes());
                     s.next_seq += 1;
@@ -364,7 +367,11 @@ pub fn run(
                 let fd = sessions[i].sock.as_raw_fd();
                 let Ok(n) = inb.recv(fd) else { break };
                 let now = Instant::now();
+                let processed_at = unix_nanos();
                 for k in 0..n {
+                    let received_at = inb
+                        .timestamp(k)
+                        .map_or(processed_at, |d| d.as_nanos() as u64);
                     let (slot, len, _) = inb.slot(k);
                     let Some(payload) = payload_of(&slot[..len], spec.raw) else {
                         continue;
@@ -373,8 +380,7 @@ pub fn run(
                     if s.initiator {
                         let sent_ns =
                             u64::from_be_bytes(payload[8..16].try_into().unwrap_or_default());
-                        let rtt = (now - start).as_nanos() as u64
-                            - sent_ns.min((now - start).as_nanos() as u64);
+                        let rtt = received_at.saturating_sub(sent_ns);
                         s.inflight = s.inflight.saturating_sub(1);
                         s.last_progress = now;
                         if let Some((t0, _)) = measuring {
@@ -417,4 +423,11 @@ pub fn run(
     result.rtt_p50_us = pct(0.50);
     result.rtt_p99_us = pct(0.99);
     Ok(result)
+}
+
+/// Wall-clock nanoseconds, the clock of the kernel's receive timestamps.
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
