@@ -28,6 +28,8 @@ pub const WAKER_TOKEN: Token = Token(RELAY_TOKEN_BASE - 1);
 const READ_BUDGET: usize = 256;
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65535;
+/// Longest a frame for a client waits in a batch for others to share its `sendmmsg`.
+const MAX_BATCH_DELAY: Duration = Duration::from_micros(20);
 /// Datagrams per recvmmsg/sendmmsg.
 const BATCH: usize = 32;
 /// A receive slot: room for headers in front, the largest datagram, padding after.
@@ -66,11 +68,8 @@ pub struct UdpWorker {
     recv: RecvBatch,
     /// Datagrams for one relay socket (to peers), sent with one sendmmsg.
     to_peers: SendBatch,
-    /// Frames for clients, gathered from every relay socket served in a loop turn and sent
-    /// with one sendmmsg per listener at the end of the turn (or when full).
-    to_clients: SendBatch,
-    /// The listener `to_clients` is for.
-    to_clients_on: Option<usize>,
+    /// Frames for clients, gathered from the relay sockets served in a loop turn.
+    to_clients: ClientBatch,
     /// Sockets whose read budget ran out with data possibly left: revisited next turn.
     pending: Vec<Token>,
     /// Reused list of sockets to serve this turn.
@@ -127,8 +126,11 @@ impl UdpWorker {
             handle,
             recv: RecvBatch::new(BATCH, SLOT, 0),
             to_peers: SendBatch::new(BATCH, MAX_DATAGRAM),
-            to_clients: SendBatch::new(BATCH, MAX_DATAGRAM + PEER_HEADROOM),
-            to_clients_on: None,
+            to_clients: ClientBatch {
+                send: SendBatch::new(BATCH, MAX_DATAGRAM + PEER_HEADROOM),
+                listener: None,
+                since: None,
+            },
             pending: Vec::new(),
             ready: Vec::new(),
             index: shared.index,
@@ -188,11 +190,7 @@ impl UdpWorker {
                 }
             }
             self.ready = ready;
-            flush_listener(
-                &mut self.to_clients,
-                &self.listeners,
-                self.to_clients_on.take(),
-            );
+            self.to_clients.flush(&self.listeners);
             self.wake_others();
             let t = now();
             self.core.handle_timeout(t, &mut self.relays);
@@ -314,11 +312,8 @@ impl UdpWorker {
                 .iter()
                 .position(|(a, _)| *a == five_tuple.server)
             {
-                if self.to_clients_on.is_some_and(|p| p != li) || self.to_clients.is_full() {
-                    flush_listener(&mut self.to_clients, &self.listeners, self.to_clients_on);
-                }
-                self.to_clients_on = Some(li);
-                self.to_clients.push(&item.buf[frame], five_tuple.client);
+                self.to_clients
+                    .push(&self.listeners, li, &item.buf[frame], five_tuple.client);
             }
         }
         self.handoffs.recycle(item.buf);
@@ -377,17 +372,54 @@ impl UdpWorker {
                 else {
                     continue;
                 };
-                if self.to_clients_on.is_some_and(|p| p != li) || self.to_clients.is_full() {
-                    flush_listener(&mut self.to_clients, &self.listeners, self.to_clients_on);
-                }
-                self.to_clients_on = Some(li);
-                self.to_clients.push(&slot[frame], five_tuple.client);
+                self.to_clients
+                    .push(&self.listeners, li, &slot[frame], five_tuple.client);
             }
             if n < self.recv.capacity() {
                 break;
             }
         }
+        self.to_clients.flush_if_late(&self.listeners);
         budget == 0
+    }
+}
+
+/// Frames for clients, gathered from every relay socket served in a loop turn and sent with
+/// one `sendmmsg` per listener: at the end of the turn, when full, or once the oldest frame has
+/// waited [`MAX_BATCH_DELAY`] (so a long turn does not hold the first answers of a burst).
+struct ClientBatch {
+    send: SendBatch,
+    /// The listener the queued frames leave from.
+    listener: Option<usize>,
+    /// When the oldest queued frame was queued.
+    since: Option<Instant>,
+}
+
+impl ClientBatch {
+    fn push(
+        &mut self,
+        listeners: &[(SocketAddr, UdpSocket)],
+        listener: usize,
+        frame: &[u8],
+        to: SocketAddr,
+    ) {
+        if self.listener.is_some_and(|l| l != listener) || self.send.is_full() {
+            self.flush(listeners);
+        }
+        self.listener = Some(listener);
+        self.since.get_or_insert_with(Instant::now);
+        self.send.push(frame, to);
+    }
+
+    fn flush_if_late(&mut self, listeners: &[(SocketAddr, UdpSocket)]) {
+        if self.since.is_some_and(|t| t.elapsed() >= MAX_BATCH_DELAY) {
+            self.flush(listeners);
+        }
+    }
+
+    fn flush(&mut self, listeners: &[(SocketAddr, UdpSocket)]) {
+        self.since = None;
+        flush_listener(&mut self.send, listeners, self.listener.take());
     }
 }
 
