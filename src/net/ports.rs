@@ -141,6 +141,23 @@ pub fn open_from_pool<T>(
     Err(RelayOpenError::NoPort)
 }
 
+/// Binds the port a reservation held (`reserved`, with `bind`), or gives it back to `pool`
+/// when that fails. Returns what `bind` made and the advertised address.
+pub fn open_reserved_port<T>(
+    pool: &PortPool,
+    reserved: SocketAddr,
+    advertised: IpAddr,
+    bind: impl FnOnce(u16) -> Option<T>,
+) -> Result<(T, SocketAddr), RelayOpenError> {
+    match bind(reserved.port()) {
+        Some(made) => Ok((made, SocketAddr::new(advertised, reserved.port()))),
+        None => {
+            pool.give_back(reserved.port());
+            Err(RelayOpenError::NoPort)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
-use super::ports::{PortPool, open_from_pool};
+use super::ports::{PortPool, open_from_pool, open_reserved_port};
 use super::shortcut::RelayDirectory;
 use super::socket::{UdpOptions, bind_udp};
 use crate::proto::server::{Family, OpenedRelay, RelayId, RelayIo, RelayOpenError, RelayRequest};
@@ -27,6 +27,21 @@ pub struct RelayAddresses {
     pub advertised_v4: Option<IpAddr>,
     /// Advertised IPv6 relay address.
     pub advertised_v6: Option<IpAddr>,
+}
+
+impl RelayAddresses {
+    /// The bind and advertised addresses for one family (`v6`), or `FamilyUnsupported`.
+    pub fn for_family(&self, v6: bool) -> Result<(IpAddr, IpAddr), RelayOpenError> {
+        let (bind, advertised) = if v6 {
+            (self.bind_v6, self.advertised_v6)
+        } else {
+            (self.bind_v4, self.advertised_v4)
+        };
+        match (bind, advertised) {
+            (Some(b), Some(a)) => Ok((b, a)),
+            _ => Err(RelayOpenError::FamilyUnsupported),
+        }
+    }
 }
 
 struct RelaySocket {
@@ -121,23 +136,9 @@ impl RelaySet {
     }
 }
 
-impl RelaySet {
-    fn family_addresses(&self, v6: bool) -> Result<(IpAddr, IpAddr), RelayOpenError> {
-        let (bind, advertised) = if v6 {
-            (self.addrs.bind_v6, self.addrs.advertised_v6)
-        } else {
-            (self.addrs.bind_v4, self.addrs.advertised_v4)
-        };
-        match (bind, advertised) {
-            (Some(b), Some(a)) => Ok((b, a)),
-            _ => Err(RelayOpenError::FamilyUnsupported),
-        }
-    }
-}
-
 impl RelayIo for RelaySet {
     fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayOpenError> {
-        let (bind, advertised) = self.family_addresses(request.family == Family::V6)?;
+        let (bind, advertised) = self.addrs.for_family(request.family == Family::V6)?;
         let pool = self.pool.clone();
         let (id, addr, reserved) = open_from_pool(&pool, &request, advertised, |port| {
             self.bind_one(bind, advertised, port, request.dont_fragment)
@@ -150,18 +151,16 @@ impl RelayIo for RelaySet {
         addr: SocketAddr,
         dont_fragment: bool,
     ) -> Result<OpenedRelay, RelayOpenError> {
-        let (bind, advertised) = self.family_addresses(addr.is_ipv6())?;
-        match self.bind_one(bind, advertised, addr.port(), dont_fragment) {
-            Some(id) => Ok(OpenedRelay {
-                id,
-                addr: SocketAddr::new(advertised, addr.port()),
-                reserved: None,
-            }),
-            None => {
-                self.pool.give_back(addr.port());
-                Err(RelayOpenError::NoPort)
-            }
-        }
+        let (bind, advertised) = self.addrs.for_family(addr.is_ipv6())?;
+        let pool = self.pool.clone();
+        let (id, addr) = open_reserved_port(&pool, addr, advertised, |port| {
+            self.bind_one(bind, advertised, port, dont_fragment)
+        })?;
+        Ok(OpenedRelay {
+            id,
+            addr,
+            reserved: None,
+        })
     }
 
     fn close(&mut self, id: RelayId) {

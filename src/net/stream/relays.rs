@@ -13,7 +13,7 @@ use std::task::Poll;
 use tokio::io::ReadBuf;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 
-use crate::net::ports::{PortPool, open_from_pool};
+use crate::net::ports::{PortPool, open_from_pool, open_reserved_port};
 use crate::net::relay::RelayAddresses;
 use crate::net::socket::{UdpOptions, bind_udp};
 use crate::proto::server::{Family, OpenedRelay, RelayId, RelayIo, RelayOpenError, RelayRequest};
@@ -133,18 +133,6 @@ impl StreamRelays {
         RelayId(self.next_id)
     }
 
-    fn family_addresses(&self, v6: bool) -> Result<(IpAddr, IpAddr), RelayOpenError> {
-        let (bind, advertised) = if v6 {
-            (self.addrs.bind_v6, self.addrs.advertised_v6)
-        } else {
-            (self.addrs.bind_v4, self.addrs.advertised_v4)
-        };
-        match (bind, advertised) {
-            (Some(b), Some(a)) => Ok((b, a)),
-            _ => Err(RelayOpenError::FamilyUnsupported),
-        }
-    }
-
     fn bind_udp(&mut self, ip: IpAddr, port: u16, dont_fragment: bool) -> Option<RelayId> {
         let opts = UdpOptions {
             reuse_port: false,
@@ -174,7 +162,7 @@ fn tcp_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
 
 impl RelayIo for StreamRelays {
     fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayOpenError> {
-        let (bind, advertised) = self.family_addresses(request.family == Family::V6)?;
+        let (bind, advertised) = self.addrs.for_family(request.family == Family::V6)?;
         let pool = self.pool.clone();
         let (id, addr, reserved) = open_from_pool(&pool, &request, advertised, |port| {
             self.bind_udp(bind, port, request.dont_fragment)
@@ -187,22 +175,20 @@ impl RelayIo for StreamRelays {
         addr: SocketAddr,
         dont_fragment: bool,
     ) -> Result<OpenedRelay, RelayOpenError> {
-        let (bind, advertised) = self.family_addresses(addr.is_ipv6())?;
-        match self.bind_udp(bind, addr.port(), dont_fragment) {
-            Some(id) => Ok(OpenedRelay {
-                id,
-                addr: SocketAddr::new(advertised, addr.port()),
-                reserved: None,
-            }),
-            None => {
-                self.pool.give_back(addr.port());
-                Err(RelayOpenError::NoPort)
-            }
-        }
+        let (bind, advertised) = self.addrs.for_family(addr.is_ipv6())?;
+        let pool = self.pool.clone();
+        let (id, addr) = open_reserved_port(&pool, addr, advertised, |port| {
+            self.bind_udp(bind, port, dont_fragment)
+        })?;
+        Ok(OpenedRelay {
+            id,
+            addr,
+            reserved: None,
+        })
     }
 
     fn open_tcp(&mut self, family: Family) -> Result<OpenedRelay, RelayOpenError> {
-        let (bind, advertised) = self.family_addresses(family == Family::V6)?;
+        let (bind, advertised) = self.addrs.for_family(family == Family::V6)?;
         let plain = RelayRequest {
             family,
             even: false,
