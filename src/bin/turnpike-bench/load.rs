@@ -39,6 +39,9 @@ pub struct LoadSpec {
     pub rate: u64,
     /// Packets in flight per session when not paced.
     pub window: usize,
+    /// Paced sessions all fall due at the same instant (lock-step bursts of one packet per
+    /// session) instead of being spread evenly over the interval, as independent sessions are.
+    pub aligned: bool,
     /// Measured time (after a warm-up).
     pub duration: Duration,
     /// Pair sessions: each pair's peers are each other's relayed addresses.
@@ -62,6 +65,9 @@ pub struct LoadResult {
     pub rtt_p50_us: u64,
     /// 99th percentile.
     pub rtt_p99_us: u64,
+    /// Median of the first leg (client send to the peer's kernel receive stamp), in
+    /// microseconds; 0 when payloads are too short to carry the peer's stamp.
+    pub forward_p50_us: u64,
     /// Server CPU time in the measured window.
     pub server_cpu: Duration,
 }
@@ -100,31 +106,40 @@ impl EchoPeer {
             dont_fragment: false,
         };
         let sock = turnpike::net::socket::bind_udp(SocketAddr::new(ip, 0), opts)?;
-        sock.set_nonblocking(false)?;
-        sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+        turnpike::net::batch::enable_rx_timestamps(sock.as_raw_fd())?;
         let addr = sock.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let fd = sock.as_raw_fd();
-            let mut inb = RecvBatch::new(64, 2048, 0);
+            let mut inb = RecvBatch::new(64, 2048, 0).with_timestamps();
             let mut out = SendBatch::new(64, 2048);
-            let mut buf = [0u8; 2048];
             while !flag.load(Ordering::Relaxed) {
-                // Block for the first datagram, then take what else is queued in batches.
-                let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                    continue;
+                // Sleep until something arrives (or 50 ms pass, to see `stop`), then answer
+                // everything queued, in batches.
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
                 };
-                out.push(&buf[..n], from);
+                // SAFETY: one valid pollfd for the duration of the call.
+                if unsafe { libc::poll(&mut pfd, 1, 50) } <= 0 {
+                    continue;
+                }
                 while let Ok(got) = inb.recv(fd) {
                     for i in 0..got {
+                        let stamp = inb.timestamp(i);
                         let (slot, len, from) = inb.slot(i);
-                        if let Some(from) = from {
-                            if out.is_full() {
-                                out.flush(fd);
-                            }
-                            out.push(&slot[..len], from);
+                        let Some(from) = from else { continue };
+                        // The arrival time (kernel stamp) rides back in bytes 16..24, so the
+                        // client can split a round trip into its two legs.
+                        if let (Some(stamp), Some(field)) = (stamp, slot[..len].get_mut(16..24)) {
+                            field.copy_from_slice(&(stamp.as_nanos() as u64).to_be_bytes());
                         }
+                        if out.is_full() {
+                            out.flush(fd);
+                        }
+                        out.push(&slot[..len], from);
                     }
                     if got < inb.capacity() {
                         break;
@@ -287,6 +302,13 @@ pub fn run(
         poll.registry()
             .register(&mut mio::unix::SourceFd(&fd), Token(i), Interest::READABLE)?;
     }
+    // epoll's timeout has millisecond resolution: pacing sleeps on a timerfd instead.
+    let pacer = Pacer::new()?;
+    poll.registry().register(
+        &mut mio::unix::SourceFd(&pacer.fd()),
+        PACER,
+        Interest::READABLE,
+    )?;
     let start = Instant::now();
     let warmup = Duration::from_millis(500);
     let stop_at = start + warmup + spec.duration;
@@ -296,11 +318,19 @@ pub fn run(
     let mut inb = RecvBatch::new(32, 2048, 0).with_timestamps();
     let mut out = SendBatch::new(32, 2048);
     let mut rtts: Vec<u32> = Vec::with_capacity(1 << 20);
+    let mut forward_legs: Vec<u32> = Vec::with_capacity(1 << 20);
     let mut result = LoadResult::default();
     let mut measuring: Option<(Instant, Duration)> = None;
     let interval = 1_000_000_000u64
         .checked_div(spec.rate)
         .map_or(Duration::ZERO, Duration::from_nanos);
+    if !spec.aligned {
+        // Independent sessions are not in phase: spread their first packets over one interval.
+        let count = sessions.len().max(1) as u32;
+        for (i, s) in sessions.iter_mut().enumerate() {
+            s.next_due = start + interval * i as u32 / count;
+        }
+    }
     let mut sending = true;
     let mut drain_until = None;
     let mut received = 0u64;
@@ -354,14 +384,25 @@ pub fn run(
                 s.template = pkt;
             }
         }
-        let timeout = if spec.rate > 0 {
-            Duration::from_micros(500)
-        } else {
-            Duration::from_millis(5)
-        };
-        poll.poll(&mut events, Some(timeout))?;
+        if spec.rate > 0 && sending {
+            // Wake for the next packet due, so pacing stays even.
+            let next = sessions
+                .iter()
+                .filter(|s| s.initiator)
+                .map(|s| s.next_due)
+                .min()
+                .unwrap_or(now);
+            pacer.arm(next.saturating_duration_since(Instant::now()))?;
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(5)))?;
         ready.clear();
-        ready.extend(events.iter().map(|e| e.token().0));
+        ready.extend(
+            events
+                .iter()
+                .map(|e| e.token())
+                .filter(|t| *t != PACER)
+                .map(|t| t.0),
+        );
         for &i in &ready {
             loop {
                 let fd = sessions[i].sock.as_raw_fd();
@@ -388,6 +429,14 @@ pub fn run(
                                 result.delivered += 1;
                                 if rtts.len() < (1 << 24) {
                                     rtts.push((rtt / 1000).min(u32::MAX as u64) as u32);
+                                }
+                                let peer_ns = payload
+                                    .get(16..24)
+                                    .and_then(|b| b.try_into().ok())
+                                    .map_or(0, u64::from_be_bytes);
+                                if peer_ns > sent_ns && forward_legs.len() < (1 << 24) {
+                                    let leg = (peer_ns - sent_ns) / 1000;
+                                    forward_legs.push(leg.min(u32::MAX as u64) as u32);
                                 }
                             }
                         }
@@ -422,7 +471,62 @@ pub fn run(
     };
     result.rtt_p50_us = pct(0.50);
     result.rtt_p99_us = pct(0.99);
+    forward_legs.sort_unstable();
+    result.forward_p50_us = forward_legs
+        .get(forward_legs.len() / 2)
+        .copied()
+        .unwrap_or(0) as u64;
     Ok(result)
+}
+
+/// Token of the pacing timer.
+const PACER: Token = Token(usize::MAX - 1);
+
+/// A one-shot timerfd: wakes the client loop when the next paced packet is due, with
+/// nanosecond resolution.
+struct Pacer(std::os::fd::OwnedFd);
+
+impl Pacer {
+    fn new() -> std::io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain syscall; the fd is checked and then owned.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        Ok(Pacer(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+
+    /// Fires once after `after` (at least 1 ns: zero would disarm it).
+    fn arm(&self, after: Duration) -> std::io::Result<()> {
+        let after = after.max(Duration::from_nanos(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_nsec: after.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: valid fd and a live itimerspec; the old value is not wanted.
+        let rc = unsafe { libc::timerfd_settime(self.fd(), 0, &spec, std::ptr::null_mut()) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 /// Wall-clock nanoseconds, the clock of the kernel's receive timestamps.

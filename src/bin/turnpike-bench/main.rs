@@ -124,6 +124,10 @@ struct LoadArgs {
     /// Packets in flight per session when flat out.
     #[arg(long, default_value_t = 8)]
     window: usize,
+    /// Paced sessions send in lock-step (one burst of a packet per session each interval)
+    /// instead of spread evenly over the interval as independent sessions are.
+    #[arg(long)]
+    aligned: bool,
     /// Measured seconds per run.
     #[arg(long, default_value_t = 3)]
     duration: u64,
@@ -198,6 +202,7 @@ fn spec_of(a: &LoadArgs, sessions: usize, size: usize, carrier: Carrier) -> Load
         carrier,
         rate: a.rate,
         window: a.window,
+        aligned: a.aligned,
         duration: Duration::from_secs(a.duration),
         relay_to_relay: a.relay_to_relay,
         raw: false,
@@ -206,7 +211,7 @@ fn spec_of(a: &LoadArgs, sessions: usize, size: usize, carrier: Carrier) -> Load
 
 fn print_result(kind: Kind, r: &LoadResult) {
     println!(
-        "  {:<10} {:>10.0} rt/s {:>11.0} pkt/cpu-s  cpu {:>6.2}s  loss {:>6} of {:>8}  rtt p50 {:>6} us p99 {:>7} us",
+        "  {:<10} {:>10.0} rt/s {:>11.0} pkt/cpu-s  cpu {:>6.2}s  loss {:>6} of {:>8}  rtt p50 {:>6} us p99 {:>7} us (to peer p50 {} us)",
         kind.name(),
         r.round_trips_per_second(),
         r.packets_per_cpu_second(),
@@ -214,7 +219,8 @@ fn print_result(kind: Kind, r: &LoadResult) {
         r.lost,
         r.sent,
         r.rtt_p50_us,
-        r.rtt_p99_us
+        r.rtt_p99_us,
+        r.forward_p50_us
     );
 }
 
@@ -287,6 +293,7 @@ fn main() -> anyhow::Result<()> {
                     carrier: Carrier::Channel,
                     rate: 50,
                     window: 8,
+                    aligned: false,
                     duration,
                     relay_to_relay: false,
                     workers: 0,
@@ -426,6 +433,7 @@ fn smoke() -> anyhow::Result<()> {
             carrier,
             rate: 200,
             window: 8,
+            aligned: false,
             duration: 1,
             relay_to_relay: r2r,
             workers: 2,

@@ -17,6 +17,10 @@ pub enum Kind {
     TurnpikeScraped,
     /// coturn's turnserver from Debian's package.
     Coturn,
+    /// Another coturn build: the binary named by `TURNPIKE_BENCH_COTURN_BIN`, with the same
+    /// settings as `coturn` plus the whitespace-separated `TURNPIKE_BENCH_COTURN_ARGS` (for
+    /// example `--multiplex-peer --udp-gso` of a newer upstream release).
+    CoturnCustom,
     /// The bare recvmmsg/sendmmsg forwarder: no TURN, the kernel's cost only.
     Forwarder,
 }
@@ -28,6 +32,7 @@ impl Kind {
             Kind::Turnpike => "turnpike",
             Kind::TurnpikeScraped => "turnpike+scrape",
             Kind::Coturn => "coturn",
+            Kind::CoturnCustom => "coturn-custom",
             Kind::Forwarder => "forwarder",
         }
     }
@@ -188,8 +193,18 @@ pub fn start(kind: Kind, spec: &ServerSpec) -> anyhow::Result<Server> {
             c.arg("serve").arg("--config").arg(&config);
             c
         }
-        Kind::Coturn => {
-            let mut c = Command::new("turnserver");
+        Kind::Coturn | Kind::CoturnCustom => {
+            let (program, extra) = if kind == Kind::CoturnCustom {
+                let program = std::env::var("TURNPIKE_BENCH_COTURN_BIN").context(
+                    "coturn-custom needs TURNPIKE_BENCH_COTURN_BIN (a turnserver binary)",
+                )?;
+                let extra = std::env::var("TURNPIKE_BENCH_COTURN_ARGS").unwrap_or_default();
+                (program, extra)
+            } else {
+                ("turnserver".to_string(), String::new())
+            };
+            let mut c = Command::new(program);
+            c.args(extra.split_whitespace());
             c.args([
                 "-n",
                 "--no-cli",
