@@ -15,6 +15,9 @@ pub enum Kind {
     Turnpike,
     /// turnpike with /metrics scraped every second (the cost of live metrics).
     TurnpikeScraped,
+    /// Another turnpike build, named by `TURNPIKE_BENCH_ALT_BIN`, with the same settings (to
+    /// compare a change against the build before it in one interleaved run).
+    TurnpikeAlt,
     /// coturn's turnserver from Debian's package.
     Coturn,
     /// Another coturn build: the binary named by `TURNPIKE_BENCH_COTURN_BIN`, with the same
@@ -31,6 +34,7 @@ impl Kind {
         match self {
             Kind::Turnpike => "turnpike",
             Kind::TurnpikeScraped => "turnpike+scrape",
+            Kind::TurnpikeAlt => "turnpike-alt",
             Kind::Coturn => "coturn",
             Kind::CoturnCustom => "coturn-custom",
             Kind::Forwarder => "forwarder",
@@ -168,7 +172,7 @@ pub fn start(kind: Kind, spec: &ServerSpec) -> anyhow::Result<Server> {
             .port(),
     );
     let mut cmd = match kind {
-        Kind::Turnpike | Kind::TurnpikeScraped => {
+        Kind::Turnpike | Kind::TurnpikeScraped | Kind::TurnpikeAlt => {
             let config = dir.join("turnpike.toml");
             std::fs::write(
                 &config,
@@ -189,7 +193,15 @@ pub fn start(kind: Kind, spec: &ServerSpec) -> anyhow::Result<Server> {
                     http = http,
                 ),
             )?;
-            let mut c = Command::new(sibling("turnpike")?);
+            let program = if kind == Kind::TurnpikeAlt {
+                PathBuf::from(
+                    std::env::var_os("TURNPIKE_BENCH_ALT_BIN")
+                        .context("turnpike-alt needs TURNPIKE_BENCH_ALT_BIN (a turnpike binary)")?,
+                )
+            } else {
+                sibling("turnpike")?
+            };
+            let mut c = Command::new(program);
             c.arg("serve").arg("--config").arg(&config);
             c
         }
