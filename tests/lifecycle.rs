@@ -234,15 +234,41 @@ fn sighup_rotates_secrets_and_keys_without_dropping_allocations() {
     let out_of_range = original.replace("nonce_lifetime_secs = 600", "nonce_lifetime_secs = 0");
     assert_ne!(out_of_range, original);
     reload(&server, &out_of_range, "error");
+    // No secret and no user would lock every client out: refused too.
+    let no_credentials = rotated.replace(&format!("[{SECRET_B:?}]"), "[]");
+    assert_ne!(no_credentials, rotated);
+    reload(&server, &no_credentials, "error");
     let (b2, b2_auth) = client_with(&server, SECRET_B, "dan");
     assert_eq!(allocate_code(&b2, &b2_auth, &server), 0, "B still works");
     let (a2, a2_auth) = client_with(&server, SECRET_A, "eve");
     assert_eq!(allocate_code(&a2, &a2_auth, &server), 401, "A is still out");
 
-    // A key that needs a restart keeps its value; the rest of the file applies.
-    let new_realm = rotated.replace(&format!("realm = {REALM:?}"), "realm = \"other.example\"");
+    // A key that needs a restart keeps its value; the rest of the file applies (here a new
+    // log level, unless RUST_LOG, which takes precedence, or TURNPIKE_TEST_LOG chose one).
+    let check_level = server.conf.log_level == "info" && std::env::var_os("RUST_LOG").is_none();
+    let new_realm = rotated
+        .replace(&format!("realm = {REALM:?}"), "realm = \"other.example\"")
+        .replace("level = \"info\"", "level = \"info,turnpike=debug\"");
     assert_ne!(new_realm, rotated);
     reload(&server, &new_realm, "ok");
+    if check_level {
+        // A TCP connection that closes is logged at debug level only.
+        assert!(!server.log().contains("connection closed"));
+        let mut tcp = TcpClient::connect(&server);
+        assert_eq!(
+            tcp.transact(&binding_request(3)).len(),
+            32,
+            "a Binding answer"
+        );
+        drop(tcp);
+        assert!(
+            eventually(Duration::from_secs(5), || server
+                .log()
+                .contains("connection closed")),
+            "log.level did not apply\n{}",
+            server.log()
+        );
+    }
     let probe = Client::new(server.udp);
     let answer = probe.transact(&request(ALLOCATE, None, udp_transport), &server);
     let msg = expect_error(&answer, ALLOCATE, 401, &server);
@@ -253,13 +279,14 @@ fn sighup_rotates_secrets_and_keys_without_dropping_allocations() {
     );
 
     assert_eq!(reloads(&server, "ok"), 2);
-    assert_eq!(reloads(&server, "error"), 2);
+    assert_eq!(reloads(&server, "error"), 3);
     let log = server.log();
     for expected in [
         "configuration reloaded",
         "configuration reload refused",
         "turnpike.toml:",
         "auth.nonce_lifetime_secs",
+        "no secrets and no users",
         "realm changed but need a restart",
     ] {
         assert!(log.contains(expected), "no {expected:?} in the log:\n{log}");
