@@ -1,6 +1,5 @@
 //! The `turnpike` command: run the server, check a configuration, mint credentials.
 
-use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -8,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
-use turnpike::config::{Config, LogConfig, LogFormat};
+use turnpike::config::Config;
 use turnpike::proto::credentials;
 
 mod peer_cli;
@@ -27,7 +26,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the STUN/TURN server until SIGTERM or SIGINT.
+    /// Run the STUN/TURN server until SIGTERM or SIGINT (and the drain that follows).
     ///
     /// Without --config (or TURNPIKE_CONFIG) the server runs with the configuration built into
     /// the binary, the one documented in config/turnpike.toml: UDP and TCP on port 3478 and
@@ -35,14 +34,22 @@ enum Command {
     /// When neither auth.secrets nor auth.users is configured, a random REST secret is
     /// generated for this run and logged once, with a warning; when [tls] names no
     /// certificate, TLS listeners use a self-signed one generated at start, with a warning.
-    /// SIGHUP reloads the TLS certificate (as does a change of its files on disk). Logs go to
-    /// standard error; RUST_LOG overrides [log] level. Under systemd (Type=notify) it reports
-    /// READY=1 once every listener is bound and feeds the watchdog.
+    /// SIGHUP reads the configuration file again and applies what can change live (REST
+    /// secrets, users, peer policy, limits, HTTP API keys, registry token keys, log level) and
+    /// reloads the TLS certificate (as does a change of its files on disk); a file that does
+    /// not load is refused and the running configuration stays; keys that need a restart are
+    /// named in a warning. SIGTERM or SIGINT drains: new allocations are refused (508), the
+    /// existing ones are served until they end or server.drain_timeout_secs passes (default
+    /// 30 s), then the server stops; a second signal stops it at once. Logs go to standard
+    /// error; RUST_LOG overrides [log] level. Under systemd (Type=notify) it reports READY=1
+    /// once every listener is bound, RELOADING=1 and READY=1 around a reload, STOPPING=1 when
+    /// the drain starts, and feeds the watchdog.
     /// It also serves the HTTP API ([http], default 127.0.0.1:9641): credentials for WebRTC
     /// apps (/api/v1/ice-servers), Prometheus metrics (/metrics), /healthz and /readyz; a TLS
     /// listener with serve_http = true serves the same API on its port (443 shared).
     Serve {
-        /// The configuration file (TOML). Default: the built-in configuration.
+        /// The configuration file (TOML), read again on SIGHUP. Default: the built-in
+        /// configuration.
         #[arg(short, long, value_name = "FILE", env = "TURNPIKE_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -180,39 +187,16 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 
 fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(config_path)?;
-    init_logging(&config.log)?;
+    let log = turnpike::logging::init(&config.log)?;
     match config_path {
         Some(path) => tracing::info!(path = %path.display(), "configuration loaded"),
         None => tracing::info!("no --config given: running with the built-in configuration"),
     }
-    turnpike::service::run(config)
-}
-
-/// Sets up the global tracing subscriber: RUST_LOG when set, else `[log] level`.
-fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
-    use tracing_subscriber::EnvFilter;
-
-    // The parser's error repeats its cause in its own message: format it, do not chain it.
-    let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
-        Ok(directives) if !directives.trim().is_empty() => {
-            EnvFilter::builder().parse(&directives).map_err(|e| {
-                anyhow::anyhow!("RUST_LOG={directives:?} is not a valid log filter: {e}")
-            })?
-        }
-        _ => EnvFilter::builder().parse(&log.level).map_err(|e| {
-            anyhow::anyhow!("log.level = {:?} is not a valid log filter: {e}", log.level)
-        })?,
+    let options = turnpike::service::RunOptions {
+        config_path: config_path.map(Path::to_path_buf),
+        log: Some(log),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal, not for journald or a log file.
-        .with_ansi(std::io::stderr().is_terminal());
-    let installed = match log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-    installed.map_err(|error| anyhow::anyhow!("cannot set up logging: {error}"))
+    turnpike::service::run(config, options)
 }
 
 fn check_config(file: &Path) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@
 //! does not grow with users or addresses. `docs/metrics.md` lists every metric.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use prometheus_client::collector::Collector;
@@ -14,6 +15,7 @@ use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::http::{Health, Readiness};
 use crate::net::ports::PortPool;
 use crate::proto::server::{
     AUTH_FAILURES, Direction, DropReason, LIFETIME_BUCKETS, RESULTS, RequestMethod, Stats,
@@ -30,6 +32,9 @@ pub struct Metrics {
     sources: RwLock<Vec<Arc<Stats>>>,
     ports: RwLock<Option<Arc<PortPool>>>,
     registry: RwLock<Option<crate::registry::RegistryState>>,
+    health: RwLock<Option<Arc<Health>>>,
+    /// Configuration reloads that were applied, and that were refused.
+    reloads: [AtomicU64; 2],
 }
 
 impl Metrics {
@@ -40,7 +45,21 @@ impl Metrics {
             sources: RwLock::new(Vec::new()),
             ports: RwLock::new(None),
             registry: RwLock::new(None),
+            health: RwLock::new(None),
+            reloads: [AtomicU64::new(0), AtomicU64::new(0)],
         }
+    }
+
+    /// Reports `health`'s draining flag as `turnpike_draining`.
+    pub fn set_health(&self, health: Arc<Health>) {
+        *self.health.write().unwrap_or_else(|e| e.into_inner()) = Some(health);
+    }
+
+    /// Counts a configuration reload in `turnpike_config_reloads_total`: applied (`ok`), or
+    /// refused because the new file did not load (`error`).
+    pub fn count_reload(&self, applied: bool) {
+        let index = if applied { 0 } else { 1 };
+        self.reloads[index].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Adds a core's counters (a UDP worker's own, or the [`Stats::shared`] of many
@@ -268,6 +287,31 @@ impl Collector for Metrics {
             MetricType::Gauge,
             [(Labels::new(), capacity)],
         )?;
+        let draining = self
+            .health
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|h| h.readiness() == Readiness::Draining);
+        family(
+            &mut encoder,
+            "draining",
+            "1 while the server drains (after SIGTERM): new allocations refused, existing ones served",
+            MetricType::Gauge,
+            [(Labels::new(), u64::from(draining))],
+        )?;
+        family(
+            &mut encoder,
+            "config_reloads",
+            "Configuration reloads (SIGHUP): applied (ok) or refused because the file did not load (error)",
+            MetricType::Counter,
+            ["ok", "error"].iter().enumerate().map(|(i, result)| {
+                (
+                    vec![("result", Cow::Borrowed(*result))],
+                    self.reloads[i].load(Ordering::Relaxed),
+                )
+            }),
+        )?;
         let mut info =
             encoder.encode_descriptor("build", "The running build", None, MetricType::Info)?;
         info.encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
@@ -364,6 +408,12 @@ mod tests {
         a.allocation_ended(Transport::Udp, Duration::from_millis(45_500));
         b.dropped(DropReason::PeerDenied);
         a.request(RequestMethod::Allocate, Err(401));
+        let health = Arc::new(Health::default());
+        metrics.set_health(health.clone());
+        health.set_draining(true);
+        metrics.count_reload(true);
+        metrics.count_reload(false);
+        metrics.count_reload(false);
         let text = metrics.encode().unwrap();
         for line in [
             "turnpike_relayed_bytes_total{direction=\"client_to_peer\",transport=\"udp\",realm=\"example.org\"} 123",
@@ -382,6 +432,9 @@ mod tests {
             "turnpike_auth_failures_total{reason=\"bad_integrity\",realm=\"example.org\"} 0",
             "turnpike_relay_ports_in_use 0",
             "turnpike_relay_ports_capacity 10",
+            "turnpike_draining 1",
+            "turnpike_config_reloads_total{result=\"ok\"} 1",
+            "turnpike_config_reloads_total{result=\"error\"} 2",
             "# TYPE turnpike_build info",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");

@@ -1,10 +1,13 @@
 //! Start-up, signals and shutdown: turns a [`Config`] into bound sockets and running workers,
 //! serves the HTTP API (credentials, metrics, health) on a tokio runtime, tells systemd when it
-//! is ready, feeds the watchdog while the workers are alive, and stops cleanly on
-//! SIGTERM/SIGINT.
+//! is ready, feeds the watchdog while the workers are alive, reloads the configuration on
+//! SIGHUP ([`crate::reload`]), and on SIGTERM/SIGINT drains (existing allocations carry on,
+//! new ones are refused) before it stops ([`supervise`]).
 
-use std::collections::HashMap;
+mod supervise;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -16,19 +19,33 @@ use rand::RngCore;
 
 use crate::config::{Config, ListenTransport};
 use crate::http::{self, Health, HttpState};
+use crate::logging::LogHandle;
 use crate::metrics::Metrics;
 use crate::net::addr::first_interface_address;
+use crate::net::live::CoreUpdates;
 use crate::net::ports::PortPool;
 use crate::net::relay::{RelayAddresses, RelaySet};
 use crate::net::shortcut::{Handoffs, RelayDirectory};
 use crate::net::socket::{UdpOptions, bind_udp};
 use crate::net::udp::{UdpWorker, WAKER_TOKEN, WorkerHandle, WorkerShared};
-use crate::proto::nonce::NonceKey;
-use crate::proto::server::{Authenticator, Limits, Server, Settings, Shared, Stats};
+use crate::proto::Transport;
+use crate::proto::server::{Server, Shared, Stats};
+use crate::reload::{Reloader, Targets, core_settings};
 
-/// Runs the server with `config` until SIGTERM or SIGINT. Blocks.
-pub fn run(mut config: Config) -> anyhow::Result<()> {
+/// What [`run`] needs besides the configuration.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// The file the configuration was read from, read again on SIGHUP; `None` when the server
+    /// runs with the built-in configuration (SIGHUP then only reloads the TLS certificate).
+    pub config_path: Option<PathBuf>,
+    /// The log filter a reload of `log.level` changes; `None` leaves logging alone.
+    pub log: Option<LogHandle>,
+}
+
+/// Runs the server with `config` until SIGTERM or SIGINT (and the drain that follows). Blocks.
+pub fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> {
     raise_open_file_limit();
+    let mut generated = None;
     if config.auth.secrets.is_empty() && config.auth.users.is_empty() {
         let mut raw = [0u8; 24];
         rand::thread_rng().fill_bytes(&mut raw);
@@ -40,7 +57,8 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
             "no auth.secrets or auth.users configured: generated a REST secret for this run only; \
              mint credentials with `turnpike credentials --secret <it> --user NAME`"
         );
-        config.auth.secrets.push(secret);
+        config.auth.secrets.push(secret.clone());
+        generated = Some(secret);
     }
     // One runtime for the control plane (signals, HTTP) and for the TCP/TLS client
     // connections (one task each); the UDP workers run on their own threads.
@@ -49,7 +67,7 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the control-plane runtime")?;
-    let outcome = runtime.block_on(serve(config));
+    let outcome = runtime.block_on(serve(config, generated, options));
     runtime.shutdown_timeout(Duration::from_secs(2));
     if outcome.is_ok() {
         tracing::info!("stopped");
@@ -59,12 +77,19 @@ pub fn run(mut config: Config) -> anyhow::Result<()> {
 
 /// Starts the HTTP API first (so `/healthz` answers and `/readyz` says "starting" while
 /// listeners bind), then the workers; runs until a signal, then drains and stops.
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    generated_secret: Option<String>,
+    options: RunOptions,
+) -> anyhow::Result<()> {
+    let signals = supervise::Signals::install().context("installing the signal handlers")?;
     let metrics = Arc::new(Metrics::new(&config.realm));
     let health = Arc::new(Health::default());
+    metrics.set_health(health.clone());
     let (stop_http, stopped) = tokio::sync::watch::channel(false);
     // The API router: on the HTTP listener, and on TLS listeners with `serve_http = true`.
-    let mut api = http::router(HttpState::new(&config, metrics.clone(), health.clone()));
+    let http_state = HttpState::new(&config, metrics.clone(), health.clone());
+    let mut api = http::router(http_state.clone());
     // The registry (/v1/registry) rides on the same router, so also on TLS 443.
     let registry = crate::registry::standalone::state(&config.registry)?;
     if let Some(state) = &registry {
@@ -110,11 +135,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     metrics.set_port_pool(running.ports.clone());
     health.set_listening(true);
-    supervise(&running).await;
-    health.set_draining(true);
-    if let Some(state) = &registry {
-        state.shutdown(); // every registry WebSocket is closed with 1001 (going away)
-    }
+    let targets = Targets {
+        updates: running.updates.clone(),
+        quotas: running.quotas.clone(),
+        relay_addrs: running.relay_addrs.clone(),
+        nonce_key: running.nonce_key,
+        http: http_state,
+        registry: registry.clone(),
+        certs: running
+            .streams
+            .as_ref()
+            .and_then(|s| s.certificates().cloned()),
+        log: options.log,
+        metrics,
+    };
+    let mut reloader = Reloader::new(options.config_path, config, generated_secret, targets);
+    supervise::supervise(signals, &running, &mut reloader, &health, registry.as_ref()).await;
     let _ = stop_http.send(true);
     tokio::task::spawn_blocking(move || running.stop())
         .await
@@ -140,12 +176,20 @@ pub struct Running {
     pub stats: Vec<Arc<Stats>>,
     /// The relay port pool every worker takes from.
     pub ports: Arc<PortPool>,
+    /// Every core's settings and the draining flag (reloads and the drain change them).
+    pub updates: Arc<CoreUpdates>,
+    /// The allocation quotas and reservations every core shares.
+    pub quotas: Arc<Shared>,
+    /// Where relays bind and what is advertised (fixed at start).
+    pub relay_addrs: RelayAddresses,
+    /// The nonce key of this process (kept across reloads).
+    nonce_key: [u8; 32],
 }
 
 impl Running {
-    /// Stops every worker and waits for them.
+    /// Stops every worker (their allocations end) and waits for them, then stops accepting
+    /// TCP and TLS connections.
     pub fn stop(mut self) {
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         for w in &self.workers {
             w.handle.stop.store(true, Ordering::Relaxed);
             let _ = w.waker.wake();
@@ -158,39 +202,6 @@ impl Running {
         // Stop accepting; open connections end with the runtime.
         if let Some(streams) = &self.streams {
             streams.stop();
-        }
-    }
-}
-
-async fn supervise(running: &Running) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    let mut watchdog_usec = 0u64;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
-    let period = if watchdog {
-        Duration::from_micros(watchdog_usec / 2)
-    } else {
-        Duration::from_secs(3600)
-    };
-    let mut tick = tokio::time::interval(period.max(Duration::from_millis(100)));
-    loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
-            _ = hup.recv() => {
-                // The TLS certificate reloads; the rest of the configuration needs a restart.
-                match &running.streams {
-                    Some(streams) => streams.reload_certificates("SIGHUP"),
-                    None => tracing::info!("SIGHUP: no TLS listener, no certificate to reload"),
-                }
-            }
-            _ = tick.tick() => {
-                if watchdog && running.workers_alive(period * 2) {
-                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-                }
-            }
         }
     }
 }
@@ -212,6 +223,35 @@ impl Running {
             .iter()
             .map(|w| w.handle.allocations.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// Live allocations over every core: UDP workers and TCP/TLS connections.
+    pub fn live_allocations(&self) -> u64 {
+        self.stats
+            .iter()
+            .map(|stats| {
+                let snapshot = stats.snapshot();
+                [Transport::Udp, Transport::Tcp, Transport::Tls]
+                    .into_iter()
+                    .map(|t| snapshot.allocations_active(t))
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
+    /// Wakes every worker, so that it picks up what was published in [`Running::updates`]
+    /// now rather than at its next packet or timer.
+    pub fn wake_workers(&self) {
+        for w in &self.workers {
+            let _ = w.waker.wake();
+        }
+    }
+
+    /// Starts the drain: every core refuses new allocations from now on and serves the
+    /// allocations it has.
+    pub fn start_draining(&self) {
+        self.updates.start_draining();
+        self.wake_workers();
     }
 }
 
@@ -284,11 +324,17 @@ pub fn start(config: &Config, http_router: axum::Router) -> anyhow::Result<Runni
     }
 
     // Every TCP/TLS connection has a core of its own; they count into one shared Stats.
+    // One set of settings for every core, replaced as a whole by a reload.
+    let updates = Arc::new(CoreUpdates::new(Arc::new(core_settings(
+        config,
+        &relay_addrs,
+        nonce_key,
+    ))));
     let stream_stats = Arc::new(Stats::shared());
     let streams = crate::net::stream::start(
         config,
         crate::net::stream::Resources {
-            settings: Arc::new(settings(config, &relay_addrs, nonce_key)),
+            updates: updates.clone(),
             quotas: shared.clone(),
             stats: stream_stats.clone(),
             pool: pool.clone(),
@@ -303,6 +349,10 @@ pub fn start(config: &Config, http_router: axum::Router) -> anyhow::Result<Runni
         streams,
         stats: vec![stream_stats],
         ports: pool.clone(),
+        updates: updates.clone(),
+        quotas: shared.clone(),
+        relay_addrs: relay_addrs.clone(),
+        nonce_key,
     };
     let own_ips: Vec<IpAddr> = [relay_addrs.advertised_v4, relay_addrs.advertised_v6]
         .into_iter()
@@ -328,10 +378,11 @@ pub fn start(config: &Config, http_router: axum::Router) -> anyhow::Result<Runni
             directory.clone(),
             index,
         );
-        let core = Server::new(
-            settings(config, &relay_addrs, nonce_key),
+        let core = Server::with_shared_settings(
+            updates.settings(),
             shared.clone(),
             Instant::now(),
+            Arc::new(Stats::single_writer()),
         );
         running.stats.push(core.stats().clone());
         let handle = Arc::new(WorkerHandle::default());
@@ -340,6 +391,7 @@ pub fn start(config: &Config, http_router: axum::Router) -> anyhow::Result<Runni
             directory: directory.clone(),
             handoffs: handoffs.clone(),
             wakers: wakers.clone(),
+            updates: updates.clone(),
         };
         let worker = UdpWorker::new(poll, sockets, relays, core, handle.clone(), with_others)?;
         let thread = std::thread::Builder::new()
@@ -430,56 +482,6 @@ fn relay_addresses(config: &Config) -> RelayAddresses {
         bind_v6,
         advertised_v4: bind_v4.map(|b| advertise(b, config.relay.external_ip, false)),
         advertised_v6: bind_v6.map(|b| advertise(b, config.relay.external_ipv6, true)),
-    }
-}
-
-/// The core's settings for one worker.
-fn settings(config: &Config, relays: &RelayAddresses, nonce_key: [u8; 32]) -> Settings {
-    let users: HashMap<String, String> = config
-        .auth
-        .users
-        .iter()
-        .map(|(u, p)| (u.clone(), p.clone()))
-        .collect();
-    let secrets = config
-        .auth
-        .secrets
-        .iter()
-        .map(|s| s.as_bytes().to_vec())
-        .collect();
-    let limits = &config.limits;
-    let mut own_relay_ips: Vec<IpAddr> = [
-        relays.advertised_v4,
-        relays.advertised_v6,
-        relays.bind_v4,
-        relays.bind_v6,
-    ]
-    .into_iter()
-    .flatten()
-    .filter(|ip| !ip.is_unspecified())
-    .collect();
-    own_relay_ips.dedup();
-    Settings {
-        auth: Authenticator::new(
-            config.realm.clone(),
-            secrets,
-            &users,
-            NonceKey::new(nonce_key, config.auth.nonce_lifetime_secs),
-        ),
-        policy: config.peer_policy(),
-        own_relay_ips,
-        relay_ports: (config.relay.ports.start, config.relay.ports.end),
-        limits: Limits {
-            default_lifetime: Duration::from_secs(limits.default_allocation_lifetime_secs as u64),
-            max_lifetime: Duration::from_secs(limits.max_allocation_lifetime_secs as u64),
-            bandwidth_bps: limits.bandwidth_bps,
-            permissions_per_allocation: limits.permissions_per_allocation as usize,
-            channels_per_allocation: limits.channels_per_allocation as usize,
-            unauthenticated_rate: limits.unauthenticated_rate,
-            rate_limit_table_size: limits.rate_limit_table_size as usize,
-        },
-        software: config.server.software.clone(),
-        families: [relays.bind_v4.is_some(), relays.bind_v6.is_some()],
     }
 }
 

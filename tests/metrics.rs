@@ -538,6 +538,8 @@ fn exposition_is_valid_openmetrics_and_covers_the_dashboard() {
         "turnpike_dropped_packets_total",
         "turnpike_relay_ports_in_use",
         "turnpike_relay_ports_capacity",
+        "turnpike_draining",
+        "turnpike_config_reloads_total",
         "turnpike_build_info",
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected} not parsed");

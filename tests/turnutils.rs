@@ -344,10 +344,15 @@ fn ipv6_binding_and_relay() {
 }
 
 /// The operator's path: `turnpike credentials` mints a credential from the server's config,
-/// uclient relays with it, and SIGTERM stops the server cleanly.
+/// uclient relays with it, and SIGTERM stops the server cleanly. uclient leaves its
+/// allocations to expire, so SIGTERM drains them for `server.drain_timeout_secs` (1 s here,
+/// not the default 30 s) before the server exits with status 0.
 #[test]
 fn cli_credentials_relay_and_sigterm_stops_the_server() {
-    let mut server = Server::start(Conf::loopback_peers());
+    let mut server = Server::start(Conf {
+        extra_toml: "[server]\ndrain_timeout_secs = 1".into(),
+        ..Conf::loopback_peers()
+    });
     let peer = Peer::start(LOCALHOST_V4);
     let config = server.config_path.display().to_string();
     let run = run_tool(

@@ -424,6 +424,10 @@ pub struct ServerConfig {
     /// How long to keep retrying a client listener address that is in use or not assigned
     /// yet, in seconds; 0 fails at once.
     pub bind_retry_secs: u64,
+    /// On SIGTERM or SIGINT, how long to keep serving the allocations that exist (refusing new
+    /// ones) before stopping, in seconds; the server stops sooner once none is left. 0 stops
+    /// at once.
+    pub drain_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -433,6 +437,7 @@ impl Default for ServerConfig {
             socket_buffer_bytes: 4 * 1024 * 1024,
             software: None,
             bind_retry_secs: 0,
+            drain_timeout_secs: 30,
         }
     }
 }

@@ -93,6 +93,7 @@ fn default_values() {
     assert_eq!(config.server.workers, 0);
     assert_eq!(config.server.socket_buffer_bytes, 4 * 1024 * 1024);
     assert_eq!(config.server.software, None);
+    assert_eq!(config.server.drain_timeout_secs, 30);
     assert_eq!(config.log.level, "info");
     assert_eq!(config.log.format, LogFormat::Text);
 }
@@ -180,6 +181,7 @@ rate_limit_table_size = 0
 workers = 2
 socket_buffer_bytes = 65536
 software = "turnpike test"
+drain_timeout_secs = 0
 [log]
 level = "debug,turnpike=trace"
 format = "json"
@@ -235,6 +237,7 @@ idle_timeout_secs = 30
     assert!(config.auth.has_credentials());
     assert_eq!(config.limits.bandwidth_bps, 125_000);
     assert_eq!(config.server.software.as_deref(), Some("turnpike test"));
+    assert_eq!(config.server.drain_timeout_secs, 0);
     assert_eq!(config.log.format, LogFormat::Json);
     assert!(
         parse("[relay]\nbind_ipv6 = false\n")
@@ -384,6 +387,10 @@ fn validation_names_the_key() {
         (
             "[tls]\nreload_interval_secs = 3601",
             "tls.reload_interval_secs",
+        ),
+        (
+            "[server]\ndrain_timeout_secs = 3601",
+            "server.drain_timeout_secs",
         ),
         ("[connections]\nmax_total = 0", "connections.max_total"),
         ("[connections]\nmax_per_ip = 0", "connections.max_per_ip"),

@@ -38,6 +38,8 @@ pub const MAX_SOCKET_BUFFER_BYTES: usize = 1024 * 1024 * 1024;
 pub const MAX_WORKERS: usize = 1024;
 /// The longest listener bind retry accepted: ten minutes.
 pub const MAX_BIND_RETRY_SECS: u64 = 600;
+/// The longest drain accepted: one hour (the longest allocation lifetime by default).
+pub const MAX_DRAIN_TIMEOUT_SECS: u64 = 3600;
 
 pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid {
@@ -358,6 +360,12 @@ fn validate_server(config: &Config) -> Result<(), Invalid> {
         return Err(invalid(
             "server.bind_retry_secs",
             format!("must be at most {MAX_BIND_RETRY_SECS} seconds"),
+        ));
+    }
+    if server.drain_timeout_secs > MAX_DRAIN_TIMEOUT_SECS {
+        return Err(invalid(
+            "server.drain_timeout_secs",
+            format!("must be at most {MAX_DRAIN_TIMEOUT_SECS} seconds (0 = stop at once)"),
         ));
     }
     if let Some(software) = &server.software {

@@ -232,7 +232,7 @@ pub async fn ice_servers(
         request.user = from_body.user.or(request.user);
         request.ttl = from_body.ttl.or(request.ttl);
     }
-    let ice = &state.ice;
+    let ice = state.ice.load();
     let (credential, ttl) = ice.mint(&headers, None, request.user.as_deref(), request.ttl)?;
     Ok(no_store(Json(IceAnswer {
         ice_servers: vec![IceServer {
@@ -281,7 +281,7 @@ pub async fn turn_credentials(
     if request.service.as_deref().is_some_and(|s| s != "turn") {
         return Err(ApiError::bad_request("`service` must be `turn`"));
     }
-    let ice = &state.ice;
+    let ice = state.ice.load();
     let (credential, ttl) = ice.mint(
         &headers,
         request.key.as_deref(),

@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, Method, header};
@@ -50,8 +51,9 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the handlers share. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct HttpState {
-    /// The credential endpoints.
-    pub ice: Arc<IceService>,
+    /// The credential endpoints: their keys, secret and URLs, replaced as a whole by a
+    /// configuration reload ([`HttpState::reload`]).
+    pub ice: Arc<ArcSwap<IceService>>,
     /// The counters `/metrics` reports.
     pub metrics: Arc<Metrics>,
     /// The readiness flags `/readyz` reports.
@@ -63,11 +65,19 @@ impl HttpState {
     /// State for `config`, reporting `metrics` and `health`.
     pub fn new(config: &Config, metrics: Arc<Metrics>, health: Arc<Health>) -> HttpState {
         HttpState {
-            ice: Arc::new(IceService::new(config)),
+            ice: Arc::new(ArcSwap::from_pointee(IceService::new(config))),
             metrics,
             health,
             cors_origins: Arc::new(config.http.cors_origins.clone()),
         }
+    }
+
+    /// Applies a reloaded configuration to the credential endpoints: API keys, JWT keys, the
+    /// signing secret (the first of `auth.secrets`), TTLs and `public_host`. Requests already
+    /// being served finish with what they started with. CORS origins are set when the router
+    /// is built and need a restart.
+    pub fn reload(&self, config: &Config) {
+        self.ice.store(Arc::new(IceService::new(config)));
     }
 }
 

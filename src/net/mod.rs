@@ -3,9 +3,11 @@
 //! UDP runs one worker thread per core (DESIGN §2): each has its own `SO_REUSEPORT` listener
 //! socket per listen address, its own relay sockets, and its own [`crate::proto::server::Server`]
 //! holding the allocations it created, so nothing on the packet path is shared or locked.
+//! Configuration reloads and the start of a drain reach every core through [`live`].
 
 pub mod addr;
 pub mod batch;
+pub mod live;
 pub mod ports;
 pub mod relay;
 pub mod shortcut;

@@ -13,6 +13,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::batch::{RecvBatch, SendBatch};
+use super::live::CoreUpdates;
 use super::relay::{RELAY_TOKEN_BASE, RelaySet};
 use super::shortcut::{HANDOFF_SLOT, Handoff, Handoffs, RelayDirectory};
 use crate::proto::Transport;
@@ -86,6 +87,9 @@ pub struct UdpWorker {
     to_wake: u64,
     /// Short-circuited packets for this worker's own allocations, delivered after the batch.
     local: Vec<Handoff>,
+    /// Reloaded settings and the draining flag, and the generation of them the core has.
+    updates: Arc<CoreUpdates>,
+    updates_seen: u64,
 }
 
 /// What a worker shares with the others.
@@ -98,6 +102,8 @@ pub struct WorkerShared {
     pub handoffs: Arc<Handoffs>,
     /// All workers' wakers (indexed like the workers).
     pub wakers: Arc<Vec<Arc<Waker>>>,
+    /// Reloaded settings and the draining flag (the service wakes the worker after a change).
+    pub updates: Arc<CoreUpdates>,
 }
 
 impl UdpWorker {
@@ -139,6 +145,8 @@ impl UdpWorker {
             wakers: shared.wakers,
             to_wake: 0,
             local: Vec::with_capacity(BATCH),
+            updates: shared.updates,
+            updates_seen: 0,
         };
         Ok(worker)
     }
@@ -161,6 +169,8 @@ impl UdpWorker {
             };
             let polled = self.poll.poll(&mut events, Some(timeout));
             self.handoffs.woke_up(self.index);
+            // Before anything read in this turn is handled: one atomic load when unchanged.
+            self.updates.sync(&mut self.core, &mut self.updates_seen);
             if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "event loop failed");

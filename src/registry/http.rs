@@ -51,6 +51,13 @@ fn unix_now() -> u64 {
 }
 
 async fn upgrade(State(state): State<RegistryState>, request: Request) -> Response {
+    if state.is_closing() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "going_away",
+            "the server is shutting down: connect to another one",
+        );
+    }
     let (mut parts, _body) = request.into_parts();
     let ip = parts
         .extensions

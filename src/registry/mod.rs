@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
 pub use self::config::RegistryConfig;
@@ -47,9 +48,12 @@ pub struct RegistryState {
 #[derive(Debug)]
 struct Shared {
     inner: Mutex<Inner>,
-    keys: auth::Keys,
+    /// Replaced by a configuration reload ([`RegistryState::set_keys`]).
+    keys: ArcSwap<auth::Keys>,
     metrics: Arc<RegistryMetrics>,
     ticking: AtomicBool,
+    /// Set by [`RegistryState::shutdown`]: new connections are refused.
+    closing: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -88,9 +92,10 @@ impl RegistryState {
                     core,
                     notifies: HashMap::new(),
                 }),
-                keys,
+                keys: ArcSwap::from_pointee(keys),
                 metrics,
                 ticking: AtomicBool::new(false),
+                closing: AtomicBool::new(false),
             }),
         })
     }
@@ -105,14 +110,29 @@ impl RegistryState {
         self.lock().core.project_usage()
     }
 
-    /// Closes every connection with 1001 (`going_away`).
+    /// Closes every connection with 1001 (`going_away`) and refuses new ones from then on
+    /// (503 `going_away`): the server is draining or stopping, and clients should reconnect
+    /// elsewhere.
     pub fn shutdown(&self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
         self.with(|core| core.close_all(messages::CloseReason::GoingAway));
     }
 
+    /// True once [`RegistryState::shutdown`] was called.
+    pub fn is_closing(&self) -> bool {
+        self.shared.closing.load(Ordering::SeqCst)
+    }
+
     /// The keys that verify tokens.
-    pub(crate) fn keys(&self) -> &auth::Keys {
-        &self.shared.keys
+    pub(crate) fn keys(&self) -> Arc<auth::Keys> {
+        self.shared.keys.load_full()
+    }
+
+    /// Replaces the keys that verify tokens (a configuration reload: `registry.jwt_secrets`,
+    /// `registry.jwt_public_keys`). Peers already joined stay; new upgrades are checked with
+    /// the new keys.
+    pub fn set_keys(&self, keys: auth::Keys) {
+        self.shared.keys.store(Arc::new(keys));
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

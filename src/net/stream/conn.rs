@@ -24,13 +24,14 @@ use tokio::task::JoinSet;
 
 use super::relays::StreamRelays;
 use super::tcp_relay::{self, ControlMsg, Registry};
+use crate::net::live::CoreUpdates;
 use crate::net::ports::PortPool;
 use crate::net::relay::RelayAddresses;
 use crate::net::udp::now;
 use crate::proto::framing::{Frame, MAX_FRAME, next_frame};
 use crate::proto::server::{
     CONNECT_TIMEOUT, ClientOutput, ConnectionId, FiveTuple, PEER_HEADROOM, PEER_TAILROOM,
-    PeerOutput, Server, Settings, Shared, Stats, TcpEvent,
+    PeerOutput, Server, Shared, Stats, TcpEvent,
 };
 
 /// Above this many unsent bytes, the connection stops reading from the client and the relays.
@@ -44,8 +45,9 @@ const CONTROL_QUEUE: usize = 16;
 
 /// What every connection task shares.
 pub struct Context {
-    /// The core's settings (credentials, policy, limits), shared by every connection.
-    pub settings: Arc<Settings>,
+    /// The core's settings (credentials, policy, limits) and the draining flag, shared by
+    /// every connection and followed as they change.
+    pub updates: Arc<CoreUpdates>,
     /// Quotas and reservations shared with the UDP workers.
     pub shared: Arc<Shared>,
     /// Counters shared by every stream core.
@@ -128,6 +130,8 @@ struct Conn {
     ctx: Arc<Context>,
     ft: FiveTuple,
     core: Server,
+    /// The generation of [`Context::updates`] the core has.
+    updates_seen: u64,
     relays: StreamRelays,
     out: OutBuf,
     peer_buf: Option<Box<[u8]>>,
@@ -146,11 +150,12 @@ where
     let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let mut conn = Conn {
         core: Server::for_stream(
-            ctx.settings.clone(),
+            ctx.updates.settings(),
             ctx.shared.clone(),
             Instant::now(),
             ctx.stats.clone(),
         ),
+        updates_seen: 0,
         relays: StreamRelays::new(ctx.pool.clone(), ctx.relay_addrs.clone(), ctx.buffer_bytes),
         ctx,
         ft,
@@ -206,6 +211,10 @@ impl Conn {
         let mut needs_flush = false;
         let idle = self.ctx.idle_timeout;
         loop {
+            // A reload or the start of a drain, before the next messages are handled.
+            self.ctx
+                .updates
+                .sync(&mut self.core, &mut self.updates_seen);
             // Frame and handle whatever is buffered (the initial bytes on the first turn).
             if let Some(ending) = self.handle_input(&mut input).await? {
                 return Ok(ending);

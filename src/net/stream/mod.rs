@@ -30,11 +30,12 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ListenTransport};
+use crate::net::live::CoreUpdates;
 use crate::net::ports::PortPool;
 use crate::net::relay::RelayAddresses;
 use crate::proto::Transport;
 use crate::proto::framing::first_byte_is_stun;
-use crate::proto::server::{FiveTuple, Settings, Shared, Stats};
+use crate::proto::server::{FiveTuple, Shared, Stats};
 use crate::tls::{self, ALPN_H2, ALPN_HTTP1, ALPN_TURN, CertStore};
 pub use limits::ConnectionLimits;
 
@@ -99,8 +100,9 @@ enum Kind {
 
 /// What stream connections share with the rest of the server.
 pub struct Resources {
-    /// The core's settings (credentials, policy, limits).
-    pub settings: Arc<Settings>,
+    /// The core's settings (credentials, policy, limits) and the draining flag, as reloads and
+    /// the drain change them.
+    pub updates: Arc<CoreUpdates>,
     /// Allocation quotas and reservations, shared with the UDP workers.
     pub quotas: Arc<Shared>,
     /// Counters every stream core counts into (a [`Stats::shared`]).
@@ -142,7 +144,7 @@ pub fn start(
     let limits = ConnectionLimits::new(connections.max_total, connections.max_per_ip);
     let front = Arc::new(Front {
         ctx: Arc::new(conn::Context {
-            settings: resources.settings,
+            updates: resources.updates,
             shared: resources.quotas,
             stats: resources.stats,
             pool: resources.pool,

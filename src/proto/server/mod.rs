@@ -44,6 +44,11 @@ pub struct Server {
     settings: Arc<Settings>,
     shared: Arc<Shared>,
     limiter: SourceLimiter,
+    /// True for a datagram core, whose unauthenticated answers are rate-limited per source
+    /// (stream cores have no limiter: a stream source cannot be spoofed).
+    limits_sources: bool,
+    /// Set while the server drains: new allocations are refused, existing ones carry on.
+    draining: bool,
     allocations: Vec<Option<Allocation>>,
     free_slots: Vec<u32>,
     /// Allocation slots by client 5-tuple and by relay socket: looked up once per relayed
@@ -86,11 +91,25 @@ impl Server {
         now: Instant,
         stats: Arc<Stats>,
     ) -> Self {
+        Self::with_shared_settings(Arc::new(settings), shared, now, stats)
+    }
+
+    /// A datagram core (a UDP worker's) whose settings are shared with other cores and may be
+    /// replaced while it runs ([`Server::set_settings`]). Counts into `stats`, like
+    /// [`Server::with_stats`].
+    pub fn with_shared_settings(
+        settings: Arc<Settings>,
+        shared: Arc<Shared>,
+        now: Instant,
+        stats: Arc<Stats>,
+    ) -> Self {
         let limiter = SourceLimiter::new(
             settings.limits.unauthenticated_rate,
             settings.limits.rate_limit_table_size,
         );
-        Self::assemble(Arc::new(settings), shared, limiter, now, stats)
+        let mut core = Self::assemble(settings, shared, limiter, now, stats);
+        core.limits_sources = true;
+        core
     }
 
     /// A core for one TCP or TLS connection, sharing `settings` and `stats` (a
@@ -117,6 +136,8 @@ impl Server {
             settings,
             shared,
             limiter,
+            limits_sources: false,
+            draining: false,
             allocations: Vec::new(),
             free_slots: Vec::new(),
             by_tuple: HashMap::default(),
@@ -130,6 +151,46 @@ impl Server {
             tcp_events: VecDeque::new(),
             pending_bind: None,
         }
+    }
+
+    /// Replaces the settings (a configuration reload). Everything the core consults per
+    /// request follows at once: credentials (REST secrets, static users, nonce lifetime),
+    /// peer policy, lifetimes, permission and channel limits, SOFTWARE, and the
+    /// unauthenticated-answer rate limit (whose table starts afresh when its rate or size
+    /// changes). Allocations that exist keep relaying: they were authenticated when they were
+    /// made, and their next Refresh is checked against the new credentials. Their bandwidth
+    /// cap stays the one they were created with. The nonce key should stay the same, or every
+    /// client's next request gets a 438 and a fresh nonce.
+    pub fn set_settings(&mut self, settings: Arc<Settings>) {
+        if Arc::ptr_eq(&self.settings, &settings) {
+            return;
+        }
+        let (old, new) = (&self.settings.limits, &settings.limits);
+        if self.limits_sources
+            && (old.unauthenticated_rate != new.unauthenticated_rate
+                || old.rate_limit_table_size != new.rate_limit_table_size)
+        {
+            self.limiter = SourceLimiter::new(new.unauthenticated_rate, new.rate_limit_table_size);
+        }
+        self.settings = settings;
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    /// Starts (or ends) draining: while draining, an Allocate is refused with 508 Insufficient
+    /// Capacity, and every allocation that exists goes on as before (relaying, Refresh,
+    /// CreatePermission, ChannelBind, RFC 6062 Connect and ConnectionBind); Binding is answered
+    /// as always.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+
+    /// True while draining ([`Server::set_draining`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// The answer written by the last [`ClientOutput::Reply`].

@@ -21,11 +21,12 @@ pub enum QuotaError {
     Total,
 }
 
-/// Shared allocation counters.
+/// Shared allocation counters. The two limits can be changed while allocations exist
+/// ([`Quota::set_limits`], a configuration reload).
 #[derive(Debug)]
 pub struct Quota {
-    per_user: u32,
-    total: u32,
+    per_user: AtomicU32,
+    total: AtomicU32,
     used: Mutex<(u32, HashMap<String, u32>)>,
 }
 
@@ -33,21 +34,29 @@ impl Quota {
     /// Quotas of `per_user` (0 = unlimited) and `total` allocations.
     pub fn new(per_user: u32, total: u32) -> Self {
         Quota {
-            per_user,
-            total,
+            per_user: AtomicU32::new(per_user),
+            total: AtomicU32::new(total),
             used: Mutex::new((0, HashMap::new())),
         }
+    }
+
+    /// Changes the limits. Allocations already above a lowered limit are kept; new ones are
+    /// refused until enough have ended.
+    pub fn set_limits(&self, per_user: u32, total: u32) {
+        self.per_user.store(per_user, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
     }
 
     /// Takes one allocation for `user`.
     pub fn acquire(&self, user: &str) -> Result<(), QuotaError> {
         let mut guard = self.used.lock().unwrap_or_else(|e| e.into_inner());
         let (total, users) = &mut *guard;
-        if *total >= self.total {
+        if *total >= self.total.load(Ordering::Relaxed) {
             return Err(QuotaError::Total);
         }
         let n = users.get(user).copied().unwrap_or(0);
-        if self.per_user != 0 && n >= self.per_user {
+        let per_user = self.per_user.load(Ordering::Relaxed);
+        if per_user != 0 && n >= per_user {
             return Err(QuotaError::User);
         }
         *total += 1;

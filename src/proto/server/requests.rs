@@ -266,6 +266,21 @@ impl Server {
         if !self.settings.families[family as usize] {
             return Err((440, "Address Family not Supported"));
         }
+        if self.draining {
+            // A draining server wants no new allocation, so it tells the client to go
+            // elsewhere. 508 Insufficient Capacity says exactly that: RFC 8656 §7.4 asks a
+            // client that gets it (without EVEN-PORT or RESERVATION-TOKEN) to "wait at least 1
+            // minute before trying to create any more allocations on this server", so an ICE
+            // agent moves on to its other TURN servers. The alternatives fit less well:
+            // - 300 Try Alternate (RFC 8656 §7.2, RFC 8489 §10) needs an ALTERNATE-SERVER of
+            //   the request's address family and of its transport's port (UDP 3478 is not TLS
+            //   5349), which the server does not know: redundant relays are normally reached
+            //   through DNS or the client's own iceServers list;
+            // - STUN has no 503; 500 Server Error means "a temporary error, try again"
+            //   (RFC 8489 §14.8), inviting the retry here that draining wants to avoid.
+            // The check comes after authentication, so the answer is signed like any other.
+            return Err((508, "Insufficient Capacity"));
+        }
         let lifetime = self
             .lifetime(msg)
             .unwrap_or(self.settings.limits.default_lifetime)

@@ -12,6 +12,7 @@ use crate::proto::policy::{Cidr, PeerPolicy};
 use crate::proto::stun::{Integrity, Message, Writer, attr, method};
 
 mod counting;
+mod reload;
 #[path = "tcp_tests.rs"]
 mod tcp_tests;
 
