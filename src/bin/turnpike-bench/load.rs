@@ -89,71 +89,92 @@ impl LoadResult {
     }
 }
 
-/// A UDP echo peer: answers every datagram to its source, batched. Runs until dropped.
+/// UDP echo peers: one thread answering every datagram to its source, batched, on one or more
+/// sockets (distinct peer addresses). Runs until dropped.
 pub struct EchoPeer {
-    /// Its address.
+    /// The first socket's address.
     pub addr: SocketAddr,
+    /// Every socket's address.
+    pub addrs: Vec<SocketAddr>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl EchoPeer {
-    /// Starts an echo peer on `ip`.
-    pub fn start(ip: IpAddr) -> anyhow::Result<Self> {
+    /// Starts `count` echo sockets (at least one) on `ip`, served by one thread.
+    pub fn start(ip: IpAddr, count: usize) -> anyhow::Result<Self> {
         let opts = turnpike::net::socket::UdpOptions {
             reuse_port: false,
-            buffer_bytes: 8 << 20,
+            buffer_bytes: if count > 1 { 1 << 20 } else { 8 << 20 },
             dont_fragment: false,
         };
-        let sock = turnpike::net::socket::bind_udp(SocketAddr::new(ip, 0), opts)?;
-        turnpike::net::batch::enable_rx_timestamps(sock.as_raw_fd())?;
-        let addr = sock.local_addr()?;
+        let poll = Poll::new()?;
+        let mut socks = Vec::with_capacity(count.max(1));
+        let mut addrs = Vec::with_capacity(count.max(1));
+        for i in 0..count.max(1) {
+            let sock = turnpike::net::socket::bind_udp(SocketAddr::new(ip, 0), opts)?;
+            turnpike::net::batch::enable_rx_timestamps(sock.as_raw_fd())?;
+            addrs.push(sock.local_addr()?);
+            let fd = sock.as_raw_fd();
+            poll.registry()
+                .register(&mut mio::unix::SourceFd(&fd), Token(i), Interest::READABLE)?;
+            socks.push(sock);
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            let fd = sock.as_raw_fd();
+            let mut poll = poll;
+            let mut events = Events::with_capacity(1024);
             let mut inb = RecvBatch::new(64, 2048, 0).with_timestamps();
             let mut out = SendBatch::new(64, 2048);
             while !flag.load(Ordering::Relaxed) {
                 // Sleep until something arrives (or 50 ms pass, to see `stop`), then answer
                 // everything queued, in batches.
-                let mut pfd = libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd for the duration of the call.
-                if unsafe { libc::poll(&mut pfd, 1, 50) } <= 0 {
+                if poll
+                    .poll(&mut events, Some(Duration::from_millis(50)))
+                    .is_err()
+                {
                     continue;
                 }
-                while let Ok(got) = inb.recv(fd) {
-                    for i in 0..got {
-                        let stamp = inb.timestamp(i);
-                        let (slot, len, from) = inb.slot(i);
-                        let Some(from) = from else { continue };
-                        // The arrival time (kernel stamp) rides back in bytes 16..24, so the
-                        // client can split a round trip into its two legs.
-                        if let (Some(stamp), Some(field)) = (stamp, slot[..len].get_mut(16..24)) {
-                            field.copy_from_slice(&(stamp.as_nanos() as u64).to_be_bytes());
-                        }
-                        if out.is_full() {
-                            out.flush(fd);
-                        }
-                        out.push(&slot[..len], from);
-                    }
-                    if got < inb.capacity() {
-                        break;
-                    }
+                for event in events.iter() {
+                    let Some(sock) = socks.get(event.token().0) else {
+                        continue;
+                    };
+                    echo_all(sock.as_raw_fd(), &mut inb, &mut out);
                 }
-                out.flush(fd);
             }
         });
         Ok(EchoPeer {
-            addr,
+            addr: addrs[0],
+            addrs,
             stop,
             thread: Some(thread),
         })
     }
+}
+
+/// Answers everything queued on `fd` to its sources.
+fn echo_all(fd: std::os::fd::RawFd, inb: &mut RecvBatch, out: &mut SendBatch) {
+    while let Ok(got) = inb.recv(fd) {
+        for i in 0..got {
+            let stamp = inb.timestamp(i);
+            let (slot, len, from) = inb.slot(i);
+            let Some(from) = from else { continue };
+            // The arrival time (kernel stamp) rides back in bytes 16..24, so the client can
+            // split a round trip into its two legs.
+            if let (Some(stamp), Some(field)) = (stamp, slot[..len].get_mut(16..24)) {
+                field.copy_from_slice(&(stamp.as_nanos() as u64).to_be_bytes());
+            }
+            if out.is_full() {
+                out.flush(fd);
+            }
+            out.push(&slot[..len], from);
+        }
+        if got < inb.capacity() {
+            break;
+        }
+    }
+    out.flush(fd);
 }
 
 impl Drop for EchoPeer {
@@ -184,7 +205,7 @@ fn setup(
     spec: &LoadSpec,
     server: SocketAddr,
     secret: &str,
-    peer: SocketAddr,
+    peers: &[SocketAddr],
     client_ip: IpAddr,
 ) -> anyhow::Result<(Vec<Session>, Auth)> {
     let cred = turnpike::proto::credentials::mint(
@@ -225,6 +246,10 @@ fn setup(
                 .context("relay-to-relay needs an even number of sessions")?;
             (i % 2 == 0, target)
         } else {
+            let peer = peers
+                .get(i % peers.len().max(1))
+                .copied()
+                .context("no echo peer")?;
             (true, peer)
         };
         let mut template = Vec::with_capacity(spec.size + 64);
@@ -287,7 +312,7 @@ pub fn run(
     spec: &LoadSpec,
     server: SocketAddr,
     secret: &str,
-    peer: SocketAddr,
+    peers: &[SocketAddr],
     client_ip: IpAddr,
     cpu_of: &dyn Fn() -> Duration,
 ) -> anyhow::Result<LoadResult> {
@@ -295,7 +320,7 @@ pub fn run(
         spec.size >= 16,
         "payloads carry a 16-byte stamp: use --size 16 or more"
     );
-    let (mut sessions, mut auth) = setup(spec, server, secret, peer, client_ip)?;
+    let (mut sessions, mut auth) = setup(spec, server, secret, peers, client_ip)?;
     let mut poll = Poll::new()?;
     for (i, s) in sessions.iter().enumerate() {
         let fd = s.sock.as_raw_fd();

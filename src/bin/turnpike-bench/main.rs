@@ -128,6 +128,10 @@ struct LoadArgs {
     /// instead of spread evenly over the interval as independent sessions are.
     #[arg(long)]
     aligned: bool,
+    /// Every session relays to its own echo peer address instead of all sharing one (coturn's
+    /// --multiplex-peer admits a peer address for only one allocation per thread).
+    #[arg(long)]
+    distinct_peers: bool,
     /// Measured seconds per run.
     #[arg(long, default_value_t = 3)]
     duration: u64,
@@ -188,7 +192,7 @@ fn measure(t: &mut Target, spec: &LoadSpec, peer: &EchoPeer) -> anyhow::Result<L
     spec.raw = t.kind == Kind::Forwarder;
     let pid = t.server.pid;
     let cpu = move || proc::cpu_time(pid).unwrap_or_default();
-    load::run(&spec, t.listen, SECRET, peer.addr, ip(CLIENT_IP), &cpu)
+    load::run(&spec, t.listen, SECRET, &peer.addrs, ip(CLIENT_IP), &cpu)
 }
 
 fn spec_of(a: &LoadArgs, sessions: usize, size: usize, carrier: Carrier) -> LoadSpec {
@@ -248,7 +252,8 @@ fn main() -> anyhow::Result<()> {
             workers,
         } => forwarder::run(listen, to, workers),
         Command::Run { server, load } => {
-            let peer = EchoPeer::start(ip(PEER_IP))?;
+            let peers = if load.distinct_peers { load.sessions_n } else { 1 };
+            let peer = EchoPeer::start(ip(PEER_IP), peers)?;
             let mut target = start(server, 0, load.workers, &peer)?;
             let spec = spec_of(&load, load.sessions_n, load.size, load.carrier);
             let r = measure(&mut target, &spec, &peer)?;
@@ -269,7 +274,7 @@ fn main() -> anyhow::Result<()> {
             then_sessions,
             duration,
         } => {
-            let peer = EchoPeer::start(ip(PEER_IP))?;
+            let peer = EchoPeer::start(ip(PEER_IP), 1)?;
             // Relays on 127.0.0.1 across most of the port space; clients on 127.0.0.2-8.
             let mut target = start_with_ports(server, 0, &peer, (10000, 65000))?;
             let pid = target.server.pid;
@@ -294,6 +299,7 @@ fn main() -> anyhow::Result<()> {
                     rate: 50,
                     window: 8,
                     aligned: false,
+                    distinct_peers: false,
                     duration,
                     relay_to_relay: false,
                     workers: 0,
@@ -320,7 +326,12 @@ fn compare(
     rounds: usize,
     load: &LoadArgs,
 ) -> anyhow::Result<()> {
-    let peer = EchoPeer::start(ip(PEER_IP))?;
+    let peers = if load.distinct_peers {
+        sessions.iter().copied().max().unwrap_or(1)
+    } else {
+        1
+    };
+    let peer = EchoPeer::start(ip(PEER_IP), peers)?;
     let mut targets: Vec<Target> = servers
         .iter()
         .enumerate()
@@ -420,7 +431,8 @@ fn compare(
 }
 
 fn smoke() -> anyhow::Result<()> {
-    let peer = EchoPeer::start(ip(PEER_IP))?;
+    // Sessions spread over a few echo addresses (several peers per allocation's worker).
+    let peer = EchoPeer::start(ip(PEER_IP), 3)?;
     let mut target = start(Kind::Turnpike, 0, 2, &peer)?;
     for (carrier, r2r) in [
         (Carrier::Channel, false),
@@ -434,6 +446,7 @@ fn smoke() -> anyhow::Result<()> {
             rate: 200,
             window: 8,
             aligned: false,
+            distinct_peers: false,
             duration: 1,
             relay_to_relay: r2r,
             workers: 2,
