@@ -6,14 +6,18 @@
 //! and anything that does not fit (a full queue, a large datagram) takes the kernel path.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crossbeam_queue::ArrayQueue;
 
-/// Which worker owns each relay port (0 = none, else worker index + 1), and which IPs are our
-/// advertised relay addresses. Written when relay sockets open and close, read per packet.
+use crate::proto::server::DirectRoute;
+
+/// Which worker owns each relay port, and which IPs are our advertised relay addresses. Written
+/// when relay sockets open and close, read per packet. Each port's entry is a registration
+/// word: the owner in the low 8 bits (0 = none, else worker index + 1) and, above, a count of
+/// the changes, so a [`DirectRoute`] learnt for one registration is not used for the next.
 pub struct RelayDirectory {
-    owners: Box<[AtomicU8]>,
+    owners: Box<[AtomicU32]>,
     ips: Vec<IpAddr>,
 }
 
@@ -21,26 +25,51 @@ impl RelayDirectory {
     /// A directory for relays advertised on `ips`.
     pub fn new(ips: Vec<IpAddr>) -> Self {
         RelayDirectory {
-            owners: (0..=u16::MAX as usize).map(|_| AtomicU8::new(0)).collect(),
+            owners: (0..=u16::MAX as usize).map(|_| AtomicU32::new(0)).collect(),
             ips,
         }
     }
 
     /// Records that `worker` (< 255) owns `port`, or nobody (`None`).
     pub fn set(&self, port: u16, worker: Option<usize>) {
-        let v = worker.map_or(0, |w| (w.min(254) + 1) as u8);
-        self.owners[port as usize].store(v, Ordering::Relaxed);
+        let owner = worker.map_or(0, |w| (w.min(254) + 1) as u32);
+        let _ =
+            self.owners[port as usize].fetch_update(Ordering::Release, Ordering::Relaxed, |old| {
+                Some(((old >> 8).wrapping_add(1) << 8) | owner)
+            });
     }
 
     /// The worker that owns relayed address `addr`, if it is one of ours.
     pub fn owner(&self, addr: SocketAddr) -> Option<usize> {
-        let v = self.owners[addr.port() as usize].load(Ordering::Relaxed);
-        if v == 0 || !self.ips.contains(&addr.ip()) {
+        self.entry(addr).map(|(owner, _)| owner)
+    }
+
+    /// The owner of relayed address `addr` and its registration word, if it is one of ours.
+    pub fn entry(&self, addr: SocketAddr) -> Option<(usize, u32)> {
+        let word = self.owners[addr.port() as usize].load(Ordering::Acquire);
+        if word & 0xff == 0 || !self.ips.contains(&addr.ip()) {
             return None;
         }
-        Some(v as usize - 1)
+        Some(((word & 0xff) as usize - 1, word))
     }
 }
+
+/// A direct route published by the worker owning its receiving address, for the worker owning
+/// its sending address (see [`DirectRoute`]).
+#[derive(Clone, Copy, Debug)]
+pub struct RouteNotice {
+    /// The sending allocation's relayed address.
+    pub from: SocketAddr,
+    /// The receiving relayed address.
+    pub to: SocketAddr,
+    /// How to deliver.
+    pub route: DirectRoute,
+    /// The directory's registration word of `to` when the route was made.
+    pub registration: u32,
+}
+
+/// Routes a worker keeps at most (then it forgets them all and learns again).
+pub const MAX_ROUTES: usize = 4096;
 
 /// Size of a hand-off buffer: headroom for the core's headers, a full-size Ethernet payload,
 /// and padding. Larger datagrams take the kernel path.
@@ -68,6 +97,8 @@ pub struct Handoffs {
 /// every loop turn, so only one that sleeps in `epoll_wait` is woken, once.
 struct Inbox {
     queue: ArrayQueue<Handoff>,
+    /// Direct routes published for this worker (no wake-up: read at the next loop turn).
+    notices: ArrayQueue<RouteNotice>,
     sleeping: AtomicBool,
     notified: AtomicBool,
 }
@@ -82,6 +113,7 @@ impl Handoffs {
         let inboxes = (0..workers)
             .map(|_| Inbox {
                 queue: ArrayQueue::new(depth),
+                notices: ArrayQueue::new(depth),
                 sleeping: AtomicBool::new(false),
                 notified: AtomicBool::new(false),
             })
@@ -109,6 +141,19 @@ impl Handoffs {
         // SeqCst pairs with `going_to_sleep`: either the sleeper sees the packet, or we see
         // that it sleeps.
         Ok(inbox.sleeping.load(Ordering::SeqCst) && !inbox.notified.swap(true, Ordering::SeqCst))
+    }
+
+    /// Publishes a direct route to `worker` (dropped when its notice queue is full: the
+    /// owner publishes again on a later hand-off).
+    pub fn announce(&self, worker: usize, notice: RouteNotice) {
+        if let Some(inbox) = self.inboxes.get(worker) {
+            let _ = inbox.notices.push(notice);
+        }
+    }
+
+    /// The next route published for `worker`.
+    pub fn notice(&self, worker: usize) -> Option<RouteNotice> {
+        self.inboxes.get(worker)?.notices.pop()
     }
 
     /// The next packet for `worker`.
@@ -150,8 +195,16 @@ mod tests {
             "another host"
         );
         assert_eq!(d.owner("198.51.100.1:50001".parse().unwrap()), None);
+        let (_, first) = d.entry("198.51.100.1:50000".parse().unwrap()).unwrap();
         d.set(50000, None);
         assert_eq!(d.owner("198.51.100.1:50000".parse().unwrap()), None);
+        d.set(50000, Some(1));
+        let (owner, again) = d.entry("198.51.100.1:50000".parse().unwrap()).unwrap();
+        assert_eq!(owner, 1);
+        assert_ne!(
+            first, again,
+            "a new registration of the port has a new word"
+        );
     }
 
     #[test]

@@ -15,11 +15,14 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::batch::{RecvBatch, SendBatch};
 use super::live::CoreUpdates;
 use super::relay::{RELAY_TOKEN_BASE, RelaySet};
-use super::shortcut::{HANDOFF_SLOT, Handoff, Handoffs, RelayDirectory};
+use super::shortcut::{HANDOFF_SLOT, Handoff, Handoffs, MAX_ROUTES, RelayDirectory, RouteNotice};
 use crate::proto::Transport;
 use crate::proto::server::{
-    ClientOutput, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerOutput, RelayId, Server,
+    ClientOutput, DirectRoute, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerOutput, RelayId,
+    Server,
 };
+
+type FastHash = foldhash::fast::RandomState;
 
 /// Token of the waker that interrupts the loop (shutdown, or packets handed over by another
 /// worker).
@@ -87,6 +90,9 @@ pub struct UdpWorker {
     to_wake: u64,
     /// Short-circuited packets for this worker's own allocations, delivered after the batch.
     local: Vec<Handoff>,
+    /// Direct routes other workers published: (sending relayed address, receiving relayed
+    /// address) → the route and the directory registration of the receiving address it is for.
+    routes: std::collections::HashMap<(SocketAddr, SocketAddr), (DirectRoute, u32), FastHash>,
     /// Reloaded settings and the draining flag, and the generation of them the core has.
     updates: Arc<CoreUpdates>,
     updates_seen: u64,
@@ -145,6 +151,7 @@ impl UdpWorker {
             wakers: shared.wakers,
             to_wake: 0,
             local: Vec::with_capacity(BATCH),
+            routes: Default::default(),
             updates: shared.updates,
             updates_seen: 0,
         };
@@ -178,6 +185,7 @@ impl UdpWorker {
                 }
             }
             self.deliver_handoffs();
+            self.learn_routes();
             let mut ready = std::mem::take(&mut self.ready);
             ready.clear();
             ready.append(&mut self.pending);
@@ -244,8 +252,10 @@ impl UdpWorker {
                     client,
                     server: local,
                 };
-                let data = &slot[..len];
-                match self.core.handle_client(t, ft, data, &mut self.relays) {
+                match self
+                    .core
+                    .handle_client(t, ft, &slot[..len], &mut self.relays)
+                {
                     // RFC 6062 requests are refused over UDP before they get this far.
                     ClientOutput::Nothing
                     | ClientOutput::Connect { .. }
@@ -258,17 +268,43 @@ impl UdpWorker {
                         peer,
                         payload,
                     } => {
-                        // To one of our own relayed addresses: hand it over in memory.
+                        // To one of our own relayed addresses: deliver it in memory.
                         let own = self
                             .directory
-                            .owner(peer)
+                            .entry(peer)
                             .zip(self.relays.advertised(relay));
-                        if let Some((owner, from)) = own {
+                        if let Some(((owner, registration), from)) = own {
+                            // Owned by another worker that published a direct route: frame
+                            // and send it from here, as that worker would.
+                            let route = self
+                                .routes
+                                .get(&(from, peer))
+                                .filter(|(_, word)| owner != self.index && *word == registration)
+                                .map(|(route, _)| *route);
+                            let listener = route.and_then(|r| {
+                                self.listeners
+                                    .iter()
+                                    .position(|(a, _)| *a == r.five_tuple.server)
+                            });
+                            if let (Some(route), Some(li)) = (route, listener) {
+                                if let Some(frame) =
+                                    self.core
+                                        .frame_direct(t.instant, &route, slot, payload.clone())
+                                {
+                                    self.to_clients.push(
+                                        &self.listeners,
+                                        li,
+                                        &slot[frame],
+                                        route.five_tuple.client,
+                                    );
+                                    continue;
+                                }
+                            }
                             let len = payload.len();
                             let fits = PEER_HEADROOM + len + PEER_TAILROOM <= HANDOFF_SLOT;
                             if let Some(mut buf) = fits.then(|| self.handoffs.buffer()).flatten() {
                                 buf[PEER_HEADROOM..PEER_HEADROOM + len]
-                                    .copy_from_slice(&data[payload.clone()]);
+                                    .copy_from_slice(&slot[payload.clone()]);
                                 let item = Handoff {
                                     to: peer,
                                     from,
@@ -294,7 +330,7 @@ impl UdpWorker {
                             flush_relay(&mut self.to_peers, &self.relays, pending_relay);
                         }
                         pending_relay = Some(relay);
-                        self.to_peers.push(&data[payload], peer);
+                        self.to_peers.push(&slot[payload], peer);
                     }
                 }
             }
@@ -325,8 +361,47 @@ impl UdpWorker {
                 self.to_clients
                     .push(&self.listeners, li, &item.buf[frame], five_tuple.client);
             }
+            self.publish_route(now, item.from, item.to);
         }
         self.handoffs.recycle(item.buf);
+    }
+
+    /// After delivering a packet handed over by another worker: tells that worker how to
+    /// deliver the next ones itself, when the receiving allocation allows a direct route.
+    fn publish_route(&mut self, now: Instant, from: SocketAddr, to: SocketAddr) {
+        let Some((sender, _)) = self.directory.entry(from) else {
+            return;
+        };
+        if sender == self.index {
+            return;
+        }
+        let Some((_, registration)) = self.directory.entry(to) else {
+            return;
+        };
+        if let Some(route) = self.core.direct_route(now, from, to) {
+            self.handoffs.announce(
+                sender,
+                RouteNotice {
+                    from,
+                    to,
+                    route,
+                    registration,
+                },
+            );
+        }
+    }
+
+    /// Takes the direct routes other workers published for this one.
+    fn learn_routes(&mut self) {
+        while let Some(notice) = self.handoffs.notice(self.index) {
+            if self.routes.len() >= MAX_ROUTES {
+                self.routes.clear();
+            }
+            self.routes.insert(
+                (notice.from, notice.to),
+                (notice.route, notice.registration),
+            );
+        }
     }
 
     /// Delivers what other workers handed over (bounded by the inbox depth per turn).

@@ -116,8 +116,11 @@ impl EchoPeer {
             turnpike::net::batch::enable_rx_timestamps(sock.as_raw_fd())?;
             addrs.push(sock.local_addr()?);
             let fd = sock.as_raw_fd();
-            poll.registry()
-                .register(&mut mio::unix::SourceFd(&fd), Token(i), Interest::READABLE)?;
+            poll.registry().register(
+                &mut mio::unix::SourceFd(&fd),
+                Token(i),
+                Interest::READABLE,
+            )?;
             socks.push(sock);
         }
         let stop = Arc::new(AtomicBool::new(false));

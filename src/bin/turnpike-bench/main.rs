@@ -252,7 +252,11 @@ fn main() -> anyhow::Result<()> {
             workers,
         } => forwarder::run(listen, to, workers),
         Command::Run { server, load } => {
-            let peers = if load.distinct_peers { load.sessions_n } else { 1 };
+            let peers = if load.distinct_peers {
+                load.sessions_n
+            } else {
+                1
+            };
             let peer = EchoPeer::start(ip(PEER_IP), peers)?;
             let mut target = start(server, 0, load.workers, &peer)?;
             let spec = spec_of(&load, load.sessions_n, load.size, load.carrier);

@@ -11,6 +11,7 @@ mod allocation;
 mod auth;
 mod quota;
 mod requests;
+mod route;
 mod stats;
 mod tcp;
 #[cfg(test)]
@@ -27,6 +28,7 @@ pub use crate::proto::Transport;
 pub use allocation::{Allocation, CHANNEL_LIFETIME, PERMISSION_LIFETIME, family_index};
 pub use auth::{AuthFailure, Authenticated, Authenticator, long_term_key};
 pub use quota::{Quota, QuotaError, Reservations, Shared};
+pub use route::DirectRoute;
 pub use stats::{
     AUTH_FAILURES, DIRECTIONS, Direction, DropReason, ERROR_CODES, LIFETIME_BUCKETS, RESULTS,
     RequestMethod, Stats, StatsSnapshot, TRANSPORT_ORDER, TRANSPORTS, result_index, result_label,

@@ -13,6 +13,7 @@ use crate::proto::stun::{Integrity, Message, Writer, attr, method};
 
 mod counting;
 mod reload;
+mod route;
 #[path = "tcp_tests.rs"]
 mod tcp_tests;
 
