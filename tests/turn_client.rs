@@ -343,6 +343,50 @@ fn unauthenticated_401s_are_rate_limited_per_source() {
     expect_error(&answer, ALLOCATE, 401, &server);
 }
 
+#[test]
+fn the_401_limit_holds_across_workers() {
+    // Four workers; one source address sending from 16 ports, so SO_REUSEPORT spreads its
+    // datagrams over the workers. The limit is the source's, not each worker's.
+    const RATE: u32 = 5;
+    let server = Server::start(Conf {
+        unauthenticated_rate: RATE,
+        extra_toml: "[server]\nworkers = 4\n".into(),
+        ..Conf::default()
+    });
+    let clients: Vec<Client> = (0..16).map(|_| Client::new(server.udp)).collect();
+    let started = Instant::now();
+    for _ in 0..10 {
+        for client in &clients {
+            client.send(&request(ALLOCATE, None, udp_transport));
+        }
+    }
+    // Count the 401s until every socket stays quiet for 300 ms (at most 100 passes).
+    let mut answers: u32 = 0;
+    let mut last_answer = started;
+    for _ in 0..100 {
+        for client in &clients {
+            while let Some(answer) = client.recv(Duration::from_millis(5)) {
+                expect_error(&answer, ALLOCATE, 401, &server);
+                answers += 1;
+                last_answer = Instant::now();
+            }
+        }
+        if last_answer.elapsed() > Duration::from_millis(300) {
+            break;
+        }
+    }
+    let refill = (f64::from(RATE) * (last_answer - started).as_secs_f64()).ceil() as u32;
+    let most = 2 * RATE + refill;
+    assert!(
+        (RATE..=most).contains(&answers),
+        "160 unauthenticated Allocates from one address over 4 workers got {answers} 401s \
+         with unauthenticated_rate = {RATE} (expected {RATE}..={most}; a limit per worker \
+         would allow up to {})\n--- server log ---\n{}",
+        4 * 2 * RATE,
+        server.log()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Authentication
 // ---------------------------------------------------------------------------------------------

@@ -36,14 +36,15 @@ pub use tcp::{BIND_TIMEOUT, CONNECT_TIMEOUT, ConnectionId, Refusal, TcpConnectio
 pub use types::*;
 
 use crate::proto::channel;
-use crate::proto::ratelimit::SourceLimiter;
+use crate::proto::ratelimit::SourceLimit;
 use crate::proto::stun::{self, Class, Message, attr, method};
 
 /// The TURN server core of one worker.
 pub struct Server {
     settings: Arc<Settings>,
     shared: Arc<Shared>,
-    limiter: SourceLimiter,
+    /// The per-source limit on unauthenticated answers, shared with the other UDP cores.
+    limiter: SourceLimit,
     allocations: Vec<Option<Allocation>>,
     free_slots: Vec<u32>,
     /// Allocation slots by client 5-tuple and by relay socket: looked up once per relayed
@@ -71,8 +72,10 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
 impl Server {
-    /// A server core; `shared` is shared by every worker. It counts into counters of its own
-    /// ([`Stats::single_writer`]), which [`Server::stats`] hands to the metrics collector.
+    /// A server core; `shared` is shared by every worker, and so is the per-source limit on
+    /// unauthenticated answers it holds ([`Shared::source_limiter`]). It counts into counters
+    /// of its own ([`Stats::single_writer`]), which [`Server::stats`] hands to the metrics
+    /// collector.
     pub fn new(settings: Settings, shared: Arc<Shared>, now: Instant) -> Self {
         Server::with_stats(settings, shared, now, Arc::new(Stats::single_writer()))
     }
@@ -86,10 +89,11 @@ impl Server {
         now: Instant,
         stats: Arc<Stats>,
     ) -> Self {
-        let limiter = SourceLimiter::new(
+        let limiter = SourceLimit::shared(shared.source_limiter(
             settings.limits.unauthenticated_rate,
             settings.limits.rate_limit_table_size,
-        );
+            now,
+        ));
         Self::assemble(Arc::new(settings), shared, limiter, now, stats)
     }
 
@@ -103,13 +107,13 @@ impl Server {
         now: Instant,
         stats: Arc<Stats>,
     ) -> Self {
-        Self::assemble(settings, shared, SourceLimiter::new(0, 0), now, stats)
+        Self::assemble(settings, shared, SourceLimit::none(), now, stats)
     }
 
     fn assemble(
         settings: Arc<Settings>,
         shared: Arc<Shared>,
-        limiter: SourceLimiter,
+        limiter: SourceLimit,
         now: Instant,
         stats: Arc<Stats>,
     ) -> Self {

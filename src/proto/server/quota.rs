@@ -5,10 +5,12 @@
 //! total quota.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use super::tcp::ConnectionId;
+use crate::proto::ratelimit::SourceLimiter;
 
 /// Which quota refused an allocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -135,7 +137,8 @@ impl Reservations {
     }
 }
 
-/// State every worker's core shares: quotas and reservations.
+/// State every worker's core shares: quotas, reservations and the limit on unauthenticated
+/// answers.
 #[derive(Debug)]
 pub struct Shared {
     /// Allocation quotas.
@@ -145,6 +148,9 @@ pub struct Shared {
     /// The last RFC 6062 CONNECTION-ID handed out (ids are unique across workers and
     /// connections until the counter wraps after 2^32 connections).
     connection_ids: AtomicU32,
+    /// The per-source limit on unauthenticated answers of the UDP cores, made by the first
+    /// ([`Shared::source_limiter`]).
+    source_limiter: OnceLock<Arc<SourceLimiter>>,
 }
 
 impl Shared {
@@ -154,7 +160,18 @@ impl Shared {
             quota: Quota::new(per_user, total),
             reservations: Reservations::new(total.max(1) as usize),
             connection_ids: AtomicU32::new(0),
+            source_limiter: OnceLock::new(),
         }
+    }
+
+    /// The unauthenticated-answer limiter every core built on this `Shared` uses, so that a
+    /// source gets `rate` answers per second across all workers. The first call makes it, with
+    /// its `rate`, table `size` and `now` as the limiter's epoch; later calls get the same table
+    /// (every core of a server is built from the same configuration).
+    pub fn source_limiter(&self, rate: u32, size: usize, now: Instant) -> Arc<SourceLimiter> {
+        self.source_limiter
+            .get_or_init(|| Arc::new(SourceLimiter::new(rate, size, now)))
+            .clone()
     }
 
     /// A fresh RFC 6062 connection id (never 0).

@@ -1088,6 +1088,63 @@ fn unauthenticated_answers_are_rate_limited_per_source() {
 }
 
 #[test]
+fn the_unauthenticated_limit_is_shared_by_every_core() {
+    // Two workers' cores on one Shared; one source IP whose datagrams (from many ports) are
+    // spread over both, as SO_REUSEPORT spreads 4-tuples.
+    let limits = Limits {
+        unauthenticated_rate: 5,
+        ..Limits::default()
+    };
+    let shared = Arc::new(Shared::new(10, 100));
+    let t0 = Instant::now();
+    let mut cores: Vec<Server> = (0..2)
+        .map(|_| Server::new(settings(limits.clone(), &[]), shared.clone(), t0))
+        .collect();
+    let mut io = FakeIo::default();
+    let mut req = Vec::new();
+    Writer::new(&mut req, Class::Request, method::ALLOCATE, [1; 12])
+        .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    let now = Now {
+        instant: t0,
+        unix: UNIX0,
+    };
+    let answered = (0..50u16)
+        .filter(|i| {
+            let from = ft(&format!("198.51.100.7:{}", 1000 + i));
+            let core = &mut cores[usize::from(i % 2)];
+            core.handle_client(now, from, &req, &mut io) == ClientOutput::Reply
+        })
+        .count();
+    assert_eq!(
+        answered, 10,
+        "a burst of 2 × 5 across both cores, not per core"
+    );
+    let dropped: u64 = cores
+        .iter()
+        .map(|c| c.stats().snapshot().dropped(DropReason::RateLimit))
+        .sum();
+    assert_eq!(dropped, 40);
+    let one_second_later = Now {
+        instant: t0 + Duration::from_secs(1),
+        unix: UNIX0 + 1,
+    };
+    let refilled = (0..50u16)
+        .filter(|i| {
+            let from = ft(&format!("198.51.100.7:{}", 2000 + i));
+            let core = &mut cores[usize::from(i % 2)];
+            core.handle_client(one_second_later, from, &req, &mut io) == ClientOutput::Reply
+        })
+        .count();
+    assert_eq!(refilled, 5, "the rate, once");
+    // A core on another Shared (another server) has a table of its own.
+    let mut other = Server::new(settings(limits, &[]), Arc::new(Shared::new(10, 100)), t0);
+    assert_eq!(
+        other.handle_client(now, ft("198.51.100.7:1"), &req, &mut io),
+        ClientOutput::Reply
+    );
+}
+
+#[test]
 fn bandwidth_cap_drops_excess() {
     let limits = Limits {
         bandwidth_bps: 1000,
