@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::tcp::TcpConnection;
-use super::{FiveTuple, RelayId};
+use super::{DIRECTIONS, FiveTuple, RelayId};
 use crate::proto::ratelimit::TokenBucket;
 use crate::proto::stun::Integrity;
 
@@ -60,8 +60,9 @@ pub struct Allocation {
     pub permissions: Vec<(IpAddr, Instant)>,
     /// Channel bindings (including expired ones in cooldown).
     pub channels: Vec<Channel>,
-    /// Per-allocation bandwidth cap, when configured.
-    pub bandwidth: Option<TokenBucket>,
+    /// Per-allocation bandwidth cap, when configured: one bucket per direction, indexed by
+    /// [`Direction`](super::Direction).
+    pub bandwidth: Option<[TokenBucket; DIRECTIONS]>,
     recent: [([u8; 12], Vec<u8>); RECENT_ANSWERS],
     recent_next: usize,
     /// Bytes and packets relayed client → peer.
@@ -78,7 +79,7 @@ pub struct Allocation {
 }
 
 impl Allocation {
-    /// A new allocation.
+    /// A new allocation; `bandwidth` is the cap's bucket, copied for each direction.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         five_tuple: FiveTuple,
@@ -101,7 +102,7 @@ impl Allocation {
             created: now,
             permissions: Vec::new(),
             channels: Vec::new(),
-            bandwidth,
+            bandwidth: bandwidth.map(|b| [b.clone(), b]),
             recent: Default::default(),
             recent_next: 0,
             to_peer: (0, 0),

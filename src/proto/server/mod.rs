@@ -273,8 +273,8 @@ impl Server {
             return Err(DropReason::NoPermission);
         }
         let len = payload.len() as u64;
-        if let Some(bucket) = alloc.bandwidth.as_mut() {
-            if !bucket.take(now, len) {
+        if let Some(buckets) = alloc.bandwidth.as_mut() {
+            if !buckets[Direction::ClientToPeer as usize].take(now, len) {
                 return Err(DropReason::BandwidthCap);
             }
         }
@@ -316,8 +316,8 @@ impl Server {
             self.stats.dropped(DropReason::NoPermission);
             return PeerOutput::Nothing;
         }
-        if let Some(bucket) = alloc.bandwidth.as_mut() {
-            if !bucket.take(now, len as u64) {
+        if let Some(buckets) = alloc.bandwidth.as_mut() {
+            if !buckets[Direction::PeerToClient as usize].take(now, len as u64) {
                 self.stats.dropped(DropReason::BandwidthCap);
                 return PeerOutput::Nothing;
             }

@@ -1170,6 +1170,37 @@ fn bandwidth_cap_drops_excess() {
 }
 
 #[test]
+fn the_bandwidth_cap_holds_in_each_direction_separately() {
+    let limits = Limits {
+        bandwidth_bps: 1000,
+        ..Limits::default()
+    };
+    let mut h = Harness::with(settings(limits, &[]), Shared::new(10, 100));
+    let mut c = Client::rest(ft("198.51.100.7:1"), "yan", b"new-secret", 86400);
+    let relay = relayed(&c.allocate(&mut h))[0];
+    assert_eq!(bind(&mut c, &mut h, 0x4000, "198.51.100.9:7000"), 0);
+    let peer: SocketAddr = "198.51.100.9:7000".parse().unwrap();
+    let mut data = vec![0x40, 0x00, 0x01, 0x90];
+    data.resize(4 + 400, 7);
+    let to_peer = |h: &mut Harness| {
+        (0..3)
+            .filter(|_| matches!(h.client_out(c.ft, &data), ClientOutput::Relay { .. }))
+            .count()
+    };
+    let to_client = |h: &mut Harness| {
+        (0..3)
+            .filter(|_| h.peer_sends(relay, peer, &[7; 400]).is_some())
+            .count()
+    };
+    assert_eq!(to_peer(&mut h), 2, "client → peer: 1000 bytes of burst");
+    assert_eq!(to_client(&mut h), 2, "peer → client has its own 1000 bytes");
+    assert_eq!(to_peer(&mut h), 0);
+    h.elapsed += Duration::from_secs(1);
+    assert_eq!(to_client(&mut h), 2, "refilled at 1000 bytes a second");
+    assert_eq!(to_peer(&mut h), 2);
+}
+
+#[test]
 fn tables_are_bounded() {
     let limits = Limits {
         permissions_per_allocation: 2,
