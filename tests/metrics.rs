@@ -5,8 +5,8 @@
 
 mod common;
 
+use common::scrape::Scrape;
 use common::*;
-use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use stun_types::attribute::{AttributeWrite, ErrorCode, Nonce, Realm, Username};
@@ -19,71 +19,6 @@ use turn_client_proto::types::attribute::{
 };
 use turn_client_proto::types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
 use turnpike::proto::credentials;
-
-// ---------------------------------------------------------------------------------------------
-// Scraping
-// ---------------------------------------------------------------------------------------------
-
-/// One scrape: `name{labels}` → value, for every sample line.
-struct Scrape {
-    text: String,
-    samples: BTreeMap<String, f64>,
-}
-
-impl Scrape {
-    fn take(server: &Server) -> Scrape {
-        let r = common::http::get(server.http, "/metrics");
-        assert_eq!(r.status, 200, "{}", r.body);
-        assert_eq!(
-            r.header("content-type"),
-            Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        );
-        let samples = r
-            .body
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .map(|l| {
-                let (key, value) = l.rsplit_once(' ').expect("NAME VALUE");
-                (key.to_owned(), value.parse().expect("a number"))
-            })
-            .collect();
-        Scrape {
-            text: r.body,
-            samples,
-        }
-    }
-
-    /// The value of `name{labels}` with `realm="harness.test"` appended to `labels`.
-    fn get(&self, name: &str, labels: &str) -> u64 {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let key = format!("{name}{{{labels}{sep}realm=\"{REALM}\"}}");
-        match self.samples.get(&key) {
-            Some(v) => *v as u64,
-            None => panic!("no sample {key} in\n{}", self.text),
-        }
-    }
-
-    fn relayed(&self, what: &str, direction: &str) -> u64 {
-        self.get(
-            &format!("turnpike_relayed_{what}_total"),
-            &format!("direction=\"{direction}\",transport=\"udp\""),
-        )
-    }
-
-    fn dropped(&self, reason: &str) -> u64 {
-        self.get(
-            "turnpike_dropped_packets_total",
-            &format!("reason=\"{reason}\""),
-        )
-    }
-
-    fn auth_failures(&self, reason: &str) -> u64 {
-        self.get(
-            "turnpike_auth_failures_total",
-            &format!("reason=\"{reason}\""),
-        )
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // A small STUN/TURN client (stun-types and turn-types codecs, not ours)

@@ -9,17 +9,15 @@
 
 mod common;
 
+use common::stun::*;
 use common::*;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use stun_types::attribute::{
-    AttributeStaticType, AttributeType, AttributeWrite, ErrorCode, Nonce, RawAttribute, Realm,
-    Software, UnknownAttributes, Username, XorMappedAddress,
+    AttributeStaticType, AttributeType, Nonce, RawAttribute, Realm, Software, UnknownAttributes,
+    XorMappedAddress,
 };
-use stun_types::message::{
-    BINDING, IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageType,
-    MessageWrite, MessageWriteExt, MessageWriteVec, Method, TransactionId,
-};
+use stun_types::message::{BINDING, Message, MessageClass, Method};
 use turn_client_proto::types::attribute::{
     ChannelNumber, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress,
 };
@@ -29,25 +27,6 @@ use turnpike::proto::credentials;
 // ---------------------------------------------------------------------------------------------
 // A minimal STUN client on a real UDP socket
 // ---------------------------------------------------------------------------------------------
-
-/// Long-term credentials plus the realm and nonce a server handed out.
-#[derive(Clone, Debug)]
-struct Auth {
-    username: String,
-    password: String,
-    realm: String,
-    nonce: String,
-}
-
-impl Auth {
-    fn credentials(&self) -> LongTermKeyCredentials {
-        LongTermKeyCredentials::new(
-            self.username.clone(),
-            self.password.clone(),
-            self.realm.clone(),
-        )
-    }
-}
 
 /// One UDP socket (one 5-tuple) talking to one server.
 struct Client {
@@ -106,81 +85,6 @@ impl Client {
             server.log()
         );
     }
-}
-
-/// A request of `method` with `attrs`, signed with `auth` (USERNAME, REALM, NONCE,
-/// MESSAGE-INTEGRITY) when given. `attrs` get the transaction id (XOR addresses need it).
-fn request(
-    method: Method,
-    auth: Option<&Auth>,
-    attrs: impl FnOnce(&mut MessageWriteVec, TransactionId),
-) -> Vec<u8> {
-    let id = TransactionId::generate();
-    let mtype = MessageType::from_class_method(MessageClass::Request, method);
-    let mut msg = Message::builder(mtype, id, MessageWriteVec::new());
-    attrs(&mut msg, id);
-    if let Some(auth) = auth {
-        add(&mut msg, &Username::new(&auth.username).unwrap());
-        add(&mut msg, &Realm::new(&auth.realm).unwrap());
-        add(&mut msg, &Nonce::new(&auth.nonce).unwrap());
-        msg.add_message_integrity(&auth.credentials().into(), IntegrityAlgorithm::Sha1)
-            .expect("add MESSAGE-INTEGRITY");
-    }
-    msg.finish()
-}
-
-fn add(msg: &mut MessageWriteVec, attr: &dyn AttributeWrite) {
-    msg.add_attribute(attr).expect("add an attribute");
-}
-
-fn udp_transport(msg: &mut MessageWriteVec, _: TransactionId) {
-    add(msg, &RequestedTransport::new(RequestedTransport::UDP));
-}
-
-fn no_attributes(_: &mut MessageWriteVec, _: TransactionId) {}
-
-/// Parses an answer, checking it answers `method`.
-fn parse<'a>(answer: &'a [u8], method: Method) -> Message<'a> {
-    let msg = Message::from_bytes(answer)
-        .unwrap_or_else(|e| panic!("unparsable answer {answer:02x?}: {e:?}"));
-    assert!(msg.has_method(method), "answer to the wrong method: {msg}");
-    msg
-}
-
-fn error_code(msg: &Message) -> Option<u16> {
-    msg.attribute::<ErrorCode>().ok().map(|e| e.code())
-}
-
-/// Asserts an error answer with `code`, returning it.
-fn expect_error<'a>(answer: &'a [u8], method: Method, code: u16, server: &Server) -> Message<'a> {
-    let msg = parse(answer, method);
-    assert!(
-        msg.has_class(MessageClass::Error) && error_code(&msg) == Some(code),
-        "expected a {code} error, got {msg} (error code {:?})\n--- server log ---\n{}",
-        error_code(&msg),
-        server.log()
-    );
-    msg
-}
-
-/// Asserts a success answer whose MESSAGE-INTEGRITY verifies with `auth`, returning it.
-fn expect_success<'a>(
-    answer: &'a [u8],
-    method: Method,
-    auth: &Auth,
-    server: &Server,
-) -> Message<'a> {
-    let msg = parse(answer, method);
-    assert!(
-        msg.has_class(MessageClass::Success),
-        "expected success, got {msg} (error code {:?})\n--- server log ---\n{}",
-        error_code(&msg),
-        server.log()
-    );
-    let key = auth.credentials().make_key(IntegrityAlgorithm::Sha1);
-    msg.validate_integrity_with_key(&key)
-        .unwrap_or_else(|e| panic!("success answer fails MESSAGE-INTEGRITY: {e:?}: {msg}"));
-    msg
 }
 
 /// Sends `method` without credentials and returns the realm and nonce of the 401.

@@ -6,7 +6,7 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A token bucket holding up to `burst` tokens, refilled at `rate` tokens per second.
 #[derive(Clone, Debug)]
@@ -30,9 +30,7 @@ impl TokenBucket {
 
     /// Takes `n` tokens if there are enough; returns false (and takes none) otherwise.
     pub fn take(&mut self, now: Instant, n: u64) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now.max(self.last);
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.refill(now);
         let n = n as f64;
         if self.tokens >= n {
             self.tokens -= n;
@@ -40,6 +38,35 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+
+    /// Takes `n` tokens whether or not there are enough, leaving the bucket in debt: for a byte
+    /// stream, which must relay what it already read, and pauses ([`TokenBucket::pause`])
+    /// before it reads more.
+    pub fn charge(&mut self, now: Instant, n: u64) {
+        self.refill(now);
+        self.tokens -= n as f64;
+    }
+
+    /// How long until the bucket is out of debt: zero when it is not in debt.
+    pub fn pause(&mut self, now: Instant) -> Duration {
+        self.refill(now);
+        if self.tokens >= 0.0 || self.rate <= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((-self.tokens / self.rate).min(3600.0))
+        }
+    }
+
+    /// The most tokens the bucket holds.
+    pub fn burst(&self) -> u64 {
+        self.burst as u64
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now.max(self.last);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
     }
 }
 
@@ -136,7 +163,6 @@ impl SourceLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn bucket_refills_at_its_rate() {
@@ -151,6 +177,25 @@ mod tests {
             !b.take(t0 + Duration::from_secs(10), 1),
             "burst caps the refill"
         );
+    }
+
+    #[test]
+    fn a_charged_bucket_goes_into_debt_and_says_how_long_to_pause() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(1000, 1000, t0);
+        assert_eq!(b.pause(t0), Duration::ZERO);
+        b.charge(t0, 600);
+        assert_eq!(b.pause(t0), Duration::ZERO, "400 left");
+        b.charge(t0, 900);
+        assert_eq!(
+            b.pause(t0),
+            Duration::from_millis(500),
+            "500 in debt at 1000/s"
+        );
+        assert!(!b.take(t0, 1), "a debt refuses takes too");
+        let later = t0 + Duration::from_millis(500);
+        assert_eq!(b.pause(later), Duration::ZERO);
+        assert_eq!(b.burst(), 1000);
     }
 
     #[test]

@@ -24,7 +24,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod pki;
+pub mod scrape;
 pub mod stream_clients;
+pub mod stun;
+pub mod turn_tcp;
 
 pub const LOCALHOST_V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub const LOCALHOST_V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
@@ -147,6 +150,8 @@ pub struct Conf {
     pub allocations_per_user: u32,
     pub allocations_total: u32,
     pub unauthenticated_rate: u32,
+    /// `limits.bandwidth_bps` (0: no cap).
+    pub bandwidth_bps: u64,
     pub log_level: String,
     /// Also listen for TCP (`Server::tcp`).
     pub tcp: bool,
@@ -182,6 +187,7 @@ impl Default for Conf {
             allocations_total: 100_000,
             // High enough that no test meets it by accident; the rate-limit test lowers it.
             unauthenticated_rate: 1000,
+            bandwidth_bps: 0,
             log_level: std::env::var("TURNPIKE_TEST_LOG").unwrap_or_else(|_| "info".into()),
             tcp: false,
             tls: false,
@@ -251,8 +257,11 @@ impl Conf {
         .unwrap();
         writeln!(
             t,
-            "\n[limits]\nallocations_per_user = {}\nallocations_total = {}\nunauthenticated_rate = {}",
-            self.allocations_per_user, self.allocations_total, self.unauthenticated_rate
+            "\n[limits]\nallocations_per_user = {}\nallocations_total = {}\nunauthenticated_rate = {}\nbandwidth_bps = {}",
+            self.allocations_per_user,
+            self.allocations_total,
+            self.unauthenticated_rate,
+            self.bandwidth_bps
         )
         .unwrap();
         writeln!(t, "\n[log]\nlevel = {:?}", self.log_level).unwrap();

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::tcp::TcpConnection;
+use super::tcp::{TcpBandwidth, TcpConnection};
 use super::{DIRECTIONS, FiveTuple, RelayId};
 use crate::proto::ratelimit::TokenBucket;
 use crate::proto::stun::Integrity;
@@ -76,6 +76,8 @@ pub struct Allocation {
     pub tcp: bool,
     /// The peer connections of a TCP allocation.
     pub tcp_connections: Vec<TcpConnection>,
+    /// The bandwidth cap its data connections share, made at the first ConnectionBind.
+    pub tcp_bandwidth: Option<std::sync::Arc<TcpBandwidth>>,
 }
 
 impl Allocation {
@@ -110,6 +112,7 @@ impl Allocation {
             integrity,
             tcp: false,
             tcp_connections: Vec::new(),
+            tcp_bandwidth: None,
         }
     }
 

@@ -32,7 +32,9 @@ pub use stats::{
     RequestMethod, Stats, StatsSnapshot, TRANSPORT_ORDER, TRANSPORTS, result_index, result_label,
     transport_index,
 };
-pub use tcp::{BIND_TIMEOUT, CONNECT_TIMEOUT, ConnectionId, Refusal, TcpConnection, TcpEvent};
+pub use tcp::{
+    BIND_TIMEOUT, CONNECT_TIMEOUT, ConnectionId, Refusal, TcpBandwidth, TcpConnection, TcpEvent,
+};
 pub use types::*;
 
 use crate::proto::channel;
