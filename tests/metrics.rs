@@ -6,17 +6,13 @@
 mod common;
 
 use common::scrape::Scrape;
+use common::stun::{Auth, add, error_code, relayed_address, request, udp_transport};
 use common::*;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
-use stun_types::attribute::{AttributeWrite, ErrorCode, Nonce, Realm, Username};
-use stun_types::message::{
-    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageType, MessageWrite,
-    MessageWriteExt, MessageWriteVec, Method, TransactionId,
-};
-use turn_client_proto::types::attribute::{
-    ChannelNumber, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress,
-};
+use stun_types::attribute::{Nonce, Realm};
+use stun_types::message::{Message, MessageClass, MessageWriteVec, Method, TransactionId};
+use turn_client_proto::types::attribute::{ChannelNumber, Lifetime, XorPeerAddress};
 use turn_client_proto::types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
 use turnpike::proto::credentials;
 
@@ -26,14 +22,7 @@ use turnpike::proto::credentials;
 
 struct Client {
     socket: UdpSocket,
-    username: String,
-    password: String,
-    realm: String,
-    nonce: String,
-}
-
-fn add(msg: &mut MessageWriteVec, attr: &dyn AttributeWrite) {
-    msg.add_attribute(attr).expect("add an attribute");
+    auth: Auth,
 }
 
 impl Client {
@@ -48,43 +37,18 @@ impl Client {
         socket.connect(server.udp).unwrap();
         let mut c = Client {
             socket,
-            username: username.into(),
-            password: password.into(),
-            realm: String::new(),
-            nonce: String::new(),
+            auth: Auth {
+                username: username.into(),
+                password: password.into(),
+                realm: String::new(),
+                nonce: String::new(),
+            },
         };
-        let answer = c.transact(c.build(ALLOCATE, false, |m, _| {
-            add(m, &RequestedTransport::new(RequestedTransport::UDP));
-        }));
+        let answer = c.transact(request(ALLOCATE, None, udp_transport));
         let msg = Message::from_bytes(&answer).unwrap();
-        c.realm = msg.attribute::<Realm>().unwrap().realm().to_owned();
-        c.nonce = msg.attribute::<Nonce>().unwrap().nonce().to_owned();
+        c.auth.realm = msg.attribute::<Realm>().unwrap().realm().to_owned();
+        c.auth.nonce = msg.attribute::<Nonce>().unwrap().nonce().to_owned();
         c
-    }
-
-    fn build(
-        &self,
-        method: Method,
-        sign: bool,
-        attrs: impl FnOnce(&mut MessageWriteVec, TransactionId),
-    ) -> Vec<u8> {
-        let id = TransactionId::generate();
-        let mtype = MessageType::from_class_method(MessageClass::Request, method);
-        let mut msg = Message::builder(mtype, id, MessageWriteVec::new());
-        attrs(&mut msg, id);
-        if sign {
-            add(&mut msg, &Username::new(&self.username).unwrap());
-            add(&mut msg, &Realm::new(&self.realm).unwrap());
-            add(&mut msg, &Nonce::new(&self.nonce).unwrap());
-            let creds = LongTermKeyCredentials::new(
-                self.username.clone(),
-                self.password.clone(),
-                self.realm.clone(),
-            );
-            msg.add_message_integrity(&creds.into(), IntegrityAlgorithm::Sha1)
-                .unwrap();
-        }
-        msg.finish()
     }
 
     /// Sends a request, returns the answer with its transaction id (4 tries, 500 ms apart).
@@ -119,34 +83,28 @@ impl Client {
         method: Method,
         attrs: impl FnOnce(&mut MessageWriteVec, TransactionId),
     ) -> u16 {
-        let answer = self.transact(self.build(method, true, attrs));
+        let answer = self.transact(request(method, Some(&self.auth), attrs));
         let msg = Message::from_bytes(&answer).unwrap();
         if msg.has_class(MessageClass::Success) {
             0
         } else {
-            msg.attribute::<ErrorCode>().map(|e| e.code()).unwrap_or(1)
+            error_code(&msg).unwrap_or(1)
         }
     }
 
     /// Allocates; returns the relayed address.
     fn allocate(&self) -> SocketAddr {
-        let answer = self.transact(self.build(ALLOCATE, true, |m, _| {
-            add(m, &RequestedTransport::new(RequestedTransport::UDP));
-        }));
+        let answer = self.transact(request(ALLOCATE, Some(&self.auth), udp_transport));
         let msg = Message::from_bytes(&answer).unwrap();
         assert!(
             msg.has_class(MessageClass::Success),
             "Allocate failed: {msg}"
         );
-        msg.attribute::<XorRelayedAddress>()
-            .unwrap()
-            .addr(msg.transaction_id())
+        relayed_address(&msg)
     }
 
     fn allocate_code(&self) -> u16 {
-        self.signed(ALLOCATE, |m, _| {
-            add(m, &RequestedTransport::new(RequestedTransport::UDP));
-        })
+        self.signed(ALLOCATE, udp_transport)
     }
 
     fn channel_bind(&self, channel: u16, peer: SocketAddr) -> u16 {
@@ -306,7 +264,7 @@ fn auth_failures_and_drops_show_under_their_reasons() {
         401
     );
     let mut stale = Client::new(&server, "carol");
-    stale.nonce = "not-a-nonce-of-ours".into();
+    stale.auth.nonce = "not-a-nonce-of-ours".into();
     assert_eq!(stale.allocate_code(), 438);
 
     // Drops: malformed datagrams, a peer the policy denies, a peer without permission, the

@@ -4,12 +4,14 @@
 //! MESSAGE-INTEGRITY-SHA256 key with SHA-256, which RFC 8489 §9.2.2 does not do without
 //! PASSWORD-ALGORITHM.
 
-use stun_types::attribute::{AttributeWrite, ErrorCode, Nonce, Realm, Username};
+use std::net::SocketAddr;
+
+use stun_types::attribute::{AttributeWrite, ErrorCode, Nonce, Realm, Username, XorMappedAddress};
 use stun_types::message::{
     IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageType, MessageWrite,
     MessageWriteExt, MessageWriteVec, Method, TransactionId,
 };
-use turn_client_proto::types::attribute::RequestedTransport;
+use turn_client_proto::types::attribute::{RequestedTransport, XorRelayedAddress};
 
 use super::Server;
 
@@ -110,4 +112,18 @@ pub fn expect_success<'a>(
     msg.validate_integrity_with_key(&key)
         .unwrap_or_else(|e| panic!("success answer fails MESSAGE-INTEGRITY: {e:?}: {msg}"));
     msg
+}
+
+/// XOR-MAPPED-ADDRESS of an answer (Binding, Allocate); panics when it has none.
+pub fn mapped_address(msg: &Message) -> SocketAddr {
+    msg.attribute::<XorMappedAddress>()
+        .unwrap_or_else(|e| panic!("no XOR-MAPPED-ADDRESS ({e:?}): {msg}"))
+        .addr(msg.transaction_id())
+}
+
+/// The (first) XOR-RELAYED-ADDRESS of an Allocate answer; panics when it has none.
+pub fn relayed_address(msg: &Message) -> SocketAddr {
+    msg.attribute::<XorRelayedAddress>()
+        .unwrap_or_else(|e| panic!("no XOR-RELAYED-ADDRESS ({e:?}): {msg}"))
+        .addr(msg.transaction_id())
 }

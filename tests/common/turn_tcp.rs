@@ -8,13 +8,11 @@ use std::time::{Duration, Instant};
 
 use stun_types::attribute::{Nonce, Realm};
 use stun_types::message::{MessageClass, MessageWriteVec, Method, TransactionId};
-use turn_client_proto::types::attribute::{
-    ConnectionId, RequestedTransport, XorPeerAddress, XorRelayedAddress,
-};
+use turn_client_proto::types::attribute::{ConnectionId, RequestedTransport, XorPeerAddress};
 use turn_client_proto::types::message::{ALLOCATE, CONNECT, CONNECTION_BIND, CREATE_PERMISSION};
 use turnpike::proto::credentials;
 
-use super::stun::{Auth, add, expect_error, expect_success, parse, request};
+use super::stun::{Auth, add, expect_error, expect_success, parse, relayed_address, request};
 use super::{SECRET_ONE, Server, unix_now};
 
 /// How long one read may wait.
@@ -138,10 +136,7 @@ impl TcpRelay {
         let auth = control.rest_auth(user, ALLOCATE, &unauthenticated, server);
         let answer = control.succeed(ALLOCATE, &auth, tcp_transport, server);
         let msg = parse(&answer, ALLOCATE);
-        let relayed = msg
-            .attribute::<XorRelayedAddress>()
-            .expect("XOR-RELAYED-ADDRESS")
-            .addr(msg.transaction_id());
+        let relayed = relayed_address(&msg);
         control.succeed(
             CREATE_PERMISSION,
             &auth,

@@ -3,10 +3,10 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use stun_types::attribute::{Nonce, Realm, XorMappedAddress};
+use stun_types::attribute::{Nonce, Realm};
 use stun_types::message::Method;
-use turn_client_proto::types::attribute::{Lifetime, XorRelayedAddress};
-use turn_client_proto::types::message::{ALLOCATE, REFRESH};
+use turn_client_proto::types::attribute::{Lifetime, XorPeerAddress};
+use turn_client_proto::types::message::{ALLOCATE, CREATE_PERMISSION, REFRESH};
 use turnpike::proto::credentials;
 
 use crate::common::stun::*;
@@ -104,14 +104,8 @@ pub fn rest_auth(client: &Client, user: &str, server: &Server) -> Auth {
 pub fn allocate(client: &Client, auth: &Auth, server: &Server) -> SocketAddr {
     let answer = client.transact(&request(ALLOCATE, Some(auth), udp_transport), server);
     let msg = expect_success(&answer, ALLOCATE, auth, server);
-    let relayed = msg
-        .attribute::<XorRelayedAddress>()
-        .expect("XOR-RELAYED-ADDRESS")
-        .addr(msg.transaction_id());
-    let mapped = msg
-        .attribute::<XorMappedAddress>()
-        .expect("XOR-MAPPED-ADDRESS")
-        .addr(msg.transaction_id());
+    let relayed = relayed_address(&msg);
+    let mapped = mapped_address(&msg);
     assert_eq!(
         mapped,
         client.local_addr(),
@@ -127,6 +121,21 @@ pub fn allocate(client: &Client, auth: &Auth, server: &Server) -> SocketAddr {
     let lifetime = msg.attribute::<Lifetime>().expect("LIFETIME").seconds();
     assert!(lifetime > 0 && lifetime <= 3600, "LIFETIME {lifetime}");
     relayed
+}
+
+/// CreatePermission for `peer` with `auth`; returns the answer.
+pub fn create_permission(
+    client: &Client,
+    auth: &Auth,
+    peer: SocketAddr,
+    server: &Server,
+) -> Vec<u8> {
+    client.transact(
+        &request(CREATE_PERMISSION, Some(auth), |m, id| {
+            add(m, &XorPeerAddress::new(peer, id))
+        }),
+        server,
+    )
 }
 
 pub fn refresh(client: &Client, auth: &Auth, lifetime: u32, server: &Server) -> Vec<u8> {

@@ -21,12 +21,7 @@ fn loopback_permission_and_channel_get_403_by_default() {
     allocate(&client, &auth, &server);
     // No packet is sent to a peer by these requests; the port is the discard port.
     let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let answer = client.transact(
-        &request(CREATE_PERMISSION, Some(&auth), |m, id| {
-            add(m, &XorPeerAddress::new(peer, id))
-        }),
-        &server,
-    );
+    let answer = create_permission(&client, &auth, peer, &server);
     expect_error(&answer, CREATE_PERMISSION, 403, &server);
     let answer = client.transact(
         &request(CHANNEL_BIND, Some(&auth), |m, id| {
@@ -45,12 +40,7 @@ fn allowed_loopback_permission_succeeds() {
     let auth = rest_auth(&client, "alice", &server);
     allocate(&client, &auth, &server);
     let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let answer = client.transact(
-        &request(CREATE_PERMISSION, Some(&auth), |m, id| {
-            add(m, &XorPeerAddress::new(peer, id))
-        }),
-        &server,
-    );
+    let answer = create_permission(&client, &auth, peer, &server);
     expect_success(&answer, CREATE_PERMISSION, &auth, &server);
 }
 

@@ -4,7 +4,7 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use stun_types::attribute::{Nonce, Realm, Software, XorMappedAddress};
+use stun_types::attribute::{Nonce, Realm, Software};
 use stun_types::message::{BINDING, MessageClass};
 use turn_client_proto::types::message::ALLOCATE;
 
@@ -26,10 +26,7 @@ fn minimal_binding_gets_a_small_answer_with_the_mapped_address() {
     );
     let msg = parse(&answer, BINDING);
     assert!(msg.has_class(MessageClass::Success), "{msg}");
-    let mapped = msg
-        .attribute::<XorMappedAddress>()
-        .expect("XOR-MAPPED-ADDRESS")
-        .addr(msg.transaction_id());
+    let mapped = mapped_address(&msg);
     assert_eq!(mapped, client.local_addr());
 }
 

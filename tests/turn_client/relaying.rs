@@ -3,9 +3,9 @@
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use stun_types::attribute::{AttributeType, RawAttribute, XorMappedAddress};
+use stun_types::attribute::{AttributeType, RawAttribute};
 use stun_types::message::{Message, MessageClass};
-use turn_client_proto::types::attribute::{XorPeerAddress, XorRelayedAddress};
+use turn_client_proto::types::attribute::XorRelayedAddress;
 use turn_client_proto::types::message::{ALLOCATE, CREATE_PERMISSION};
 use turnpike::proto::credentials;
 
@@ -259,6 +259,22 @@ fn turn_client_proto_allocates_and_relays_both_ways() {
     assert_eq!(d.received, payloads, "echoed through ChannelData");
 }
 
+/// RFC 8656 REQUESTED-ADDRESS-FAMILY: a relay of that family instead of IPv4.
+const REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
+/// RFC 8656 ADDITIONAL-ADDRESS-FAMILY: a relay of that family next to the IPv4 one.
+const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
+
+/// An Allocate (UDP) asking for an IPv6 relay (family 0x02) with the attribute `family_attr`.
+fn allocate_ipv6(auth: &Auth, family_attr: u16) -> Vec<u8> {
+    request(ALLOCATE, Some(auth), |m, id| {
+        udp_transport(m, id);
+        add(
+            m,
+            &RawAttribute::new(AttributeType::new(family_attr), &[0x02, 0, 0, 0]),
+        );
+    })
+}
+
 #[test]
 fn ipv6_allocation_relays_to_an_ipv6_peer_address() {
     let server = Server::start(Conf {
@@ -275,28 +291,12 @@ fn ipv6_allocation_relays_to_an_ipv6_peer_address() {
         realm,
         nonce,
     };
-    // REQUESTED-ADDRESS-FAMILY IPv6 (0x0017, family 0x02).
-    let answer = client.transact(
-        &request(ALLOCATE, Some(&auth), |m, id| {
-            udp_transport(m, id);
-            add(
-                m,
-                &RawAttribute::new(AttributeType::new(0x0017), &[0x02, 0, 0, 0]),
-            );
-        }),
-        &server,
-    );
+    let answer = client.transact(&allocate_ipv6(&auth, REQUESTED_ADDRESS_FAMILY), &server);
     let msg = expect_success(&answer, ALLOCATE, &auth, &server);
-    let relayed = msg
-        .attribute::<XorRelayedAddress>()
-        .expect("XOR-RELAYED-ADDRESS")
-        .addr(msg.transaction_id());
+    let relayed = relayed_address(&msg);
     assert_eq!(relayed.ip(), IpAddr::V6(std::net::Ipv6Addr::LOCALHOST));
     assert!(server.relay_ports.contains(&relayed.port()));
-    let mapped = msg
-        .attribute::<XorMappedAddress>()
-        .expect("XOR-MAPPED-ADDRESS")
-        .addr(msg.transaction_id());
+    let mapped = mapped_address(&msg);
     assert_eq!(mapped, client.local_addr());
 }
 
@@ -305,17 +305,8 @@ fn ipv6_loopback_and_ipv4_mapped_loopback_peers_get_403_by_default() {
     let server = Server::start(Conf::default());
     let client = Client::new(server.udp);
     let auth = rest_auth(&client, "kim", &server);
-    // A dual-stack allocation (RFC 8656 ADDITIONAL-ADDRESS-FAMILY IPv6 next to IPv4).
-    let answer = client.transact(
-        &request(ALLOCATE, Some(&auth), |m, id| {
-            udp_transport(m, id);
-            add(
-                m,
-                &RawAttribute::new(AttributeType::new(0x8000), &[0x02, 0, 0, 0]),
-            );
-        }),
-        &server,
-    );
+    // A dual-stack allocation: IPv6 next to IPv4.
+    let answer = client.transact(&allocate_ipv6(&auth, ADDITIONAL_ADDRESS_FAMILY), &server);
     let msg = expect_success(&answer, ALLOCATE, &auth, &server);
     let mut relayed: Vec<IpAddr> = (0..2)
         .filter_map(|n| msg.nth_attribute::<XorRelayedAddress>(n).ok())
@@ -330,12 +321,7 @@ fn ipv6_loopback_and_ipv4_mapped_loopback_peers_get_403_by_default() {
     // ::1 is loopback; ::ffff:127.0.0.1 is 127.0.0.1 written as IPv6 and must be judged as it.
     for peer in ["127.0.0.1:9", "[::1]:9", "[::ffff:127.0.0.1]:9"] {
         let peer: SocketAddr = peer.parse().unwrap();
-        let answer = client.transact(
-            &request(CREATE_PERMISSION, Some(&auth), |m, id| {
-                add(m, &XorPeerAddress::new(peer, id))
-            }),
-            &server,
-        );
+        let answer = create_permission(&client, &auth, peer, &server);
         let msg = parse(&answer, CREATE_PERMISSION);
         assert_eq!(
             error_code(&msg),
