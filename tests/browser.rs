@@ -116,13 +116,12 @@ fn relay_in_chromium(url: &str, home: &Path, server: &Server) -> Value {
 
 #[test]
 fn chromium_relays_a_data_channel_over_udp_tcp_and_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
+    let pki = Pki::temporary();
     let leaf = pki.leaf("browser");
     let server = Server::start(Conf {
         tcp: true,
         tls: true,
-        tls_files: Some((leaf.cert.clone(), leaf.key.clone())),
+        tls_files: leaf.tls_files(),
         ..Conf::default()
     });
     let home = nss_home(&pki.ca_pem);

@@ -5,85 +5,16 @@
 
 mod common;
 
+use common::scrape::Scrape;
+use common::stun::{Auth, add, error_code, relayed_address, request, udp_transport};
 use common::*;
-use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
-use stun_types::attribute::{AttributeWrite, ErrorCode, Nonce, Realm, Username};
-use stun_types::message::{
-    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageType, MessageWrite,
-    MessageWriteExt, MessageWriteVec, Method, TransactionId,
-};
-use turn_client_proto::types::attribute::{
-    ChannelNumber, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress,
-};
+use stun_types::attribute::{Nonce, Realm};
+use stun_types::message::{Message, MessageClass, MessageWriteVec, Method, TransactionId};
+use turn_client_proto::types::attribute::{ChannelNumber, Lifetime, XorPeerAddress};
 use turn_client_proto::types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
 use turnpike::proto::credentials;
-
-// ---------------------------------------------------------------------------------------------
-// Scraping
-// ---------------------------------------------------------------------------------------------
-
-/// One scrape: `name{labels}` → value, for every sample line.
-struct Scrape {
-    text: String,
-    samples: BTreeMap<String, f64>,
-}
-
-impl Scrape {
-    fn take(server: &Server) -> Scrape {
-        let r = common::http::get(server.http, "/metrics");
-        assert_eq!(r.status, 200, "{}", r.body);
-        assert_eq!(
-            r.header("content-type"),
-            Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        );
-        let samples = r
-            .body
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .map(|l| {
-                let (key, value) = l.rsplit_once(' ').expect("NAME VALUE");
-                (key.to_owned(), value.parse().expect("a number"))
-            })
-            .collect();
-        Scrape {
-            text: r.body,
-            samples,
-        }
-    }
-
-    /// The value of `name{labels}` with `realm="harness.test"` appended to `labels`.
-    fn get(&self, name: &str, labels: &str) -> u64 {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let key = format!("{name}{{{labels}{sep}realm=\"{REALM}\"}}");
-        match self.samples.get(&key) {
-            Some(v) => *v as u64,
-            None => panic!("no sample {key} in\n{}", self.text),
-        }
-    }
-
-    fn relayed(&self, what: &str, direction: &str) -> u64 {
-        self.get(
-            &format!("turnpike_relayed_{what}_total"),
-            &format!("direction=\"{direction}\",transport=\"udp\""),
-        )
-    }
-
-    fn dropped(&self, reason: &str) -> u64 {
-        self.get(
-            "turnpike_dropped_packets_total",
-            &format!("reason=\"{reason}\""),
-        )
-    }
-
-    fn auth_failures(&self, reason: &str) -> u64 {
-        self.get(
-            "turnpike_auth_failures_total",
-            &format!("reason=\"{reason}\""),
-        )
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // A small STUN/TURN client (stun-types and turn-types codecs, not ours)
@@ -91,14 +22,7 @@ impl Scrape {
 
 struct Client {
     socket: UdpSocket,
-    username: String,
-    password: String,
-    realm: String,
-    nonce: String,
-}
-
-fn add(msg: &mut MessageWriteVec, attr: &dyn AttributeWrite) {
-    msg.add_attribute(attr).expect("add an attribute");
+    auth: Auth,
 }
 
 impl Client {
@@ -113,43 +37,18 @@ impl Client {
         socket.connect(server.udp).unwrap();
         let mut c = Client {
             socket,
-            username: username.into(),
-            password: password.into(),
-            realm: String::new(),
-            nonce: String::new(),
+            auth: Auth {
+                username: username.into(),
+                password: password.into(),
+                realm: String::new(),
+                nonce: String::new(),
+            },
         };
-        let answer = c.transact(c.build(ALLOCATE, false, |m, _| {
-            add(m, &RequestedTransport::new(RequestedTransport::UDP));
-        }));
+        let answer = c.transact(request(ALLOCATE, None, udp_transport));
         let msg = Message::from_bytes(&answer).unwrap();
-        c.realm = msg.attribute::<Realm>().unwrap().realm().to_owned();
-        c.nonce = msg.attribute::<Nonce>().unwrap().nonce().to_owned();
+        c.auth.realm = msg.attribute::<Realm>().unwrap().realm().to_owned();
+        c.auth.nonce = msg.attribute::<Nonce>().unwrap().nonce().to_owned();
         c
-    }
-
-    fn build(
-        &self,
-        method: Method,
-        sign: bool,
-        attrs: impl FnOnce(&mut MessageWriteVec, TransactionId),
-    ) -> Vec<u8> {
-        let id = TransactionId::generate();
-        let mtype = MessageType::from_class_method(MessageClass::Request, method);
-        let mut msg = Message::builder(mtype, id, MessageWriteVec::new());
-        attrs(&mut msg, id);
-        if sign {
-            add(&mut msg, &Username::new(&self.username).unwrap());
-            add(&mut msg, &Realm::new(&self.realm).unwrap());
-            add(&mut msg, &Nonce::new(&self.nonce).unwrap());
-            let creds = LongTermKeyCredentials::new(
-                self.username.clone(),
-                self.password.clone(),
-                self.realm.clone(),
-            );
-            msg.add_message_integrity(&creds.into(), IntegrityAlgorithm::Sha1)
-                .unwrap();
-        }
-        msg.finish()
     }
 
     /// Sends a request, returns the answer with its transaction id (4 tries, 500 ms apart).
@@ -184,34 +83,28 @@ impl Client {
         method: Method,
         attrs: impl FnOnce(&mut MessageWriteVec, TransactionId),
     ) -> u16 {
-        let answer = self.transact(self.build(method, true, attrs));
+        let answer = self.transact(request(method, Some(&self.auth), attrs));
         let msg = Message::from_bytes(&answer).unwrap();
         if msg.has_class(MessageClass::Success) {
             0
         } else {
-            msg.attribute::<ErrorCode>().map(|e| e.code()).unwrap_or(1)
+            error_code(&msg).unwrap_or(1)
         }
     }
 
     /// Allocates; returns the relayed address.
     fn allocate(&self) -> SocketAddr {
-        let answer = self.transact(self.build(ALLOCATE, true, |m, _| {
-            add(m, &RequestedTransport::new(RequestedTransport::UDP));
-        }));
+        let answer = self.transact(request(ALLOCATE, Some(&self.auth), udp_transport));
         let msg = Message::from_bytes(&answer).unwrap();
         assert!(
             msg.has_class(MessageClass::Success),
             "Allocate failed: {msg}"
         );
-        msg.attribute::<XorRelayedAddress>()
-            .unwrap()
-            .addr(msg.transaction_id())
+        relayed_address(&msg)
     }
 
     fn allocate_code(&self) -> u16 {
-        self.signed(ALLOCATE, |m, _| {
-            add(m, &RequestedTransport::new(RequestedTransport::UDP));
-        })
+        self.signed(ALLOCATE, udp_transport)
     }
 
     fn channel_bind(&self, channel: u16, peer: SocketAddr) -> u16 {
@@ -371,7 +264,7 @@ fn auth_failures_and_drops_show_under_their_reasons() {
         401
     );
     let mut stale = Client::new(&server, "carol");
-    stale.nonce = "not-a-nonce-of-ours".into();
+    stale.auth.nonce = "not-a-nonce-of-ours".into();
     assert_eq!(stale.allocate_code(), 438);
 
     // Drops: malformed datagrams, a peer the policy denies, a peer without permission, the

@@ -201,62 +201,6 @@ async fn relay_bytes_are_opaque_and_replays_are_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_tokens_are_refused_before_the_upgrade() {
-    let registry = TestRegistry::start("");
-    let url = registry.url();
-    let valid = registry.token("alice", "p1");
-    let mut expired = claims("alice", "p1");
-    expired.exp = Some(common::unix_now() - 120);
-    let mut no_project = claims("alice", "p1");
-    no_project.project = None;
-    let mut bad_pk = claims("alice", "p1");
-    bad_pk.pk = Some("c2hvcnQ=".into());
-    let forged = turnpike::registry::auth::mint_hs256(b"not-the-secret", &claims("alice", "p1"));
-    let (expired, no_project, bad_pk) = (token(&expired), token(&no_project), token(&bad_pk));
-    let mut tampered = valid.clone();
-    tampered.insert(valid.find('.').unwrap() + 3, 'x');
-    let cases: Vec<(Carry<'_>, u16, &str)> = vec![
-        (Carry::None, 401, "missing_token"),
-        (Carry::Header("not-a-jwt"), 401, "malformed_token"),
-        (Carry::Header(&forged), 401, "bad_signature"),
-        (Carry::Header(&tampered), 401, "bad_signature"),
-        (Carry::Query(&expired), 401, "expired"),
-        (Carry::Protocol(&no_project), 401, "invalid_claims"),
-        (Carry::Header(&bad_pk), 401, "invalid_claims"),
-        (
-            Carry::Header("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0."),
-            401,
-            "bad_algorithm",
-        ),
-    ];
-    for (carry, status, reason) in cases {
-        let (got_status, body) = raw_connect(&url, carry).await.expect_err("refused");
-        assert_eq!(
-            (got_status, body["error"]["code"].as_str()),
-            (status, Some(reason)),
-            "{body}"
-        );
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty())
-        );
-    }
-    // The three ways to carry a valid token all work.
-    for carry in [
-        Carry::Header(&valid),
-        Carry::Protocol(&valid),
-        Carry::Query(&valid),
-    ] {
-        raw_connect(&url, carry).await.expect("accepted");
-    }
-    assert!(
-        registry.server.log().find(&valid).is_none(),
-        "tokens are never logged"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_are_answered_and_the_others_keep_being_served() {
     let registry = TestRegistry::start("");
     let url = registry.url();

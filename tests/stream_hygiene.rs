@@ -86,13 +86,7 @@ fn a_thousand_half_open_connections_do_not_stop_a_real_client() {
     assert!(closed_by_server(&extra), "over the per-source limit");
     // A real client from another source allocates and relays while they are held open.
     let peer = Peer::start(LOCALHOST_V4);
-    let n = N.to_string();
-    uclient(&to_peer(
-        tls.port(),
-        &peer,
-        &["-t", "-S", "-c", "-n", &n, "-m", "1"],
-    ))
-    .assert_relayed(N, &server);
+    assert_uclient_relays(&server, tls.port(), &peer, 1, &["-t", "-S", "-c"]);
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "the check below needs the attackers inside their handshake timeout"

@@ -95,17 +95,10 @@ fn turn_over_tcp_relays_without_loss_and_answers_binding() {
     let tcp = server.tcp.unwrap();
     assert!(tcp_binding(tcp), "Binding over TCP\n{}", server.log());
     let peer = Peer::start(LOCALHOST_V4);
-    let n = N.to_string();
     // ChannelData (padded over TCP), an RTP/RTCP pair with EVEN-PORT.
-    uclient(&to_peer(tcp.port(), &peer, &["-t", "-n", &n, "-m", "2"]))
-        .assert_relayed(2 * N, &server);
+    assert_uclient_relays(&server, tcp.port(), &peer, 2, &["-t"]);
     // Send and Data indications.
-    uclient(&to_peer(
-        tcp.port(),
-        &peer,
-        &["-t", "-s", "-c", "-n", &n, "-m", "2"],
-    ))
-    .assert_relayed(2 * N, &server);
+    assert_uclient_relays(&server, tcp.port(), &peer, 2, &["-t", "-s", "-c"]);
 }
 
 #[test]
@@ -116,19 +109,8 @@ fn turn_over_tls_relays_without_loss() {
     });
     let tls = server.tls.unwrap();
     let peer = Peer::start(LOCALHOST_V4);
-    let n = N.to_string();
-    uclient(&to_peer(
-        tls.port(),
-        &peer,
-        &["-t", "-S", "-n", &n, "-m", "2"],
-    ))
-    .assert_relayed(2 * N, &server);
-    uclient(&to_peer(
-        tls.port(),
-        &peer,
-        &["-t", "-S", "-s", "-c", "-n", &n, "-m", "2"],
-    ))
-    .assert_relayed(2 * N, &server);
+    assert_uclient_relays(&server, tls.port(), &peer, 2, &["-t", "-S"]);
+    assert_uclient_relays(&server, tls.port(), &peer, 2, &["-t", "-S", "-s", "-c"]);
 }
 
 #[test]
@@ -172,12 +154,11 @@ fn rfc6062_tcp_relays_over_tcp_and_tls_with_the_default_peer_policy() {
 
 #[test]
 fn turns_certificate_verifies_with_hostname_checks_in_an_independent_client() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
+    let pki = Pki::temporary();
     let leaf = pki.leaf("one");
     let server = Server::start(Conf {
         tls: true,
-        tls_files: Some((leaf.cert.clone(), leaf.key.clone())),
+        tls_files: leaf.tls_files(),
         ..Conf::default()
     });
     let port = server.tls.unwrap().port();
@@ -212,8 +193,7 @@ fn turns_certificate_verifies_with_hostname_checks_in_an_independent_client() {
         "{v}"
     );
     // Without our CA the chain does not verify.
-    let other = tempfile::tempdir().unwrap();
-    let stranger = Pki::new(other.path());
+    let stranger = Pki::temporary();
     let v = probe(port, &["--ca", stranger.ca_pem.to_str().unwrap()]);
     assert!(!ok(&v), "{v}");
     assert!(
@@ -245,11 +225,8 @@ fn the_generated_certificate_serves_turns_and_is_not_trusted() {
     let v = probe(port, &["--no-verify", "--mode", "binding"]);
     assert!(ok(&v), "{v}");
     assert_eq!(v["answer"], "binding success");
-    let dir = tempfile::tempdir().unwrap();
-    let v = probe(
-        port,
-        &["--ca", Pki::new(dir.path()).ca_pem.to_str().unwrap()],
-    );
+    let stranger = Pki::temporary();
+    let v = probe(port, &["--ca", stranger.ca_pem.to_str().unwrap()]);
     assert!(!ok(&v), "a self-signed certificate is not trusted: {v}");
     assert!(
         server.log().contains("self-signed certificate"),
@@ -264,12 +241,11 @@ fn the_generated_certificate_serves_turns_and_is_not_trusted() {
 
 #[test]
 fn one_tls_port_answers_http_and_turn() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
+    let pki = Pki::temporary();
     let leaf = pki.leaf("shared");
     let server = Server::start(Conf {
         tls_http: true,
-        tls_files: Some((leaf.cert.clone(), leaf.key.clone())),
+        tls_files: leaf.tls_files(),
         ..Conf::loopback_peers()
     });
     let port = server.tls_http.unwrap().port();
@@ -321,9 +297,7 @@ fn one_tls_port_answers_http_and_turn() {
     assert_eq!(v["answer"], "binding success", "{v}");
     // A real TURN client allocates and relays on the same port.
     let peer = Peer::start(LOCALHOST_V4);
-    let n = N.to_string();
-    uclient(&to_peer(port, &peer, &["-t", "-S", "-n", &n, "-m", "2"]))
-        .assert_relayed(2 * N, &server);
+    assert_uclient_relays(&server, port, &peer, 2, &["-t", "-S"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -332,13 +306,12 @@ fn one_tls_port_answers_http_and_turn() {
 
 #[test]
 fn a_certificate_replaced_on_disk_is_reloaded_while_a_tls_allocation_relays() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
+    let pki = Pki::temporary();
     let live = pki.leaf("live");
     let renewed = pki.leaf("renewed");
     let server = Server::start(Conf {
         tls: true,
-        tls_files: Some((live.cert.clone(), live.key.clone())),
+        tls_files: live.tls_files(),
         tls_reload_secs: 1,
         ..Conf::loopback_peers()
     });
@@ -367,13 +340,12 @@ fn a_certificate_replaced_on_disk_is_reloaded_while_a_tls_allocation_relays() {
 
 #[test]
 fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
+    let pki = Pki::temporary();
     let live = pki.leaf("live");
     let renewed = pki.leaf("renewed");
     let server = Server::start(Conf {
         tls: true,
-        tls_files: Some((live.cert.clone(), live.key.clone())),
+        tls_files: live.tls_files(),
         tls_reload_secs: 0, // only SIGHUP
         ..Conf::loopback_peers()
     });

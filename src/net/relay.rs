@@ -1,6 +1,7 @@
 //! A worker's relay sockets: opened and closed for the core through [`RelayIo`], polled by the
 //! worker's event loop.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -109,30 +110,28 @@ impl RelaySet {
         advertised: IpAddr,
         port: u16,
         dont_fragment: bool,
-    ) -> Option<RelayId> {
+    ) -> io::Result<RelayId> {
         let opts = UdpOptions {
             reuse_port: false,
             buffer_bytes: self.buffer_bytes,
             dont_fragment,
         };
-        let std_socket = bind_udp(SocketAddr::new(ip, port), opts).ok()?;
+        let std_socket = bind_udp(SocketAddr::new(ip, port), opts)?;
         let mut socket = UdpSocket::from_std(std_socket);
         let entry = self.sockets.vacant_entry();
         let key = entry.key();
-        self.registry
-            .register(
-                &mut socket,
-                Token(RELAY_TOKEN_BASE + key),
-                Interest::READABLE,
-            )
-            .ok()?;
+        self.registry.register(
+            &mut socket,
+            Token(RELAY_TOKEN_BASE + key),
+            Interest::READABLE,
+        )?;
         entry.insert(RelaySocket {
             socket,
             port,
             advertised: SocketAddr::new(advertised, port),
         });
         self.directory.set(port, Some(self.worker));
-        Some(RelayId(key as u32))
+        Ok(RelayId(key as u32))
     }
 }
 

@@ -398,6 +398,130 @@ mod tests {
         assert_eq!(keys.verify(&forged, NOW), Err(AuthFailure::BadSignature));
     }
 
+    /// An RSA key pair made once for every RS256 test (2048 bits, the least RFC 7518 §3.3
+    /// allows): the PKCS#1 private key DER, the public key as SPKI PEM ("PUBLIC KEY") and as
+    /// PKCS#1 PEM ("RSA PUBLIC KEY").
+    struct RsaPair {
+        private_der: Vec<u8>,
+        spki_pem: String,
+        pkcs1_pem: String,
+    }
+
+    fn rsa_pair(which: usize) -> &'static RsaPair {
+        use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey};
+        use rsa::pkcs8::{EncodePublicKey, LineEnding};
+        static PAIRS: std::sync::OnceLock<Vec<RsaPair>> = std::sync::OnceLock::new();
+        &PAIRS.get_or_init(|| {
+            (0..2)
+                .map(|_| {
+                    let private = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
+                    let public = private.to_public_key();
+                    RsaPair {
+                        private_der: private.to_pkcs1_der().unwrap().as_bytes().to_vec(),
+                        spki_pem: public.to_public_key_pem(LineEnding::LF).unwrap(),
+                        pkcs1_pem: public.to_pkcs1_pem(LineEnding::LF).unwrap(),
+                    }
+                })
+                .collect()
+        })[which]
+    }
+
+    fn rs256(pair: &RsaPair, claims: &Claims) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::RS256),
+            claims,
+            &EncodingKey::from_rsa_der(&pair.private_der),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rs256_tokens_verify_with_an_rsa_public_key_in_either_pem_form() {
+        let signer = rsa_pair(0);
+        assert!(signer.spki_pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+        assert!(
+            signer
+                .pkcs1_pem
+                .starts_with("-----BEGIN RSA PUBLIC KEY-----")
+        );
+        for public in [&signer.spki_pem, &signer.pkcs1_pem] {
+            let (keys, _dir) = keys(&[], std::slice::from_ref(public));
+            assert_eq!(keys.rs256.len(), 1, "loaded as an RS256 key");
+            let identity = keys.verify(&rs256(signer, &claims()), NOW).unwrap();
+            assert_eq!(
+                (identity.peer_id.as_str(), identity.project.as_str()),
+                ("alice", "p1")
+            );
+        }
+    }
+
+    #[test]
+    fn rs256_tokens_signed_with_another_key_or_altered_are_refused() {
+        let (signer, stranger) = (rsa_pair(0), rsa_pair(1));
+        let (ed_private, ed_public) = ed25519(1);
+        let (keys, _dir) = keys(&["hs-secret"], &[ed_public, signer.spki_pem.clone()]);
+        assert_eq!(
+            keys.verify(&rs256(signer, &claims()), NOW).unwrap().peer_id,
+            "alice"
+        );
+        // Signed with a key the server does not have.
+        assert_eq!(
+            keys.verify(&rs256(stranger, &claims()), NOW),
+            Err(AuthFailure::BadSignature)
+        );
+        // A valid signature over other claims: the payload swapped under it.
+        let good = rs256(signer, &claims());
+        let mut bob = claims();
+        bob.sub = Some("bob".into());
+        let other = rs256(signer, &bob);
+        let (head, rest) = good.split_once('.').unwrap();
+        let signature = rest.split_once('.').unwrap().1;
+        let payload = other.split('.').nth(1).unwrap();
+        assert_eq!(
+            keys.verify(&format!("{head}.{payload}.{signature}"), NOW),
+            Err(AuthFailure::BadSignature)
+        );
+        // The claims are checked as for any algorithm.
+        assert_eq!(
+            keys.verify(&rs256(signer, &claims()), NOW + 60 + LEEWAY_SECS),
+            Err(AuthFailure::Expired)
+        );
+        // Algorithm confusion: the RSA public key used as an HS256 secret does not verify.
+        assert_eq!(
+            keys.verify(&mint_hs256(signer.spki_pem.as_bytes(), &claims()), NOW),
+            Err(AuthFailure::BadSignature)
+        );
+        // An RS256 header on an EdDSA signature, and the other way round.
+        let eddsa = jsonwebtoken::encode(
+            &Header::new(Algorithm::EdDSA),
+            &claims(),
+            &EncodingKey::from_ed_der(&ed_private),
+        )
+        .unwrap();
+        let rs_head = good.split('.').next().unwrap();
+        let ed_rest = eddsa.split_once('.').unwrap().1;
+        assert_eq!(
+            keys.verify(&format!("{rs_head}.{ed_rest}"), NOW),
+            Err(AuthFailure::BadSignature)
+        );
+        // RS384 and PS256 are not accepted, even with an RSA key configured.
+        for alg in [Algorithm::RS384, Algorithm::PS256] {
+            let token = jsonwebtoken::encode(
+                &Header::new(alg),
+                &claims(),
+                &EncodingKey::from_rsa_der(&signer.private_der),
+            )
+            .unwrap();
+            assert_eq!(keys.verify(&token, NOW), Err(AuthFailure::BadAlgorithm));
+        }
+        // Without an RSA key, RS256 is not accepted at all.
+        let (hs_only, _dir) = self::keys(&["hs-secret"], &[]);
+        assert_eq!(
+            hs_only.verify(&rs256(signer, &claims()), NOW),
+            Err(AuthFailure::BadAlgorithm)
+        );
+    }
+
     #[test]
     fn a_file_that_is_not_a_key_is_an_error() {
         let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,8 @@ pub struct Pki {
     dir: PathBuf,
     pub ca_pem: PathBuf,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The directory [`Pki::temporary`] made, removed with the `Pki`.
+    _temp: Option<tempfile::TempDir>,
 }
 
 /// A leaf certificate's files and the SHA-256 of its DER (what a client sees).
@@ -33,7 +35,16 @@ impl Pki {
             dir: dir.to_owned(),
             ca_pem,
             issuer: rcgen::Issuer::new(params, key),
+            _temp: None,
         }
+    }
+
+    /// A CA whose files live in a temporary directory of its own, removed when it is dropped.
+    pub fn temporary() -> Pki {
+        let temp = tempfile::tempdir().expect("a temporary directory for the test CA");
+        let mut pki = Pki::new(temp.path());
+        pki._temp = Some(temp);
+        pki
     }
 
     /// A leaf for localhost and 127.0.0.1, written to `NAME.crt` and `NAME.key`.
@@ -52,6 +63,13 @@ impl Pki {
         std::fs::write(&leaf.cert, cert.pem()).unwrap();
         std::fs::write(&leaf.key, key.serialize_pem()).unwrap();
         leaf
+    }
+}
+
+impl Leaf {
+    /// Its certificate and key files, as `Conf::tls_files` takes them.
+    pub fn tls_files(&self) -> Option<(PathBuf, PathBuf)> {
+        Some((self.cert.clone(), self.key.clone()))
     }
 }
 

@@ -45,3 +45,18 @@ pub fn to_peer(port: u16, peer: &Peer, extra: &[&str]) -> Vec<String> {
     args.extend(strings(extra));
     args
 }
+
+/// Has `turnutils_uclient` relay `sessions` sessions of [`N`] messages to `peer` through `port`
+/// (`extra`: -t, -S, -s, -c, ...) and asserts that every message came back.
+pub fn assert_uclient_relays(
+    server: &Server,
+    port: u16,
+    peer: &Peer,
+    sessions: u64,
+    extra: &[&str],
+) {
+    let (n, m) = (N.to_string(), sessions.to_string());
+    let mut args = extra.to_vec();
+    args.extend(["-n", &n, "-m", &m]);
+    uclient(&to_peer(port, peer, &args)).assert_relayed(sessions * N, server);
+}

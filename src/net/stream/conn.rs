@@ -175,7 +175,7 @@ where
     tracing::debug!(client = %ft.client, transport = ft.transport.as_str(), "connection closed");
     if let Ending::Bound {
         id,
-        handover: (peer, close),
+        handover,
         owner,
         early,
     } = ending
@@ -187,7 +187,11 @@ where
             return;
         }
         let client = rd.unsplit(wr);
-        let (up, down) = tcp_relay::pipe(client, peer, &early, close).await;
+        let meter = tcp_relay::Meter {
+            stats: &conn.ctx.stats,
+            transport: ft.transport,
+        };
+        let (up, down) = tcp_relay::pipe(client, handover, &early, meter).await;
         tracing::debug!(client = %ft.client, id = id.0, up, down, "TCP relay connection closed");
         let _ = owner.send(ControlMsg::Closed(id)).await;
     }
@@ -426,19 +430,25 @@ impl Conn {
                 username,
                 answer,
             } => {
-                let result = self
-                    .core
-                    .bind_connection(now(), id, &username)
-                    .and_then(|()| {
-                        self.pending_peers
-                            .remove(&id)
-                            .ok_or((400, "Unknown CONNECTION-ID"))
-                    });
-                let handover = result.map(|stream| {
+                let result =
+                    self.core
+                        .bind_connection(now(), id, &username)
+                        .and_then(|bandwidth| {
+                            let peer = self
+                                .pending_peers
+                                .remove(&id)
+                                .ok_or((400, "Unknown CONNECTION-ID"))?;
+                            Ok((peer, bandwidth))
+                        });
+                let handover = result.map(|(peer, bandwidth)| {
                     self.ctx.registry.remove(id);
                     let (close, closed) = oneshot::channel();
                     self.bound.insert(id, close);
-                    (stream, closed)
+                    tcp_relay::Handover {
+                        peer,
+                        closed,
+                        bandwidth,
+                    }
                 });
                 if answer.send(handover).is_err() {
                     self.bound.remove(&id);

@@ -133,17 +133,17 @@ impl StreamRelays {
         RelayId(self.next_id)
     }
 
-    fn bind_udp(&mut self, ip: IpAddr, port: u16, dont_fragment: bool) -> Option<RelayId> {
+    fn bind_udp(&mut self, ip: IpAddr, port: u16, dont_fragment: bool) -> io::Result<RelayId> {
         let opts = UdpOptions {
             reuse_port: false,
             buffer_bytes: self.buffer_bytes,
             dont_fragment,
         };
-        let std_socket = bind_udp(SocketAddr::new(ip, port), opts).ok()?;
-        let socket = UdpSocket::from_std(std_socket).ok()?;
+        let std_socket = bind_udp(SocketAddr::new(ip, port), opts)?;
+        let socket = UdpSocket::from_std(std_socket)?;
         let id = self.next_id();
         self.udp.push(UdpRelay { id, socket, port });
-        Some(id)
+        Ok(id)
     }
 }
 
@@ -198,12 +198,10 @@ impl RelayIo for StreamRelays {
         let pool = self.pool.clone();
         let (id, addr, _) = open_from_pool(&pool, &plain, advertised, |port| {
             let local = SocketAddr::new(bind, port);
-            let listener = tcp_socket(local)
-                .and_then(|s| {
-                    s.bind(local)?;
-                    s.listen(TCP_RELAY_BACKLOG)
-                })
-                .ok()?;
+            let listener = tcp_socket(local).and_then(|s| {
+                s.bind(local)?;
+                s.listen(TCP_RELAY_BACKLOG)
+            })?;
             let id = self.next_id();
             self.tcp.push(TcpRelay {
                 id,
@@ -211,7 +209,7 @@ impl RelayIo for StreamRelays {
                 local,
                 port,
             });
-            Some(id)
+            Ok(id)
         })?;
         Ok(OpenedRelay {
             id,

@@ -4,8 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::tcp::TcpConnection;
-use super::{FiveTuple, RelayId};
+use super::tcp::{TcpBandwidth, TcpConnection};
+use super::{DIRECTIONS, FiveTuple, RelayId};
 use crate::proto::ratelimit::TokenBucket;
 use crate::proto::stun::Integrity;
 
@@ -60,8 +60,9 @@ pub struct Allocation {
     pub permissions: Vec<(IpAddr, Instant)>,
     /// Channel bindings (including expired ones in cooldown).
     pub channels: Vec<Channel>,
-    /// Per-allocation bandwidth cap, when configured.
-    pub bandwidth: Option<TokenBucket>,
+    /// Per-allocation bandwidth cap, when configured: one bucket per direction, indexed by
+    /// [`Direction`](super::Direction).
+    pub bandwidth: Option<[TokenBucket; DIRECTIONS]>,
     recent: [([u8; 12], Vec<u8>); RECENT_ANSWERS],
     recent_next: usize,
     /// Bytes and packets relayed client → peer.
@@ -75,10 +76,12 @@ pub struct Allocation {
     pub tcp: bool,
     /// The peer connections of a TCP allocation.
     pub tcp_connections: Vec<TcpConnection>,
+    /// The bandwidth cap its data connections share, made at the first ConnectionBind.
+    pub tcp_bandwidth: Option<std::sync::Arc<TcpBandwidth>>,
 }
 
 impl Allocation {
-    /// A new allocation.
+    /// A new allocation; `bandwidth` is the cap's bucket, copied for each direction.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         five_tuple: FiveTuple,
@@ -101,7 +104,7 @@ impl Allocation {
             created: now,
             permissions: Vec::new(),
             channels: Vec::new(),
-            bandwidth,
+            bandwidth: bandwidth.map(|b| [b.clone(), b]),
             recent: Default::default(),
             recent_next: 0,
             to_peer: (0, 0),
@@ -109,6 +112,7 @@ impl Allocation {
             integrity,
             tcp: false,
             tcp_connections: Vec::new(),
+            tcp_bandwidth: None,
         }
     }
 

@@ -34,18 +34,21 @@ pub use stats::{
     RequestMethod, Stats, StatsSnapshot, TRANSPORT_ORDER, TRANSPORTS, result_index, result_label,
     transport_index,
 };
-pub use tcp::{BIND_TIMEOUT, CONNECT_TIMEOUT, ConnectionId, Refusal, TcpConnection, TcpEvent};
+pub use tcp::{
+    BIND_TIMEOUT, CONNECT_TIMEOUT, ConnectionId, Refusal, TcpBandwidth, TcpConnection, TcpEvent,
+};
 pub use types::*;
 
 use crate::proto::channel;
-use crate::proto::ratelimit::SourceLimiter;
+use crate::proto::ratelimit::SourceLimit;
 use crate::proto::stun::{self, Class, Message, attr, method};
 
 /// The TURN server core of one worker.
 pub struct Server {
     settings: Arc<Settings>,
     shared: Arc<Shared>,
-    limiter: SourceLimiter,
+    /// The per-source limit on unauthenticated answers, shared with the other UDP cores.
+    limiter: SourceLimit,
     /// True for a datagram core, whose unauthenticated answers are rate-limited per source
     /// (stream cores have no limiter: a stream source cannot be spoofed).
     limits_sources: bool,
@@ -78,8 +81,10 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
 impl Server {
-    /// A server core; `shared` is shared by every worker. It counts into counters of its own
-    /// ([`Stats::single_writer`]), which [`Server::stats`] hands to the metrics collector.
+    /// A server core; `shared` is shared by every worker, and so is the per-source limit on
+    /// unauthenticated answers it holds ([`Shared::source_limiter`]). It counts into counters
+    /// of its own ([`Stats::single_writer`]), which [`Server::stats`] hands to the metrics
+    /// collector.
     pub fn new(settings: Settings, shared: Arc<Shared>, now: Instant) -> Self {
         Server::with_stats(settings, shared, now, Arc::new(Stats::single_writer()))
     }
@@ -105,10 +110,11 @@ impl Server {
         now: Instant,
         stats: Arc<Stats>,
     ) -> Self {
-        let limiter = SourceLimiter::new(
+        let limiter = SourceLimit::shared(shared.source_limiter(
             settings.limits.unauthenticated_rate,
             settings.limits.rate_limit_table_size,
-        );
+            now,
+        ));
         let mut core = Self::assemble(settings, shared, limiter, now, stats);
         core.limits_sources = true;
         core
@@ -124,13 +130,13 @@ impl Server {
         now: Instant,
         stats: Arc<Stats>,
     ) -> Self {
-        Self::assemble(settings, shared, SourceLimiter::new(0, 0), now, stats)
+        Self::assemble(settings, shared, SourceLimit::none(), now, stats)
     }
 
     fn assemble(
         settings: Arc<Settings>,
         shared: Arc<Shared>,
-        limiter: SourceLimiter,
+        limiter: SourceLimit,
         now: Instant,
         stats: Arc<Stats>,
     ) -> Self {
@@ -172,7 +178,11 @@ impl Server {
             && (old.unauthenticated_rate != new.unauthenticated_rate
                 || old.rate_limit_table_size != new.rate_limit_table_size)
         {
-            self.limiter = SourceLimiter::new(new.unauthenticated_rate, new.rate_limit_table_size);
+            self.limiter = SourceLimit::shared(self.shared.source_limiter(
+                new.unauthenticated_rate,
+                new.rate_limit_table_size,
+                self.last_seen,
+            ));
         }
         self.settings = settings;
     }
@@ -332,8 +342,8 @@ impl Server {
             return Err(DropReason::NoPermission);
         }
         let len = payload.len() as u64;
-        if let Some(bucket) = alloc.bandwidth.as_mut() {
-            if !bucket.take(now, len) {
+        if let Some(buckets) = alloc.bandwidth.as_mut() {
+            if !buckets[Direction::ClientToPeer as usize].take(now, len) {
                 return Err(DropReason::BandwidthCap);
             }
         }
@@ -375,8 +385,8 @@ impl Server {
             self.stats.dropped(DropReason::NoPermission);
             return PeerOutput::Nothing;
         }
-        if let Some(bucket) = alloc.bandwidth.as_mut() {
-            if !bucket.take(now, len as u64) {
+        if let Some(buckets) = alloc.bandwidth.as_mut() {
+            if !buckets[Direction::PeerToClient as usize].take(now, len as u64) {
                 self.stats.dropped(DropReason::BandwidthCap);
                 return PeerOutput::Nothing;
             }

@@ -5,10 +5,12 @@
 //! total quota.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use super::tcp::ConnectionId;
+use crate::proto::ratelimit::SourceLimiter;
 
 /// Which quota refused an allocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -144,7 +146,8 @@ impl Reservations {
     }
 }
 
-/// State every worker's core shares: quotas and reservations.
+/// State every worker's core shares: quotas, reservations and the limit on unauthenticated
+/// answers.
 #[derive(Debug)]
 pub struct Shared {
     /// Allocation quotas.
@@ -154,6 +157,17 @@ pub struct Shared {
     /// The last RFC 6062 CONNECTION-ID handed out (ids are unique across workers and
     /// connections until the counter wraps after 2^32 connections).
     connection_ids: AtomicU32,
+    /// The per-source limit on unauthenticated answers of the UDP cores, made by the first
+    /// ([`Shared::source_limiter`]).
+    source_limiter: Mutex<Option<SharedLimiter>>,
+}
+
+/// The shared limiter and the figures it was made with.
+#[derive(Debug)]
+struct SharedLimiter {
+    rate: u32,
+    size: usize,
+    limiter: Arc<SourceLimiter>,
 }
 
 impl Shared {
@@ -163,6 +177,34 @@ impl Shared {
             quota: Quota::new(per_user, total),
             reservations: Reservations::new(total.max(1) as usize),
             connection_ids: AtomicU32::new(0),
+            source_limiter: Mutex::new(None),
+        }
+    }
+
+    /// The unauthenticated-answer limiter every core built on this `Shared` uses, so that a
+    /// source gets `rate` answers per second across all workers. The first call for a `rate`
+    /// and table `size` makes it (with `now` as its epoch); later calls with the same figures
+    /// get the same table. A configuration reload that changes them makes a new table, which
+    /// every core takes when it applies the same settings. Called when a core is made or its
+    /// settings change, never per packet.
+    pub fn source_limiter(&self, rate: u32, size: usize, now: Instant) -> Arc<SourceLimiter> {
+        let mut slot = self
+            .source_limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some(current) if current.rate == rate && current.size == size => {
+                current.limiter.clone()
+            }
+            _ => {
+                let limiter = Arc::new(SourceLimiter::new(rate, size, now));
+                *slot = Some(SharedLimiter {
+                    rate,
+                    size,
+                    limiter: limiter.clone(),
+                });
+                limiter
+            }
         }
     }
 

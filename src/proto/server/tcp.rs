@@ -9,15 +9,23 @@
 //!
 //! The core keeps the state of every peer connection of an allocation (bounded by
 //! `limits.permissions_per_allocation`), answers the requests, and tells the I/O layer which
-//! connections to close ([`TcpEvent`]) when they expire or their allocation ends. The sockets,
-//! the outgoing connection attempts and the hand-off of a peer connection to the task of the
-//! client's data connection belong to the I/O layer.
+//! connections to close ([`TcpEvent`]) when they expire or their allocation ends, and hands each
+//! bound data connection the allocation's bandwidth cap ([`TcpBandwidth`]). The sockets, the
+//! outgoing connection attempts, the hand-off of a peer connection to the task of the client's
+//! data connection, and the piping (which counts the relayed bytes into the same [`Stats`]
+//! as UDP relaying) belong to the I/O layer.
+//!
+//! [`Stats`]: super::Stats
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::auth::Authenticated;
-use super::{ClientOutput, DropReason, FiveTuple, Now, RequestMethod, Server};
+use super::{
+    ClientOutput, DIRECTIONS, Direction, DropReason, FiveTuple, Now, RequestMethod, Server,
+};
+use crate::proto::ratelimit::TokenBucket;
 use crate::proto::stun::{Class, Integrity, Message, Writer, attr, method};
 
 /// How long a peer connection waits for its ConnectionBind (RFC 6062 §5.2, §5.3: 30 s).
@@ -57,6 +65,53 @@ pub struct TcpConnection {
     /// The peer's address.
     pub peer: SocketAddr,
     pub(super) state: TcpState,
+}
+
+/// The bandwidth cap (`limits.bandwidth_bps`) of a TCP allocation's data connections: one
+/// bucket per direction, shared by every data connection of the allocation (each is piped by a
+/// task of its own, hence the lock, taken once per read).
+///
+/// A byte stream must lose nothing it accepted, so nothing is dropped: a data connection asks
+/// [`TcpBandwidth::pause`] before each read and waits that long, reads at most
+/// [`TcpBandwidth::max_read`] bytes, relays them and [`TcpBandwidth::charge`]s them. While it
+/// waits, TCP flow control slows the sender down. Time is passed in, as everywhere in the core.
+#[derive(Debug)]
+pub struct TcpBandwidth {
+    buckets: [Mutex<TokenBucket>; DIRECTIONS],
+    burst: u64,
+}
+
+impl TcpBandwidth {
+    /// A cap of `bps` bytes per second in each direction, with a burst of one second's worth.
+    pub fn new(bps: u64, now: Instant) -> Self {
+        let bucket = TokenBucket::new(bps, bps, now);
+        TcpBandwidth {
+            burst: bucket.burst(),
+            buckets: [Mutex::new(bucket.clone()), Mutex::new(bucket)],
+        }
+    }
+
+    /// The most bytes one read should take: the burst, so that one read never runs the bucket
+    /// more than a second into debt.
+    pub fn max_read(&self) -> usize {
+        usize::try_from(self.burst).unwrap_or(usize::MAX)
+    }
+
+    /// How long to wait before the next read in `direction` (zero: read now).
+    pub fn pause(&self, direction: Direction, now: Instant) -> Duration {
+        self.bucket(direction).pause(now)
+    }
+
+    /// Counts `n` bytes read in `direction`; the bucket may go into debt.
+    pub fn charge(&self, direction: Direction, now: Instant, n: u64) {
+        self.bucket(direction).charge(now, n);
+    }
+
+    fn bucket(&self, direction: Direction) -> std::sync::MutexGuard<'_, TokenBucket> {
+        self.buckets[direction as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A ConnectionBind whose answer waits for the owner of the connection id.
@@ -248,14 +303,16 @@ impl Server {
 
     /// On the owner of connection `id`: a client data connection authenticated as `username`
     /// asks to bind it. Marks it bound when it is pending, unexpired and the username is the
-    /// allocation's.
+    /// allocation's, and returns the allocation's bandwidth cap for the data connection to
+    /// apply (`None` when `limits.bandwidth_bps` is 0), the same for all its data connections.
     pub fn bind_connection(
         &mut self,
         now: Now,
         id: ConnectionId,
         username: &str,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<Arc<TcpBandwidth>>, Refusal> {
         let (slot, index) = self.find_tcp(id).ok_or((400, "Unknown CONNECTION-ID"))?;
+        let bps = self.settings.limits.bandwidth_bps;
         let alloc = self.allocations[slot].as_mut().expect("found live");
         if alloc.username != username {
             return Err((441, "Wrong Credentials"));
@@ -264,10 +321,16 @@ impl Server {
         match conn.state {
             TcpState::Pending { expires } if expires > now.instant => {
                 conn.state = TcpState::Bound;
-                Ok(())
             }
-            _ => Err((400, "Connection Not Pending")),
+            _ => return Err((400, "Connection Not Pending")),
         }
+        if bps == 0 {
+            return Ok(None);
+        }
+        let cap = alloc
+            .tcp_bandwidth
+            .get_or_insert_with(|| Arc::new(TcpBandwidth::new(bps, now.instant)));
+        Ok(Some(cap.clone()))
     }
 
     /// The I/O layer closed connection `id` (either side of a bound pair ended, or the

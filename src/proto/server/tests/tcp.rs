@@ -157,13 +157,16 @@ fn connection_bind_on_a_new_connection_binds_a_pending_id_once() {
     );
     // The owner checks the id and the username.
     assert_eq!(
-        h.server.bind_connection(now, id, "1:someone-else"),
-        Err((441, "Wrong Credentials"))
+        h.server.bind_connection(now, id, "1:someone-else").err(),
+        Some((441, "Wrong Credentials"))
     );
-    assert_eq!(h.server.bind_connection(now, id, &c.username), Ok(()));
+    assert!(
+        matches!(h.server.bind_connection(now, id, &c.username), Ok(None)),
+        "bound, with no bandwidth cap configured"
+    );
     assert_eq!(
-        h.server.bind_connection(now, id, &c.username),
-        Err((400, "Connection Not Pending"))
+        h.server.bind_connection(now, id, &c.username).err(),
+        Some((400, "Connection Not Pending"))
     );
     assert!(d.server.finish_connection_bind(Ok(())));
     let answer = Message::parse(d.server.reply()).unwrap();
@@ -251,8 +254,8 @@ fn peers_connecting_in_need_a_permission_and_expire_unbound() {
     assert_eq!(h.server.tcp_connection_count(), 0);
     let now = h.now();
     assert_eq!(
-        h.server.bind_connection(now, id, &c.username),
-        Err((400, "Unknown CONNECTION-ID"))
+        h.server.bind_connection(now, id, &c.username).err(),
+        Some((400, "Unknown CONNECTION-ID"))
     );
 }
 
@@ -279,7 +282,10 @@ fn connections_are_bounded_and_end_with_their_allocation() {
     assert_eq!(out, ClientOutput::Reply);
     assert_eq!(error_code(h.server.reply()), 508);
     let now = h.now();
-    assert_eq!(h.server.bind_connection(now, ids[0], &c.username), Ok(()));
+    assert!(matches!(
+        h.server.bind_connection(now, ids[0], &c.username),
+        Ok(None)
+    ));
     // The bound pair closing frees its place.
     h.server.tcp_connection_closed(ids[0]);
     assert_eq!(h.server.tcp_connection_count(), 1);
@@ -292,4 +298,45 @@ fn connections_are_bounded_and_end_with_their_allocation() {
     assert_eq!(h.server.poll_tcp_event(), Some(TcpEvent::Close(ids[1])));
     assert_eq!(h.server.poll_tcp_event(), None);
     assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn data_connections_of_one_allocation_share_its_bandwidth_cap_per_direction() {
+    let limits = Limits {
+        bandwidth_bps: 1000,
+        ..Limits::default()
+    };
+    let mut h = Harness::with(settings(limits, &[]), Shared::new(10, 100));
+    let mut caps = Vec::new();
+    for (client, peers) in [
+        ("198.51.100.8:1", ["192.0.2.1:1", "192.0.2.2:1"]),
+        ("198.51.100.9:1", ["192.0.2.1:1", "192.0.2.2:1"]),
+    ] {
+        let (mut c, _) = tcp_allocation(&mut h, client);
+        for peer in peers {
+            let (out, _) = request(&mut c, &mut h, method::CONNECT, Some(peer), &[]);
+            let ClientOutput::Connect { id, .. } = out else {
+                panic!("{out:?}");
+            };
+            let now = h.now();
+            assert!(h.server.connect_finished(now, id, true));
+            let cap = h.server.bind_connection(now, id, &c.username).unwrap();
+            caps.push(cap.expect("a cap when limits.bandwidth_bps is set"));
+        }
+    }
+    assert!(Arc::ptr_eq(&caps[0], &caps[1]), "one cap per allocation");
+    assert!(!Arc::ptr_eq(&caps[0], &caps[2]), "each allocation its own");
+    let t = h.now().instant;
+    let (up, down) = (Direction::ClientToPeer, Direction::PeerToClient);
+    assert_eq!(caps[0].max_read(), 1000);
+    // One data connection runs the allocation's client → peer budget 500 bytes into debt: the
+    // other pauses too, the other direction and the other allocation do not.
+    caps[0].charge(up, t, 1500);
+    assert_eq!(caps[1].pause(up, t), Duration::from_millis(500));
+    assert_eq!(caps[1].pause(down, t), Duration::ZERO);
+    assert_eq!(caps[2].pause(up, t), Duration::ZERO);
+    assert_eq!(
+        caps[0].pause(up, t + Duration::from_millis(500)),
+        Duration::ZERO
+    );
 }

@@ -1,0 +1,288 @@
+//! The server under test: a real `turnpike serve` on its own ports, ready once it answers a
+//! Binding request on every listener, killed (and its log printed on failure) when dropped.
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::net::{SocketAddr, UdpSocket};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::ports::{BLOCK_SIZE, PortBlock};
+use super::{Conf, LOCALHOST_V4, LOCALHOST_V6, turnpike_bin};
+
+/// How long the server gets to bind its listeners and answer a Binding request.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running `turnpike serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    /// The UDP listener on 127.0.0.1.
+    pub udp: SocketAddr,
+    /// The UDP listener on [::1] (when `Conf::ipv6`).
+    pub udp6: Option<SocketAddr>,
+    /// The TCP listener on 127.0.0.1 (when `Conf::tcp`).
+    pub tcp: Option<SocketAddr>,
+    /// The TLS listener on 127.0.0.1 (when `Conf::tls`).
+    pub tls: Option<SocketAddr>,
+    /// The TLS listener shared with HTTPS on 127.0.0.1 (when `Conf::tls_http`).
+    pub tls_http: Option<SocketAddr>,
+    /// The relay port range given to this server.
+    pub relay_ports: RangeInclusive<u16>,
+    /// The HTTP API (TCP, the last port of the block).
+    pub http: SocketAddr,
+    pub conf: Conf,
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+    /// Set once the harness killed the process (a kill is not a crash).
+    stopped: bool,
+    _ports: PortBlock,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts a server and waits until it answers a Binding request on every listener. A
+    /// listener port can be taken by another process between our probe and the server's bind;
+    /// then the start is retried with new ports (at most 3 attempts).
+    pub fn start(conf: Conf) -> Server {
+        let mut failures = String::new();
+        for attempt in 1..=3 {
+            match Server::try_start(conf.clone()) {
+                Ok(server) => return server,
+                Err(e) => writeln!(failures, "attempt {attempt}: {e}").unwrap(),
+            }
+        }
+        panic!("turnpike did not start:\n{failures}");
+    }
+
+    fn try_start(conf: Conf) -> Result<Server, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("turnpike-test-")
+            .tempdir()
+            .expect("create a temp dir");
+        // Port 0 of the block listens on 127.0.0.1, port 1 on [::1], ports 2-4 for TCP, TLS
+        // and shared TLS, ports 8 and up relay.
+        let ports = PortBlock::claim();
+        let udp = SocketAddr::new(LOCALHOST_V4, ports.port(0));
+        let udp6 = conf
+            .ipv6
+            .then(|| SocketAddr::new(LOCALHOST_V6, ports.port(1)));
+        let tcp = conf
+            .tcp
+            .then(|| SocketAddr::new(LOCALHOST_V4, ports.port(2)));
+        let tls = conf
+            .tls
+            .then(|| SocketAddr::new(LOCALHOST_V4, ports.port(3)));
+        let tls_http = conf
+            .tls_http
+            .then(|| SocketAddr::new(LOCALHOST_V4, ports.port(4)));
+        let relay_ports = ports.from(8);
+        // TCP: the UDP relay range may hold the same number (an RFC 6062 TCP relay that meets
+        // it takes another port).
+        let http = SocketAddr::new(LOCALHOST_V4, ports.port(BLOCK_SIZE - 1));
+        let listen: Vec<SocketAddr> = std::iter::once(udp).chain(udp6).collect();
+        let streams: Vec<(&str, SocketAddr, bool)> = [
+            tcp.map(|a| ("tcp", a, false)),
+            tls.map(|a| ("tls", a, false)),
+            tls_http.map(|a| ("tls", a, true)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let config_path = dir.path().join("turnpike.toml");
+        fs::write(
+            &config_path,
+            conf.to_toml(&listen, &streams, &relay_ports, http),
+        )
+        .expect("write the config");
+        let log_path = dir.path().join("turnpike.log");
+        let log = File::create(&log_path).expect("create the log file");
+        let child = Command::new(turnpike_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup the log file"))
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot spawn {}: {e}", turnpike_bin().display()))?;
+        let mut server = Server {
+            child,
+            udp,
+            udp6,
+            tcp,
+            tls,
+            tls_http,
+            relay_ports,
+            http,
+            conf,
+            config_path,
+            log_path,
+            stopped: false,
+            _ports: ports,
+            dir,
+        };
+        for addr in listen {
+            if let Err(e) = server.wait_ready(addr) {
+                let message = format!(
+                    "{e}\n--- config ---\n{}\n--- log ---\n{}",
+                    server.config_text(),
+                    server.log()
+                );
+                server.stop();
+                return Err(message);
+            }
+        }
+        Ok(server)
+    }
+
+    /// Polls `addr` with STUN Binding requests until one is answered (bounded by
+    /// `READY_TIMEOUT`), failing early if the process exits.
+    fn wait_ready(&mut self, addr: SocketAddr) -> Result<(), String> {
+        let unspecified = match addr {
+            SocketAddr::V4(_) => SocketAddr::new(LOCALHOST_V4, 0),
+            SocketAddr::V6(_) => SocketAddr::new(LOCALHOST_V6, 0),
+        };
+        let socket = UdpSocket::bind(unspecified).expect("bind a probe socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut buf = [0u8; 1500];
+        let mut probe = 0u32;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("poll the server process") {
+                return Err(format!("turnpike exited during start-up with {status}"));
+            }
+            probe += 1;
+            let request = binding_request(probe);
+            // ICMP port unreachable (nothing bound yet) surfaces as an error here or on recv.
+            let _ = socket.send_to(&request, addr);
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) if from == addr && is_binding_success(&buf[..n], &request) => {
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        Err(format!(
+            "no Binding answer from {addr} within {READY_TIMEOUT:?} ({probe} probes)"
+        ))
+    }
+
+    /// The server's combined stdout and stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_else(|e| format!("(no log: {e})"))
+    }
+
+    pub fn config_text(&self) -> String {
+        fs::read_to_string(&self.config_path).unwrap_or_default()
+    }
+
+    /// A scratch directory that lives as long as the server.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (such as `libc::SIGHUP`) to the server process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill({signal}) failed");
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits (at most `limit`) for the process to exit; `None` when it did
+    /// not (it is then killed).
+    pub fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("poll the server") {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.stop();
+        status
+    }
+
+    /// Waits (at most `limit`) for the process to exit on its own (after a signal the test
+    /// sent, say); `None` when it did not (it is then killed). An exit awaited here is not a
+    /// crash.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("poll the server") {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.stop();
+        status
+    }
+
+    fn stop(&mut self) {
+        self.stopped = true;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let crashed = if self.stopped {
+            None
+        } else {
+            self.child.try_wait().ok().flatten()
+        };
+        self.stop();
+        if std::thread::panicking() || crashed.is_some() {
+            eprintln!(
+                "--- turnpike log ({}; exited on its own: {crashed:?}) ---\n{}\n--- end of turnpike log ---",
+                self.udp,
+                self.log()
+            );
+        }
+        // A server that died during a test fails that test, whatever the test saw.
+        if let Some(status) = crashed {
+            if !std::thread::panicking() {
+                panic!("turnpike exited during the test with {status}");
+            }
+        }
+    }
+}
+
+/// A 20-byte STUN Binding request with no attributes, transaction id derived from `seq`.
+pub fn binding_request(seq: u32) -> [u8; 20] {
+    let mut m = [0u8; 20];
+    m[0..2].copy_from_slice(&0x0001u16.to_be_bytes());
+    m[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
+    m[8..12].copy_from_slice(&std::process::id().to_be_bytes());
+    m[12..16].copy_from_slice(&seq.to_be_bytes());
+    m[16..20].copy_from_slice(b"prob");
+    m
+}
+
+/// True when `answer` is a Binding success response to `request` (header check only).
+pub fn is_binding_success(answer: &[u8], request: &[u8]) -> bool {
+    answer.len() >= 20 && answer[0..2] == [0x01, 0x01] && answer[4..20] == request[4..20]
+}
