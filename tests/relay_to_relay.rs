@@ -41,23 +41,17 @@ struct End {
     relayed: SocketAddr,
 }
 
-#[test]
-fn pairs_across_workers_relay_every_packet_and_stop_when_the_receiver_leaves() {
+/// A server with two UDP workers, and `PAIRS` pairs of clients whose channel 0x4001 is bound
+/// to each other's relayed address, after `ROUNDS` ping-pongs in every pair (the first packets
+/// of a pair on two workers are handed over, the later ones take the direct route; all must
+/// arrive, framed on channel 0x4001).
+fn paired() -> (Server, Vec<End>) {
     let server = Server::start(Conf {
         extra_toml: "[server]\nworkers = 2\n".into(),
         ..Conf::default()
     });
     let ends: Vec<End> = (0..PAIRS * 2)
-        .map(|i| {
-            let client = Client::new(server.udp);
-            let auth = rest_auth(&client, &format!("user{i}"), &server);
-            let relayed = allocate(&client, &auth, &server);
-            End {
-                client,
-                auth,
-                relayed,
-            }
-        })
+        .map(|i| new_end(&server, &format!("user{i}")))
         .collect();
     for pair in ends.chunks(2) {
         let (a, b) = (&pair[0], &pair[1]);
@@ -66,9 +60,6 @@ fn pairs_across_workers_relay_every_packet_and_stop_when_the_receiver_leaves() {
             expect_success(&answer, CHANNEL_BIND, &end.auth, &server);
         }
     }
-
-    // Ping-pong in every pair: the first packets of a pair on two workers are handed over,
-    // the later ones take the direct route; all must arrive, framed on channel 0x4001.
     for round in 0..ROUNDS {
         for (p, pair) in ends.chunks(2).enumerate() {
             let (a, b) = (&pair[0], &pair[1]);
@@ -86,6 +77,23 @@ fn pairs_across_workers_relay_every_packet_and_stop_when_the_receiver_leaves() {
             );
         }
     }
+    (server, ends)
+}
+
+fn new_end(server: &Server, user: &str) -> End {
+    let client = Client::new(server.udp);
+    let auth = rest_auth(&client, user, server);
+    let relayed = allocate(&client, &auth, server);
+    End {
+        client,
+        auth,
+        relayed,
+    }
+}
+
+#[test]
+fn pairs_across_workers_relay_every_packet_and_stop_when_the_receiver_leaves() {
+    let (server, ends) = paired();
 
     // Every receiver leaves; what its partner sends afterwards must reach nobody.
     for pair in ends.chunks(2) {
@@ -106,17 +114,70 @@ fn pairs_across_workers_relay_every_packet_and_stop_when_the_receiver_leaves() {
     }
     // The senders' allocations still work: a new pair partner on a fresh allocation relays.
     let first = &ends[0];
-    let client = Client::new(server.udp);
-    let auth = rest_auth(&client, "newcomer", &server);
-    let relayed = allocate(&client, &auth, &server);
-    for (end_client, end_auth, peer) in [
-        (&first.client, &first.auth, relayed),
-        (&client, &auth, first.relayed),
-    ] {
-        let answer = channel_bind(end_client, end_auth, 0x4002, peer, &server);
-        expect_success(&answer, CHANNEL_BIND, end_auth, &server);
+    let newcomer = new_end(&server, "newcomer");
+    for (end, peer) in [(first, newcomer.relayed), (&newcomer, first.relayed)] {
+        let answer = channel_bind(&end.client, &end.auth, 0x4002, peer, &server);
+        expect_success(&answer, CHANNEL_BIND, &end.auth, &server);
     }
     let hello = channel_data(0x4002, b"hello again");
     first.client.send(&hello);
-    assert!(receives(&client, &hello, Duration::from_secs(2)));
+    assert!(receives(&newcomer.client, &hello, Duration::from_secs(2)));
+}
+
+#[test]
+fn a_route_dies_with_its_allocation_even_when_the_port_is_taken_again() {
+    let (server, ends) = paired();
+    for pair in ends.chunks(2) {
+        let b = &pair[1];
+        let answer = refresh(&b.client, &b.auth, 0, &server);
+        expect_success(&answer, REFRESH, &b.auth, &server);
+    }
+    // Allocate until every receiver's old relay port is someone's again (the pool goes round
+    // the whole range, so at most its size plus a few), keeping only those newcomers.
+    let mut wanted: Vec<SocketAddr> = ends.chunks(2).map(|pair| pair[1].relayed).collect();
+    let mut newcomers: Vec<(usize, End)> = Vec::new();
+    // Kept open: a closed client's port could come back to the next client, whose Allocate
+    // would then meet the allocation still held for that 5-tuple (437).
+    let mut others: Vec<End> = Vec::new();
+    let bound = server.relay_ports.clone().count() + PAIRS * 2;
+    for i in 0..bound {
+        if wanted.is_empty() {
+            break;
+        }
+        let end = new_end(&server, &format!("newcomer{i}"));
+        if let Some(k) = wanted.iter().position(|a| *a == end.relayed) {
+            let pair = ends
+                .chunks(2)
+                .position(|pair| pair[1].relayed == end.relayed)
+                .expect("a receiver's address");
+            wanted.swap_remove(k);
+            newcomers.push((pair, end));
+        } else {
+            others.push(end);
+        }
+    }
+    assert!(
+        wanted.is_empty(),
+        "the pool never gave back the ports {wanted:?} ({} other allocations made)",
+        others.len()
+    );
+    // The sender still has its channel to that address: what it sends now belongs to the
+    // newcomer holding the port (once it binds a channel to the sender), never to the old
+    // receiver, whatever route the sender's worker learnt.
+    for (p, newcomer) in &newcomers {
+        let (a, b) = (&ends[p * 2], &ends[p * 2 + 1]);
+        let answer = channel_bind(&newcomer.client, &newcomer.auth, 0x4003, a.relayed, &server);
+        expect_success(&answer, CHANNEL_BIND, &newcomer.auth, &server);
+        let sent = channel_data(0x4001, format!("for the newcomer {p}").as_bytes());
+        let expected = channel_data(0x4003, format!("for the newcomer {p}").as_bytes());
+        a.client.send(&sent);
+        assert!(
+            receives(&newcomer.client, &expected, Duration::from_secs(2)),
+            "pair {p}: the port's new allocation did not get the packet"
+        );
+        assert!(
+            !receives(&b.client, &sent, Duration::from_millis(200)),
+            "pair {p}: the old receiver got a packet for its port's new allocation"
+        );
+    }
 }
