@@ -10,7 +10,7 @@ use common::turn::*;
 use common::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use turn_client_proto::types::message::{CHANNEL_BIND, REFRESH};
+use turn_client_proto::types::message::{CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
 
 const PAIRS: usize = 6;
 const ROUNDS: usize = 40;
@@ -179,5 +179,136 @@ fn a_route_dies_with_its_allocation_even_when_the_port_is_taken_again() {
             !receives(&b.client, &sent, Duration::from_millis(200)),
             "pair {p}: the old receiver got a packet for its port's new allocation"
         );
+    }
+}
+
+/// A Send indication to `peer` (IPv4) carrying `payload`, built by hand.
+fn send_indication(peer: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let SocketAddr::V4(peer) = peer else {
+        panic!("IPv4 relays only")
+    };
+    let padded = payload.len().div_ceil(4) * 4;
+    let mut m = Vec::with_capacity(36 + padded);
+    m.extend_from_slice(&0x0016u16.to_be_bytes());
+    m.extend_from_slice(&((12 + 4 + padded) as u16).to_be_bytes());
+    m.extend_from_slice(&MAGIC.to_be_bytes());
+    m.extend_from_slice(&rand_tid());
+    m.extend_from_slice(&[0x00, 0x12, 0x00, 0x08, 0x00, 0x01]);
+    m.extend_from_slice(&(peer.port() ^ (MAGIC >> 16) as u16).to_be_bytes());
+    m.extend_from_slice(&(u32::from(*peer.ip()) ^ MAGIC).to_be_bytes());
+    m.extend_from_slice(&[0x00, 0x13]);
+    m.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    m.extend_from_slice(payload);
+    m.resize(36 + padded, 0);
+    m
+}
+
+const MAGIC: u32 = 0x2112_A442;
+
+fn rand_tid() -> [u8; 12] {
+    use std::hash::{BuildHasher, RandomState};
+    let a = RandomState::new().hash_one(Instant::now()).to_be_bytes();
+    let b = RandomState::new().hash_one(1u8).to_be_bytes();
+    let mut tid = [0u8; 12];
+    tid[..8].copy_from_slice(&a);
+    tid[8..].copy_from_slice(&b[..4]);
+    tid
+}
+
+/// What a datagram a client received carries: `Some((Some(peer), data))` for a Data indication,
+/// `Some((None, data))` for ChannelData on `channel`.
+fn delivered(datagram: &[u8], channel: u16) -> Option<(Option<SocketAddr>, Vec<u8>)> {
+    if datagram.len() >= 4 && datagram[..2] == channel.to_be_bytes() {
+        let len = u16::from_be_bytes([datagram[2], datagram[3]]) as usize;
+        return Some((None, datagram.get(4..4 + len)?.to_vec()));
+    }
+    if datagram.len() < 20 || datagram[..2] != [0x00, 0x17] {
+        return None;
+    }
+    let (mut peer, mut data) = (None, None);
+    let mut at = 20;
+    while at + 4 <= datagram.len() {
+        let kind = u16::from_be_bytes([datagram[at], datagram[at + 1]]);
+        let len = u16::from_be_bytes([datagram[at + 2], datagram[at + 3]]) as usize;
+        let value = datagram.get(at + 4..at + 4 + len)?;
+        match kind {
+            0x0012 if len == 8 && value[1] == 0x01 => {
+                let port = u16::from_be_bytes([value[2], value[3]]) ^ (MAGIC >> 16) as u16;
+                let ip = u32::from_be_bytes([value[4], value[5], value[6], value[7]]) ^ MAGIC;
+                peer = Some(SocketAddr::from((std::net::Ipv4Addr::from(ip), port)));
+            }
+            0x0013 => data = Some(value.to_vec()),
+            _ => {}
+        }
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    Some((Some(peer?), data?))
+}
+
+/// Waits (at most 2 s) for `payload` on `client`, returning how it came (Data indication from
+/// which peer, or ChannelData on `channel`).
+fn arrival(client: &Client, channel: u16, payload: &[u8]) -> Option<Option<SocketAddr>> {
+    let until = Instant::now() + Duration::from_secs(2);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        let datagram = client.recv(left.max(Duration::from_millis(1)))?;
+        match delivered(&datagram, channel) {
+            Some((how, data)) if data == payload => return Some(how),
+            _ => continue,
+        }
+    }
+    None
+}
+
+#[test]
+fn send_indications_arrive_as_data_indications_then_as_channel_data_once_bound() {
+    let server = Server::start(Conf {
+        extra_toml: "[server]\nworkers = 2\n".into(),
+        ..Conf::default()
+    });
+    let ends: Vec<End> = (0..PAIRS * 2)
+        .map(|i| new_end(&server, &format!("sender{i}")))
+        .collect();
+    for pair in ends.chunks(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        for (end, peer) in [(a, b.relayed), (b, a.relayed)] {
+            let answer = create_permission(&end.client, &end.auth, peer, &server);
+            expect_success(&answer, CREATE_PERMISSION, &end.auth, &server);
+        }
+    }
+    for round in 0..ROUNDS {
+        for (p, pair) in ends.chunks(2).enumerate() {
+            let (a, b) = (&pair[0], &pair[1]);
+            for (from, to, word) in [(a, b, "ping"), (b, a, "pong")] {
+                let payload = format!("{word} {p} {round}");
+                from.client
+                    .send(&send_indication(to.relayed, payload.as_bytes()));
+                assert_eq!(
+                    arrival(&to.client, 0x4001, payload.as_bytes()),
+                    Some(Some(from.relayed)),
+                    "pair {p} round {round}: {word} did not arrive as a Data indication from {}",
+                    from.relayed
+                );
+            }
+        }
+    }
+    // Once the receiver binds a channel to the sender, its packets come as ChannelData, even
+    // where the sender's worker had learnt a route for Data indications.
+    for pair in ends.chunks(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        let answer = channel_bind(&b.client, &b.auth, 0x4001, a.relayed, &server);
+        expect_success(&answer, CHANNEL_BIND, &b.auth, &server);
+    }
+    for (p, pair) in ends.chunks(2).enumerate() {
+        let (a, b) = (&pair[0], &pair[1]);
+        for n in 0..5 {
+            let payload = format!("bound {p} {n}");
+            a.client
+                .send(&send_indication(b.relayed, payload.as_bytes()));
+            assert_eq!(
+                arrival(&b.client, 0x4001, payload.as_bytes()),
+                Some(None),
+                "pair {p}: after ChannelBind the packet must come as ChannelData"
+            );
+        }
     }
 }

@@ -56,7 +56,7 @@ impl RelayDirectory {
 
 /// A direct route published by the worker owning its receiving address, for the worker owning
 /// its sending address (see [`DirectRoute`]).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RouteNotice {
     /// The sending allocation's relayed address.
     pub from: SocketAddr,

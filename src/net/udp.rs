@@ -280,17 +280,21 @@ impl UdpWorker {
                                 .routes
                                 .get(&(from, peer))
                                 .filter(|(_, word)| owner != self.index && *word == registration)
-                                .map(|(route, _)| *route);
+                                .map(|(route, _)| route);
                             let listener = route.and_then(|r| {
                                 self.listeners
                                     .iter()
                                     .position(|(a, _)| *a == r.five_tuple.server)
                             });
                             if let (Some(route), Some(li)) = (route, listener) {
-                                if let Some(frame) =
-                                    self.core
-                                        .frame_direct(t.instant, &route, slot, payload.clone())
-                                {
+                                let framed = self.core.frame_direct(
+                                    t.instant,
+                                    route,
+                                    from,
+                                    slot,
+                                    payload.clone(),
+                                );
+                                if let Some(frame) = framed {
                                     self.to_clients.push(
                                         &self.listeners,
                                         li,

@@ -1,6 +1,7 @@
 //! A minimal STUN/TURN client on a real UDP socket, built on codecs that are not ours
 //! (`stun-types`, and the TURN attributes of `turn-types`), and a UDP echo peer: what the tests
-//! that need exact answers (error codes, attributes) share.
+//! that need exact answers (error codes, attributes) share. The request building and answer
+//! checks themselves are in [`super::stun`], re-exported here.
 //!
 //! Requests are signed with MESSAGE-INTEGRITY (HMAC-SHA1, long-term key
 //! MD5(username:realm:password)) only: stun-types derives its MESSAGE-INTEGRITY-SHA256 key with
@@ -9,37 +10,14 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use stun_types::attribute::{AttributeWrite, ErrorCode, Nonce, Realm, Username, XorMappedAddress};
-use stun_types::message::{
-    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageType, MessageWrite,
-    MessageWriteExt, MessageWriteVec, Method, TransactionId,
-};
-use turn_client_proto::types::attribute::{
-    ChannelNumber, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress,
-};
-use turn_client_proto::types::message::{ALLOCATE, CHANNEL_BIND, REFRESH};
+use stun_types::attribute::{Nonce, Realm};
+use stun_types::message::Method;
+use turn_client_proto::types::attribute::{ChannelNumber, Lifetime, XorPeerAddress};
+use turn_client_proto::types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
 use turnpike::proto::credentials;
 
+pub use super::stun::*;
 use super::{SECRET_ONE, Server, unix_now};
-
-/// Long-term credentials plus the realm and nonce a server handed out.
-#[derive(Clone, Debug)]
-pub struct Auth {
-    pub username: String,
-    pub password: String,
-    pub realm: String,
-    pub nonce: String,
-}
-
-impl Auth {
-    pub fn credentials(&self) -> LongTermKeyCredentials {
-        LongTermKeyCredentials::new(
-            self.username.clone(),
-            self.password.clone(),
-            self.realm.clone(),
-        )
-    }
-}
 
 /// One UDP socket (one 5-tuple) talking to one server.
 pub struct Client {
@@ -100,86 +78,6 @@ impl Client {
     }
 }
 
-/// A request of `method` with `attrs`, signed with `auth` (USERNAME, REALM, NONCE,
-/// MESSAGE-INTEGRITY) when given. `attrs` get the transaction id (XOR addresses need it).
-pub fn request(
-    method: Method,
-    auth: Option<&Auth>,
-    attrs: impl FnOnce(&mut MessageWriteVec, TransactionId),
-) -> Vec<u8> {
-    let id = TransactionId::generate();
-    let mtype = MessageType::from_class_method(MessageClass::Request, method);
-    let mut msg = Message::builder(mtype, id, MessageWriteVec::new());
-    attrs(&mut msg, id);
-    if let Some(auth) = auth {
-        add(&mut msg, &Username::new(&auth.username).unwrap());
-        add(&mut msg, &Realm::new(&auth.realm).unwrap());
-        add(&mut msg, &Nonce::new(&auth.nonce).unwrap());
-        msg.add_message_integrity(&auth.credentials().into(), IntegrityAlgorithm::Sha1)
-            .expect("add MESSAGE-INTEGRITY");
-    }
-    msg.finish()
-}
-
-pub fn add(msg: &mut MessageWriteVec, attr: &dyn AttributeWrite) {
-    msg.add_attribute(attr).expect("add an attribute");
-}
-
-pub fn udp_transport(msg: &mut MessageWriteVec, _: TransactionId) {
-    add(msg, &RequestedTransport::new(RequestedTransport::UDP));
-}
-
-pub fn no_attributes(_: &mut MessageWriteVec, _: TransactionId) {}
-
-/// Parses an answer, checking it answers `method`.
-pub fn parse<'a>(answer: &'a [u8], method: Method) -> Message<'a> {
-    let msg = Message::from_bytes(answer)
-        .unwrap_or_else(|e| panic!("unparsable answer {answer:02x?}: {e:?}"));
-    assert!(msg.has_method(method), "answer to the wrong method: {msg}");
-    msg
-}
-
-pub fn error_code(msg: &Message) -> Option<u16> {
-    msg.attribute::<ErrorCode>().ok().map(|e| e.code())
-}
-
-/// Asserts an error answer with `code`, returning it.
-pub fn expect_error<'a>(
-    answer: &'a [u8],
-    method: Method,
-    code: u16,
-    server: &Server,
-) -> Message<'a> {
-    let msg = parse(answer, method);
-    assert!(
-        msg.has_class(MessageClass::Error) && error_code(&msg) == Some(code),
-        "expected a {code} error, got {msg} (error code {:?})\n--- server log ---\n{}",
-        error_code(&msg),
-        server.log()
-    );
-    msg
-}
-
-/// Asserts a success answer whose MESSAGE-INTEGRITY verifies with `auth`, returning it.
-pub fn expect_success<'a>(
-    answer: &'a [u8],
-    method: Method,
-    auth: &Auth,
-    server: &Server,
-) -> Message<'a> {
-    let msg = parse(answer, method);
-    assert!(
-        msg.has_class(MessageClass::Success),
-        "expected success, got {msg} (error code {:?})\n--- server log ---\n{}",
-        error_code(&msg),
-        server.log()
-    );
-    let key = auth.credentials().make_key(IntegrityAlgorithm::Sha1);
-    msg.validate_integrity_with_key(&key)
-        .unwrap_or_else(|e| panic!("success answer fails MESSAGE-INTEGRITY: {e:?}: {msg}"));
-    msg
-}
-
 /// Sends `method` without credentials and returns the realm and nonce of the 401.
 pub fn challenge(client: &Client, method: Method, server: &Server) -> (String, String) {
     let answer = client.transact(&request(method, None, udp_transport), server);
@@ -219,14 +117,8 @@ pub fn rest_auth_with(client: &Client, secret: &str, user: &str, server: &Server
 pub fn allocate(client: &Client, auth: &Auth, server: &Server) -> SocketAddr {
     let answer = client.transact(&request(ALLOCATE, Some(auth), udp_transport), server);
     let msg = expect_success(&answer, ALLOCATE, auth, server);
-    let relayed = msg
-        .attribute::<XorRelayedAddress>()
-        .expect("XOR-RELAYED-ADDRESS")
-        .addr(msg.transaction_id());
-    let mapped = msg
-        .attribute::<XorMappedAddress>()
-        .expect("XOR-MAPPED-ADDRESS")
-        .addr(msg.transaction_id());
+    let relayed = relayed_address(&msg);
+    let mapped = mapped_address(&msg);
     assert_eq!(
         mapped,
         client.local_addr(),
@@ -242,6 +134,21 @@ pub fn allocate(client: &Client, auth: &Auth, server: &Server) -> SocketAddr {
     let lifetime = msg.attribute::<Lifetime>().expect("LIFETIME").seconds();
     assert!(lifetime > 0 && lifetime <= 3600, "LIFETIME {lifetime}");
     relayed
+}
+
+/// CreatePermission for `peer` with `auth`; returns the answer.
+pub fn create_permission(
+    client: &Client,
+    auth: &Auth,
+    peer: SocketAddr,
+    server: &Server,
+) -> Vec<u8> {
+    client.transact(
+        &request(CREATE_PERMISSION, Some(auth), |m, id| {
+            add(m, &XorPeerAddress::new(peer, id))
+        }),
+        server,
+    )
 }
 
 pub fn refresh(client: &Client, auth: &Auth, lifetime: u32, server: &Server) -> Vec<u8> {

@@ -6,8 +6,8 @@ use stun_types::attribute::{AttributeStaticType, Nonce, Realm};
 use turn_client_proto::types::message::ALLOCATE;
 use turnpike::proto::credentials;
 
-use crate::client::*;
 use crate::common::stun::*;
+use crate::common::turn::*;
 use crate::common::*;
 
 #[test]

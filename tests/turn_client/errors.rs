@@ -9,8 +9,8 @@ use turn_client_proto::types::attribute::{
 };
 use turn_client_proto::types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
 
-use crate::client::*;
 use crate::common::stun::*;
+use crate::common::turn::*;
 use crate::common::*;
 
 #[test]

@@ -11,7 +11,6 @@
 mod common;
 
 mod auth;
-mod client;
 mod errors;
 mod reflection;
 mod relaying;

@@ -8,8 +8,8 @@ use stun_types::attribute::{Nonce, Realm, Software};
 use stun_types::message::{BINDING, MessageClass};
 use turn_client_proto::types::message::ALLOCATE;
 
-use crate::client::*;
 use crate::common::stun::*;
+use crate::common::turn::*;
 use crate::common::*;
 
 #[test]

@@ -9,8 +9,8 @@ use turn_client_proto::types::attribute::XorRelayedAddress;
 use turn_client_proto::types::message::{ALLOCATE, CREATE_PERMISSION};
 use turnpike::proto::credentials;
 
-use crate::client::*;
 use crate::common::stun::*;
+use crate::common::turn::*;
 use crate::common::*;
 
 /// A UDP echo peer on 127.0.0.1 in a thread, stopped on drop.

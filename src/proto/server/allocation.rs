@@ -78,6 +78,9 @@ pub struct Allocation {
     pub tcp_connections: Vec<TcpConnection>,
     /// The bandwidth cap its data connections share, made at the first ConnectionBind.
     pub tcp_bandwidth: Option<std::sync::Arc<TcpBandwidth>>,
+    /// Counts the changes that void the direct routes other workers hold to this allocation
+    /// (a channel newly bound): made when the first route is published (see `route.rs`).
+    pub route_changes: Option<std::sync::Arc<std::sync::atomic::AtomicU32>>,
 }
 
 impl Allocation {
@@ -113,6 +116,7 @@ impl Allocation {
             tcp: false,
             tcp_connections: Vec::new(),
             tcp_bandwidth: None,
+            route_changes: None,
         }
     }
 

@@ -408,7 +408,7 @@ impl Server {
             self.indication_counter = self.indication_counter.wrapping_add(1);
             let mut tid = [0u8; 12];
             tid[4..].copy_from_slice(&self.indication_counter.to_be_bytes());
-            write_data_indication(buf, peer, len, tid)
+            write_data_indication(buf, PEER_HEADROOM, peer, len, tid)
         };
         alloc.to_client.0 += len as u64;
         alloc.to_client.1 += 1;
@@ -554,6 +554,7 @@ impl Server {
 /// `buf[PEER_HEADROOM..PEER_HEADROOM + len]`; returns the frame's range.
 fn write_data_indication(
     buf: &mut [u8],
+    at: usize,
     peer: SocketAddr,
     len: usize,
     tid: [u8; 12],
@@ -561,7 +562,7 @@ fn write_data_indication(
     let mut xor = [0u8; 20];
     let xlen = stun::encode_xor_address(peer, &tid, &mut xor);
     let padded = (len + 3) & !3;
-    let start = PEER_HEADROOM - (stun::HEADER_LEN + 4 + xlen + 4);
+    let start = at - data_indication_header_len(peer);
     let body_len = (4 + xlen + 4 + padded) as u16;
     let h = &mut buf[start..];
     h[..2].copy_from_slice(&stun::message_type(Class::Indication, method::DATA).to_be_bytes());
@@ -574,7 +575,14 @@ fn write_data_indication(
     let d = 24 + xlen;
     h[d..d + 2].copy_from_slice(&attr::DATA.to_be_bytes());
     h[d + 2..d + 4].copy_from_slice(&(len as u16).to_be_bytes());
-    let end = PEER_HEADROOM + len;
-    buf[end..PEER_HEADROOM + padded].fill(0);
-    start..PEER_HEADROOM + padded
+    let end = at + len;
+    buf[end..at + padded].fill(0);
+    start..at + padded
+}
+
+/// Bytes a Data indication puts before its payload: the STUN header, XOR-PEER-ADDRESS for
+/// `peer`, the DATA attribute's header.
+fn data_indication_header_len(peer: SocketAddr) -> usize {
+    let xlen = if peer.is_ipv4() { 8 } else { 20 };
+    stun::HEADER_LEN + 4 + xlen + 4
 }

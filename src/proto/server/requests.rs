@@ -585,6 +585,10 @@ impl Server {
                     peer,
                     expires: now_i + CHANNEL_LIFETIME,
                 });
+                // A route that frames Data indications for this peer must not outlive it.
+                if let Some(changes) = &alloc.route_changes {
+                    changes.fetch_add(1, std::sync::atomic::Ordering::Release);
+                }
             }
         }
         if !alloc.add_permission(peer.ip(), now_i, max_perms) {
