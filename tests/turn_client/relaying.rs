@@ -13,50 +13,6 @@ use crate::common::stun::*;
 use crate::common::turn::*;
 use crate::common::*;
 
-/// A UDP echo peer on 127.0.0.1 in a thread, stopped on drop.
-struct EchoPeer {
-    addr: SocketAddr,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl EchoPeer {
-    fn start() -> EchoPeer {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let addr = socket.local_addr().unwrap();
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            // Bounded: stops on drop, and after 60 s whatever happens.
-            let until = Instant::now() + Duration::from_secs(60);
-            while !flag.load(Ordering::Relaxed) && Instant::now() < until {
-                if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                    let _ = socket.send_to(&buf[..n], from);
-                }
-            }
-        });
-        EchoPeer {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for EchoPeer {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 mod driven {
     //! The sans-IO `turn-client-proto` client, driven over a real socket.
     use super::*;
