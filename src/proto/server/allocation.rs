@@ -65,10 +65,6 @@ pub struct Allocation {
     pub bandwidth: Option<[TokenBucket; DIRECTIONS]>,
     recent: [([u8; 12], Vec<u8>); RECENT_ANSWERS],
     recent_next: usize,
-    /// Bytes and packets relayed client → peer.
-    pub to_peer: (u64, u64),
-    /// Bytes and packets relayed peer → client.
-    pub to_client: (u64, u64),
     /// The integrity algorithm the client used last.
     pub integrity: Integrity,
     /// A TCP allocation (RFC 6062): its relays are TCP sockets, it has no channels and takes
@@ -110,8 +106,6 @@ impl Allocation {
             bandwidth: bandwidth.map(|b| [b.clone(), b]),
             recent: Default::default(),
             recent_next: 0,
-            to_peer: (0, 0),
-            to_client: (0, 0),
             integrity,
             tcp: false,
             tcp_connections: Vec::new(),

@@ -347,8 +347,6 @@ impl Server {
                 return Err(DropReason::BandwidthCap);
             }
         }
-        alloc.to_peer.0 += len;
-        alloc.to_peer.1 += 1;
         stats.relayed(Direction::ClientToPeer, alloc.five_tuple.transport, len);
         Ok(ClientOutput::Relay {
             relay: relay.id,
@@ -410,8 +408,6 @@ impl Server {
             tid[4..].copy_from_slice(&self.indication_counter.to_be_bytes());
             write_data_indication(buf, PEER_HEADROOM, peer, len, tid)
         };
-        alloc.to_client.0 += len as u64;
-        alloc.to_client.1 += 1;
         self.stats.relayed(
             Direction::PeerToClient,
             alloc.five_tuple.transport,
