@@ -18,11 +18,9 @@ use super::relay::{RELAY_TOKEN_BASE, RelaySet};
 use super::shortcut::{HANDOFF_SLOT, Handoff, Handoffs, MAX_ROUTES, RelayDirectory, RouteNotice};
 use crate::proto::Transport;
 use crate::proto::server::{
-    ClientOutput, DirectRoute, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerOutput, RelayId,
-    Server,
+    ClientOutput, DirectRoute, FastHash, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerOutput,
+    RelayId, Server,
 };
-
-type FastHash = foldhash::fast::RandomState;
 
 /// Token of the waker that interrupts the loop (shutdown, or packets handed over by another
 /// worker).

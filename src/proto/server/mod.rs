@@ -73,7 +73,8 @@ pub struct Server {
     pending_bind: Option<tcp::PendingBind>,
 }
 
-type FastHash = foldhash::fast::RandomState;
+/// The hasher of the per-packet lookup tables: foldhash, fast and randomly seeded.
+pub type FastHash = foldhash::fast::RandomState;
 
 /// How often expired allocations, permissions and channels are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
