@@ -1,0 +1,2 @@
+// Placeholder: generated from clients/js/src by `npm run bundle` in clients/js (do not edit).
+export {};
