@@ -106,6 +106,9 @@ fn every_key_is_either_live_or_restart_only() {
                 ping_interval_secs: _,
                 idle_timeout_secs: _,
                 join_timeout_secs: _,
+                ice_servers: _,
+                token_warning_secs: _,
+                relay_warn_bytes_per_sec: _,
             },
     } = Config::default();
     // A configuration where every key differs from the default: each is reported once.
@@ -188,6 +191,9 @@ signal_queue_bytes = 4097
 ping_interval_secs = 1
 idle_timeout_secs = 2
 join_timeout_secs = 1
+ice_servers = false
+token_warning_secs = 5
+relay_warn_bytes_per_sec = 6
 "#
     );
     let new = parse(&text);
@@ -195,7 +201,7 @@ join_timeout_secs = 1
     let merged = merge(&running, new.clone());
     let mut all: Vec<&str> = merged.live.iter().chain(&merged.restart).copied().collect();
     assert_eq!(merged.live.len(), 27, "{:?}", merged.live);
-    assert_eq!(merged.restart.len(), 37, "{:?}", merged.restart);
+    assert_eq!(merged.restart.len(), 40, "{:?}", merged.restart);
     all.sort_unstable();
     let before = all.len();
     all.dedup();
