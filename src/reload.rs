@@ -320,6 +320,7 @@ pub fn merge(running: &Config, new: Config) -> Merged {
         "http.enabled" => http.enabled,
         "http.address" => http.address,
         "http.cors_origins" => http.cors_origins,
+        "http.demo" => http.demo,
         "registry.enabled" => registry.enabled,
         "registry.listen" => registry.listen,
         "registry.max_connections" => registry.max_connections,

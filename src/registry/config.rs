@@ -134,8 +134,9 @@ pub const TEXT_OVERHEAD_BYTES: usize = 4096;
 /// The longest `token_warning_secs` accepted: one day.
 pub const MAX_TOKEN_WARNING_SECS: u32 = 86_400;
 
-/// Checks the `[registry]` values; returns the first problem.
-pub fn validate(config: &RegistryConfig) -> Result<(), Invalid> {
+/// Checks the `[registry]` values; returns the first problem. `demo` is `http.demo`: the demo
+/// generates a token secret of its own when none is configured.
+pub fn validate(config: &RegistryConfig, demo: bool) -> Result<(), Invalid> {
     for (index, secret) in config.jwt_secrets.iter().enumerate() {
         if secret.is_empty() {
             return Err(invalid(
@@ -144,7 +145,11 @@ pub fn validate(config: &RegistryConfig) -> Result<(), Invalid> {
             ));
         }
     }
-    if config.enabled && config.jwt_secrets.is_empty() && config.jwt_public_keys.is_empty() {
+    if config.enabled
+        && !demo
+        && config.jwt_secrets.is_empty()
+        && config.jwt_public_keys.is_empty()
+    {
         return Err(invalid(
             "registry.jwt_secrets",
             "the registry is enabled but no token could verify: set jwt_secrets or jwt_public_keys",
@@ -295,16 +300,17 @@ mod tests {
                 "[registry]\ntoken_warning_secs = 86401",
                 "registry.token_warning_secs",
             ),
+            ("[http]\ndemo = true", "http.demo"),
         ] {
             assert_eq!(invalid_key(text), key, "{text}");
         }
         let config = Config::from_toml_str(
-            "[registry]\nice_servers = false\ntoken_warning_secs = 0\n\
-             relay_warn_bytes_per_sec = 0\n",
+            "[registry]\nenabled = true\nice_servers = false\ntoken_warning_secs = 0\n\
+             relay_warn_bytes_per_sec = 0\n[http]\ndemo = true\n",
             "test.toml",
         )
-        .unwrap();
-        assert!(!config.registry.ice_servers);
+        .expect("the demo supplies a token secret of its own");
+        assert!(!config.registry.ice_servers && config.http.demo);
         assert_eq!(config.registry.token_warning_secs, 0);
         assert_eq!(config.registry.relay_warn_bytes_per_sec, 0);
         match Config::from_toml_str("[registry]\nenable = true", "test.toml") {

@@ -78,6 +78,7 @@ fn every_key_is_either_live_or_restart_only() {
                 credential_ttl_secs: _,
                 max_credential_ttl_secs: _,
                 cors_origins: _,
+                demo: _,
                 jwt:
                     JwtConfig {
                         hs256_secrets: _,
@@ -167,6 +168,7 @@ api_keys = ["0123456789abcdef0123"]
 credential_ttl_secs = 5
 max_credential_ttl_secs = 6
 cors_origins = ["https://a.example.org"]
+demo = true
 [http.jwt]
 hs256_secrets = ["0123456789abcdef0123456789abcdef"]
 eddsa_public_keys = ['''{pem}''']
@@ -201,7 +203,7 @@ relay_warn_bytes_per_sec = 6
     let merged = merge(&running, new.clone());
     let mut all: Vec<&str> = merged.live.iter().chain(&merged.restart).copied().collect();
     assert_eq!(merged.live.len(), 27, "{:?}", merged.live);
-    assert_eq!(merged.restart.len(), 40, "{:?}", merged.restart);
+    assert_eq!(merged.restart.len(), 41, "{:?}", merged.restart);
     all.sort_unstable();
     let before = all.len();
     all.dedup();
