@@ -122,11 +122,19 @@ enum Command {
     /// its raw 32 bytes (the form SDKs take as trusted issuer keys) and mints nothing.
     Token {
         /// The peer id (the `sub` claim).
-        #[arg(long, value_name = "PEER_ID", required_unless_present = "issuer_public_key")]
+        #[arg(
+            long,
+            value_name = "PEER_ID",
+            required_unless_present = "issuer_public_key"
+        )]
         sub: Option<String>,
 
         /// The project (the `project` claim).
-        #[arg(long, value_name = "PROJECT", required_unless_present = "issuer_public_key")]
+        #[arg(
+            long,
+            value_name = "PROJECT",
+            required_unless_present = "issuer_public_key"
+        )]
         project: Option<String>,
 
         /// How long the token (and the attestation) is valid (90, 90s, 15m, 24h, 7d).
@@ -266,10 +274,9 @@ fn token(options: TokenCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("--signing-key {}", path.display()))?;
             peer_cli::Signer::Issuer(issuer)
         }
-        None => peer_cli::Signer::Secret(registry_secret(
-            options.config.as_deref(),
-            options.secret,
-        )?),
+        None => {
+            peer_cli::Signer::Secret(registry_secret(options.config.as_deref(), options.secret)?)
+        }
     };
     if options.issuer_public_key {
         return match signer {
@@ -283,7 +290,14 @@ fn token(options: TokenCommand) -> anyhow::Result<()> {
     let (Some(sub), Some(project)) = (options.sub, options.project) else {
         bail!("--sub and --project are required");
     };
-    peer_cli::token(&signer, &sub, &project, options.ttl, options.pk, options.attest)
+    peer_cli::token(
+        &signer,
+        &sub,
+        &project,
+        options.ttl,
+        options.pk,
+        options.attest,
+    )
 }
 
 /// The secret `turnpike token` signs with: --secret, else the first registry.jwt_secrets.

@@ -284,6 +284,7 @@ async fn recv(
                 peer_id,
                 project,
                 peers,
+                ..
             } => {
                 let ids: Vec<&str> = peers.iter().map(|(p, _)| p.as_str()).collect();
                 eprintln!("joined {project} as {peer_id}; peers: {ids:?}");
@@ -316,6 +317,15 @@ async fn recv(
             Event::Error { code, message, .. } => {
                 serde_json::json!({"event": "error", "code": code, "message": message})
             }
+            Event::TokenExpiring { expires_at } => {
+                serde_json::json!({"event": "token_expiring", "expires_at": expires_at})
+            }
+            Event::RelayUsage {
+                bytes_per_sec,
+                threshold,
+                ..
+            } => serde_json::json!({"event": "relay_usage", "bytes_per_sec": bytes_per_sec,
+                                    "threshold": threshold}),
             Event::Disconnected { reason, .. } => {
                 eprintln!("disconnected ({reason}); reconnecting");
                 continue;

@@ -145,10 +145,7 @@ pub fn validate(config: &RegistryConfig, demo: bool) -> Result<(), Invalid> {
             ));
         }
     }
-    if config.enabled
-        && !demo
-        && config.jwt_secrets.is_empty()
-        && config.jwt_public_keys.is_empty()
+    if config.enabled && !demo && config.jwt_secrets.is_empty() && config.jwt_public_keys.is_empty()
     {
         return Err(invalid(
             "registry.jwt_secrets",

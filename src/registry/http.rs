@@ -21,13 +21,13 @@ use tokio::sync::Notify;
 
 use super::attest::{Expected, verify_attestation};
 use super::auth::find_token;
-use super::core::{Authority, Identity, Lease};
-use super::{RegistryState, unix_time};
 use super::config::MAX_WEBSOCKET_MESSAGE;
 use super::core::ConnId;
+use super::core::{Authority, Identity, Lease};
 use super::messages::SUBPROTOCOL;
 use super::metrics::{AuthFailure, ConnectRefusal};
 use super::queue::Transmit;
+use super::{RegistryState, unix_time};
 
 /// The path of the endpoint.
 pub const PATH: &str = "/v1/registry";
@@ -177,10 +177,7 @@ async fn serve(socket: WebSocket, admitted: Admitted, notify: Arc<Notify>) {
             let now = Instant::now();
             match message {
                 Message::Text(text) => {
-                    let gate = Gate {
-                        state: &state,
-                        now,
-                    };
+                    let gate = Gate { state: &state, now };
                     state.with(|core| core.handle_text(now, conn, &text, &gate))
                 }
                 Message::Binary(bytes) => state.with(|core| core.handle_binary(now, conn, &bytes)),

@@ -26,7 +26,9 @@ pub enum IssuerKeyError {
     #[error("not a PEM private key (-----BEGIN PRIVATE KEY-----, PKCS#8)")]
     NotPem,
     /// The PKCS#8 key is not an Ed25519 key.
-    #[error("the PKCS#8 key is not an Ed25519 key (make one with `openssl genpkey -algorithm ed25519`)")]
+    #[error(
+        "the PKCS#8 key is not an Ed25519 key (make one with `openssl genpkey -algorithm ed25519`)"
+    )]
     NotEd25519,
 }
 

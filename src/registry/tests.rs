@@ -63,7 +63,8 @@ impl Harness {
     }
 
     fn text(&mut self, conn: ConnId, message: Value) {
-        self.core.handle_text(self.now, conn, &message.to_string(), &NoAuthority);
+        self.core
+            .handle_text(self.now, conn, &message.to_string(), &NoAuthority);
     }
 
     /// Everything queued for `conn`.
@@ -108,7 +109,10 @@ impl Harness {
 fn join_welcomes_and_announces() {
     let mut h = Harness::default();
     let alice = h.join("alice", "p1", 1);
-    let conn = h.core.connect(h.now, IP, identity("bob", "p1"), Lease::default()).unwrap();
+    let conn = h
+        .core
+        .connect(h.now, IP, identity("bob", "p1"), Lease::default())
+        .unwrap();
     h.text(conn, json!({"type": "join", "public_key": key(2)}));
     let welcome = h.next_json(conn).unwrap();
     assert_eq!(welcome["peer_id"], "bob");
@@ -176,7 +180,10 @@ fn signaling_stays_inside_the_project_and_payloads_are_untouched() {
 #[test]
 fn bad_messages_get_their_documented_errors() {
     let mut h = Harness::default();
-    let conn = h.core.connect(h.now, IP, identity("alice", "p1"), Lease::default()).unwrap();
+    let conn = h
+        .core
+        .connect(h.now, IP, identity("alice", "p1"), Lease::default())
+        .unwrap();
     let cases: Vec<(&str, &str)> = vec![
         ("hello", "bad_json"),
         ("[1,2]", "bad_message"),
@@ -437,7 +444,10 @@ fn a_second_connection_replaces_the_first() {
 fn pings_idle_and_join_timeouts() {
     let mut h = Harness::default(); // ping 20 s, idle 60 s, join 10 s
     let alice = h.join("alice", "p1", 1);
-    let lazy = h.core.connect(h.now, IP, identity("lazy", "p1"), Lease::default()).unwrap();
+    let lazy = h
+        .core
+        .connect(h.now, IP, identity("lazy", "p1"), Lease::default())
+        .unwrap();
     h.now += Duration::from_secs(11);
     h.core.handle_timeout(h.now);
     assert_eq!(
@@ -480,16 +490,29 @@ fn connection_and_project_tables_are_bounded() {
     };
     let mut h = Harness::new(config);
     let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-    let a = h.core.connect(h.now, IP, identity("a", "p1"), Lease::default()).unwrap();
-    let b = h.core.connect(h.now, IP, identity("b", "p1"), Lease::default()).unwrap();
+    let a = h
+        .core
+        .connect(h.now, IP, identity("a", "p1"), Lease::default())
+        .unwrap();
+    let b = h
+        .core
+        .connect(h.now, IP, identity("b", "p1"), Lease::default())
+        .unwrap();
     assert_eq!(
-        h.core.connect(h.now, IP, identity("c", "p1"), Lease::default()),
+        h.core
+            .connect(h.now, IP, identity("c", "p1"), Lease::default()),
         Err(ConnectRefusal::TooManyConnections)
     );
-    let c = h.core.connect(h.now, other, identity("c", "p2"), Lease::default()).unwrap();
-    h.core.connect(h.now, other, identity("d", "p2"), Lease::default()).unwrap();
+    let c = h
+        .core
+        .connect(h.now, other, identity("c", "p2"), Lease::default())
+        .unwrap();
+    h.core
+        .connect(h.now, other, identity("d", "p2"), Lease::default())
+        .unwrap();
     assert_eq!(
-        h.core.connect(h.now, IP, identity("e", "p1"), Lease::default()),
+        h.core
+            .connect(h.now, IP, identity("e", "p1"), Lease::default()),
         Err(ConnectRefusal::ServerFull)
     );
     h.text(a, json!({"type": "join", "public_key": key(1)}));

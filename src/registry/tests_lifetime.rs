@@ -268,9 +268,10 @@ fn a_good_reauth_moves_the_deadline_and_hands_out_fresh_ice_servers() {
     let mut h = Harness::new(Harness::quiet());
     let (bob, _) = h.join("bob", 120, 2, json!({}));
     let short = h.lease(50, None);
-    h.authority
-        .tokens
-        .insert("short".into(), Ok((identity("bob", "p1", UNIX + 50), short)));
+    h.authority.tokens.insert(
+        "short".into(),
+        Ok((identity("bob", "p1", UNIX + 50), short)),
+    );
     h.text(bob, &json!({"type": "reauth", "token": "short"}));
     assert_eq!(
         h.texts(bob),
@@ -388,8 +389,10 @@ fn heavy_relay_use_is_reported_once_per_window() {
     h.advance_to(20);
     assert_eq!(
         h.texts(alice),
-        vec![json!({"type": "relay_usage", "bytes_per_sec": 1200, "window_secs": 10,
-                    "threshold": 1000})]
+        vec![
+            json!({"type": "relay_usage", "bytes_per_sec": 1200, "window_secs": 10,
+                    "threshold": 1000})
+        ]
     );
     h.advance_to(25);
     assert!(h.texts(alice).is_empty(), "at most once per window");
@@ -435,11 +438,16 @@ fn attestations_are_forwarded_unchanged_and_left_out_when_absent() {
         vec![json!({"type": "peer_joined", "peer_id": "bob", "public_key": key(2)})]
     );
     let (_, texts) = h.join("carol", 3600, 3, json!({"attestation": attestation}));
-    assert_eq!(texts[0]["peers"][1], json!({"peer_id": "bob", "public_key": key(2)}));
+    assert_eq!(
+        texts[0]["peers"][1],
+        json!({"peer_id": "bob", "public_key": key(2)})
+    );
     assert_eq!(
         h.texts(alice),
-        vec![json!({"type": "peer_joined", "peer_id": "carol", "public_key": key(3),
-                    "attestation": attestation})]
+        vec![
+            json!({"type": "peer_joined", "peer_id": "carol", "public_key": key(3),
+                    "attestation": attestation})
+        ]
     );
 }
 
