@@ -5,6 +5,7 @@
 //! - [`verify_attestation`]: checks a peer's key attestation with trusted issuer keys (pure:
 //!   keys, JWT, what it must say and the time are passed in).
 
+mod connect;
 pub mod events;
 pub mod registry;
 pub mod seal;
