@@ -45,8 +45,10 @@ enum Command {
     /// once every listener is bound, RELOADING=1 and READY=1 around a reload, STOPPING=1 when
     /// the drain starts, and feeds the watchdog.
     /// It also serves the HTTP API ([http], default 127.0.0.1:9641): credentials for WebRTC
-    /// apps (/api/v1/ice-servers), Prometheus metrics (/metrics), /healthz and /readyz; a TLS
-    /// listener with serve_http = true serves the same API on its port (443 shared).
+    /// apps (/api/v1/ice-servers), Prometheus metrics (/metrics), /healthz and /readyz, the
+    /// browser SDK (/sdk/turnpike.js), the registry (/v1/registry) when [registry] enabled and
+    /// its demo (/demo) when [http] demo; a TLS listener with serve_http = true serves the
+    /// same API on its port (443 shared).
     Serve {
         /// The configuration file (TOML), read again on SIGHUP. Default: the built-in
         /// configuration.
