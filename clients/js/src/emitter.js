@@ -1,5 +1,6 @@
 // A tiny event emitter: `on`, `off`, `once`, `emit`. A handler that throws does not stop the
-// others or the SDK: the exception is reported asynchronously, like a DOM event listener's.
+// others or the SDK: the exception goes to `reportError` (the browser's, as for a DOM event
+// listener) or to the console.
 
 /** Minimal event emitter used by sessions and links. */
 export class Emitter {
@@ -38,9 +39,8 @@ export class Emitter {
       try {
         handler(...args);
       } catch (e) {
-        queueMicrotask(() => {
-          throw e;
-        });
+        const report = globalThis.reportError || ((err) => console.error(err));
+        report(e);
       }
     }
     return true;
