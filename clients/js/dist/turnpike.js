@@ -2959,7 +2959,9 @@ var LinkCore = class {
       if (this.mode === "connecting" || this.mode === "p2p" && !this.iceConnected) this.enterRelay(now);
     }
     if (this.probeAt !== null && this.probeAt <= now) this.sendProbe(now);
-    if (this.restartAt !== null && this.restartAt <= now) {
+    if (this.restartAt !== null && this.restartAt <= now && this.forced) {
+      this.restartAt = null;
+    } else if (this.restartAt !== null && this.restartAt <= now) {
       this.events.push({ type: "restart_ice" });
       this.restartDelay = Math.min(this.restartDelay * 2, RESTART_MAX_MS);
       this.restartAt = now + this.restartDelay;
@@ -3032,6 +3034,8 @@ var LinkCore = class {
       if (this.mode !== "relay") this.enterRelay(now);
     } else if (this.channelOpen && this.mode !== "p2p") {
       this.startProbing(now);
+    } else if (this.mode === "relay") {
+      this.scheduleRestart(now);
     }
   }
   /** Closes this end: `CLOSE` on the current path, waiting sends rejected, event `close`. */

@@ -203,8 +203,11 @@ test("forceRelay keeps the link on the relay; off returns to p2p through a probe
   const a = sim.ends.a;
   a.core.forceRelay(sim.now, true);
   assert.equal(a.core.mode, "relay");
-  sim.runUntil(sim.now + 5000);
+  const forcedAt = sim.now;
+  sim.runUntil(sim.now + 30000);
   assert.equal(a.core.mode, "relay", "no probe takes it back while forced");
+  const restarts = a.events.filter((e) => e.type === "restart_ice" && e.at >= forcedAt);
+  assert.deepEqual(restarts, [], "no ICE restart while the relay is forced (p2p is not wanted)");
   a.core.forceRelay(sim.now, false);
   sim.runUntil(sim.now + 100);
   assert.equal(a.core.mode, "p2p");

@@ -144,7 +144,10 @@ export class LinkCore {
       if (this.mode === "connecting" || (this.mode === "p2p" && !this.iceConnected)) this.enterRelay(now);
     }
     if (this.probeAt !== null && this.probeAt <= now) this.sendProbe(now);
-    if (this.restartAt !== null && this.restartAt <= now) {
+    if (this.restartAt !== null && this.restartAt <= now && this.forced) {
+      // Forced onto the relay: p2p is not wanted, so no ICE restarts (forceRelay(false) resumes them).
+      this.restartAt = null;
+    } else if (this.restartAt !== null && this.restartAt <= now) {
       this.events.push({ type: "restart_ice" });
       this.restartDelay = Math.min(this.restartDelay * 2, RESTART_MAX_MS);
       this.restartAt = now + this.restartDelay;
@@ -224,6 +227,8 @@ export class LinkCore {
       if (this.mode !== "relay") this.enterRelay(now);
     } else if (this.channelOpen && this.mode !== "p2p") {
       this.startProbing(now);
+    } else if (this.mode === "relay") {
+      this.scheduleRestart(now);
     }
   }
 
