@@ -403,3 +403,25 @@ proptest! {
         prop_assert_eq!(&pair.received[0], &sent[1]);
     }
 }
+
+#[test]
+fn the_fuzz_seeds_run_clean() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/link_frames");
+    let mut seeds = 0;
+    for entry in std::fs::read_dir(dir).expect("fuzz/corpus/link_frames") {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        fuzzing::link_frames(&data);
+        seeds += 1;
+    }
+    assert!(seeds >= 5);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Arbitrary bytes, as frames to a link end on both paths, never panic.
+    #[test]
+    fn arbitrary_frames_never_panic(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        fuzzing::link_frames(&data);
+    }
+}
