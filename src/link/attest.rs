@@ -76,6 +76,16 @@ impl TrustedIssuers {
         Ok(TrustedIssuers { keys: parsed })
     }
 
+    /// Raw 32-byte keys; those that are not Ed25519 public keys are skipped.
+    pub fn from_raw(keys: &[[u8; 32]]) -> TrustedIssuers {
+        TrustedIssuers {
+            keys: keys
+                .iter()
+                .filter_map(|k| ed25519_dalek::VerifyingKey::from_bytes(k).ok())
+                .collect(),
+        }
+    }
+
     /// True when no issuer is trusted (attestations are not checked).
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
