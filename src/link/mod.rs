@@ -17,23 +17,25 @@
 //! - [`send`] and [`receive`]: the unacked buffer, acks, fragments, reordering, reassembly (§3);
 //! - [`modes`]: modes, the switch table and its timers, the relay's RTO and pacing (§4);
 //! - [`attest`]: key attestations (§5);
-//! - [`Link`]: the façade that ties them together, with epochs (§2).
+//! - [`Link`] (`end.rs`): the façade that ties them together, with epochs (§2); its types.
 
 pub mod attest;
+mod end;
 pub mod frame;
 pub mod fuzzing;
-mod end;
 pub mod modes;
 pub mod receive;
 pub mod send;
 #[cfg(test)]
 mod tests;
+mod types;
 
+pub use end::Link;
 pub use frame::{Frame, FrameError, FrameKind};
-pub use end::{CloseReason, ErrorCode, Event, Link, LinkConfig, LinkError, Stats, Transmit};
 pub use modes::{IceState, Mode, P2pEvent};
 pub use receive::Message;
 pub use send::SendError;
+pub use types::{CloseReason, ErrorCode, Event, LinkConfig, LinkError, Stats, Transmit};
 
 /// Which path a frame came in on or goes out on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
