@@ -57,7 +57,10 @@ fn chromium_uses_the_demo_page_chat_file_and_forced_relay() {
     let mut child = KillOnDrop(command.spawn().expect("spawn node"));
     let deadline = Instant::now() + Duration::from_secs(120);
     while child.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the demo run did not end in 120 s");
+        assert!(
+            Instant::now() < deadline,
+            "the demo run did not end in 120 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let output = std::fs::read_to_string(out.path()).unwrap();

@@ -215,7 +215,7 @@ fn the_relay_window_is_bounded_in_frames_and_paced() {
             .unwrap();
     }
     pair.pump();
-    assert_eq!(pair.wire[0][1].len(), 32, "32 frames in flight at most");
+    assert_eq!(pair.wire[0][1].len(), 24, "24 frames in flight at most");
     let config = LinkConfig {
         relay_bytes_per_sec: 10_000,
         ..LinkConfig::default()

@@ -19,7 +19,7 @@ pub struct LinkConfig {
     pub relay_overhead: usize,
     /// Frame bytes unacknowledged in flight on the relay, at most.
     pub relay_max_in_flight_bytes: u64,
-    /// Frames unacknowledged in flight on the relay, at most (the registry queues 32 blobs
+    /// Frames unacknowledged in flight on the relay, at most (24: the registry queues 32 blobs
     /// per peer and drops beyond).
     pub relay_max_in_flight_frames: u64,
     /// Stop writing to the DataChannel while its `bufferedAmount` is above this.
@@ -36,7 +36,7 @@ impl Default for LinkConfig {
             relay_bytes_per_sec: 1 << 20,
             relay_overhead: 1 + 24 + 16 + 8 + 64,
             relay_max_in_flight_bytes: 256 * 1024,
-            relay_max_in_flight_frames: 32,
+            relay_max_in_flight_frames: 24,
             p2p_high_water: 1 << 20,
             offerer: true,
         }

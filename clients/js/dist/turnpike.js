@@ -2433,6 +2433,7 @@ var TurnpikeError = class extends Error {
 // src/attest.js
 var import_tweetnacl = __toESM(require_nacl_fast(), 1);
 var ATTESTATION_TYPE = "turnpike-attest+jwt";
+var CLOCK_SKEW_SECS = 30;
 function parseJson(bytes) {
   const text = bytes && fromUtf8(bytes);
   if (text === null || text === void 0) return null;
@@ -2474,7 +2475,7 @@ function verifyAttestation(attestation, expected) {
   if (typeof claims.exp !== "number" || typeof claims.sub !== "string" || typeof claims.pk !== "string") {
     return { ok: false, reason: "malformed" };
   }
-  if (!(claims.exp > expected.nowSecs)) return { ok: false, reason: "expired" };
+  if (!(claims.exp + CLOCK_SKEW_SECS > expected.nowSecs)) return { ok: false, reason: "expired" };
   if (claims.sub !== expected.peerId || claims.project !== expected.project) {
     return { ok: false, reason: "identity_mismatch" };
   }

@@ -9,6 +9,9 @@ import { fromBase64, fromBase64Url, fromUtf8, utf8 } from "./bytes.js";
 /** The JWS header `typ` an attestation must carry. */
 export const ATTESTATION_TYPE = "turnpike-attest+jwt";
 
+/** Clock skew tolerated on `exp`, in seconds (docs/link-protocol.md §5). */
+export const CLOCK_SKEW_SECS = 30;
+
 function parseJson(bytes) {
   const text = bytes && fromUtf8(bytes);
   if (text === null || text === undefined) return null;
@@ -63,9 +66,8 @@ export function verifyAttestation(attestation, expected) {
   if (typeof claims.exp !== "number" || typeof claims.sub !== "string" || typeof claims.pk !== "string") {
     return { ok: false, reason: "malformed" };
   }
-  // `exp` must lie in the future. The §9 vectors refuse an attestation one second past `exp`,
-  // so no skew is granted here (see the README: the prose's 30 s would accept it).
-  if (!(claims.exp > expected.nowSecs)) return { ok: false, reason: "expired" };
+  // `exp` must lie in the future, with CLOCK_SKEW_SECS of tolerance (docs/link-protocol.md §5).
+  if (!(claims.exp + CLOCK_SKEW_SECS > expected.nowSecs)) return { ok: false, reason: "expired" };
   if (claims.sub !== expected.peerId || claims.project !== expected.project) {
     return { ok: false, reason: "identity_mismatch" };
   }
