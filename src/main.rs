@@ -108,22 +108,41 @@ enum Command {
         shell: bool,
     },
 
-    /// Mint a registry token (an HS256 JWT) for tests and trials, signed with --secret or the
-    /// first of registry.jwt_secrets; prints the token.
+    /// Mint a registry token for tests and trials; prints the token.
+    ///
+    /// The token is an HS256 JWT signed with --secret or the first of registry.jwt_secrets, or,
+    /// with --signing-key, an EdDSA JWT signed with that Ed25519 key (the server verifies it
+    /// with the public key in registry.jwt_public_keys: `openssl pkey -in issuer.key -pubout`).
+    /// With --attest (needs --signing-key) it prints one JSON object instead:
+    /// {"token", "attestation", "public_key"} plus "secret_key" when the key pair was
+    /// generated: the attestation is an EdDSA JWT (header typ "turnpike-attest+jwt", claims
+    /// sub, project, pk, exp, iat) that lets other peers check the public key without trusting
+    /// the server; it attests --pk when given, else a new X25519 key pair, and the token pins
+    /// the same key. --issuer-public-key prints the public key of --signing-key as base64 of
+    /// its raw 32 bytes (the form SDKs take as trusted issuer keys) and mints nothing.
     Token {
         /// The peer id (the `sub` claim).
-        #[arg(long, value_name = "PEER_ID")]
-        sub: String,
+        #[arg(
+            long,
+            value_name = "PEER_ID",
+            required_unless_present = "issuer_public_key"
+        )]
+        sub: Option<String>,
 
         /// The project (the `project` claim).
-        #[arg(long, value_name = "PROJECT")]
-        project: String,
+        #[arg(
+            long,
+            value_name = "PROJECT",
+            required_unless_present = "issuer_public_key"
+        )]
+        project: Option<String>,
 
-        /// How long the token is valid (90, 90s, 15m, 24h, 7d).
+        /// How long the token (and the attestation) is valid (90, 90s, 15m, 24h, 7d).
         #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_ttl)]
         ttl: u64,
 
         /// Pin the peer's X25519 public key (base64): its join must announce exactly this key.
+        /// With --attest, the key attested.
         #[arg(long, value_name = "PUBLIC_KEY")]
         pk: Option<String>,
 
@@ -131,7 +150,8 @@ enum Command {
         #[arg(short, long, value_name = "FILE", env = "TURNPIKE_CONFIG")]
         config: Option<PathBuf>,
 
-        /// The HS256 secret, instead of the first of registry.jwt_secrets.
+        /// The HS256 secret, instead of the first of registry.jwt_secrets (unused with
+        /// --signing-key).
         #[arg(
             long,
             value_name = "SECRET",
@@ -139,6 +159,20 @@ enum Command {
             hide_env_values = true
         )]
         secret: Option<String>,
+
+        /// The issuer's Ed25519 private key, PKCS#8 PEM (`openssl genpkey -algorithm ed25519
+        /// -out issuer.key`): sign EdDSA tokens and attestations with it.
+        #[arg(long, value_name = "PATH", env = "TURNPIKE_SIGNING_KEY")]
+        signing_key: Option<PathBuf>,
+
+        /// Also mint a key attestation; print {"token", "attestation", "public_key",
+        /// "secret_key" (when generated)} as JSON. Needs --signing-key.
+        #[arg(long, requires = "signing_key")]
+        attest: bool,
+
+        /// Print the public key of --signing-key (base64 of the raw 32 bytes) and exit.
+        #[arg(long, requires = "signing_key", conflicts_with_all = ["attest", "pk"])]
+        issuer_public_key: bool,
     },
 
     /// Join a registry as a peer: send one message to another peer, or print what arrives.
@@ -164,8 +198,20 @@ fn main() -> ExitCode {
             pk,
             config,
             secret,
-        } => registry_secret(config.as_deref(), secret)
-            .and_then(|secret| peer_cli::token(&secret, &sub, &project, ttl, pk)),
+            signing_key,
+            attest,
+            issuer_public_key,
+        } => token(TokenCommand {
+            sub,
+            project,
+            ttl,
+            pk,
+            config,
+            secret,
+            signing_key,
+            attest,
+            issuer_public_key,
+        }),
         Command::Peer(args) => peer_cli::peer(args),
     };
     match outcome {
@@ -203,6 +249,55 @@ fn check_config(file: &Path) -> anyhow::Result<()> {
     Config::load(file)?;
     println!("{}: ok", file.display());
     Ok(())
+}
+
+/// The options of `turnpike token`.
+struct TokenCommand {
+    sub: Option<String>,
+    project: Option<String>,
+    ttl: u64,
+    pk: Option<String>,
+    config: Option<PathBuf>,
+    secret: Option<String>,
+    signing_key: Option<PathBuf>,
+    attest: bool,
+    issuer_public_key: bool,
+}
+
+/// `turnpike token`: the signer from the options, then [`peer_cli::token`].
+fn token(options: TokenCommand) -> anyhow::Result<()> {
+    let signer = match &options.signing_key {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --signing-key {}", path.display()))?;
+            let issuer = turnpike::registry::issuer::Issuer::from_pkcs8_pem(&pem)
+                .with_context(|| format!("--signing-key {}", path.display()))?;
+            peer_cli::Signer::Issuer(issuer)
+        }
+        None => {
+            peer_cli::Signer::Secret(registry_secret(options.config.as_deref(), options.secret)?)
+        }
+    };
+    if options.issuer_public_key {
+        return match signer {
+            peer_cli::Signer::Issuer(issuer) => {
+                println!("{}", issuer.public_key_base64());
+                Ok(())
+            }
+            peer_cli::Signer::Secret(_) => bail!("--issuer-public-key needs --signing-key"),
+        };
+    }
+    let (Some(sub), Some(project)) = (options.sub, options.project) else {
+        bail!("--sub and --project are required");
+    };
+    peer_cli::token(
+        &signer,
+        &sub,
+        &project,
+        options.ttl,
+        options.pk,
+        options.attest,
+    )
 }
 
 /// The secret `turnpike token` signs with: --secret, else the first registry.jwt_secrets.

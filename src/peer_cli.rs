@@ -5,7 +5,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use turnpike::client::{ClientConfig, Event, KeyPair, RegistryClient};
+use turnpike::registry::attest::AttestationClaims;
 use turnpike::registry::auth::{Claims, mint_hs256};
+use turnpike::registry::issuer::Issuer;
 use turnpike::registry::messages::{SignalKind, valid_id};
 
 /// Options of `turnpike peer`.
@@ -103,13 +105,23 @@ pub fn keygen(shell: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `turnpike token`: prints an HS256 registry token.
+/// What `turnpike token` signs with.
+pub enum Signer {
+    /// An HS256 secret.
+    Secret(String),
+    /// An Ed25519 key (`--signing-key`): EdDSA tokens, and attestations.
+    Issuer(Issuer),
+}
+
+/// `turnpike token`: prints a registry token, or with `attest` a JSON object with the token,
+/// a key attestation and the key pair (the secret key only when generated here).
 pub fn token(
-    secret: &str,
+    signer: &Signer,
     sub: &str,
     project: &str,
     ttl: u64,
     pk: Option<String>,
+    attest: bool,
 ) -> anyhow::Result<()> {
     if !valid_id(sub) || !valid_id(project) {
         bail!("--sub and --project must be 1 to 64 bytes of printable ASCII without spaces");
@@ -122,14 +134,44 @@ pub fn token(
         .duration_since(UNIX_EPOCH)
         .context("the system clock is set before 1970")?
         .as_secs();
+    let exp = now.saturating_add(ttl);
+    // With --attest and no --pk, a new key pair: the attestation and the token's pin name it.
+    let generated = (attest && pk.is_none()).then(KeyPair::generate);
+    let pk = pk.or_else(|| generated.as_ref().map(KeyPair::public_base64));
     let claims = Claims {
         sub: Some(sub.to_owned()),
         project: Some(project.to_owned()),
-        exp: Some(now.saturating_add(ttl)),
+        exp: Some(exp),
         nbf: None,
-        pk,
+        pk: pk.clone(),
     };
-    println!("{}", mint_hs256(secret.as_bytes(), &claims));
+    let token = match signer {
+        Signer::Secret(secret) => mint_hs256(secret.as_bytes(), &claims),
+        Signer::Issuer(issuer) => issuer.mint_token(&claims),
+    };
+    if !attest {
+        println!("{token}");
+        return Ok(());
+    }
+    let (Signer::Issuer(issuer), Some(pk)) = (signer, pk) else {
+        bail!("--attest needs --signing-key (an attestation is signed with an Ed25519 key)");
+    };
+    let attestation = issuer.mint_attestation(&AttestationClaims {
+        sub: sub.to_owned(),
+        project: project.to_owned(),
+        pk: pk.clone(),
+        exp,
+        iat: Some(now),
+    });
+    let mut output = serde_json::json!({
+        "token": token,
+        "attestation": attestation,
+        "public_key": pk,
+    });
+    if let Some(keys) = generated {
+        output["secret_key"] = keys.secret_base64().into();
+    }
+    println!("{output}");
     Ok(())
 }
 
@@ -242,6 +284,7 @@ async fn recv(
                 peer_id,
                 project,
                 peers,
+                ..
             } => {
                 let ids: Vec<&str> = peers.iter().map(|(p, _)| p.as_str()).collect();
                 eprintln!("joined {project} as {peer_id}; peers: {ids:?}");
@@ -274,6 +317,15 @@ async fn recv(
             Event::Error { code, message, .. } => {
                 serde_json::json!({"event": "error", "code": code, "message": message})
             }
+            Event::TokenExpiring { expires_at } => {
+                serde_json::json!({"event": "token_expiring", "expires_at": expires_at})
+            }
+            Event::RelayUsage {
+                bytes_per_sec,
+                threshold,
+                ..
+            } => serde_json::json!({"event": "relay_usage", "bytes_per_sec": bytes_per_sec,
+                                    "threshold": threshold}),
             Event::Disconnected { reason, .. } => {
                 eprintln!("disconnected ({reason}); reconnecting");
                 continue;

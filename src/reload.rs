@@ -320,6 +320,7 @@ pub fn merge(running: &Config, new: Config) -> Merged {
         "http.enabled" => http.enabled,
         "http.address" => http.address,
         "http.cors_origins" => http.cors_origins,
+        "http.demo" => http.demo,
         "registry.enabled" => registry.enabled,
         "registry.listen" => registry.listen,
         "registry.max_connections" => registry.max_connections,
@@ -336,6 +337,9 @@ pub fn merge(running: &Config, new: Config) -> Merged {
         "registry.ping_interval_secs" => registry.ping_interval_secs,
         "registry.idle_timeout_secs" => registry.idle_timeout_secs,
         "registry.join_timeout_secs" => registry.join_timeout_secs,
+        "registry.ice_servers" => registry.ice_servers,
+        "registry.token_warning_secs" => registry.token_warning_secs,
+        "registry.relay_warn_bytes_per_sec" => registry.relay_warn_bytes_per_sec,
     );
     Merged {
         config,

@@ -88,10 +88,19 @@ async fn serve(
     metrics.set_health(health.clone());
     let (stop_http, stopped) = tokio::sync::watch::channel(false);
     // The API router: on the HTTP listener, and on TLS listeners with `serve_http = true`.
-    let http_state = HttpState::new(&config, metrics.clone(), health.clone());
+    let mut http_state = HttpState::new(&config, metrics.clone(), health.clone());
+    let registry = crate::registry::standalone::state(&config.registry)?;
+    if let Some(state) = &registry {
+        if config.registry.ice_servers {
+            // The one-token ladder mints with the credential endpoints' secret and URLs.
+            state.set_ice_service(http_state.ice.clone());
+        }
+        if config.http.demo {
+            http_state.set_demo(http::sdk::Demo::start(&config.registry, state));
+        }
+    }
     let mut api = http::router(http_state.clone());
     // The registry (/v1/registry) rides on the same router, so also on TLS 443.
-    let registry = crate::registry::standalone::state(&config.registry)?;
     if let Some(state) = &registry {
         api = api.merge(crate::registry::routes(state.clone()));
         metrics.set_registry(state.clone());

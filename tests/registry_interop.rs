@@ -64,6 +64,7 @@ async fn pynacl_peer_and_rust_client_open_each_others_blobs() {
         Event::PeerJoined {
             peer_id,
             public_key,
+            ..
         } => {
             assert_eq!(
                 (peer_id.as_str(), &public_key),
@@ -142,6 +143,7 @@ async fn a_browser_style_client_joins_over_wss_on_the_shared_tls_port() {
         Event::PeerJoined {
             peer_id,
             public_key,
+            ..
         } => {
             assert_eq!(
                 (peer_id.as_str(), public_key),

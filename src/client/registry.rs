@@ -4,8 +4,15 @@
 //! One background task owns the WebSocket and the [`Sealer`]; [`RegistryClient`] talks to it
 //! through channels. Events come out of [`RegistryClient::next_event`] in the order the server
 //! sent them.
+//!
+//! Tokens are live: the server warns ([`Event::TokenExpiring`]) before the token ends and
+//! closes the connection at its `exp`; [`RegistryClient::reauth`] hands it a fresh token
+//! (also used for later reconnections once accepted). With
+//! [`ClientConfig::trusted_issuer_keys`], peers' relay keys are used only when their key
+//! attestation verifies, so that the server cannot swap them.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crypto_box::PublicKey;
@@ -20,6 +27,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use super::events::{Event, parse_event};
 use super::seal::{KeyPair, Sealer, public_key_from_base64};
+use crate::proto::credentials::IceServer;
+use crate::registry::attest::{Expected, verify_attestation};
 use crate::registry::messages::{SUBPROTOCOL, SignalKind, build_relay, valid_id};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -42,6 +51,14 @@ pub struct ClientConfig {
     pub reconnect: bool,
     /// The longest delay between reconnect attempts.
     pub max_backoff: Duration,
+    /// This peer's key attestation (`turnpike token --attest`), sent in `join` and forwarded
+    /// by the server to the other peers.
+    pub attestation: Option<String>,
+    /// Issuers' Ed25519 public keys (raw 32 bytes) that other peers' attestations must verify
+    /// with. Empty (the default): peers' keys are taken as the server forwards them. Otherwise
+    /// a peer without a valid attestation is reported as [`Event::PeerUntrusted`] and its key
+    /// is not used.
+    pub trusted_issuer_keys: Vec<[u8; 32]>,
 }
 
 impl ClientConfig {
@@ -53,6 +70,8 @@ impl ClientConfig {
             keys,
             reconnect: true,
             max_backoff: Duration::from_secs(30),
+            attestation: None,
+            trusted_issuer_keys: Vec::new(),
         }
     }
 }
@@ -89,6 +108,7 @@ pub enum ClientError {
 
 enum Command {
     Text(String),
+    Reauth(String),
     Binary(Vec<u8>),
     Relay {
         to: String,
@@ -104,6 +124,7 @@ pub struct RegistryClient {
     commands: mpsc::Sender<Command>,
     events: mpsc::Receiver<Event>,
     public_key: String,
+    ice_servers: Arc<Mutex<Option<Vec<IceServer>>>>,
 }
 
 impl RegistryClient {
@@ -111,10 +132,14 @@ impl RegistryClient {
     /// (a refused token is returned as [`ClientError::Refused`]); later ones are retried.
     pub async fn connect(config: ClientConfig) -> Result<RegistryClient, ClientError> {
         let mut peers = HashMap::new();
-        let (socket, welcome) = connect_and_join(&config, &mut peers).await?;
+        let joined = connect_and_join(&config, &mut peers).await?;
         let (commands, command_rx) = mpsc::channel(256);
         let (event_tx, events) = mpsc::channel(1024);
-        let _ = event_tx.try_send(welcome);
+        let ice_servers = Arc::new(Mutex::new(joined.ice_servers.clone()));
+        let _ = event_tx.try_send(joined.welcome);
+        for event in joined.untrusted {
+            let _ = event_tx.try_send(event);
+        }
         let start = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -124,15 +149,39 @@ impl RegistryClient {
             sealer: Sealer::new(config.keys.clone(), start),
             config,
             peers,
+            project: joined.project,
+            pending_token: None,
+            ice_servers: ice_servers.clone(),
             commands: command_rx,
             events: event_tx,
         };
-        tokio::spawn(task.run(socket));
+        tokio::spawn(task.run(joined.socket));
         Ok(RegistryClient {
             commands,
             events,
             public_key,
+            ice_servers,
         })
+    }
+
+    /// The `iceServers` of the latest `welcome` or `reauthed` (the one-token ladder), if the
+    /// server hands them out: ready for `RTCPeerConnection` or a TURN client.
+    pub fn ice_servers(&self) -> Option<Vec<IceServer>> {
+        self.ice_servers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Sends `reauth` with a fresh token for the same peer and project. The answer comes as
+    /// [`Event::Reauthed`] (the token is then also used to reconnect) or as an
+    /// [`Event::Error`] whose `refers_to` is `reauth` (`invalid_token`, `identity_mismatch`;
+    /// the connection keeps its old deadline).
+    pub async fn reauth(&self, token: &str) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::Reauth(token.to_owned()))
+            .await
+            .map_err(|_| ClientError::NotConnected)
     }
 
     /// This peer's public key, base64.
@@ -200,11 +249,52 @@ impl RegistryClient {
     }
 }
 
-/// Opens the WebSocket, sends `join`, waits for `welcome`; fills `peers`.
+/// A connection that joined.
+struct Joined {
+    socket: Socket,
+    /// The [`Event::Welcome`].
+    welcome: Event,
+    /// [`Event::PeerUntrusted`] for the listed peers whose attestation did not verify.
+    untrusted: Vec<Event>,
+    project: String,
+    ice_servers: Option<Vec<IceServer>>,
+}
+
+/// Checks a peer's attestation against [`ClientConfig::trusted_issuer_keys`] (nothing to
+/// check when there are none).
+fn trust(
+    config: &ClientConfig,
+    project: &str,
+    peer_id: &str,
+    public_key: &str,
+    attestation: Option<&str>,
+) -> Result<(), String> {
+    if config.trusted_issuer_keys.is_empty() {
+        return Ok(());
+    }
+    let Some(jwt) = attestation else {
+        return Err("the peer presented no key attestation".to_owned());
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let expected = Expected {
+        sub: peer_id,
+        project,
+        public_key,
+    };
+    verify_attestation(&config.trusted_issuer_keys, jwt, &expected, now)
+        .map(|_| ())
+        .map_err(|error| error.to_string())
+}
+
+/// Opens the WebSocket, sends `join`, waits for `welcome`; fills `peers` with the keys of the
+/// trusted peers.
 async fn connect_and_join(
     config: &ClientConfig,
     peers: &mut HashMap<String, PublicKey>,
-) -> Result<(Socket, Event), ClientError> {
+) -> Result<Joined, ClientError> {
     let mut request = config
         .url
         .as_str()
@@ -242,7 +332,10 @@ async fn connect_and_join(
         }
         Err(e) => return Err(ClientError::WebSocket(e.to_string())),
     };
-    let join = serde_json::json!({"type": "join", "public_key": config.keys.public_base64()});
+    let mut join = serde_json::json!({"type": "join", "public_key": config.keys.public_base64()});
+    if let Some(attestation) = &config.attestation {
+        join["attestation"] = attestation.as_str().into();
+    }
     socket
         .send(Message::text(join.to_string()))
         .await
@@ -268,19 +361,38 @@ async fn connect_and_join(
             peer_id,
             project,
             peers: list,
+            attestations,
+            ice_servers,
         } => {
             peers.clear();
+            let mut untrusted = Vec::new();
             for (id, key) in &list {
+                let attestation = attestations.get(id).map(String::as_str);
+                if let Err(reason) = trust(config, &project, id, key, attestation) {
+                    untrusted.push(Event::PeerUntrusted {
+                        peer_id: id.clone(),
+                        reason,
+                    });
+                    continue;
+                }
                 if let Ok(key) = public_key_from_base64(key) {
                     peers.insert(id.clone(), key);
                 }
             }
             let welcome = Event::Welcome {
                 peer_id,
-                project,
+                project: project.clone(),
                 peers: list,
+                attestations,
+                ice_servers: ice_servers.clone(),
             };
-            Ok((socket, welcome))
+            Ok(Joined {
+                socket,
+                welcome,
+                untrusted,
+                project,
+                ice_servers,
+            })
         }
         Event::Error { code, message, .. } => Err(ClientError::Join(format!("{code}: {message}"))),
         other => Err(ClientError::Join(format!("unexpected answer {other:?}"))),
@@ -291,7 +403,13 @@ async fn connect_and_join(
 struct Task {
     config: ClientConfig,
     sealer: Sealer,
+    /// The keys of the peers this client relays with (trusted ones only).
     peers: HashMap<String, PublicKey>,
+    /// The project, from the latest welcome.
+    project: String,
+    /// A token sent in `reauth`, adopted for reconnections once `reauthed` arrives.
+    pending_token: Option<String>,
+    ice_servers: Arc<Mutex<Option<Vec<IceServer>>>>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
 }
@@ -348,9 +466,14 @@ impl Task {
                 }
             }
             match connect_and_join(&self.config, &mut self.peers).await {
-                Ok((socket, welcome)) => {
-                    let _ = self.events.send(welcome).await;
-                    return Some(socket);
+                Ok(joined) => {
+                    self.project = joined.project;
+                    self.set_ice_servers(joined.ice_servers);
+                    let _ = self.events.send(joined.welcome).await;
+                    for event in joined.untrusted {
+                        let _ = self.events.send(event).await;
+                    }
+                    return Some(joined.socket);
                 }
                 Err(ClientError::Refused {
                     status: 401, error, ..
@@ -392,6 +515,11 @@ impl Task {
                             return End::Final(Some(1000), "closed by the client".into());
                         }
                         Some(Command::Text(text)) => Message::text(text),
+                        Some(Command::Reauth(token)) => {
+                            let message = serde_json::json!({"type": "reauth", "token": token});
+                            self.pending_token = Some(token);
+                            Message::text(message.to_string())
+                        }
                         Some(Command::Binary(frame)) => Message::binary(frame),
                         Some(Command::Relay { to, message, reply }) => {
                             match self.seal(&to, &message) {
@@ -425,23 +553,68 @@ impl Task {
         Ok(build_relay(to, &self.sealer.seal(key, message)))
     }
 
+    fn set_ice_servers(&self, ice_servers: Option<Vec<IceServer>>) {
+        *self
+            .ice_servers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = ice_servers;
+    }
+
     async fn on_text(&mut self, text: &str) {
         let event = parse_event(text);
+        let mut untrusted = None;
         match &event {
             Event::PeerJoined {
                 peer_id,
                 public_key,
+                attestation,
             } => {
-                if let Ok(key) = public_key_from_base64(public_key) {
-                    self.peers.insert(peer_id.clone(), key);
+                // A new key for this id replaces the old one only if it is trusted.
+                self.peers.remove(peer_id);
+                let checked = trust(
+                    &self.config,
+                    &self.project,
+                    peer_id,
+                    public_key,
+                    attestation.as_deref(),
+                );
+                match checked {
+                    Ok(()) => {
+                        if let Ok(key) = public_key_from_base64(public_key) {
+                            self.peers.insert(peer_id.clone(), key);
+                        }
+                    }
+                    Err(reason) => {
+                        untrusted = Some(Event::PeerUntrusted {
+                            peer_id: peer_id.clone(),
+                            reason,
+                        });
+                    }
                 }
             }
             Event::PeerLeft { peer_id } => {
                 self.peers.remove(peer_id);
             }
+            Event::Reauthed { ice_servers, .. } => {
+                if let Some(token) = self.pending_token.take() {
+                    self.config.token = token;
+                }
+                if ice_servers.is_some() {
+                    self.set_ice_servers(ice_servers.clone());
+                }
+            }
+            Event::Error {
+                refers_to: Some(refers_to),
+                ..
+            } if refers_to == "reauth" => {
+                self.pending_token = None;
+            }
             _ => {}
         }
         let _ = self.events.send(event).await;
+        if let Some(untrusted) = untrusted {
+            let _ = self.events.send(untrusted).await;
+        }
     }
 
     async fn on_relay(&mut self, frame: &[u8]) {

@@ -30,6 +30,9 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// JSON Web Tokens accepted as bearer tokens.
     pub jwt: JwtConfig,
+    /// Serve the registry demo: `GET /demo` (the page) and `POST /demo/token` (registry tokens
+    /// for project `demo`, to loopback clients only).
+    pub demo: bool,
 }
 
 /// The `[http.jwt]` section: keys that verify bearer JWTs. The token's `sub` claim becomes the
@@ -67,6 +70,7 @@ impl Default for HttpConfig {
             max_credential_ttl_secs: 86_400,
             cors_origins: Vec::new(),
             jwt: JwtConfig::default(),
+            demo: false,
         }
     }
 }
@@ -94,6 +98,7 @@ impl fmt::Debug for HttpConfig {
             .field("max_credential_ttl_secs", &self.max_credential_ttl_secs)
             .field("cors_origins", &self.cors_origins)
             .field("jwt", &self.jwt)
+            .field("demo", &self.demo)
             .finish()
     }
 }

@@ -60,7 +60,13 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
     validate_tls(config)?;
     validate_connections(config)?;
     super::http::validate(&config.http)?;
-    crate::registry::config::validate(&config.registry)?;
+    crate::registry::config::validate(&config.registry, config.http.demo)?;
+    if config.http.demo && !config.registry.enabled {
+        return Err(invalid(
+            "http.demo",
+            "the demo needs the registry: set registry.enabled = true",
+        ));
+    }
     Ok(())
 }
 

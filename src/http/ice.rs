@@ -52,6 +52,22 @@ impl IceService {
         &self.uris
     }
 
+    /// The longest credential lifetime handed out (`http.max_credential_ttl_secs`).
+    pub fn max_ttl(&self) -> u64 {
+        self.max_ttl
+    }
+
+    /// A ready-to-use `iceServers` array for `user`, valid `ttl` seconds from `now_unix`
+    /// (shortened to [`IceService::max_ttl`]), exactly as `/api/v1/ice-servers` answers it;
+    /// `None` when the server has no REST secret (`auth.secrets`). The registry's `welcome`
+    /// and `reauthed` carry it (`registry.ice_servers`). The caller passes the time.
+    pub fn ice_servers(&self, user: &str, now_unix: u64, ttl: u64) -> Option<Vec<IceServer>> {
+        let secret = self.secret.as_ref()?;
+        let ttl = ttl.clamp(1, self.max_ttl.max(1));
+        let credential = credentials::mint(secret, user, now_unix, ttl);
+        Some(vec![IceServer::new(self.uris.clone(), credential)])
+    }
+
     /// Authenticates, checks the user and TTL, and mints a credential.
     fn mint(
         &self,
@@ -186,16 +202,7 @@ pub struct IceRequest {
     pub ttl: Option<u64>,
 }
 
-/// One entry of `iceServers` (the WebRTC `RTCIceServer` dictionary).
-#[derive(Debug, Serialize)]
-pub struct IceServer {
-    /// `stun:`, `turn:` and `turns:` URLs.
-    pub urls: Vec<String>,
-    /// The REST username.
-    pub username: String,
-    /// The password.
-    pub credential: String,
-}
+pub use crate::proto::credentials::IceServer;
 
 /// The answer of `/api/v1/ice-servers`.
 #[derive(Debug, Serialize)]
@@ -235,11 +242,7 @@ pub async fn ice_servers(
     let ice = state.ice.load();
     let (credential, ttl) = ice.mint(&headers, None, request.user.as_deref(), request.ttl)?;
     Ok(no_store(Json(IceAnswer {
-        ice_servers: vec![IceServer {
-            urls: ice.uris.clone(),
-            username: credential.username,
-            credential: credential.password,
-        }],
+        ice_servers: vec![IceServer::new(ice.uris.clone(), credential)],
         ttl,
     })))
 }

@@ -7,6 +7,8 @@
 //! | `GET /metrics` | OpenMetrics text ([`crate::metrics`]) |
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /readyz` | 200 when every listener is bound and not draining, else 503 |
+//! | `GET /sdk/turnpike.js` | the browser SDK ([`sdk`]) |
+//! | `GET /demo`, `POST /demo/token` | the registry demo, when `http.demo` is on ([`sdk`]) |
 //!
 //! Every error is JSON (`{"error":{"code","message"}}`, see [`error`]). [`router`] builds the
 //! routes so that other parts of the server can [`axum::Router::merge`] theirs (the registry
@@ -17,6 +19,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod ice;
+pub mod sdk;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +30,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -58,6 +61,8 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// The readiness flags `/readyz` reports.
     pub health: Arc<Health>,
+    /// The registry demo (`/demo`, `/demo/token`), when `http.demo` is on.
+    pub demo: Option<Arc<sdk::Demo>>,
     cors_origins: Arc<Vec<String>>,
 }
 
@@ -68,8 +73,14 @@ impl HttpState {
             ice: Arc::new(ArcSwap::from_pointee(IceService::new(config))),
             metrics,
             health,
+            demo: None,
             cors_origins: Arc::new(config.http.cors_origins.clone()),
         }
+    }
+
+    /// Serves the registry demo with `demo` (set before the router is built).
+    pub fn set_demo(&mut self, demo: sdk::Demo) {
+        self.demo = Some(Arc::new(demo));
     }
 
     /// Applies a reloaded configuration to the credential endpoints: API keys, JWT keys, the
@@ -94,11 +105,18 @@ pub fn router(state: HttpState) -> Router {
     if let Some(cors) = cors_layer(&state.cors_origins) {
         credentials = credentials.layer(cors);
     }
-    Router::new()
+    let mut router = Router::new()
         .merge(credentials)
         .route("/metrics", get(scrape))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/sdk/turnpike.js", get(sdk::sdk_js));
+    if state.demo.is_some() {
+        router = router
+            .route("/demo", get(sdk::demo_page))
+            .route("/demo/token", post(sdk::demo_token));
+    }
+    router
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

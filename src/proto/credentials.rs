@@ -60,6 +60,30 @@ pub fn mint(secret: &[u8], user: &str, now_unix: u64, ttl_secs: u64) -> RestCred
     RestCredential { username, password }
 }
 
+/// One entry of a WebRTC `iceServers` array (the `RTCIceServer` dictionary) carrying a REST
+/// credential: what `/api/v1/ice-servers` answers and what the registry's `welcome` and
+/// `reauthed` carry (`ice_servers`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IceServer {
+    /// `stun:`, `turn:` and `turns:` URLs.
+    pub urls: Vec<String>,
+    /// The REST username `EXPIRY:USER`.
+    pub username: String,
+    /// The password.
+    pub credential: String,
+}
+
+impl IceServer {
+    /// The entry for a credential minted with [`mint`], reaching `urls`.
+    pub fn new(urls: Vec<String>, credential: RestCredential) -> IceServer {
+        IceServer {
+            urls,
+            username: credential.username,
+            credential: credential.password,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

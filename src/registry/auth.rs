@@ -13,8 +13,10 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use super::attest::is_attestation;
 use super::config::RegistryConfig;
 use super::core::Identity;
+use super::issuer::ed25519_public_key_from_pem;
 use super::messages::{BEARER_PROTOCOL_PREFIX, valid_id};
 use super::metrics::AuthFailure;
 
@@ -60,12 +62,14 @@ pub enum KeyError {
     },
 }
 
-/// The keys that verify tokens, by algorithm.
+/// The keys that verify tokens, by algorithm, and the raw Ed25519 keys that verify key
+/// attestations (the same keys as `eddsa`).
 #[derive(Clone)]
 pub struct Keys {
     hs256: Vec<DecodingKey>,
     eddsa: Vec<DecodingKey>,
     rs256: Vec<DecodingKey>,
+    attestation: Vec<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -74,6 +78,7 @@ impl std::fmt::Debug for Keys {
             .field("hs256", &self.hs256.len())
             .field("eddsa", &self.eddsa.len())
             .field("rs256", &self.rs256.len())
+            .field("attestation", &self.attestation.len())
             .finish()
     }
 }
@@ -89,6 +94,7 @@ impl Keys {
                 .collect(),
             eddsa: Vec::new(),
             rs256: Vec::new(),
+            attestation: Vec::new(),
         };
         for path in &config.jwt_public_keys {
             let pem = std::fs::read(path).map_err(|reason| KeyError::Read {
@@ -97,6 +103,9 @@ impl Keys {
             })?;
             if let Ok(key) = DecodingKey::from_ed_pem(&pem) {
                 keys.eddsa.push(key);
+                if let Some(raw) = ed25519_public_key_from_pem(&String::from_utf8_lossy(&pem)) {
+                    keys.attestation.push(raw);
+                }
             } else if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
                 keys.rs256.push(key);
             } else {
@@ -106,8 +115,22 @@ impl Keys {
         Ok(keys)
     }
 
-    /// Verifies `token` at UNIX time `now` and returns who it names.
+    /// Also accepts HS256 tokens signed with `secret` (the demo's secret generated at start).
+    pub fn add_hs256_secret(&mut self, secret: &[u8]) {
+        self.hs256.push(DecodingKey::from_secret(secret));
+    }
+
+    /// The raw Ed25519 public keys that verify key attestations: those of `jwt_public_keys`.
+    pub fn attestation_keys(&self) -> &[[u8; 32]] {
+        &self.attestation
+    }
+
+    /// Verifies `token` at UNIX time `now` and returns who it names. A key attestation is
+    /// never a login token, even when its signature verifies.
     pub fn verify(&self, token: &str, now: u64) -> Result<Identity, AuthFailure> {
+        if is_attestation(token) {
+            return Err(AuthFailure::WrongTokenType);
+        }
         let Ok(header) = jsonwebtoken::decode_header(token) else {
             // A well-formed header with an algorithm jsonwebtoken does not know (`none`).
             return Err(if has_alg(token) {
@@ -200,6 +223,7 @@ fn identity(claims: Claims, now: u64) -> Result<Identity, AuthFailure> {
         peer_id,
         project,
         pinned_key,
+        expires_at: exp,
     })
 }
 

@@ -53,6 +53,16 @@ pub struct RegistryConfig {
     pub idle_timeout_secs: u32,
     /// Seconds a connection has to complete its `join`.
     pub join_timeout_secs: u32,
+    /// The one-token ladder: `welcome` and `reauthed` carry `ice_servers`, a WebRTC
+    /// `iceServers` array with a REST credential minted for the peer (needs a REST secret,
+    /// `auth.secrets`).
+    pub ice_servers: bool,
+    /// Seconds before the token's `exp` that `token_expiring` is sent (0: never sent; the
+    /// connection is closed at `exp` either way).
+    pub token_warning_secs: u32,
+    /// Relayed bytes per second (averaged over 10 s) above which a peer is sent
+    /// `relay_usage` (0: never).
+    pub relay_warn_bytes_per_sec: u64,
 }
 
 impl Default for RegistryConfig {
@@ -76,6 +86,9 @@ impl Default for RegistryConfig {
             ping_interval_secs: 20,
             idle_timeout_secs: 60,
             join_timeout_secs: 10,
+            ice_servers: true,
+            token_warning_secs: 60,
+            relay_warn_bytes_per_sec: 262_144,
         }
     }
 }
@@ -104,6 +117,9 @@ impl fmt::Debug for RegistryConfig {
             .field("ping_interval_secs", &self.ping_interval_secs)
             .field("idle_timeout_secs", &self.idle_timeout_secs)
             .field("join_timeout_secs", &self.join_timeout_secs)
+            .field("ice_servers", &self.ice_servers)
+            .field("token_warning_secs", &self.token_warning_secs)
+            .field("relay_warn_bytes_per_sec", &self.relay_warn_bytes_per_sec)
             .finish()
     }
 }
@@ -115,8 +131,12 @@ pub const MAX_WEBSOCKET_MESSAGE: usize = 131_072;
 /// Room a text frame gets beyond its payload (type, peer id, id).
 pub const TEXT_OVERHEAD_BYTES: usize = 4096;
 
-/// Checks the `[registry]` values; returns the first problem.
-pub fn validate(config: &RegistryConfig) -> Result<(), Invalid> {
+/// The longest `token_warning_secs` accepted: one day.
+pub const MAX_TOKEN_WARNING_SECS: u32 = 86_400;
+
+/// Checks the `[registry]` values; returns the first problem. `demo` is `http.demo`: the demo
+/// generates a token secret of its own when none is configured.
+pub fn validate(config: &RegistryConfig, demo: bool) -> Result<(), Invalid> {
     for (index, secret) in config.jwt_secrets.iter().enumerate() {
         if secret.is_empty() {
             return Err(invalid(
@@ -125,7 +145,8 @@ pub fn validate(config: &RegistryConfig) -> Result<(), Invalid> {
             ));
         }
     }
-    if config.enabled && config.jwt_secrets.is_empty() && config.jwt_public_keys.is_empty() {
+    if config.enabled && !demo && config.jwt_secrets.is_empty() && config.jwt_public_keys.is_empty()
+    {
         return Err(invalid(
             "registry.jwt_secrets",
             "the registry is enabled but no token could verify: set jwt_secrets or jwt_public_keys",
@@ -206,6 +227,12 @@ pub fn validate(config: &RegistryConfig) -> Result<(), Invalid> {
             "must be longer than registry.ping_interval_secs, or every connection times out",
         ));
     }
+    if config.token_warning_secs > MAX_TOKEN_WARNING_SECS {
+        return Err(invalid(
+            "registry.token_warning_secs",
+            format!("must be at most {MAX_TOKEN_WARNING_SECS}"),
+        ));
+    }
     if config.enabled && config.max_connections_per_ip > config.max_connections {
         return Err(invalid(
             "registry.max_connections_per_ip",
@@ -266,9 +293,23 @@ mod tests {
                 "[registry]\nping_interval_secs = 30\nidle_timeout_secs = 30",
                 "registry.idle_timeout_secs",
             ),
+            (
+                "[registry]\ntoken_warning_secs = 86401",
+                "registry.token_warning_secs",
+            ),
+            ("[http]\ndemo = true", "http.demo"),
         ] {
             assert_eq!(invalid_key(text), key, "{text}");
         }
+        let config = Config::from_toml_str(
+            "[registry]\nenabled = true\nice_servers = false\ntoken_warning_secs = 0\n\
+             relay_warn_bytes_per_sec = 0\n[http]\ndemo = true\n",
+            "test.toml",
+        )
+        .expect("the demo supplies a token secret of its own");
+        assert!(!config.registry.ice_servers && config.http.demo);
+        assert_eq!(config.registry.token_warning_secs, 0);
+        assert_eq!(config.registry.relay_warn_bytes_per_sec, 0);
         match Config::from_toml_str("[registry]\nenable = true", "test.toml") {
             Err(ConfigError::Parse { line: 2, .. }) => {}
             other => panic!("unknown keys are errors: {other:?}"),

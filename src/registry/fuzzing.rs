@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::core::{Identity, Registry};
+use super::core::{Identity, Lease, NoAuthority, Registry};
 use super::messages::{parse_relay, parse_text};
 use super::{RegistryConfig, RegistryMetrics};
 use crate::client::seal::{KeyPair, Sealer};
@@ -33,21 +33,23 @@ pub fn registry(data: &[u8]) {
             peer_id: peer.into(),
             project: "p".into(),
             pinned_key: None,
+            expires_at: 0,
         };
-        let Ok(conn) = core.connect(now, ip, identity) else {
+        let Ok(conn) = core.connect(now, ip, identity, Lease::default()) else {
             return;
         };
         core.handle_text(
             now,
             conn,
             r#"{"type":"join","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#,
+            &NoAuthority,
         );
         peers.push(conn);
     }
     // The input, split at its first byte's value, as one text and one binary message.
     let cut = data.first().map_or(0, |&b| usize::from(b)).min(data.len());
     let (first, second) = data.split_at(cut);
-    core.handle_text(now, peers[0], &String::from_utf8_lossy(first));
+    core.handle_text(now, peers[0], &String::from_utf8_lossy(first), &NoAuthority);
     core.handle_binary(now, peers[0], second);
     core.handle_binary(now, peers[1], data);
     core.handle_timeout(now + Duration::from_secs(61));

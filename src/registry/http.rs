@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -19,13 +19,15 @@ use axum::routing::get;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::Notify;
 
-use super::RegistryState;
+use super::attest::{Expected, verify_attestation};
 use super::auth::find_token;
 use super::config::MAX_WEBSOCKET_MESSAGE;
 use super::core::ConnId;
+use super::core::{Authority, Identity, Lease};
 use super::messages::SUBPROTOCOL;
 use super::metrics::{AuthFailure, ConnectRefusal};
 use super::queue::Transmit;
+use super::{RegistryState, unix_time};
 
 /// The path of the endpoint.
 pub const PATH: &str = "/v1/registry";
@@ -43,11 +45,39 @@ fn refuse(status: StatusCode, code: &'static str, message: &str) -> Response {
     crate::http::ApiError::new(status, code, message).into_response()
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// The core's [`Authority`] for one text message: the registry's current keys, the ladder's
+/// minter, and the wall clock, read when a check needs it. Checks run under the registry's
+/// lock; they are one signature verification each, and `reauth` counts against the
+/// message rate limit like any message.
+struct Gate<'a> {
+    state: &'a RegistryState,
+    now: Instant,
+}
+
+impl Authority for Gate<'_> {
+    fn reauth(&self, token: &str) -> Result<(Identity, Lease), String> {
+        let unix = unix_time();
+        let identity = self
+            .state
+            .keys()
+            .verify(token, unix.as_secs())
+            .map_err(|failure| format!("{} ({})", failure.message(), failure.as_str()))?;
+        let lease = self.state.lease(&identity, self.now, unix);
+        Ok((identity, lease))
+    }
+
+    fn check_attestation(&self, jwt: &str, expected: &Expected<'_>) -> Option<Result<(), String>> {
+        let keys = self.state.keys();
+        if keys.attestation_keys().is_empty() {
+            return None;
+        }
+        let now = unix_time().as_secs();
+        Some(
+            verify_attestation(keys.attestation_keys(), jwt, expected, now)
+                .map(|_| ())
+                .map_err(|error| error.to_string()),
+        )
+    }
 }
 
 async fn upgrade(State(state): State<RegistryState>, request: Request) -> Response {
@@ -93,7 +123,7 @@ async fn upgrade(State(state): State<RegistryState>, request: Request) -> Respon
     let Some((token, _source)) = find_token(authorization, &offered, parts.uri.query()) else {
         return auth_failure(AuthFailure::MissingToken);
     };
-    let identity = match state.keys().verify(&token, unix_now()) {
+    let identity = match state.keys().verify(&token, unix_time().as_secs()) {
         Ok(identity) => identity,
         Err(reason) => return auth_failure(reason),
     };
@@ -146,7 +176,10 @@ async fn serve(socket: WebSocket, admitted: Admitted, notify: Arc<Notify>) {
         while let Some(Ok(message)) = stream.next().await {
             let now = Instant::now();
             match message {
-                Message::Text(text) => state.with(|core| core.handle_text(now, conn, &text)),
+                Message::Text(text) => {
+                    let gate = Gate { state: &state, now };
+                    state.with(|core| core.handle_text(now, conn, &text, &gate))
+                }
                 Message::Binary(bytes) => state.with(|core| core.handle_binary(now, conn, &bytes)),
                 Message::Ping(_) | Message::Pong(_) => {
                     state.with(|core| core.handle_activity(now, conn))

@@ -7,6 +7,8 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
+use crate::proto::credentials::IceServer;
+
 /// The WebSocket subprotocol of this version.
 pub const SUBPROTOCOL: &str = "turnpike.registry.v1";
 /// The prefix of a `Sec-WebSocket-Protocol` entry that carries a token (browsers).
@@ -43,11 +45,14 @@ pub enum ErrorCode {
     FrameTooShort,
     FrameTooLarge,
     BadFrame,
+    InvalidToken,
+    IdentityMismatch,
+    BadAttestation,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the protocol document (metrics use this order).
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
@@ -64,6 +69,9 @@ impl ErrorCode {
         ErrorCode::FrameTooShort,
         ErrorCode::FrameTooLarge,
         ErrorCode::BadFrame,
+        ErrorCode::InvalidToken,
+        ErrorCode::IdentityMismatch,
+        ErrorCode::BadAttestation,
     ];
 
     /// The code as it appears on the wire.
@@ -85,6 +93,9 @@ impl ErrorCode {
             ErrorCode::FrameTooShort => "frame_too_short",
             ErrorCode::FrameTooLarge => "frame_too_large",
             ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::IdentityMismatch => "identity_mismatch",
+            ErrorCode::BadAttestation => "bad_attestation",
         }
     }
 
@@ -107,16 +118,19 @@ pub enum CloseReason {
     SlowConsumer,
     /// The server shuts down (1001).
     GoingAway,
+    /// The token's `exp` passed without a successful `reauth` (4003).
+    TokenExpired,
 }
 
 impl CloseReason {
     /// The reasons counted in metrics, in a fixed order.
-    pub const ALL: [CloseReason; 5] = [
+    pub const ALL: [CloseReason; 6] = [
         CloseReason::Replaced,
         CloseReason::IdleTimeout,
         CloseReason::JoinTimeout,
         CloseReason::SlowConsumer,
         CloseReason::GoingAway,
+        CloseReason::TokenExpired,
     ];
 
     /// The WebSocket close code.
@@ -127,6 +141,7 @@ impl CloseReason {
             CloseReason::JoinTimeout => 4004,
             CloseReason::SlowConsumer => 4005,
             CloseReason::GoingAway => 1001,
+            CloseReason::TokenExpired => 4003,
         }
     }
 
@@ -138,6 +153,7 @@ impl CloseReason {
             CloseReason::JoinTimeout => "join_timeout",
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::GoingAway => "going_away",
+            CloseReason::TokenExpired => "token_expired",
         }
     }
 }
@@ -183,6 +199,13 @@ pub enum Incoming<'a> {
     Join {
         /// The `public_key` field.
         public_key: String,
+        /// The `attestation` field (a JWT, not yet checked), if any.
+        attestation: Option<String>,
+    },
+    /// `reauth`: a fresh token for the same peer.
+    Reauth {
+        /// The `token` field (a JWT, not yet checked).
+        token: String,
     },
     /// A signaling message.
     Signal {
@@ -265,6 +288,8 @@ struct Envelope<'a> {
     #[serde(rename = "type")]
     kind: Option<String>,
     public_key: Option<String>,
+    attestation: Option<String>,
+    token: Option<String>,
     to_peer_id: Option<String>,
     #[serde(default, borrow, deserialize_with = "present")]
     payload: Option<&'a RawValue>,
@@ -318,8 +343,17 @@ pub fn parse_text(text: &str, max_payload: usize) -> Result<Incoming<'_>, Refusa
     };
     if kind == "join" {
         return match envelope.public_key {
-            Some(public_key) => Ok(Incoming::Join { public_key }),
+            Some(public_key) => Ok(Incoming::Join {
+                public_key,
+                attestation: envelope.attestation,
+            }),
             None => Err(bad("`join` needs `public_key`")),
+        };
+    }
+    if kind == "reauth" {
+        return match envelope.token {
+            Some(token) => Ok(Incoming::Reauth { token }),
+            None => Err(bad("`reauth` needs `token`")),
         };
     }
     if kind == "ping" {
@@ -383,6 +417,9 @@ pub struct PeerInfo<'a> {
     pub peer_id: &'a str,
     /// Its X25519 public key, base64.
     pub public_key: &'a str,
+    /// The key attestation it presented, forwarded unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<&'a str>,
 }
 
 /// The limits announced in `welcome`.
@@ -412,6 +449,9 @@ pub enum Control<'a> {
         peers: Vec<PeerInfo<'a>>,
         /// The limits of this connection.
         limits: WelcomeLimits,
+        /// The one-token ladder: an `iceServers` array minted for this peer.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ice_servers: Option<&'a [IceServer]>,
     },
     /// Another peer joined.
     PeerJoined {
@@ -419,6 +459,9 @@ pub enum Control<'a> {
         peer_id: &'a str,
         /// Its public key.
         public_key: &'a str,
+        /// Its key attestation, forwarded unchanged.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        attestation: Option<&'a str>,
     },
     /// Another peer left.
     PeerLeft {
@@ -427,6 +470,28 @@ pub enum Control<'a> {
     },
     /// The answer to `ping`.
     Pong,
+    /// The token ends soon: send `reauth` before `expires_at` or be closed (4003).
+    TokenExpiring {
+        /// The token's `exp`, UNIX seconds.
+        expires_at: u64,
+    },
+    /// The answer to a good `reauth`.
+    Reauthed {
+        /// The new token's `exp`, UNIX seconds: the connection's new deadline.
+        expires_at: u64,
+        /// Fresh `iceServers` for the new token's lifetime (the one-token ladder).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ice_servers: Option<&'a [IceServer]>,
+    },
+    /// The peer relayed more than `relay_warn_bytes_per_sec` over the last window.
+    RelayUsage {
+        /// Its relayed bytes per second, averaged over the window.
+        bytes_per_sec: u64,
+        /// The window, in seconds.
+        window_secs: u64,
+        /// `relay_warn_bytes_per_sec`.
+        threshold: u64,
+    },
 }
 
 impl Control<'_> {

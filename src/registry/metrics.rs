@@ -62,11 +62,13 @@ pub enum AuthFailure {
     InvalidClaims,
     /// Subprotocols offered, ours not among them.
     UnsupportedSubprotocol,
+    /// A key attestation (`typ` `turnpike-attest+jwt`) offered as a login token.
+    WrongTokenType,
 }
 
 impl AuthFailure {
     /// Every reason, in label order.
-    pub const ALL: [AuthFailure; 8] = [
+    pub const ALL: [AuthFailure; 9] = [
         AuthFailure::MissingToken,
         AuthFailure::MalformedToken,
         AuthFailure::BadAlgorithm,
@@ -75,6 +77,7 @@ impl AuthFailure {
         AuthFailure::NotYetValid,
         AuthFailure::InvalidClaims,
         AuthFailure::UnsupportedSubprotocol,
+        AuthFailure::WrongTokenType,
     ];
 
     /// The `error` field of the HTTP answer, and the metrics label.
@@ -88,6 +91,7 @@ impl AuthFailure {
             AuthFailure::NotYetValid => "not_yet_valid",
             AuthFailure::InvalidClaims => "invalid_claims",
             AuthFailure::UnsupportedSubprotocol => "unsupported_subprotocol",
+            AuthFailure::WrongTokenType => "wrong_token_type",
         }
     }
 
@@ -107,6 +111,9 @@ impl AuthFailure {
             }
             AuthFailure::UnsupportedSubprotocol => {
                 "the offered subprotocols do not include turnpike.registry.v1"
+            }
+            AuthFailure::WrongTokenType => {
+                "the token is a key attestation (typ turnpike-attest+jwt), not a login token"
             }
         }
     }
@@ -141,10 +148,13 @@ pub struct RegistryMetrics {
     pub(crate) relay_blobs: AtomicU64,
     pub(crate) relay_bytes: AtomicU64,
     pub(crate) relay_drops: [AtomicU64; 5],
-    pub(crate) errors: [AtomicU64; 16],
-    pub(crate) auth_failures: [AtomicU64; 8],
+    pub(crate) errors: [AtomicU64; ErrorCode::ALL.len()],
+    pub(crate) auth_failures: [AtomicU64; AuthFailure::ALL.len()],
     pub(crate) refused: [AtomicU64; 2],
-    pub(crate) closes: [AtomicU64; 5],
+    pub(crate) closes: [AtomicU64; CloseReason::ALL.len()],
+    pub(crate) reauths: AtomicU64,
+    pub(crate) token_warnings: AtomicU64,
+    pub(crate) relay_usage_warnings: AtomicU64,
 }
 
 /// Whether a sample is a counter or a gauge.
@@ -284,6 +294,27 @@ impl RegistryMetrics {
                 read(&self.closes[reason as usize]),
             );
         }
+        push(
+            "turnpike_registry_reauths_total",
+            "Successful reauth messages (a connection's token replaced).",
+            Counter,
+            None,
+            read(&self.reauths),
+        );
+        push(
+            "turnpike_registry_token_warnings_total",
+            "token_expiring messages sent.",
+            Counter,
+            None,
+            read(&self.token_warnings),
+        );
+        push(
+            "turnpike_registry_relay_usage_warnings_total",
+            "relay_usage messages sent (a peer relayed above relay_warn_bytes_per_sec).",
+            Counter,
+            None,
+            read(&self.relay_usage_warnings),
+        );
         out
     }
 

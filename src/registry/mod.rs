@@ -4,38 +4,45 @@
 //! Peers of one project find each other, exchange WebRTC offers, answers and ICE candidates,
 //! and relay NaCl-box encrypted blobs the server cannot read when their direct path fails.
 //!
-//! - [`core`]: the sans-IO state machine (projects, peers, routing, limits, bounded queues).
-//! - [`messages`]: the wire format. [`auth`]: tokens. [`metrics`]: counters.
+//! - [`core`]: the sans-IO state machine (projects, peers, routing, limits, bounded queues,
+//!   live tokens).
+//! - [`messages`]: the wire format. [`auth`]: tokens. [`attest`]: key attestations.
+//!   [`issuer`]: an issuer's signing key. [`metrics`]: counters.
 //! - [`http`]: the axum endpoint, [`routes`] (merged into the HTTP API's router), whose
 //!   WebSocket tasks feed the core.
 //! - [`standalone`]: the state from `[registry]`, and the optional listener of its own.
 
+pub mod attest;
 pub mod auth;
 pub mod config;
 pub mod core;
 pub mod fuzzing;
 pub mod http;
+pub mod issuer;
 pub mod messages;
 pub mod metrics;
 mod queue;
 pub mod standalone;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_lifetime;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
 pub use self::config::RegistryConfig;
-pub use self::core::{ConnId, Identity, ProjectUsage, Registry};
+pub use self::core::{Authority, ConnId, Identity, Lease, ProjectUsage, Registry};
 pub use self::http::routes;
 pub use self::metrics::RegistryMetrics;
 pub use self::queue::Transmit;
+use crate::http::IceService;
 
 /// The registry as the endpoint shares it between WebSocket tasks: the core behind a mutex
 /// (every call is short and never awaits), the token keys, and one [`Notify`] per connection
@@ -54,12 +61,23 @@ struct Shared {
     ticking: AtomicBool,
     /// Set by [`RegistryState::shutdown`]: new connections are refused.
     closing: AtomicBool,
+    /// The one-token ladder's minter (the HTTP API's, so reloads reach it), when on.
+    ice: OnceLock<Arc<ArcSwap<IceService>>>,
+    /// A token secret accepted besides the configured keys, across reloads (the demo's).
+    extra_secret: OnceLock<Vec<u8>>,
 }
 
 #[derive(Debug)]
 struct Inner {
     core: Registry,
     notifies: HashMap<ConnId, Arc<Notify>>,
+}
+
+/// The wall clock as a duration since 1970 (zero if the clock is set before).
+pub(crate) fn unix_time() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// How often the core's timers (pings, idle and join timeouts) are checked.
@@ -96,6 +114,8 @@ impl RegistryState {
                 metrics,
                 ticking: AtomicBool::new(false),
                 closing: AtomicBool::new(false),
+                ice: OnceLock::new(),
+                extra_secret: OnceLock::new(),
             }),
         })
     }
@@ -129,10 +149,45 @@ impl RegistryState {
     }
 
     /// Replaces the keys that verify tokens (a configuration reload: `registry.jwt_secrets`,
-    /// `registry.jwt_public_keys`). Peers already joined stay; new upgrades are checked with
-    /// the new keys.
-    pub fn set_keys(&self, keys: auth::Keys) {
+    /// `registry.jwt_public_keys`). Peers already joined stay; new upgrades, `reauth` tokens
+    /// and attestations are checked with the new keys.
+    pub fn set_keys(&self, mut keys: auth::Keys) {
+        if let Some(secret) = self.shared.extra_secret.get() {
+            keys.add_hs256_secret(secret);
+        }
         self.shared.keys.store(Arc::new(keys));
+    }
+
+    /// Turns the one-token ladder on: `welcome` and `reauthed` carry `ice_servers` minted by
+    /// `ice` (the HTTP API's credential service, whose REST secret and URLs follow reloads).
+    /// Set once, at start.
+    pub fn set_ice_service(&self, ice: Arc<ArcSwap<IceService>>) {
+        let _ = self.shared.ice.set(ice);
+    }
+
+    /// Also accepts HS256 tokens signed with `secret`, now and after every reload (the demo's
+    /// secret generated at start). Set once.
+    pub fn accept_secret(&self, secret: Vec<u8>) {
+        if self.shared.extra_secret.set(secret).is_ok() {
+            self.set_keys((*self.keys()).clone());
+        }
+    }
+
+    /// The [`Lease`] of a verified token at `now` (monotonic) and `unix` (wall clock): its
+    /// deadline, and the `ice_servers` minted for it when the ladder is on (credential user =
+    /// the peer id, lifetime = the token's remaining life, at most
+    /// `http.max_credential_ttl_secs`).
+    pub fn lease(&self, identity: &Identity, now: Instant, unix: Duration) -> Lease {
+        let left = Duration::from_secs(identity.expires_at).saturating_sub(unix);
+        let ice_servers = self.shared.ice.get().and_then(|ice| {
+            let ice = ice.load();
+            let ttl = left.as_secs().min(ice.max_ttl());
+            ice.ice_servers(&identity.peer_id, unix.as_secs(), ttl)
+        });
+        Lease {
+            deadline: Some(now + left),
+            ice_servers,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -163,8 +218,10 @@ impl RegistryState {
         identity: Identity,
     ) -> Result<(ConnId, Arc<Notify>), metrics::ConnectRefusal> {
         self.start_ticker();
+        let now = Instant::now();
+        let lease = self.lease(&identity, now, unix_time());
         let mut inner = self.lock();
-        let conn = inner.core.connect(Instant::now(), ip, identity)?;
+        let conn = inner.core.connect(now, ip, identity, lease)?;
         let notify = Arc::new(Notify::new());
         inner.notifies.insert(conn, notify.clone());
         Ok((conn, notify))

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
 use super::config::RegistryConfig;
-use super::core::{ConnId, Identity, Registry};
+use super::core::{ConnId, Identity, Lease, NoAuthority, Registry};
 use super::messages::{build_relay, parse_relay, parse_text};
 use super::metrics::{ConnectRefusal, RegistryMetrics};
 use super::queue::Transmit;
@@ -30,6 +30,7 @@ fn identity(peer: &str, project: &str) -> Identity {
         peer_id: peer.into(),
         project: project.into(),
         pinned_key: None,
+        expires_at: 0,
     }
 }
 
@@ -53,7 +54,7 @@ impl Harness {
     fn join(&mut self, peer: &str, project: &str, n: u8) -> ConnId {
         let conn = self
             .core
-            .connect(self.now, IP, identity(peer, project))
+            .connect(self.now, IP, identity(peer, project), Lease::default())
             .unwrap();
         self.text(conn, json!({"type": "join", "public_key": key(n)}));
         let welcome = self.next_json(conn).expect("a welcome");
@@ -62,7 +63,8 @@ impl Harness {
     }
 
     fn text(&mut self, conn: ConnId, message: Value) {
-        self.core.handle_text(self.now, conn, &message.to_string());
+        self.core
+            .handle_text(self.now, conn, &message.to_string(), &NoAuthority);
     }
 
     /// Everything queued for `conn`.
@@ -107,7 +109,10 @@ impl Harness {
 fn join_welcomes_and_announces() {
     let mut h = Harness::default();
     let alice = h.join("alice", "p1", 1);
-    let conn = h.core.connect(h.now, IP, identity("bob", "p1")).unwrap();
+    let conn = h
+        .core
+        .connect(h.now, IP, identity("bob", "p1"), Lease::default())
+        .unwrap();
     h.text(conn, json!({"type": "join", "public_key": key(2)}));
     let welcome = h.next_json(conn).unwrap();
     assert_eq!(welcome["peer_id"], "bob");
@@ -143,7 +148,7 @@ fn signaling_stays_inside_the_project_and_payloads_are_untouched() {
     h.drain(alice);
     // Whitespace, key order and escapes of the payload survive byte for byte.
     let raw = r#"{"type":"webrtc_offer","to_peer_id":"bob","payload":{ "sdp" : "v=0\r\n\u00e9", "z":1,"a":[ ]}}"#;
-    h.core.handle_text(h.now, alice, raw);
+    h.core.handle_text(h.now, alice, raw, &NoAuthority);
     match h.core.poll_transmit(bob) {
         Some(Transmit::Text(text)) => assert_eq!(
             text,
@@ -175,7 +180,10 @@ fn signaling_stays_inside_the_project_and_payloads_are_untouched() {
 #[test]
 fn bad_messages_get_their_documented_errors() {
     let mut h = Harness::default();
-    let conn = h.core.connect(h.now, IP, identity("alice", "p1")).unwrap();
+    let conn = h
+        .core
+        .connect(h.now, IP, identity("alice", "p1"), Lease::default())
+        .unwrap();
     let cases: Vec<(&str, &str)> = vec![
         ("hello", "bad_json"),
         ("[1,2]", "bad_message"),
@@ -193,7 +201,7 @@ fn bad_messages_get_their_documented_errors() {
         ),
     ];
     for (text, code) in &cases {
-        h.core.handle_text(h.now, conn, text);
+        h.core.handle_text(h.now, conn, text, &NoAuthority);
         assert_eq!(h.error_codes(conn), vec![code.to_string()], "{text}");
     }
     h.core.handle_binary(h.now, conn, &[1, b'b']);
@@ -222,7 +230,7 @@ fn bad_messages_get_their_documented_errors() {
         (r#"{"type":"ping","type":"ping"}"#.to_owned(), "bad_message"),
     ];
     for (text, code) in &more {
-        h.core.handle_text(h.now, conn, text);
+        h.core.handle_text(h.now, conn, text, &NoAuthority);
         assert_eq!(h.error_codes(conn), vec![code.to_string()], "{text:.80}");
     }
     for (frame, code) in [
@@ -242,7 +250,7 @@ fn bad_messages_get_their_documented_errors() {
         );
     }
     let long_type = format!(r#"{{"type":"{}"}}"#, "é".repeat(1000));
-    h.core.handle_text(h.now, conn, &long_type);
+    h.core.handle_text(h.now, conn, &long_type, &NoAuthority);
     let error = h.next_json(conn).unwrap();
     assert_eq!(error["code"], "unknown_type");
     assert_eq!(
@@ -268,7 +276,7 @@ fn a_pinned_key_must_match() {
     let mut h = Harness::default();
     let mut id = identity("alice", "p1");
     id.pinned_key = Some([7; 32]);
-    let conn = h.core.connect(h.now, IP, id).unwrap();
+    let conn = h.core.connect(h.now, IP, id, Lease::default()).unwrap();
     h.text(conn, json!({"type": "join", "public_key": key(8)}));
     assert_eq!(h.error_codes(conn), vec!["public_key_mismatch"]);
     h.text(conn, json!({"type": "join", "public_key": key(7)}));
@@ -436,7 +444,10 @@ fn a_second_connection_replaces_the_first() {
 fn pings_idle_and_join_timeouts() {
     let mut h = Harness::default(); // ping 20 s, idle 60 s, join 10 s
     let alice = h.join("alice", "p1", 1);
-    let lazy = h.core.connect(h.now, IP, identity("lazy", "p1")).unwrap();
+    let lazy = h
+        .core
+        .connect(h.now, IP, identity("lazy", "p1"), Lease::default())
+        .unwrap();
     h.now += Duration::from_secs(11);
     h.core.handle_timeout(h.now);
     assert_eq!(
@@ -479,16 +490,29 @@ fn connection_and_project_tables_are_bounded() {
     };
     let mut h = Harness::new(config);
     let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-    let a = h.core.connect(h.now, IP, identity("a", "p1")).unwrap();
-    let b = h.core.connect(h.now, IP, identity("b", "p1")).unwrap();
+    let a = h
+        .core
+        .connect(h.now, IP, identity("a", "p1"), Lease::default())
+        .unwrap();
+    let b = h
+        .core
+        .connect(h.now, IP, identity("b", "p1"), Lease::default())
+        .unwrap();
     assert_eq!(
-        h.core.connect(h.now, IP, identity("c", "p1")),
+        h.core
+            .connect(h.now, IP, identity("c", "p1"), Lease::default()),
         Err(ConnectRefusal::TooManyConnections)
     );
-    let c = h.core.connect(h.now, other, identity("c", "p2")).unwrap();
-    h.core.connect(h.now, other, identity("d", "p2")).unwrap();
+    let c = h
+        .core
+        .connect(h.now, other, identity("c", "p2"), Lease::default())
+        .unwrap();
+    h.core
+        .connect(h.now, other, identity("d", "p2"), Lease::default())
+        .unwrap();
     assert_eq!(
-        h.core.connect(h.now, IP, identity("e", "p1")),
+        h.core
+            .connect(h.now, IP, identity("e", "p1"), Lease::default()),
         Err(ConnectRefusal::ServerFull)
     );
     h.text(a, json!({"type": "join", "public_key": key(1)}));
@@ -543,7 +567,7 @@ fn parsers_never_panic_on_arbitrary_input() {
         }
         let text = String::from_utf8_lossy(&bytes);
         let _ = parse_text(&text, 100);
-        h.core.handle_text(h.now, conn, &text);
+        h.core.handle_text(h.now, conn, &text, &NoAuthority);
         let _ = parse_relay(&bytes, 65_536);
         h.core.handle_binary(h.now, conn, &bytes);
         h.now += Duration::from_millis(50);

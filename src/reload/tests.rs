@@ -78,6 +78,7 @@ fn every_key_is_either_live_or_restart_only() {
                 credential_ttl_secs: _,
                 max_credential_ttl_secs: _,
                 cors_origins: _,
+                demo: _,
                 jwt:
                     JwtConfig {
                         hs256_secrets: _,
@@ -106,6 +107,9 @@ fn every_key_is_either_live_or_restart_only() {
                 ping_interval_secs: _,
                 idle_timeout_secs: _,
                 join_timeout_secs: _,
+                ice_servers: _,
+                token_warning_secs: _,
+                relay_warn_bytes_per_sec: _,
             },
     } = Config::default();
     // A configuration where every key differs from the default: each is reported once.
@@ -164,6 +168,7 @@ api_keys = ["0123456789abcdef0123"]
 credential_ttl_secs = 5
 max_credential_ttl_secs = 6
 cors_origins = ["https://a.example.org"]
+demo = true
 [http.jwt]
 hs256_secrets = ["0123456789abcdef0123456789abcdef"]
 eddsa_public_keys = ['''{pem}''']
@@ -188,6 +193,9 @@ signal_queue_bytes = 4097
 ping_interval_secs = 1
 idle_timeout_secs = 2
 join_timeout_secs = 1
+ice_servers = false
+token_warning_secs = 5
+relay_warn_bytes_per_sec = 6
 "#
     );
     let new = parse(&text);
@@ -195,7 +203,7 @@ join_timeout_secs = 1
     let merged = merge(&running, new.clone());
     let mut all: Vec<&str> = merged.live.iter().chain(&merged.restart).copied().collect();
     assert_eq!(merged.live.len(), 27, "{:?}", merged.live);
-    assert_eq!(merged.restart.len(), 37, "{:?}", merged.restart);
+    assert_eq!(merged.restart.len(), 41, "{:?}", merged.restart);
     all.sort_unstable();
     let before = all.len();
     all.dedup();

@@ -2848,6 +2848,7 @@ var DEFAULT_MAX_BUFFERED_BYTES = 1048576;
 var DEFAULT_SEND_TIMEOUT_MS = 3e4;
 var PROBE_INTERVAL_MS = 1e3;
 var RELAY_INFLIGHT_BYTES = 262144;
+var RELAY_INFLIGHT_FRAMES = 24;
 var RTO_INITIAL_MS = 1e3;
 var RTO_MIN_MS = 200;
 var RTO_MAX_MS = 1e4;
@@ -3061,6 +3062,7 @@ var LinkCore = class {
       const f = this.sender.peek();
       if (!f) return null;
       if (this.sender.inflight > 0 && this.sender.inflight + f.bytes > RELAY_INFLIGHT_BYTES) return null;
+      if (this.sender.cursor - this.sender.acked - 1 >= RELAY_INFLIGHT_FRAMES) return null;
       if (this.bucketRate > 0) {
         this.refill(now);
         if (this.bucket < f.bytes + this.overhead) return null;

@@ -2,15 +2,36 @@
 //! `peer_joined` / `peer_left` to the rest of the project.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
+use super::super::attest::{Expected, MAX_ATTESTATION_BYTES};
 use super::super::messages::{CloseReason, Control, ErrorCode, PeerInfo, Refusal, WelcomeLimits};
-use super::{ConnId, Identity, Registry, State};
+use super::{Authority, ConnId, Identity, Registry, State};
+use crate::proto::credentials::IceServer;
+
+/// True when `text` may be a compact JWT: three non-empty base64url parts.
+fn looks_like_jwt(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
 
 impl Registry {
-    pub(super) fn join(&mut self, conn: ConnId, public_key: &str) {
+    pub(super) fn join(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        public_key: &str,
+        attestation: Option<String>,
+        authority: &dyn Authority,
+    ) {
         let refuse = |code, message: &str| Refusal::new(code, message, Some("join"));
         let Some(c) = self.conns.get(&conn) else {
             return;
@@ -33,6 +54,23 @@ impl Registry {
             return self.refuse(conn, refuse(ErrorCode::PublicKeyMismatch, message));
         }
         let identity = c.identity.clone();
+        let public_key = BASE64.encode(&key);
+        if let Some(attestation) = &attestation {
+            if attestation.len() > MAX_ATTESTATION_BYTES || !looks_like_jwt(attestation) {
+                let message =
+                    format!("`attestation` must be a JWT of at most {MAX_ATTESTATION_BYTES} bytes");
+                return self.refuse(conn, refuse(ErrorCode::BadAttestation, &message));
+            }
+            let expected = Expected {
+                sub: &identity.peer_id,
+                project: &identity.project,
+                public_key: &public_key,
+            };
+            if let Some(Err(why)) = authority.check_attestation(attestation, &expected) {
+                let message = format!("the attestation does not verify: {why}");
+                return self.refuse(conn, refuse(ErrorCode::BadAttestation, &message));
+            }
+        }
         let existing = self.projects.get(&identity.project);
         let previous = existing.and_then(|p| p.peers.get(&identity.peer_id).copied());
         let full = match existing {
@@ -50,12 +88,13 @@ impl Registry {
             self.to_close.push((previous, CloseReason::Replaced));
             self.process_closes();
         }
-        let public_key = BASE64.encode(&key);
-        if let Some(c) = self.conns.get_mut(&conn) {
+        let ice_servers = self.conns.get_mut(&conn).and_then(|c| {
             c.state = State::Joined {
                 public_key: public_key.clone(),
+                attestation: attestation.clone(),
             };
-        }
+            c.ice_servers.take()
+        });
         if !self.projects.contains_key(&identity.project) {
             self.metrics.projects.fetch_add(1, Ordering::Relaxed);
         }
@@ -63,27 +102,38 @@ impl Registry {
         let others: Vec<ConnId> = project.peers.values().copied().collect();
         project.peers.insert(identity.peer_id.clone(), conn);
         self.metrics.peers.fetch_add(1, Ordering::Relaxed);
-        let welcome = self.welcome(&identity, &others);
+        let welcome = self.welcome(&identity, &others, ice_servers.as_deref());
         self.send_control(conn, welcome);
         let joined = Control::PeerJoined {
             peer_id: &identity.peer_id,
             public_key: &public_key,
+            attestation: attestation.as_deref(),
         }
         .to_json();
         for other in others {
             self.send_control(other, joined.clone());
         }
+        self.warn_if_due(now, conn);
     }
 
     /// The `welcome` for `identity`, listing the joined peers `others`.
-    fn welcome(&self, identity: &Identity, others: &[ConnId]) -> String {
+    fn welcome(
+        &self,
+        identity: &Identity,
+        others: &[ConnId],
+        ice_servers: Option<&[IceServer]>,
+    ) -> String {
         let mut peers: Vec<PeerInfo<'_>> = others
             .iter()
             .filter_map(|id| self.conns.get(id))
             .filter_map(|c| match &c.state {
-                State::Joined { public_key } => Some(PeerInfo {
+                State::Joined {
+                    public_key,
+                    attestation,
+                } => Some(PeerInfo {
                     peer_id: &c.identity.peer_id,
                     public_key,
+                    attestation: attestation.as_deref(),
                 }),
                 _ => None,
             })
@@ -99,6 +149,7 @@ impl Registry {
                 messages_per_sec: self.config.messages_per_sec,
                 relay_bytes_per_sec: self.config.relay_bytes_per_sec,
             },
+            ice_servers,
         }
         .to_json()
     }

@@ -6,7 +6,10 @@
 //! [`Registry::handle_timeout`]) with the current time, and drain it: [`Registry::poll_wake`]
 //! names the connections that have something to send, [`Registry::poll_transmit`] hands out
 //! their frames. It never touches a socket or reads a clock (the style of `quinn-proto` and
-//! `str0m`), so every rule is tested without a network (see `tests.rs`).
+//! `str0m`), so every rule is tested without a network (see `tests.rs`). What depends on keys,
+//! secrets and the wall clock (a token's deadline, the `ice_servers` minted for it, checking a
+//! `reauth` token or a key attestation) comes in from the caller: a [`Lease`] with each
+//! connection, an [`Authority`] with each text message.
 //!
 //! Every table is bounded: connections by `max_connections`, the per-IP table by the
 //! connections, projects by `max_projects`, peers by `max_peers_per_project`, and each queue by
@@ -18,7 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+mod lifetime;
 mod membership;
+mod usage;
+
+pub use lifetime::{Authority, Lease, NoAuthority};
 
 use super::config::RegistryConfig;
 use super::messages::{
@@ -27,6 +34,7 @@ use super::messages::{
 };
 use super::metrics::{ConnectRefusal, DropReason, RegistryMetrics};
 use super::queue::{Origin, OutQueue, QueueLimits, TokenBucket, Transmit};
+use crate::proto::credentials::IceServer;
 
 /// Identifies one connection for as long as the registry lives (never reused).
 pub type ConnId = u64;
@@ -40,6 +48,8 @@ pub struct Identity {
     pub project: String,
     /// The X25519 public key the issuer pinned (`pk`), if any.
     pub pinned_key: Option<[u8; 32]>,
+    /// The token's `exp`, UNIX seconds.
+    pub expires_at: u64,
 }
 
 /// Relay and signaling volume of one project while it has peers (per-project metering).
@@ -56,7 +66,10 @@ pub struct ProjectUsage {
 #[derive(Debug)]
 enum State {
     Pending,
-    Joined { public_key: String },
+    Joined {
+        public_key: String,
+        attestation: Option<String>,
+    },
     Closing,
 }
 
@@ -72,6 +85,14 @@ struct Conn {
     messages: TokenBucket,
     relay: TokenBucket,
     woken: bool,
+    /// When the token ends (closed with 4003 then); `None`: never.
+    deadline: Option<Instant>,
+    /// `token_expiring` was sent for the current token.
+    warned: bool,
+    /// The `ice_servers` for the welcome (dropped once it is sent).
+    ice_servers: Option<Vec<IceServer>>,
+    /// Relayed bytes in the current usage window.
+    window: usage::Window,
 }
 
 #[derive(Debug, Default)]
@@ -126,12 +147,13 @@ impl Registry {
     }
 
     /// Admits a new (authenticated, not yet joined) connection from `ip`, or refuses it for
-    /// capacity.
+    /// capacity. `lease` says when its token ends and what the welcome hands out with it.
     pub fn connect(
         &mut self,
         now: Instant,
         ip: IpAddr,
         identity: Identity,
+        lease: Lease,
     ) -> Result<ConnId, ConnectRefusal> {
         let refusal = if self.conns.len() >= self.config.max_connections as usize {
             Some(ConnectRefusal::ServerFull)
@@ -163,14 +185,25 @@ impl Registry {
                 messages: TokenBucket::new(rate, 2.0 * rate, now),
                 relay: TokenBucket::new(bytes, relay_burst, now),
                 woken: false,
+                deadline: lease.deadline,
+                warned: false,
+                ice_servers: lease.ice_servers,
+                window: usage::Window::new(now),
             },
         );
         self.metrics.connections.fetch_add(1, Ordering::Relaxed);
         Ok(id)
     }
 
-    /// A text frame from `conn`.
-    pub fn handle_text(&mut self, now: Instant, conn: ConnId, text: &str) {
+    /// A text frame from `conn`. `authority` checks what needs keys or the wall clock (a
+    /// `reauth` token, a key attestation).
+    pub fn handle_text(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        text: &str,
+        authority: &dyn Authority,
+    ) {
         let max_payload = self.config.max_payload_bytes as usize;
         let Some(c) = self.live(conn) else { return };
         c.last_seen = now;
@@ -179,6 +212,7 @@ impl Registry {
         if !allowed {
             let (refers_to, id, to) = match &parsed {
                 Ok(Incoming::Join { .. }) => (Some("join".to_owned()), None, None),
+                Ok(Incoming::Reauth { .. }) => (Some("reauth".to_owned()), None, None),
                 Ok(Incoming::Ping) => (Some("ping".to_owned()), None, None),
                 Ok(Incoming::Signal { kind, id, to, .. }) => {
                     (Some(kind.as_str().to_owned()), *id, Some(to.clone()))
@@ -199,7 +233,11 @@ impl Registry {
         } else {
             match parsed {
                 Err(refusal) => self.refuse(conn, refusal),
-                Ok(Incoming::Join { public_key }) => self.join(conn, &public_key),
+                Ok(Incoming::Join {
+                    public_key,
+                    attestation,
+                }) => self.join(now, conn, &public_key, attestation, authority),
+                Ok(Incoming::Reauth { token }) => self.reauth(now, conn, &token, authority),
                 Ok(Incoming::Ping) => self.send_control(conn, Control::Pong.to_json()),
                 Ok(Incoming::Signal {
                     kind,
@@ -219,6 +257,9 @@ impl Registry {
         c.last_seen = now;
         let joined = matches!(c.state, State::Joined { .. });
         let (project, from) = (c.identity.project.clone(), c.identity.peer_id.clone());
+        if joined && parsed.is_ok() {
+            c.window.add(frame.len());
+        }
         let allowed = joined && parsed.is_ok() && c.relay.take(now, frame.len() as f64);
         if !joined {
             self.metrics.count_drop(DropReason::NotJoined);
@@ -309,16 +350,32 @@ impl Registry {
         self.process_closes();
     }
 
-    /// Sends pings, and closes idle connections and connections that did not join in time.
-    /// Call it about once a second.
+    /// Sends pings, `token_expiring` and `relay_usage` notices, and closes connections whose
+    /// token ended, idle connections and connections that did not join in time. Call it about
+    /// twice a second (a token's connection closes within one call of its `exp`).
     pub fn handle_timeout(&mut self, now: Instant) {
         let idle = Duration::from_secs(self.config.idle_timeout_secs.into());
         let join = Duration::from_secs(self.config.join_timeout_secs.into());
         let ping = Duration::from_secs(self.config.ping_interval_secs.into());
+        let warning = Duration::from_secs(self.config.token_warning_secs.into());
         let mut pinged = Vec::new();
+        let mut notices = Vec::new();
+        let mut warnings = Vec::new();
         for (&id, c) in &mut self.conns {
             if matches!(c.state, State::Closing) {
                 continue;
+            }
+            if c.deadline.is_some_and(|deadline| now >= deadline) {
+                self.to_close.push((id, CloseReason::TokenExpired));
+                continue;
+            }
+            if lifetime::warning_due(c, now, warning) {
+                warnings.push(id);
+            }
+            if matches!(c.state, State::Joined { .. }) {
+                if let Some(notice) = c.window.roll(now, self.config.relay_warn_bytes_per_sec) {
+                    notices.push((id, notice));
+                }
             }
             if now.saturating_duration_since(c.last_seen) >= idle {
                 self.to_close.push((id, CloseReason::IdleTimeout));
@@ -334,6 +391,15 @@ impl Registry {
         }
         for id in pinged {
             self.wake(id);
+        }
+        for (id, notice) in notices {
+            self.metrics
+                .relay_usage_warnings
+                .fetch_add(1, Ordering::Relaxed);
+            self.send_control(id, notice);
+        }
+        for id in warnings {
+            self.send_token_warning(id);
         }
         self.process_closes();
     }

@@ -15,6 +15,12 @@ export const DEFAULT_MAX_BUFFERED_BYTES = 1048576;
 export const DEFAULT_SEND_TIMEOUT_MS = 30000;
 export const PROBE_INTERVAL_MS = 1000;
 export const RELAY_INFLIGHT_BYTES = 262144;
+/**
+ * Relay frames in flight at most: below the registry's per-peer relay queue (32 blobs by
+ * default), which drops what does not fit; a burst of small frames would overflow it long
+ * before 256 KiB.
+ */
+export const RELAY_INFLIGHT_FRAMES = 24;
 export const RTO_INITIAL_MS = 1000;
 export const RTO_MIN_MS = 200;
 export const RTO_MAX_MS = 10000;
@@ -252,6 +258,7 @@ export class LinkCore {
       const f = this.sender.peek();
       if (!f) return null;
       if (this.sender.inflight > 0 && this.sender.inflight + f.bytes > RELAY_INFLIGHT_BYTES) return null;
+      if (this.sender.cursor - this.sender.acked - 1 >= RELAY_INFLIGHT_FRAMES) return null;
       if (this.bucketRate > 0) {
         this.refill(now);
         if (this.bucket < f.bytes + this.overhead) return null;
