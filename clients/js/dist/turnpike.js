@@ -2925,6 +2925,7 @@ var LinkCore = class {
     this.stats[path === "p2p" ? "p2pBytes" : "relayBytes"] += bytes.length;
     const { frame, error } = decodeFrame(bytes);
     if (!frame) return this.protocolError(`malformed frame: ${error}`, false);
+    if (frame.srcEpoch === this.epoch) return;
     if (frame.dstEpoch !== 0 && frame.dstEpoch !== this.epoch) {
       if (frame.kind === "data" || frame.kind === "probe") {
         this.queueControl(path, { kind: "ack", srcEpoch: this.epoch, dstEpoch: frame.srcEpoch, number: 0 });
