@@ -7,6 +7,7 @@ pub mod calls;
 pub mod ns_server;
 pub mod pages;
 pub mod raw_peer;
+pub mod sniff;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
