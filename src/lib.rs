@@ -11,6 +11,7 @@
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod link;
 pub mod logging;
 pub mod metrics;
 pub mod net;

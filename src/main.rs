@@ -10,6 +10,7 @@ use serde::Serialize;
 use turnpike::config::Config;
 use turnpike::proto::credentials;
 
+mod link_cli;
 mod peer_cli;
 
 /// A self-hosted STUN/TURN relay (RFC 8489, RFC 8656) with REST credentials, safe by default.
@@ -45,8 +46,10 @@ enum Command {
     /// once every listener is bound, RELOADING=1 and READY=1 around a reload, STOPPING=1 when
     /// the drain starts, and feeds the watchdog.
     /// It also serves the HTTP API ([http], default 127.0.0.1:9641): credentials for WebRTC
-    /// apps (/api/v1/ice-servers), Prometheus metrics (/metrics), /healthz and /readyz; a TLS
-    /// listener with serve_http = true serves the same API on its port (443 shared).
+    /// apps (/api/v1/ice-servers), Prometheus metrics (/metrics), /healthz and /readyz, the
+    /// browser SDK (/sdk/turnpike.js), the registry (/v1/registry) when [registry] enabled and
+    /// its demo (/demo) when [http] demo; a TLS listener with serve_http = true serves the
+    /// same API on its port (443 shared).
     Serve {
         /// The configuration file (TOML), read again on SIGHUP. Default: the built-in
         /// configuration.
@@ -177,6 +180,17 @@ enum Command {
 
     /// Join a registry as a peer: send one message to another peer, or print what arrives.
     Peer(peer_cli::PeerArgs),
+
+    /// Open a link to another peer (docs/link-protocol.md): direct when a WebRTC path is
+    /// available, else through the registry's end-to-end encrypted relay after
+    /// --fallback-after. Each line of standard input is one text message, delivered in order
+    /// and exactly once. Standard output carries one JSON object per line:
+    /// {"event":"mode","mode":"connecting"|"p2p"|"relay"|"closed"},
+    /// {"event":"message","from":PEER,"message":TEXT}, {"event":"closed","reason":R} and
+    /// {"event":"error","code":C,"message":M}. When standard input closes, waits until the
+    /// peer acknowledged every message and exits 0; after --flush-timeout it prints an
+    /// `unacknowledged` error and exits 1 (so a peer that never answers ends the command).
+    Link(link_cli::LinkArgs),
 }
 
 fn main() -> ExitCode {
@@ -213,6 +227,7 @@ fn main() -> ExitCode {
             issuer_public_key,
         }),
         Command::Peer(args) => peer_cli::peer(args),
+        Command::Link(args) => link_cli::link(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! The protocol document and the README match the code: the examples of
-//! docs/registry-protocol.md are played, in order, against the real server, and the README's
-//! two-terminal walkthrough runs with the real CLI.
+//! docs/registry-protocol.md are played, in order, against the real server, its `shape`
+//! examples are produced for real and compared field by field, and the README's two-terminal
+//! walkthrough runs with the real CLI.
 
 mod common;
 mod registry_support;
@@ -48,7 +49,8 @@ fn examples() -> Vec<Example> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_protocol_documents_examples_play_against_the_server() {
     // On the registry's own listener (`[registry] listen`); the other tests use the HTTP API's.
-    let registry = TestRegistry::start_on_own_listener("");
+    // Without the one-token ladder: its credentials depend on the clock (see the next test).
+    let registry = TestRegistry::start_on_own_listener("ice_servers = false");
     let url = registry.url();
     let mut sockets: HashMap<String, Socket> = HashMap::new();
     let mut played = 0;
@@ -71,7 +73,8 @@ async fn the_protocol_documents_examples_play_against_the_server() {
                         .expect("upgrade");
                     sockets.insert(name.clone(), socket);
                 }
-                send_text(sockets.get_mut(name).unwrap(), &example.body).await;
+                let body = with_tokens(&registry, &example.body);
+                send_text(sockets.get_mut(name).unwrap(), &body).await;
             }
             "s2c" => {
                 let name = &example.tag[1];
@@ -84,11 +87,124 @@ async fn the_protocol_documents_examples_play_against_the_server() {
                 let got = recv_json(sockets.get_mut(name).expect("a peer that sent")).await;
                 assert_eq!(got, want, "example for {name}:\n{}", example.body);
             }
+            "shape" => continue, // the next test
             other => panic!("unknown example tag {other}"),
         }
         played += 1;
     }
-    assert!(played >= 20, "only {played} examples played");
+    assert!(played >= 28, "only {played} examples played");
+}
+
+/// Replaces every `<token for PEER>` with a valid token for PEER in project `demo`.
+fn with_tokens(registry: &TestRegistry, body: &str) -> String {
+    let mut out = body.to_owned();
+    while let Some(start) = out.find("<token for ") {
+        let end = start + out[start..].find('>').expect("a closing >");
+        let peer = out[start + "<token for ".len()..end].to_owned();
+        out.replace_range(start..=end, &registry.token(&peer, "demo"));
+    }
+    out
+}
+
+/// The documented example tagged `shape NAME`.
+fn shaped(name: &str) -> Value {
+    let example = examples()
+        .into_iter()
+        .find(|e| e.tag.len() == 2 && e.tag[0] == "shape" && e.tag[1] == name)
+        .unwrap_or_else(|| panic!("no `shape {name}` example"));
+    serde_json::from_str(&example.body).unwrap()
+}
+
+/// Asserts that `got` has exactly the fields of `doc`, recursively, with the same JSON types
+/// (each element of an array like the document's first one).
+fn assert_same_shape(doc: &Value, got: &Value, path: &str) {
+    match (doc, got) {
+        (Value::Object(d), Value::Object(g)) => {
+            let (dk, gk): (Vec<&String>, Vec<&String>) = (d.keys().collect(), g.keys().collect());
+            assert_eq!(dk, gk, "the fields of {path}: documented {doc}, got {got}");
+            for (key, value) in d {
+                assert_same_shape(value, &g[key], &format!("{path}.{key}"));
+            }
+        }
+        (Value::Array(d), Value::Array(g)) => {
+            assert!(!g.is_empty() || d.is_empty(), "{path} is empty: {got}");
+            if let Some(first) = d.first() {
+                for (i, element) in g.iter().enumerate() {
+                    assert_same_shape(first, element, &format!("{path}[{i}]"));
+                }
+            }
+        }
+        (Value::String(_), Value::String(_)) | (Value::Bool(_), Value::Bool(_)) => {}
+        (Value::Number(d), Value::Number(g)) => {
+            assert_eq!(d.is_u64(), g.is_u64(), "{path}: {doc} vs {got}");
+        }
+        _ => panic!("{path}: documented {doc}, got {got}"),
+    }
+}
+
+/// The `shape` examples (the one-token ladder in `welcome`, `token_expiring`, `reauth`,
+/// `reauthed`, `relay_usage`) against the messages a real server sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_protocol_documents_shaped_examples_match_real_messages() {
+    let registry = TestRegistry::start("relay_warn_bytes_per_sec = 1000");
+    let url = registry.url();
+    let keys = turnpike::client::KeyPair::generate();
+    let mut short = claims("alice", "demo");
+    let exp = common::unix_now() + 30;
+    short.exp = Some(exp);
+    let (mut alice, welcome) = raw_join(&url, &token(&short), &keys).await;
+    assert_same_shape(&shaped("welcome"), &welcome, "welcome");
+    let ice = &welcome["ice_servers"][0];
+    assert_eq!(ice["username"], format!("{exp}:alice"), "{welcome}");
+    let udp = format!(
+        "turn:127.0.0.1:{}?transport=udp",
+        registry.server.udp.port()
+    );
+    assert!(
+        ice["urls"].as_array().unwrap().contains(&udp.into()),
+        "{ice}"
+    );
+    let warning = recv_json(&mut alice).await;
+    assert_same_shape(&shaped("token_expiring"), &warning, "token_expiring");
+    assert_eq!(warning["expires_at"], exp);
+    // reauth: the documented shape with a real token.
+    let mut reauth = shaped("reauth");
+    let mut fresh = claims("alice", "demo");
+    let new_exp = common::unix_now() + 3600;
+    fresh.exp = Some(new_exp);
+    reauth["token"] = token(&fresh).into();
+    send_json(&mut alice, &reauth).await;
+    let reauthed = recv_json(&mut alice).await;
+    assert_same_shape(&shaped("reauthed"), &reauthed, "reauthed");
+    assert_eq!(reauthed["expires_at"], new_exp);
+    assert_eq!(
+        reauthed["ice_servers"][0]["username"],
+        format!("{new_exp}:alice")
+    );
+    // relay_usage: more than 1000 bytes per second over a window of 10 s.
+    let (_bob, _) = raw_join(
+        &url,
+        &registry.token("bob", "demo"),
+        &turnpike::client::KeyPair::generate(),
+    )
+    .await;
+    assert_eq!(recv_json(&mut alice).await["type"], "peer_joined");
+    for _ in 0..12 {
+        let frame = turnpike::registry::messages::build_relay("bob", &[7; 1500]);
+        send_binary(&mut alice, frame).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let usage = loop {
+        assert!(std::time::Instant::now() < deadline, "no relay_usage");
+        match tokio::time::timeout(Duration::from_secs(1), recv_json(&mut alice)).await {
+            Ok(message) if message["type"] == "relay_usage" => break message,
+            Ok(other) => panic!("unexpected {other}"),
+            Err(_) => continue,
+        }
+    };
+    assert_same_shape(&shaped("relay_usage"), &usage, "relay_usage");
+    assert_eq!(usage["threshold"], 1000);
+    assert!(usage["bytes_per_sec"].as_u64().unwrap() > 1000, "{usage}");
 }
 
 /// The README's walkthrough: `turnpike token`, `turnpike peer recv` in one terminal,

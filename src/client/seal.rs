@@ -98,6 +98,23 @@ pub fn public_key_from_base64(text: &str) -> Result<PublicKey, SealError> {
     Ok(PublicKey::from_bytes(bytes))
 }
 
+/// Boxes `plaintext` (counter included) from `keys` to `to` with a given nonce; returns
+/// `[nonce][box]`. [`Sealer::seal`] draws the nonce at random; this is for test vectors.
+pub fn seal_with_nonce(
+    keys: &KeyPair,
+    to: &PublicKey,
+    nonce: &[u8; NONCE_BYTES],
+    plaintext: &[u8],
+) -> Vec<u8> {
+    let salsa = SalsaBox::new(to, &keys.secret);
+    // Encryption with a valid key and nonce cannot fail for in-memory buffers.
+    let ciphertext = salsa.encrypt(nonce.into(), plaintext).unwrap_or_default();
+    let mut sealed = Vec::with_capacity(NONCE_BYTES + ciphertext.len());
+    sealed.extend_from_slice(nonce);
+    sealed.extend_from_slice(&ciphertext);
+    sealed
+}
+
 /// Seals blobs for peers and opens theirs, rejecting replays.
 pub struct Sealer {
     keys: KeyPair,
@@ -141,16 +158,8 @@ impl Sealer {
         let mut plaintext = Vec::with_capacity(COUNTER_BYTES + message.len());
         plaintext.extend_from_slice(&self.counter.to_be_bytes());
         plaintext.extend_from_slice(message);
-        let salsa = SalsaBox::new(to, &self.keys.secret);
-        let nonce = SalsaBox::generate_nonce(&mut OsRng);
-        // Encryption with a valid key and nonce cannot fail for in-memory buffers.
-        let ciphertext = salsa
-            .encrypt(&nonce, plaintext.as_slice())
-            .unwrap_or_default();
-        let mut sealed = Vec::with_capacity(NONCE_BYTES + ciphertext.len());
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&ciphertext);
-        sealed
+        let nonce: [u8; NONCE_BYTES] = SalsaBox::generate_nonce(&mut OsRng).into();
+        seal_with_nonce(&self.keys, to, &nonce, &plaintext)
     }
 
     /// Opens `[nonce][box]` from `from`; returns the message. A blob whose counter is not above

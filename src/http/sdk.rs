@@ -284,6 +284,58 @@ async fn mint_demo_token(state: &HttpState, request: Request) -> Result<DemoToke
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    fn state() -> HttpState {
+        let config = crate::config::Config::default();
+        let metrics = Arc::new(crate::metrics::Metrics::new(&config.realm));
+        let mut state = HttpState::new(&config, metrics, Arc::default());
+        state.set_demo(Demo {
+            secret: b"demo-secret".to_vec(),
+            issuer: Issuer::from_seed([1; 32]),
+        });
+        state
+    }
+
+    fn request(peer: Option<&str>, host: &str) -> Request {
+        let mut request = Request::builder()
+            .method("POST")
+            .uri("/demo/token")
+            .header(header::HOST, host)
+            .body(axum::body::Body::from(r#"{"peer_id":"alice"}"#))
+            .unwrap();
+        if let Some(peer) = peer {
+            let addr: SocketAddr = peer.parse().unwrap();
+            request.extensions_mut().insert(ConnectInfo(addr));
+        }
+        request
+    }
+
+    #[tokio::test]
+    async fn demo_tokens_go_to_loopback_clients_only() {
+        let state = state();
+        for (peer, host) in [
+            (Some("192.0.2.7:5000"), "127.0.0.1:9641"),
+            (Some("[2001:db8::1]:5000"), "[::1]:9641"),
+            (None, "127.0.0.1:9641"),
+            (Some("127.0.0.1:5000"), "turn.example.org"),
+        ] {
+            let response = demo_token(State(state.clone()), request(peer, host)).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{peer:?} {host}");
+        }
+        for (peer, host) in [
+            ("127.0.0.1:5000", "127.0.0.1:9641"),
+            ("[::1]:5000", "localhost"),
+            ("[::ffff:127.0.0.1]:5000", "localhost:9641"),
+        ] {
+            let response = demo_token(State(state.clone()), request(Some(peer), host)).await;
+            assert_eq!(response.status(), StatusCode::OK, "{peer} {host}");
+        }
+        let mut off = state.clone();
+        off.demo = None;
+        let response = demo_token(State(off), request(Some("127.0.0.1:1"), "localhost")).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
 
     #[test]
     fn loopback_hosts_are_recognised() {

@@ -181,7 +181,11 @@ impl RegistryState {
         let left = Duration::from_secs(identity.expires_at).saturating_sub(unix);
         let ice_servers = self.shared.ice.get().and_then(|ice| {
             let ice = ice.load();
-            let ttl = left.as_secs().min(ice.max_ttl());
+            // Whole seconds, so that the credential ends with the token (EXPIRY = exp).
+            let ttl = identity
+                .expires_at
+                .saturating_sub(unix.as_secs())
+                .min(ice.max_ttl());
             ice.ice_servers(&identity.peer_id, unix.as_secs(), ttl)
         });
         Lease {

@@ -587,6 +587,7 @@ fn the_protocol_documents_examples_parse() {
         if tag.starts_with("c2s") {
             let known = [
                 "join",
+                "reauth",
                 "ping",
                 "webrtc_offer",
                 "webrtc_answer",

@@ -543,3 +543,39 @@ fn an_attestation_is_never_a_login_token() {
     assert_eq!(identity.expires_at, UNIX + 600);
     assert_eq!(identity.pinned_key, Some([1; 32]));
 }
+
+/// The example attestation of docs/registry-protocol.md is what the example issuer (seed: 32
+/// bytes of 0x01) signs, and verifies with the public key the document gives.
+#[test]
+fn the_documents_example_attestation_is_genuine() {
+    let doc = include_str!("../../docs/registry-protocol.md");
+    let issuer = Issuer::from_seed([1; 32]);
+    assert!(doc.contains(&issuer.public_key_base64()));
+    let join = doc
+        .split("```json c2s carol\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("carol's join");
+    let join: Value = serde_json::from_str(join).unwrap();
+    let (jwt, public_key) = (
+        join["attestation"].as_str().unwrap(),
+        join["public_key"].as_str().unwrap(),
+    );
+    let claims = AttestationClaims {
+        sub: "carol".into(),
+        project: "demo".into(),
+        pk: public_key.into(),
+        exp: 4_102_444_800,
+        iat: Some(1_767_225_600),
+    };
+    assert_eq!(jwt, issuer.mint_attestation(&claims));
+    let expected = Expected {
+        sub: "carol",
+        project: "demo",
+        public_key,
+    };
+    assert_eq!(
+        verify_attestation(&[issuer.public_key()], jwt, &expected, 1_767_225_600),
+        Ok(claims)
+    );
+}

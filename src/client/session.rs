@@ -1,0 +1,265 @@
+//! The link session (docs/link-protocol.md §7): one registry connection that carries every
+//! link of this peer. [`Session::connect`] joins the registry (a token, or a callback that
+//! mints one: used again to reauthenticate before the token expires and to reconnect);
+//! [`Session::link`] opens a link to a peer (either side may open first: a link the peer
+//! opened arrives as [`SessionEvent::Link`]).
+//!
+//! One task (`session_task`) owns the registry client and the pure link cores
+//! ([`crate::link::Link`]); it seals relay frames through the registry client's `Sealer`,
+//! drives the cores' timers, and hands frames to the p2p paths a [`P2pConnector`] creates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::link_handle::Link;
+use super::p2p::{IceTransportPolicy, P2pConnector};
+use super::registry::{ClientConfig, ClientError, RegistryClient};
+use super::seal::KeyPair;
+use super::session_task::Task;
+use crate::link::{SendError, Stats};
+use crate::proto::credentials::IceServer;
+use crate::registry::messages::SignalKind;
+
+/// A callback that mints a fresh token.
+pub type TokenCallback = Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
+
+/// Where the session's tokens come from.
+#[derive(Clone)]
+pub enum TokenSource {
+    /// One token: the session ends when it expires.
+    Fixed(String),
+    /// Called at connect, before the token expires (`token_expiring`, then `reauth`) and to
+    /// reconnect.
+    Callback(TokenCallback),
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSource::Fixed(_) => f.write_str("TokenSource::Fixed(..)"),
+            TokenSource::Callback(_) => f.write_str("TokenSource::Callback(..)"),
+        }
+    }
+}
+
+impl TokenSource {
+    pub(crate) async fn token(&self) -> Result<String, String> {
+        match self {
+            TokenSource::Fixed(token) => Ok(token.clone()),
+            TokenSource::Callback(callback) => callback().await,
+        }
+    }
+}
+
+/// How to connect, and the links' settings.
+#[derive(Clone)]
+pub struct SessionConfig {
+    /// `ws://HOST:PORT/v1/registry` (or `wss://`).
+    pub url: String,
+    /// The token, or how to get one.
+    pub token: TokenSource,
+    /// This peer's X25519 key pair (the relay's end-to-end encryption).
+    pub keys: KeyPair,
+    /// This peer's key attestation, sent in `join`.
+    pub attestation: Option<String>,
+    /// Issuers' Ed25519 public keys (raw 32 bytes): when set, the relay is used only for peers
+    /// whose attestation verifies (§5), else the link reports `not_attested`.
+    pub trusted_issuer_keys: Vec<[u8; 32]>,
+    /// Fall back to the relay when p2p is not up within this delay.
+    pub fallback_after: Duration,
+    /// Each link's unacked buffer (`maxBufferedBytes`).
+    pub max_buffered_bytes: usize,
+    /// How long `send` waits for room (`sendTimeoutMs`).
+    pub send_timeout: Duration,
+    /// The registry's `limits.relay_bytes_per_sec` (relay blobs are paced to 90 % of it).
+    pub relay_bytes_per_sec: u64,
+    /// ICE servers for p2p paths; default: the registry's `welcome.ice_servers`.
+    pub ice_servers: Option<Vec<IceServer>>,
+    /// `iceTransportPolicy` for p2p paths.
+    pub ice_transport_policy: IceTransportPolicy,
+    /// Creates p2p paths; `None`: links use the relay only.
+    pub p2p: Option<Arc<dyn P2pConnector>>,
+    /// The longest delay between reconnect attempts.
+    pub max_backoff: Duration,
+}
+
+impl std::fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("url", &self.url)
+            .field("keys", &self.keys)
+            .field("fallback_after", &self.fallback_after)
+            .field("p2p", &self.p2p.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionConfig {
+    /// The protocol's defaults: fallback after 10 s, 1 MiB buffers, 30 s send timeout.
+    pub fn new(url: impl Into<String>, token: TokenSource, keys: KeyPair) -> SessionConfig {
+        SessionConfig {
+            url: url.into(),
+            token,
+            keys,
+            attestation: None,
+            trusted_issuer_keys: Vec::new(),
+            fallback_after: Duration::from_secs(10),
+            max_buffered_bytes: 1 << 20,
+            send_timeout: Duration::from_secs(30),
+            relay_bytes_per_sec: 1 << 20,
+            ice_servers: None,
+            ice_transport_policy: IceTransportPolicy::All,
+            p2p: None,
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+
+    pub(crate) fn client_config(&self, token: String) -> ClientConfig {
+        let mut config = ClientConfig::new(&self.url, token, self.keys.clone());
+        config.attestation = self.attestation.clone();
+        config.trusted_issuer_keys = self.trusted_issuer_keys.clone();
+        config.max_backoff = self.max_backoff;
+        config
+    }
+}
+
+/// What a session reports besides its links' traffic.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// A link the peer opened.
+    Link(Link),
+    /// A peer joined the project.
+    PeerJoined(String),
+    /// A peer left (its links stay: it may come back).
+    PeerLeft(String),
+    /// A signaling message that is not for the link layer (no `"link": 1`).
+    Signal {
+        /// Offer, answer or candidate.
+        kind: SignalKind,
+        /// The sender.
+        from: String,
+        /// The payload's JSON text.
+        payload: String,
+    },
+    /// This peer relays more than the server's threshold (`relay_usage`).
+    RelayUsage {
+        /// Relayed bytes per second over the window.
+        bytes_per_sec: u64,
+    },
+    /// A session error (`token_expired`, or a registry error about no link).
+    Error {
+        /// The code.
+        code: String,
+        /// For people.
+        message: String,
+    },
+    /// The session ended; every link closed with `session_closed`.
+    Closed(String),
+}
+
+/// Why a session could not start or do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// No token (the callback failed).
+    #[error("no token: {0}")]
+    Token(String),
+    /// The registry refused or could not be reached.
+    #[error(transparent)]
+    Registry(#[from] ClientError),
+    /// Not a valid peer id.
+    #[error("`{0}` is not a valid peer id")]
+    BadPeer(String),
+    /// The session is closed.
+    #[error("the session is closed")]
+    Closed,
+}
+
+/// What handles ask of the session's task.
+pub(crate) enum Command {
+    Open {
+        peer: String,
+        reply: oneshot::Sender<Result<Link, SessionError>>,
+    },
+    Send {
+        peer: String,
+        data: Vec<u8>,
+        binary: bool,
+        reply: oneshot::Sender<Result<(), SendError>>,
+    },
+    Stats {
+        peer: String,
+        reply: oneshot::Sender<Stats>,
+    },
+    CloseLink {
+        peer: String,
+    },
+    /// A handle read messages the session held back: take them again.
+    Wake,
+    Close,
+}
+
+/// A connected session.
+pub struct Session {
+    commands: mpsc::Sender<Command>,
+    events: Mutex<mpsc::Receiver<SessionEvent>>,
+    peer_id: String,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("peer_id", &self.peer_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Gets a token, connects and joins; the first connection must succeed.
+    pub async fn connect(config: SessionConfig) -> Result<Session, SessionError> {
+        let token = config.token.token().await.map_err(SessionError::Token)?;
+        let mut client = RegistryClient::connect(config.client_config(token)).await?;
+        let welcome = client.next_event().await.ok_or(SessionError::Closed)?;
+        let (commands, command_rx) = mpsc::channel(256);
+        let (event_tx, events) = mpsc::channel(256);
+        let task = Task::new(config, client, welcome, commands.clone(), command_rx, event_tx);
+        let peer_id = task.peer_id().to_owned();
+        tokio::spawn(task.run());
+        Ok(Session {
+            commands,
+            events: Mutex::new(events),
+            peer_id,
+        })
+    }
+
+    /// This peer's id (from the token).
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    /// The link to `peer` (the same link for the same peer until it closes).
+    pub async fn link(&self, peer: &str) -> Result<Link, SessionError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Open {
+            peer: peer.to_owned(),
+            reply,
+        };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| SessionError::Closed)?;
+        answer.await.map_err(|_| SessionError::Closed)?
+    }
+
+    /// The next session event; `None` once the session ended and every event was read.
+    pub async fn next_event(&self) -> Option<SessionEvent> {
+        self.events.lock().await.recv().await
+    }
+
+    /// Closes every link (`CLOSE` to each peer) and the registry connection.
+    pub async fn close(&self) {
+        let _ = self.commands.send(Command::Close).await;
+    }
+}

@@ -1,0 +1,182 @@
+//! `turnpike link`: one link to a peer from a terminal or a script. Each line of standard
+//! input is one text message; every event is one JSON object per line on standard output.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use tokio::io::AsyncBufReadExt as _;
+use turnpike::client::p2p::IceTransportPolicy;
+use turnpike::client::{Incoming, KeyPair, Session, SessionConfig, TokenSource};
+
+/// Options of `turnpike link`.
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// The registry endpoint.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TURNPIKE_REGISTRY_URL",
+        default_value = "ws://127.0.0.1:9641/v1/registry"
+    )]
+    url: String,
+
+    /// This peer's token. Prefer the environment variable: command lines are visible to
+    /// other users of the machine.
+    #[arg(
+        long,
+        value_name = "JWT",
+        env = "TURNPIKE_TOKEN",
+        hide_env_values = true
+    )]
+    token: String,
+
+    /// This peer's X25519 secret key, base64 (`turnpike keygen`). Default: a new key.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "TURNPIKE_KEY",
+        hide_env_values = true
+    )]
+    key: Option<String>,
+
+    /// The other peer.
+    #[arg(long, value_name = "PEER_ID")]
+    to: String,
+
+    /// Fall back to the relay when no direct path is up within this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "10")]
+    fallback_after: f64,
+
+    /// Which ICE candidates the direct path may use.
+    #[arg(long, value_enum, default_value = "all")]
+    ice_transport_policy: Policy,
+
+    /// After standard input closes, how many seconds to wait for the peer to acknowledge
+    /// every message; then exit 1 with an `unacknowledged` error event.
+    #[arg(long, value_name = "SECS", default_value = "30")]
+    flush_timeout: f64,
+}
+
+/// `--ice-transport-policy`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Policy {
+    /// Every candidate.
+    All,
+    /// TURN relay candidates only.
+    Relay,
+}
+
+fn emit(value: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{value}");
+    let _ = out.flush();
+}
+
+fn error_event(code: &str, message: &str) {
+    emit(serde_json::json!({"event": "error", "code": code, "message": message}));
+}
+
+fn seconds(value: f64, name: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).with_context(|| format!("{name} must be a number of seconds"))
+}
+
+/// `turnpike link`: exits 0 when standard input closed and the peer acknowledged every
+/// message; 1 with an `error` event otherwise.
+pub fn link(args: LinkArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: LinkArgs) -> anyhow::Result<()> {
+    let keys = match &args.key {
+        Some(secret) => KeyPair::from_secret_base64(secret).context("--key")?,
+        None => KeyPair::generate(),
+    };
+    let mut config = SessionConfig::new(&args.url, TokenSource::Fixed(args.token.clone()), keys);
+    config.fallback_after = seconds(args.fallback_after, "--fallback-after")?;
+    config.ice_transport_policy = match args.ice_transport_policy {
+        Policy::All => IceTransportPolicy::All,
+        Policy::Relay => IceTransportPolicy::Relay,
+    };
+    let flush_timeout = seconds(args.flush_timeout, "--flush-timeout")?;
+    let session = match Session::connect(config).await {
+        Ok(session) => session,
+        Err(error) => {
+            error_event("connect_failed", &error.to_string());
+            anyhow::bail!("cannot join the registry at {}: {error}", args.url);
+        }
+    };
+    let link = session.link(&args.to).await?;
+
+    let mut modes = link.mode();
+    let mode_printer = tokio::spawn(async move {
+        loop {
+            let mode = *modes.borrow_and_update();
+            emit(serde_json::json!({"event": "mode", "mode": mode.as_str()}));
+            if modes.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    let receiver = link.clone();
+    let from = args.to.clone();
+    let printer = tokio::spawn(async move {
+        while let Some(incoming) = receiver.recv().await {
+            match incoming {
+                Incoming::Message(message) => {
+                    let text = match message.text() {
+                        Some(text) => text.to_owned(),
+                        None => String::from_utf8_lossy(&message.data).into_owned(),
+                    };
+                    emit(serde_json::json!({"event": "message", "from": from, "message": text}));
+                }
+                Incoming::Error(error) => error_event(error.code.as_str(), &error.message),
+                Incoming::Closed(reason) => {
+                    emit(serde_json::json!({"event": "closed", "reason": reason.as_str()}));
+                    return;
+                }
+            }
+        }
+    });
+
+    let mut failed = false;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await.context("reading standard input")? {
+        if let Err(error) = link.send_text(line).await {
+            error_event(error.code(), &error.to_string());
+            failed = true;
+        }
+    }
+    let flushed = tokio::time::timeout(flush_timeout, link.flush()).await;
+    let outcome = match flushed {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(("link_closed", error.to_string())),
+        Err(_) => {
+            let left = link.stats().await.map(|s| s.unacked_messages).unwrap_or(0);
+            let message = format!(
+                "{left} messages were not acknowledged by `{}` within {} s",
+                args.to,
+                flush_timeout.as_secs_f64()
+            );
+            Err(("unacknowledged", message))
+        }
+    };
+    link.close().await;
+    session.close().await;
+    // Let the CLOSE go out and the printers finish (bounded).
+    let _ = tokio::time::timeout(Duration::from_secs(2), printer).await;
+    mode_printer.abort();
+    match outcome {
+        Err((code, message)) => {
+            error_event(code, &message);
+            anyhow::bail!("{message}");
+        }
+        Ok(()) if failed => anyhow::bail!("some messages were refused (see the error events)"),
+        Ok(()) => Ok(()),
+    }
+}
