@@ -79,7 +79,8 @@ fn error_event(code: &str, message: &str) {
 }
 
 fn seconds(value: f64, name: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(value).with_context(|| format!("{name} must be a number of seconds"))
+    Duration::try_from_secs_f64(value)
+        .with_context(|| format!("{name} must be a number of seconds"))
 }
 
 /// `turnpike link`: exits 0 when standard input closed and the peer acknowledged every

@@ -21,9 +21,7 @@ pub use crate::proto::credentials::IceServer;
 pub use crate::registry::attest::{
     AttestationClaims, AttestationError, Expected, verify_attestation,
 };
-pub use registry::{ClientConfig, ClientError, Event, RegistryClient};
 pub use link_handle::{FlushError, Incoming, Link, MAX_UNREAD_BYTES};
+pub use registry::{ClientConfig, ClientError, Event, RegistryClient};
 pub use seal::{KeyPair, SealError, Sealer};
-pub use session::{
-    Session, SessionConfig, SessionError, SessionEvent, TokenCallback, TokenSource,
-};
+pub use session::{Session, SessionConfig, SessionError, SessionEvent, TokenCallback, TokenSource};

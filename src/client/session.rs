@@ -224,7 +224,14 @@ impl Session {
         let welcome = client.next_event().await.ok_or(SessionError::Closed)?;
         let (commands, command_rx) = mpsc::channel(256);
         let (event_tx, events) = mpsc::channel(256);
-        let task = Task::new(config, client, welcome, commands.clone(), command_rx, event_tx);
+        let task = Task::new(
+            config,
+            client,
+            welcome,
+            commands.clone(),
+            command_rx,
+            event_tx,
+        );
         let peer_id = task.peer_id().to_owned();
         tokio::spawn(task.run());
         Ok(Session {

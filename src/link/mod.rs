@@ -22,7 +22,7 @@
 pub mod attest;
 pub mod frame;
 pub mod fuzzing;
-mod link;
+mod end;
 pub mod modes;
 pub mod receive;
 pub mod send;
@@ -30,7 +30,7 @@ pub mod send;
 mod tests;
 
 pub use frame::{Frame, FrameError, FrameKind};
-pub use link::{CloseReason, ErrorCode, Event, Link, LinkConfig, LinkError, Stats, Transmit};
+pub use end::{CloseReason, ErrorCode, Event, Link, LinkConfig, LinkError, Stats, Transmit};
 pub use modes::{IceState, Mode, P2pEvent};
 pub use receive::Message;
 pub use send::SendError;

@@ -432,7 +432,10 @@ impl Task {
                     "unknown_peer" => ErrorCode::UnknownPeer,
                     "undelivered" => ErrorCode::Undelivered,
                     _ => {
-                        let _ = self.events.send(SessionEvent::Error { code, message }).await;
+                        let _ = self
+                            .events
+                            .send(SessionEvent::Error { code, message })
+                            .await;
                         return true;
                     }
                 };
@@ -443,19 +446,23 @@ impl Task {
                 }
             }
             Event::Error { code, message, .. } => {
-                let _ = self.events.send(SessionEvent::Error { code, message }).await;
+                let _ = self
+                    .events
+                    .send(SessionEvent::Error { code, message })
+                    .await;
             }
-            Event::TokenExpiring { .. } => {
-                match self.config.token.token().await {
-                    Ok(token) => {
-                        let _ = self.client.reauth(&token).await;
-                    }
-                    Err(message) => {
-                        let code = "token_expired".to_owned();
-                        let _ = self.events.send(SessionEvent::Error { code, message }).await;
-                    }
+            Event::TokenExpiring { .. } => match self.config.token.token().await {
+                Ok(token) => {
+                    let _ = self.client.reauth(&token).await;
                 }
-            }
+                Err(message) => {
+                    let code = "token_expired".to_owned();
+                    let _ = self
+                        .events
+                        .send(SessionEvent::Error { code, message })
+                        .await;
+                }
+            },
             Event::RelayUsage { bytes_per_sec, .. } => {
                 let _ = self
                     .events
@@ -472,7 +479,10 @@ impl Task {
         let value: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
         let epoch = value.get("epoch").and_then(serde_json::Value::as_u64);
         let is_link = value.get("link").and_then(serde_json::Value::as_u64) == Some(1);
-        let Some(epoch) = epoch.filter(|_| is_link).and_then(|e| u32::try_from(e).ok()) else {
+        let Some(epoch) = epoch
+            .filter(|_| is_link)
+            .and_then(|e| u32::try_from(e).ok())
+        else {
             let event = SessionEvent::Signal {
                 kind,
                 from,

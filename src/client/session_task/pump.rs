@@ -176,7 +176,10 @@ impl Task {
                 Ok(token) => token,
                 Err(message) => {
                     let code = "token_expired".to_owned();
-                    let _ = self.events.send(SessionEvent::Error { code, message }).await;
+                    let _ = self
+                        .events
+                        .send(SessionEvent::Error { code, message })
+                        .await;
                     continue;
                 }
             };
