@@ -44,6 +44,8 @@ pub struct Conf {
     pub http_extra: Vec<String>,
     /// Extra TOML appended at the end (whole sections, such as `[server]`).
     pub extra_toml: String,
+    /// `[relay] bind_ip` (a server in a network namespace relays on that namespace's address).
+    pub relay_ip: String,
 }
 
 impl Default for Conf {
@@ -71,6 +73,7 @@ impl Default for Conf {
             idle_timeout_secs: 60,
             http_extra: Vec::new(),
             extra_toml: String::new(),
+            relay_ip: "127.0.0.1".into(),
         }
     }
 }
@@ -110,7 +113,12 @@ impl Conf {
         }
         // Relays on loopback only, IPv6 included (left out, the server would pick an interface
         // address for IPv6 relays).
-        writeln!(t, "\n[relay]\nbind_ip = \"127.0.0.1\"\nbind_ipv6 = \"::1\"").unwrap();
+        writeln!(
+            t,
+            "\n[relay]\nbind_ip = {:?}\nbind_ipv6 = \"::1\"",
+            self.relay_ip
+        )
+        .unwrap();
         writeln!(t, "ports = \"{}-{}\"", relay.start(), relay.end()).unwrap();
         writeln!(t, "\n[auth]\nsecrets = {}", list(&self.secrets)).unwrap();
         let users: Vec<String> = self

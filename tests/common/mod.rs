@@ -11,7 +11,8 @@
 //!
 //! The modules: [`ports`] (port blocks), [`conf`] (what a test wants, as a config file),
 //! [`server`] (the process under test), [`tools`] and [`uclient`] (coturn's tools), [`stun`],
-//! [`turn_tcp`] and [`stream_clients`] (clients), [`scrape`] (`/metrics`), [`http`], [`pki`].
+//! [`turn_tcp`] and [`stream_clients`] (clients), [`scrape`] (`/metrics`), [`http`], [`pki`],
+//! [`netns`] (network namespaces, NAT routers and firewall rules; root only).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -20,6 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 mod conf;
 pub mod http;
+pub mod netns;
 pub mod pki;
 mod ports;
 pub mod scrape;

@@ -2926,6 +2926,7 @@ var LinkCore = class {
     this.stats[path === "p2p" ? "p2pBytes" : "relayBytes"] += bytes.length;
     const { frame, error } = decodeFrame(bytes);
     if (!frame) return this.protocolError(`malformed frame: ${error}`, false);
+    if (frame.srcEpoch === this.epoch) return;
     if (frame.dstEpoch !== 0 && frame.dstEpoch !== this.epoch) {
       if (frame.kind === "data" || frame.kind === "probe") {
         this.queueControl(path, { kind: "ack", srcEpoch: this.epoch, dstEpoch: frame.srcEpoch, number: 0 });
@@ -3653,6 +3654,7 @@ var SUBPROTOCOL = "turnpike.registry.v1";
 var RECONNECT_FIRST_MS = 1e3;
 var RECONNECT_MAX_MS = 3e4;
 var CONNECT_TIMEOUT_MS = 15e3;
+var MAX_DEPARTED = 64;
 var SIGNAL_TYPES = /* @__PURE__ */ new Set(["webrtc_offer", "webrtc_answer", "webrtc_ice_candidate"]);
 async function connect(options) {
   const session = new Session(options);
@@ -3677,6 +3679,7 @@ var Session = class extends Emitter {
     this.limits = null;
     this.welcomeIceServers = null;
     this._peers = /* @__PURE__ */ new Map();
+    this._departed = /* @__PURE__ */ new Map();
     this._links = /* @__PURE__ */ new Map();
     this._counter = new Counter();
     this._replay = new ReplayTable();
@@ -3898,6 +3901,7 @@ var Session = class extends Emitter {
     const key = fromBase64(p.public_key);
     if (!key || key.length !== 32) return;
     this._peers.set(p.peer_id, { peerId: p.peer_id, publicKey: p.public_key, key, attestation: p.attestation });
+    this._departed.delete(p.peer_id);
   }
   _onMessage(msg) {
     switch (msg.type) {
@@ -3919,7 +3923,14 @@ var Session = class extends Emitter {
         return;
       }
       case "peer_left":
-        if (this._peers.delete(msg.peer_id)) this.emit("peer_left", { peerId: msg.peer_id });
+        const left = this._peers.get(msg.peer_id);
+        if (left) {
+          this._peers.delete(msg.peer_id);
+          this._departed.delete(msg.peer_id);
+          this._departed.set(msg.peer_id, left);
+          if (this._departed.size > MAX_DEPARTED) this._departed.delete(this._departed.keys().next().value);
+          this.emit("peer_left", { peerId: msg.peer_id });
+        }
         return;
       case "error": {
         const err = new TurnpikeError(msg.code || "error", msg.message);
@@ -3972,7 +3983,7 @@ var Session = class extends Emitter {
   _onBinary(bytes) {
     const parsed = decodeRelayFrame(bytes);
     if (parsed.error) return void this.relayDrops.malformed++;
-    const peer = this._peers.get(parsed.peerId);
+    const peer = this._peers.get(parsed.peerId) ?? this._departed.get(parsed.peerId);
     if (!peer) return void this.relayDrops.unknown_sender++;
     const opened = open(parsed.sealed, peer.key, this.keyPair.secretKey);
     if (opened.error) return void this.relayDrops.forged++;

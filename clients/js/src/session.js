@@ -17,6 +17,7 @@ const SUBPROTOCOL = "turnpike.registry.v1";
 const RECONNECT_FIRST_MS = 1000;
 const RECONNECT_MAX_MS = 30000;
 const CONNECT_TIMEOUT_MS = 15000;
+const MAX_DEPARTED = 64;
 const SIGNAL_TYPES = new Set(["webrtc_offer", "webrtc_answer", "webrtc_ice_candidate"]);
 
 /**
@@ -50,6 +51,10 @@ export class Session extends Emitter {
     this.limits = null;
     this.welcomeIceServers = null;
     this._peers = new Map();
+    // Peers that left, so that blobs they sent just before leaving still open: the registry
+    // may deliver `peer_left` ahead of them (its relay and control queues are separate).
+    // Bounded; a peer that joins again is taken out.
+    this._departed = new Map();
     this._links = new Map();
     this._counter = new Counter();
     this._replay = new ReplayTable();
@@ -293,6 +298,7 @@ export class Session extends Emitter {
     const key = fromBase64(p.public_key);
     if (!key || key.length !== 32) return;
     this._peers.set(p.peer_id, { peerId: p.peer_id, publicKey: p.public_key, key, attestation: p.attestation });
+    this._departed.delete(p.peer_id);
   }
 
   _onMessage(msg) {
@@ -315,7 +321,14 @@ export class Session extends Emitter {
         return;
       }
       case "peer_left":
-        if (this._peers.delete(msg.peer_id)) this.emit("peer_left", { peerId: msg.peer_id });
+        const left = this._peers.get(msg.peer_id);
+        if (left) {
+          this._peers.delete(msg.peer_id);
+          this._departed.delete(msg.peer_id);
+          this._departed.set(msg.peer_id, left);
+          if (this._departed.size > MAX_DEPARTED) this._departed.delete(this._departed.keys().next().value);
+          this.emit("peer_left", { peerId: msg.peer_id });
+        }
         return;
       case "error": {
         const err = new TurnpikeError(msg.code || "error", msg.message);
@@ -371,7 +384,7 @@ export class Session extends Emitter {
   _onBinary(bytes) {
     const parsed = decodeRelayFrame(bytes);
     if (parsed.error) return void this.relayDrops.malformed++;
-    const peer = this._peers.get(parsed.peerId);
+    const peer = this._peers.get(parsed.peerId) ?? this._departed.get(parsed.peerId);
     if (!peer) return void this.relayDrops.unknown_sender++;
     const opened = open(parsed.sealed, peer.key, this.keyPair.secretKey);
     if (opened.error) return void this.relayDrops.forged++;

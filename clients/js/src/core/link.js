@@ -108,6 +108,9 @@ export class LinkCore {
     this.stats[path === "p2p" ? "p2pBytes" : "relayBytes"] += bytes.length;
     const { frame, error } = decodeFrame(bytes);
     if (!frame) return this.protocolError(`malformed frame: ${error}`, false);
+    // Our own frame sent back to us (the relay box key is the same both ways, so a reflected
+    // blob opens): never a frame of the peer's.
+    if (frame.srcEpoch === this.epoch) return;
     if (frame.dstEpoch !== 0 && frame.dstEpoch !== this.epoch) {
       // Meant for our previous incarnation: tell the sender our epoch (ACKs are never answered).
       if (frame.kind === "data" || frame.kind === "probe") {
