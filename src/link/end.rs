@@ -175,6 +175,11 @@ impl Link {
                 return;
             }
         };
+        if frame.src_epoch == self.epoch {
+            // Our own frame sent back to us (a relay box opens both ways): never the peer's.
+            self.stats.reflected_frames += 1;
+            return;
+        }
         if frame.dst_epoch != 0 && frame.dst_epoch != self.epoch {
             // For our previous incarnation: tell the sender our epoch (never answer an ACK).
             if matches!(frame.kind, FrameKind::Data | FrameKind::Probe) {

@@ -310,6 +310,26 @@ fn malformed_frames_are_counted_and_reported_once() {
 }
 
 #[test]
+fn our_own_frames_sent_back_are_never_delivered() {
+    let mut pair = Pair::new();
+    pair.advance(Duration::from_secs(10)); // both on the relay
+    pair.ends[0].send(pair.now, b"mine".to_vec(), true).unwrap();
+    pair.pump();
+    let first = pair.wire[0][1].front().cloned().expect("a relay frame");
+    // The registry (or the peer) reflects alice's first frame (dst_epoch 0) back to her.
+    pair.ends[0].handle_frame(pair.now, Path::Relay, &first);
+    pair.pump();
+    assert!(
+        pair.received[0].is_empty(),
+        "a reflected frame was delivered"
+    );
+    assert_eq!(pair.ends[0].stats().reflected_frames, 1);
+    // The real peer still gets it.
+    while pair.deliver(0, Path::Relay) {}
+    assert_eq!(pair.received[1], vec![b"mine".to_vec()]);
+}
+
+#[test]
 fn a_refused_relay_keeps_the_link_connecting() {
     let now = Instant::now();
     let mut end = link(now, 1, true);

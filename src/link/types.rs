@@ -158,6 +158,8 @@ pub struct Stats {
     pub retransmitted_frames: u64,
     /// Malformed frames dropped.
     pub malformed_frames: u64,
+    /// Frames carrying our own epoch as their source (our own frames sent back), dropped.
+    pub reflected_frames: u64,
     /// Messages not yet acknowledged.
     pub unacked_messages: usize,
     /// Bytes held by the unacked buffer.
