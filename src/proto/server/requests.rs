@@ -7,6 +7,7 @@ use rand::RngCore;
 
 use super::allocation::{Allocation, CHANNEL_LIFETIME, Channel, Relay, family_index};
 use super::auth::{AuthFailure, Authenticated};
+use super::own::normalize_peer;
 use super::quota::QuotaError;
 use super::stats::{DropReason, RequestMethod};
 use super::{ClientOutput, Family, FiveTuple, Now, RelayIo, RelayOpenError, RelayRequest, Server};
@@ -137,7 +138,8 @@ impl Server {
     }
 
     /// An answer to a request that did not authenticate: nothing optional (no SOFTWARE, no
-    /// reason phrase), REALM and a compact nonce on 401/438, and rate-limited per source.
+    /// reason phrase), REALM and a compact nonce on 401/438, FINGERPRINT when the request had
+    /// one, and rate-limited per source.
     fn unauthenticated_error(
         &mut self,
         now: Now,
@@ -163,6 +165,11 @@ impl Server {
         if code == 401 || code == 438 {
             w.attr(attr::REALM, self.settings.auth.realm().as_bytes())
                 .attr(attr::NONCE, &nonce);
+        }
+        // RFC 8489 §7.3: FINGERPRINT when the request carried one (4 + 4 bytes: the answer
+        // stays within what the request's own FINGERPRINT added).
+        if msg.has_fingerprint() {
+            w.fingerprint();
         }
         ClientOutput::Reply
     }
@@ -221,7 +228,9 @@ impl Server {
             None => return Err((400, "Missing REQUESTED-TRANSPORT")),
             Some(v) if v.len() != 4 => return Err((400, "Bad REQUESTED-TRANSPORT")),
             Some(v) if v[0] == PROTO_UDP => false,
-            Some(v) if v[0] == PROTO_TCP => true,
+            // RFC 6062 relays are opt-in (relay.tcp_allocations): 442, as for any transport
+            // the server does not offer (RFC 8656 §7.2).
+            Some(v) if v[0] == PROTO_TCP && self.settings.tcp_allocations => true,
             Some(_) => return Err((442, "Unsupported Transport Protocol")),
         };
         let even_port = msg.get(attr::EVEN_PORT);
@@ -434,9 +443,14 @@ impl Server {
         io: &mut impl RelayIo,
     ) -> Result<ClientOutput, Reject> {
         let slot = self.own_allocation(ft, auth)?;
-        let lifetime = self
-            .lifetime(msg)
-            .unwrap_or(self.settings.limits.default_lifetime);
+        let limits = &self.settings.limits;
+        // RFC 8656 §7.3: a lifetime below the default is raised to it (0 deletes), one above
+        // the maximum lowered to it (`lifetime` caps it).
+        let lifetime = match self.lifetime(msg) {
+            Some(l) if l.is_zero() => l,
+            Some(l) => l.max(limits.default_lifetime).min(limits.max_lifetime),
+            None => limits.default_lifetime,
+        };
         let alloc = self.allocations[slot as usize]
             .as_mut()
             .expect("own_allocation checked");
@@ -464,19 +478,39 @@ impl Server {
         }))
     }
 
-    /// Checks that a peer may be relayed to from this allocation (443, 403).
+    /// Checks that a peer (address and port) may be relayed to from this allocation (443,
+    /// 403).
     pub(super) fn check_peer(&self, slot: u32, peer: SocketAddr) -> Result<(), Reject> {
-        let alloc = self.allocations[slot as usize]
-            .as_ref()
-            .expect("slot is live");
-        if alloc.relays[family_index(peer.ip())].is_none() {
-            return Err((443, "Peer Address Family Mismatch"));
-        }
+        self.check_family(slot, peer)?;
         if !self.peer_allowed(peer) {
             self.stats.dropped(DropReason::PeerDenied);
             return Err((403, "Forbidden"));
         }
         Ok(())
+    }
+
+    /// 443 unless the allocation has a relay of `peer`'s family.
+    fn check_family(&self, slot: u32, peer: SocketAddr) -> Result<(), Reject> {
+        let alloc = self.allocations[slot as usize]
+            .as_ref()
+            .ok_or((437, "Allocation Mismatch"))?;
+        if alloc.relays[family_index(peer.ip())].is_none() {
+            return Err((443, "Peer Address Family Mismatch"));
+        }
+        Ok(())
+    }
+
+    /// Checks that a permission for `peer`'s IP may be installed (443, 403); returns whether
+    /// each packet under it must be judged with its port.
+    fn check_permission(&self, slot: u32, peer: SocketAddr) -> Result<bool, Reject> {
+        self.check_family(slot, peer)?;
+        match self.judge().permission_for(peer.ip(), Some(peer.port())) {
+            Some(check_port) => Ok(check_port),
+            None => {
+                self.stats.dropped(DropReason::PeerDenied);
+                Err((403, "Forbidden"))
+            }
+        }
     }
 
     fn create_permission(
@@ -490,7 +524,10 @@ impl Server {
         let mut peers = Vec::new();
         for (t, v) in msg.attributes() {
             if t == attr::XOR_PEER_ADDRESS {
-                let peer = msg.xor_address(v).ok_or((400, "Bad XOR-PEER-ADDRESS"))?;
+                let peer = msg
+                    .xor_address(v)
+                    .map(normalize_peer)
+                    .ok_or((400, "Bad XOR-PEER-ADDRESS"))?;
                 if peers.len() >= self.settings.limits.permissions_per_allocation {
                     return Err((508, "Insufficient Capacity"));
                 }
@@ -500,33 +537,21 @@ impl Server {
         if peers.is_empty() {
             return Err((400, "Missing XOR-PEER-ADDRESS"));
         }
+        let mut checks = Vec::with_capacity(peers.len());
         for peer in &peers {
-            self.check_peer(slot, *peer)?;
+            checks.push(self.check_permission(slot, *peer)?);
         }
         let max = self.settings.limits.permissions_per_allocation;
         let alloc = self.allocations[slot as usize]
             .as_mut()
             .expect("slot is live");
         // All or nothing: check capacity before installing any.
-        let new = peers
-            .iter()
-            .filter(|p| {
-                !alloc
-                    .permissions
-                    .iter()
-                    .any(|(ip, exp)| *ip == p.ip() && *exp > now.instant)
-            })
-            .count();
-        let live = alloc
-            .permissions
-            .iter()
-            .filter(|(_, exp)| *exp > now.instant)
-            .count();
-        if live + new > max {
+        let ips: Vec<_> = peers.iter().map(|p| p.ip()).collect();
+        if !alloc.has_room_for(&ips, now.instant, max) {
             return Err((508, "Insufficient Capacity"));
         }
-        for peer in &peers {
-            alloc.add_permission(peer.ip(), now.instant, max);
+        for (ip, check_port) in ips.into_iter().zip(checks) {
+            alloc.add_permission(ip, now.instant, max, check_port);
         }
         Ok(self.answer(msg, auth, Ok(()), |_| {}))
     }
@@ -555,8 +580,10 @@ impl Server {
         let peer = msg
             .get(attr::XOR_PEER_ADDRESS)
             .and_then(|v| msg.xor_address(v))
+            .map(normalize_peer)
             .ok_or((400, "Missing XOR-PEER-ADDRESS"))?;
         self.check_peer(slot, peer)?;
+        let check_port = self.check_permission(slot, peer)?;
         let limits = &self.settings.limits;
         let (max_channels, max_perms) = (
             limits.channels_per_allocation,
@@ -568,6 +595,11 @@ impl Server {
         // Rebinding rules (RFC 8656 §12.1): a number stays with its peer and a peer with its
         // number, also during the cooldown after expiry.
         let now_i = now.instant;
+        // Every check before anything is installed: a refused ChannelBind leaves neither a
+        // channel nor a permission behind.
+        if !alloc.has_room_for(&[peer.ip()], now_i, max_perms) {
+            return Err((508, "Insufficient Capacity"));
+        }
         match alloc
             .channels
             .iter_mut()
@@ -591,9 +623,8 @@ impl Server {
                 }
             }
         }
-        if !alloc.add_permission(peer.ip(), now_i, max_perms) {
-            return Err((508, "Insufficient Capacity"));
-        }
+        // Room was checked above.
+        alloc.add_permission(peer.ip(), now_i, max_perms, check_port);
         Ok(self.answer(msg, auth, Ok(()), |_| {}))
     }
 }
