@@ -241,6 +241,8 @@ pub struct SendBatch {
     addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)>,
     dests: Vec<SocketAddr>,
     queued: usize,
+    /// Datagrams the kernel refused since the last [`SendBatch::take_dropped`].
+    dropped: u64,
     /// Use UDP GSO (one segmented send for a run of equal-size datagrams to one destination)
     /// until the kernel refuses it once.
     gso: bool,
@@ -274,6 +276,7 @@ impl SendBatch {
             addrs: vec![(unsafe { zeroed() }, 0); count],
             dests: vec![SocketAddr::from(([0, 0, 0, 0], 0)); count],
             queued: 0,
+            dropped: 0,
             gso: true,
         }
     }
@@ -309,13 +312,23 @@ impl SendBatch {
         true
     }
 
-    /// Drops everything queued.
+    /// Drops everything queued (not counted: nothing was meant to be sent).
     pub fn clear(&mut self) {
         self.queued = 0;
     }
 
-    /// Sends everything queued on `fd`; datagrams the kernel refuses (a full buffer) are
-    /// dropped, as a single `send_to` would. Returns how many were sent.
+    /// Drops everything queued because it cannot be sent (its socket is gone), counting it
+    /// like the kernel's refusals ([`SendBatch::take_dropped`]).
+    pub fn discard(&mut self) {
+        self.dropped += self.queued as u64;
+        self.queued = 0;
+    }
+
+    /// Sends everything queued on `fd`. A datagram the kernel refuses (a full buffer, an
+    /// unreachable or forbidden destination) is dropped alone, as a single `send_to` would
+    /// drop it, and counted ([`SendBatch::take_dropped`]); the ones after it are still sent,
+    /// so one destination's error never costs another client its frames. At most one system
+    /// call per queued datagram. Returns how many were sent.
     pub fn flush(&mut self, fd: RawFd) -> usize {
         if self.gso && self.queued > 1 {
             if let Some(sent) = self.flush_gso(fd) {
@@ -323,17 +336,16 @@ impl SendBatch {
                 return sent;
             }
         }
+        let mut done = 0;
         let mut sent = 0;
-        let mut attempts = 0;
-        while sent < self.queued && attempts < 4 {
-            attempts += 1;
-            let n = self.queued - sent;
+        while done < self.queued {
+            let n = self.queued - done;
             let mut iovs: [MaybeUninit<libc::iovec>; MAX_BATCH] =
                 [const { MaybeUninit::uninit() }; MAX_BATCH];
             // SAFETY: all-zero mmsghdr values are valid.
             let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { zeroed() };
             for j in 0..n {
-                let i = sent + j;
+                let i = done + j;
                 // SAFETY: slot i lies within bufs.
                 let start = unsafe { self.bufs.as_mut_ptr().add(i * self.slot_size) };
                 iovs[j].write(libc::iovec {
@@ -350,15 +362,21 @@ impl SendBatch {
                 libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
             };
             if rc <= 0 {
-                // Skip the datagram at the head (unreachable destination, full buffer).
-                sent += 1;
+                // The datagram at the head failed: drop it alone and go on with the rest.
+                self.dropped += 1;
+                done += 1;
                 continue;
             }
             sent += rc as usize;
+            done += rc as usize;
         }
-        let done = sent.min(self.queued);
         self.queued = 0;
-        done
+        sent
+    }
+
+    /// How many queued datagrams the kernel refused since the last call (and resets it).
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Sends runs of datagrams to the same destination with the same size (the last of a run
@@ -423,9 +441,8 @@ impl SendBatch {
         }
         let mut done_runs = 0;
         let mut sent = 0;
-        let mut attempts = 0;
-        while done_runs < n_runs && attempts < 4 {
-            attempts += 1;
+        // Each turn sends at least one run or drops one: at most one call per run.
+        while done_runs < n_runs {
             // SAFETY: every header points at live buffers owned by self or this frame.
             let rc = unsafe {
                 libc::sendmmsg(
@@ -449,7 +466,9 @@ impl SendBatch {
                     self.gso = false;
                     return None;
                 }
-                done_runs += 1; // drop this run (full buffer, unreachable), as send_to would
+                // Drop this run alone (full buffer, unreachable), as send_to would.
+                self.dropped += (b - a) as u64;
+                done_runs += 1;
                 continue;
             }
             for &(a, b) in &runs[done_runs..done_runs + rc as usize] {
@@ -526,6 +545,37 @@ mod tests {
             let sock = if i == 4 { &c } else { &b };
             let (len, _) = sock.recv_from(&mut buf).unwrap();
             assert_eq!((len, buf[0]), (n, i as u8), "datagram {i}");
+        }
+    }
+
+    #[test]
+    fn one_destinations_error_drops_only_its_own_datagrams_and_counts_them() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        // An IPv6 destination on an IPv4 socket: the kernel refuses each such datagram.
+        let bad: SocketAddr = "[2001:db8::1]:9".parse().unwrap();
+        for gso in [true, false] {
+            let mut out = SendBatch::new(32, 100);
+            out.gso = gso;
+            let mut good = 0u8;
+            for i in 0..24u8 {
+                if i % 2 == 0 {
+                    assert!(out.push(&[i; 10], bad));
+                } else {
+                    assert!(out.push(&[i; 10], b.local_addr().unwrap()));
+                    good += 1;
+                }
+            }
+            assert_eq!(out.flush(a.as_raw_fd()), good as usize, "gso {gso}");
+            assert_eq!(out.take_dropped(), 12, "gso {gso}");
+            assert_eq!(out.take_dropped(), 0);
+            let mut buf = [0u8; 100];
+            for i in (0..24u8).filter(|i| i % 2 == 1) {
+                let (len, _) = b.recv_from(&mut buf).unwrap();
+                assert_eq!((len, buf[0]), (10, i), "gso {gso}");
+            }
         }
     }
 
