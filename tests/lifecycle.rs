@@ -420,3 +420,33 @@ fn a_second_sigterm_stops_the_drain_at_once() {
         server.log()
     );
 }
+
+/// A reload that denies a range revokes what exists at once: a channel to a peer that was
+/// allowed carries nothing more, and a new permission there is refused.
+#[test]
+fn a_reload_that_denies_a_range_revokes_existing_channels_at_once() {
+    let server = Server::start(Conf::loopback_peers());
+    let peer = EchoPeer::start();
+    let (client, auth) = client_with(&server, SECRET_ONE, "rev");
+    allocate(&client, &auth, &server);
+    let answer = channel_bind(&client, &auth, 0x4002, peer.addr, &server);
+    common::stun::expect_success(&answer, CHANNEL_BIND, &auth, &server);
+    assert!(channel_echo(&client, 0x4002, b"before"), "{}", server.log());
+    let text = server
+        .config_text()
+        .replace("allow = [\"127.0.0.1/32\", \"::1/128\"]", "allow = []");
+    assert!(text.contains("allow = []"), "{text}");
+    reload(&server, &text, "ok");
+    assert!(
+        !channel_echo(&client, 0x4002, b"after"),
+        "the channel outlived the reload that denied its peer\n{}",
+        server.log()
+    );
+    let answer = create_permission(&client, &auth, peer.addr, &server);
+    common::stun::expect_error(
+        &answer,
+        turn_client_proto::types::message::CREATE_PERMISSION,
+        403,
+        &server,
+    );
+}

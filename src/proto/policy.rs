@@ -233,6 +233,14 @@ impl PeerEntry {
     }
 }
 
+impl PeerEntry {
+    /// True when the block is one address (`/32`, `/128`).
+    pub fn is_single_address(&self) -> bool {
+        let full = if self.cidr.addr().is_ipv4() { 32 } else { 128 };
+        self.cidr.prefix() == full
+    }
+}
+
 impl From<Cidr> for PeerEntry {
     fn from(cidr: Cidr) -> PeerEntry {
         PeerEntry { cidr, ports: None }
@@ -399,12 +407,18 @@ impl PeerPolicy {
         self.judge(ip, None)
     }
 
-    /// True if an operator `allow` entry covers `peer` (literally or through the IPv4 address
-    /// it embeds): the operator asked for it, so it is permitted even where the server would
-    /// otherwise refuse it (one of its own addresses).
+    /// True if an operator `allow` entry names `peer`'s address itself (a single address,
+    /// `/32` or `/128`, literally or through the IPv4 address it embeds) on its port: the
+    /// operator asked for exactly this address, so it is permitted even where the server
+    /// would otherwise refuse it (one of its own addresses). An allow *range* that merely
+    /// contains one of the host's addresses does not open it.
     pub fn allows_explicitly(&self, peer: SocketAddr) -> bool {
         let port = Some(peer.port());
-        let covered = |ip: IpAddr| self.allow.iter().any(|e| e.covers(ip, port));
+        let covered = |ip: IpAddr| {
+            self.allow
+                .iter()
+                .any(|e| e.is_single_address() && e.covers(ip, port))
+        };
         covered(peer.ip())
             || embedded_ipv4s(peer.ip())
                 .into_iter()
@@ -412,10 +426,14 @@ impl PeerPolicy {
                 .any(|v4| covered(v4.into()))
     }
 
-    /// True if an operator `allow` entry covers `ip` (literally or through the IPv4 address it
-    /// embeds) on at least one port.
+    /// True if an operator `allow` entry names `ip` itself (a single address, literally or
+    /// through the IPv4 address it embeds) on at least one port.
     pub fn allows_ip(&self, ip: IpAddr) -> bool {
-        let covered = |ip: IpAddr| self.allow.iter().any(|e| e.cidr.contains_exactly(ip));
+        let covered = |ip: IpAddr| {
+            self.allow
+                .iter()
+                .any(|e| e.is_single_address() && e.cidr.contains_exactly(ip))
+        };
         covered(ip)
             || embedded_ipv4s(ip)
                 .into_iter()

@@ -100,8 +100,8 @@ impl PeerJudge<'_> {
     }
 
     /// True if a client may relay to `peer`, port included: a live relayed address of ours,
-    /// or an address an operator `allow` entry covers, or one that is not the host's own and
-    /// that the policy permits.
+    /// or an address an operator `allow` entry names itself (`/32`, `/128`), or one that is
+    /// not the host's own and that the policy permits.
     pub fn allowed(&self, peer: SocketAddr) -> bool {
         let policy = &self.settings.policy;
         if self.is_live_relay(peer) || policy.allows_explicitly(peer) {

@@ -57,7 +57,13 @@ fn the_hosts_own_addresses_are_denied_in_every_spelling_unless_allowed() {
     // Public neighbours are fine.
     assert_eq!(permit(&mut c, &mut h, &["198.51.100.201:22"]), 0);
 
-    // An operator allow entry naming the address opens it.
+    // An allow range holding the address does not open it...
+    let mut s = settings(Limits::default(), &["198.51.100.0/24"]);
+    s.own_addresses = vec!["198.51.100.200".parse().unwrap()];
+    h.server.set_settings(Arc::new(s));
+    assert_eq!(permit(&mut c, &mut h, &["198.51.100.200:22"]), 403);
+    assert_eq!(permit(&mut c, &mut h, &["198.51.100.199:22"]), 0);
+    // ...an operator allow entry naming the address itself does.
     let mut s = settings(Limits::default(), &["198.51.100.200/32"]);
     s.own_addresses = vec!["198.51.100.200".parse().unwrap()];
     h.server.set_settings(Arc::new(s));
