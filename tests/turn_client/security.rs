@@ -112,3 +112,37 @@ fn the_hosts_own_addresses_stay_denied_inside_an_allowed_range() {
     let answer = create_permission(&client, &auth, "127.0.0.2:22".parse().unwrap(), &server);
     expect_success(&answer, CREATE_PERMISSION, &auth, &server);
 }
+
+#[test]
+fn an_interface_address_of_the_host_stays_denied_inside_an_allowed_range() {
+    // A non-loopback IPv4 address of this machine (not a listener or relay address of the
+    // test server): the server reads its interfaces and refuses it, even inside an allowed
+    // range, while its neighbour in the range is permitted.
+    let Some(own) = turnpike::net::addr::interface_addresses()
+        .into_iter()
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback() && !ip.is_unspecified())
+    else {
+        eprintln!("no non-loopback IPv4 interface address: nothing to check");
+        return;
+    };
+    let std::net::IpAddr::V4(v4) = own else {
+        unreachable!()
+    };
+    let neighbour = std::net::Ipv4Addr::from(u32::from(v4) ^ 1);
+    let server = Server::start(Conf {
+        peers_allow: vec![format!("{own}/24")],
+        ..Conf::default()
+    });
+    let client = Client::new(server.udp);
+    let auth = rest_auth(&client, "iface", &server);
+    allocate(&client, &auth, &server);
+    let answer = create_permission(&client, &auth, SocketAddr::new(own, 22), &server);
+    expect_error(&answer, CREATE_PERMISSION, 403, &server);
+    let answer = create_permission(
+        &client,
+        &auth,
+        SocketAddr::new(neighbour.into(), 22),
+        &server,
+    );
+    expect_success(&answer, CREATE_PERMISSION, &auth, &server);
+}
