@@ -238,7 +238,9 @@ fn finding(check: &str, category: &str, target: &str, result: String, exposed: b
 /// Bytes out per byte in for an unauthenticated Binding and an unauthenticated Allocate.
 fn amplification(server: SocketAddr, findings: &mut Vec<Finding>) -> anyhow::Result<()> {
     let mut conn = Conn::udp(server).with_context(|| format!("cannot reach {server}"))?;
-    let requests: [(&str, u16, &[(u16, [u8; 4])]); 2] = [
+    /// A request's name, method and attributes.
+    type Probe<'a> = (&'a str, u16, &'a [(u16, [u8; 4])]);
+    let requests: [Probe<'_>; 2] = [
         ("binding", method::BINDING, &[]),
         (
             "401",

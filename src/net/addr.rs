@@ -46,7 +46,7 @@ pub fn interface_addresses() -> Vec<IpAddr> {
 /// link-local. `None` when there is none.
 pub fn first_interface_address(v6: bool) -> Option<IpAddr> {
     interface_addresses().into_iter().find(|ip| match ip {
-        IpAddr::V4(v4) => !v6 && !(v4.is_loopback() || v4.is_link_local() || v4.is_unspecified()),
+        IpAddr::V4(a) => !(v6 || a.is_loopback() || a.is_link_local() || a.is_unspecified()),
         IpAddr::V6(a) => {
             v6 && !(a.is_loopback() || a.is_unicast_link_local() || a.is_unspecified())
         }
