@@ -425,7 +425,12 @@ fn ports_narrow_allow_and_deny_entries() {
     assert_eq!(policy.verdict(ip("203.0.113.9")), Verdict::DependsOnPort);
     assert_eq!(policy.verdict(ip("10.2.0.1")), Verdict::Deny);
     assert_eq!(policy.verdict(ip("198.51.100.1")), Verdict::Permit);
-    assert!(policy.allows_ip(ip("10.1.2.3")));
-    assert!(!policy.allows_explicitly(sa("10.1.2.3:80")));
-    assert!(policy.allows_explicitly(sa("10.1.2.3:443")));
+    // Only an entry naming the address itself counts as naming it (the host's own addresses).
+    assert!(!policy.allows_ip(ip("10.1.2.3")));
+    assert!(!policy.allows_explicitly(sa("10.1.2.3:443")));
+    let single = PeerPolicy::with_entries(vec![entry("10.1.2.3:443")], vec![]);
+    assert!(single.allows_ip(ip("10.1.2.3")));
+    assert!(single.allows_ip(ip("::ffff:10.1.2.3")));
+    assert!(!single.allows_explicitly(sa("10.1.2.3:80")));
+    assert!(single.allows_explicitly(sa("10.1.2.3:443")));
 }
