@@ -85,6 +85,8 @@ fn fixture() -> Fixture {
         policy: PeerPolicy::new(vec![], vec![]),
         own_relay_ips: vec![],
         relay_ports: (10000, 60000),
+        own_addresses: vec![],
+        tcp_allocations: false,
         limits: Limits::default(),
         software: None,
         families: [true, true],

@@ -8,6 +8,7 @@
 //!   a new configuration file on SIGHUP.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod http;

@@ -191,6 +191,52 @@ enum Command {
     /// peer acknowledged every message and exits 0; after --flush-timeout it prints an
     /// `unacknowledged` error and exits 1 (so a peer that never answers ends the command).
     Link(link_cli::LinkArgs),
+    /// Check any TURN server from the outside, as an attacker would; exits 1 on an exposure.
+    ///
+    /// Measures the amplification of unauthenticated answers (Binding, and the 401 to an
+    /// Allocate: bytes out per byte in, over 3x is an exposure), then allocates with the given
+    /// credentials and asks for permissions to loopback, the server's own address (the IP it
+    /// was reached on), private ranges, cloud metadata addresses (169.254.169.254,
+    /// 168.63.129.16, fd00:ec2::254) and every IPv6 spelling of an IPv4 address (mapped, SIIT,
+    /// compatible, NAT64, 6to4, Teredo): a permission granted means the server relays there.
+    /// When the server runs on this machine, loopback and its own address are also tried for
+    /// real: the audit listens there and sends through the relay. Checked on a UDP allocation
+    /// and, when the server offers them, an RFC 6062 TCP allocation. Prints a table (--json
+    /// for machines); exits 0 when nothing is exposed, 1 on any exposure, 2 when the audit
+    /// could not run (unreachable server, refused credentials).
+    Audit {
+        /// The server: turn:HOST[:PORT][?transport=udp|tcp] (default port 3478, UDP).
+        #[arg(value_name = "URL")]
+        url: String,
+
+        /// A REST shared secret (the audit mints a one-hour credential with it). Prefer the
+        /// environment variable.
+        #[arg(
+            long,
+            value_name = "SECRET",
+            env = "TURNPIKE_SECRET",
+            hide_env_values = true,
+            conflicts_with = "user"
+        )]
+        secret: Option<String>,
+
+        /// A long-term username (with --password).
+        #[arg(long, value_name = "USER", requires = "password")]
+        user: Option<String>,
+
+        /// The password of --user.
+        #[arg(
+            long,
+            value_name = "PASSWORD",
+            env = "TURNPIKE_PASSWORD",
+            hide_env_values = true
+        )]
+        password: Option<String>,
+
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -228,12 +274,62 @@ fn main() -> ExitCode {
         }),
         Command::Peer(args) => peer_cli::peer(args),
         Command::Link(args) => link_cli::link(args),
+        Command::Audit {
+            url,
+            secret,
+            user,
+            password,
+            json,
+        } => return audit(&url, secret, user, password, json),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `turnpike audit`: 0 no exposure, 1 an exposure, 2 the audit could not run.
+fn audit(
+    url: &str,
+    secret: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    json: bool,
+) -> ExitCode {
+    use turnpike::audit::{Credentials, run};
+    let credentials = match (secret, user, password) {
+        (Some(secret), None, _) => Credentials::Secret(secret),
+        (None, Some(user), Some(password)) => Credentials::User { user, password },
+        _ => {
+            eprintln!("error: give --secret, or --user and --password");
+            return ExitCode::from(2);
+        }
+    };
+    match run(url, &credentials) {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => println!("{text}"),
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                print!("{}", report.table());
+            }
+            if report.exposures == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
         }
     }
 }

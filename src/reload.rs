@@ -86,6 +86,9 @@ pub struct Targets {
     pub relay_addrs: RelayAddresses,
     /// The nonce key (random per process), kept so that nonces stay valid across reloads.
     pub nonce_key: [u8; 32],
+    /// The host's interface addresses as last read ([`Reloader::set_interfaces`]), part of the
+    /// cores' settings (peers there are refused).
+    pub interfaces: Vec<IpAddr>,
     /// The HTTP API's credential endpoints.
     pub http: HttpState,
     /// The registry, when enabled.
@@ -141,6 +144,26 @@ impl Reloader {
         &self.running
     }
 
+    /// The host's interface addresses were read again: when they changed, every core gets
+    /// settings with the new list (and revokes permissions to addresses that became the
+    /// host's). Returns true when they changed.
+    pub fn set_interfaces(&mut self, mut addresses: Vec<IpAddr>) -> bool {
+        addresses.sort();
+        addresses.dedup();
+        if addresses == self.targets.interfaces {
+            return false;
+        }
+        tracing::info!(
+            count = addresses.len(),
+            "the host's addresses changed: peers there are refused"
+        );
+        self.targets.interfaces = addresses;
+        let t = &self.targets;
+        let settings = core_settings(&self.running, &t.relay_addrs, &t.interfaces, t.nonce_key);
+        t.updates.publish(Arc::new(settings));
+        true
+    }
+
     /// Reads the file again and applies it, then reloads the TLS certificate. Logs the
     /// outcome (one line; a second, at warn, for keys that need a restart) and counts it in
     /// `turnpike_config_reloads_total`. On error nothing of the file is applied (the
@@ -189,7 +212,7 @@ impl Reloader {
             None => None,
         };
         let t = &self.targets;
-        let settings = core_settings(&config, &t.relay_addrs, t.nonce_key);
+        let settings = core_settings(&config, &t.relay_addrs, &t.interfaces, t.nonce_key);
         t.updates.publish(Arc::new(settings));
         t.quotas.quota.set_limits(
             config.limits.allocations_per_user,
@@ -275,6 +298,7 @@ pub fn merge(running: &Config, new: Config) -> Merged {
         "auth.nonce_lifetime_secs" => auth.nonce_lifetime_secs,
         "peers.allow" => peers.allow,
         "peers.deny" => peers.deny,
+        "relay.tcp_allocations" => relay.tcp_allocations,
         "limits.allocations_per_user" => limits.allocations_per_user,
         "limits.allocations_total" => limits.allocations_total,
         "limits.bandwidth_bps" => limits.bandwidth_bps,
@@ -348,9 +372,15 @@ pub fn merge(running: &Config, new: Config) -> Merged {
     }
 }
 
-/// The core's settings as `config` describes them, with the relay addresses chosen at start
-/// and the process's nonce key. Built at start and at every reload.
-pub fn core_settings(config: &Config, relays: &RelayAddresses, nonce_key: [u8; 32]) -> Settings {
+/// The core's settings as `config` describes them, with the relay addresses chosen at start,
+/// the host's interface addresses (`interfaces`, read by the service) and the process's nonce
+/// key. Built at start, at every reload and when the interface addresses change.
+pub fn core_settings(
+    config: &Config,
+    relays: &RelayAddresses,
+    interfaces: &[IpAddr],
+    nonce_key: [u8; 32],
+) -> Settings {
     let users: HashMap<String, String> = config
         .auth
         .users
@@ -374,7 +404,18 @@ pub fn core_settings(config: &Config, relays: &RelayAddresses, nonce_key: [u8; 3
     .flatten()
     .filter(|ip| !ip.is_unspecified())
     .collect();
+    own_relay_ips.sort();
     own_relay_ips.dedup();
+    let mut own_addresses: Vec<IpAddr> = interfaces
+        .iter()
+        .copied()
+        .chain(config.listen.iter().map(|l| l.address.ip()))
+        .chain(config.relay.external_ip)
+        .chain(config.relay.external_ipv6)
+        .filter(|ip| !ip.is_unspecified() && !own_relay_ips.contains(ip))
+        .collect();
+    own_addresses.sort();
+    own_addresses.dedup();
     Settings {
         auth: Authenticator::new(
             config.realm.clone(),
@@ -384,7 +425,9 @@ pub fn core_settings(config: &Config, relays: &RelayAddresses, nonce_key: [u8; 3
         ),
         policy: config.peer_policy(),
         own_relay_ips,
+        own_addresses,
         relay_ports: (config.relay.ports.start, config.relay.ports.end),
+        tcp_allocations: config.relay.tcp_allocations,
         limits: Limits {
             default_lifetime: Duration::from_secs(limits.default_allocation_lifetime_secs as u64),
             max_lifetime: Duration::from_secs(limits.max_allocation_lifetime_secs as u64),

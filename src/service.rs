@@ -149,6 +149,7 @@ async fn serve(
         quotas: running.quotas.clone(),
         relay_addrs: running.relay_addrs.clone(),
         nonce_key: running.nonce_key,
+        interfaces: running.interfaces.clone(),
         http: http_state,
         registry: registry.clone(),
         certs: running
@@ -193,6 +194,8 @@ pub struct Running {
     pub relay_addrs: RelayAddresses,
     /// The nonce key of this process (kept across reloads).
     nonce_key: [u8; 32],
+    /// The host's interface addresses read at start.
+    interfaces: Vec<IpAddr>,
 }
 
 impl Running {
@@ -334,9 +337,11 @@ pub fn start(config: &Config, http_router: axum::Router) -> anyhow::Result<Runni
 
     // Every TCP/TLS connection has a core of its own; they count into one shared Stats.
     // One set of settings for every core, replaced as a whole by a reload.
+    let interfaces = crate::net::addr::interface_addresses();
     let updates = Arc::new(CoreUpdates::new(Arc::new(core_settings(
         config,
         &relay_addrs,
+        &interfaces,
         nonce_key,
     ))));
     let stream_stats = Arc::new(Stats::shared());
@@ -362,6 +367,7 @@ pub fn start(config: &Config, http_router: axum::Router) -> anyhow::Result<Runni
         quotas: shared.clone(),
         relay_addrs: relay_addrs.clone(),
         nonce_key,
+        interfaces,
     };
     let own_ips: Vec<IpAddr> = [relay_addrs.advertised_v4, relay_addrs.advertised_v6]
         .into_iter()

@@ -420,3 +420,55 @@ fn a_second_sigterm_stops_the_drain_at_once() {
         server.log()
     );
 }
+
+/// A reload that denies a range revokes what exists at once: a channel to a peer that was
+/// allowed carries nothing more, and a new permission there is refused. (The peer is on
+/// 127.0.0.2, allowed by a range: not one of the server's addresses, whose packets are judged
+/// one by one anyway.)
+#[test]
+fn a_reload_that_denies_a_range_revokes_existing_channels_at_once() {
+    let server = Server::start(Conf {
+        peers_allow: vec!["127.0.0.0/8".into()],
+        ..Conf::default()
+    });
+    let echo = std::net::UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    echo.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let peer = echo.local_addr().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let until = Instant::now() + Duration::from_secs(30);
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+            if let Ok((n, from)) = echo.recv_from(&mut buf) {
+                let _ = echo.send_to(&buf[..n], from);
+            }
+        }
+    });
+    let (client, auth) = client_with(&server, SECRET_ONE, "rev");
+    allocate(&client, &auth, &server);
+    let answer = channel_bind(&client, &auth, 0x4002, peer, &server);
+    common::stun::expect_success(&answer, CHANNEL_BIND, &auth, &server);
+    assert!(channel_echo(&client, 0x4002, b"before"), "{}", server.log());
+    let text = server
+        .config_text()
+        .replace("allow = [\"127.0.0.0/8\"]", "allow = []");
+    assert!(text.contains("allow = []"), "{text}");
+    reload(&server, &text, "ok");
+    let after = channel_echo(&client, 0x4002, b"after");
+    let answer = create_permission(&client, &auth, peer, &server);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = thread.join();
+    assert!(
+        !after,
+        "the channel outlived the reload that denied its peer\n{}",
+        server.log()
+    );
+    common::stun::expect_error(
+        &answer,
+        turn_client_proto::types::message::CREATE_PERMISSION,
+        403,
+        &server,
+    );
+}

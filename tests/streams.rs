@@ -121,6 +121,7 @@ fn rfc6062_tcp_relays_over_tcp_and_tls_with_the_default_peer_policy() {
     let server = Server::start(Conf {
         tcp: true,
         tls: true,
+        tcp_allocations: true,
         ..Conf::default()
     });
     let n = N.to_string();

@@ -38,6 +38,7 @@ fn tcp_bytes(s: &Scrape, direction: &str) -> u64 {
 fn bytes_on_a_tcp_relay_are_counted_both_ways_as_they_are_relayed() {
     let server = Server::start(Conf {
         tcp: true,
+        tcp_allocations: true,
         ..Conf::loopback_peers()
     });
     let before = Scrape::take(&server);
@@ -91,6 +92,7 @@ fn the_bandwidth_cap_paces_each_direction_of_a_tcp_relay_and_loses_nothing() {
     const LEN: usize = 60_000;
     let server = Server::start(Conf {
         tcp: true,
+        tcp_allocations: true,
         bandwidth_bps: BPS,
         ..Conf::loopback_peers()
     });
@@ -147,4 +149,35 @@ fn the_bandwidth_cap_paces_each_direction_of_a_tcp_relay_and_loses_nothing() {
         0,
         "TCP relays pause, never drop"
     );
+}
+
+/// RFC 6062 relays are opt-in: with the default `relay.tcp_allocations = false`, an attacker's
+/// TCP Allocate gets 442 and a Connect (the port-scanning request) gets 403, even to a peer the
+/// policy would permit.
+#[test]
+fn tcp_allocations_are_refused_by_default() {
+    use common::stun::{add, expect_error, expect_success, request, udp_transport};
+    use common::turn_tcp::TurnTcp;
+    use turn_client_proto::types::attribute::{RequestedTransport, XorPeerAddress};
+    use turn_client_proto::types::message::{ALLOCATE, CONNECT};
+
+    let server = Server::start(Conf {
+        tcp: true,
+        ..Conf::loopback_peers()
+    });
+    let mut control = TurnTcp::connect(&server);
+    let tcp = |m: &mut _, _| add(m, &RequestedTransport::new(RequestedTransport::TCP));
+    let auth = control.rest_auth("mallory", ALLOCATE, &request(ALLOCATE, None, tcp), &server);
+    let answer = control.transact(&request(ALLOCATE, Some(&auth), tcp), &server);
+    expect_error(&answer, ALLOCATE, 442, &server);
+    // A UDP allocation on the same connection cannot Connect anywhere either.
+    let answer = control.transact(&request(ALLOCATE, Some(&auth), udp_transport), &server);
+    expect_success(&answer, ALLOCATE, &auth, &server);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = listener.local_addr().unwrap();
+    let connect = request(CONNECT, Some(&auth), |m, id| {
+        add(m, &XorPeerAddress::new(peer, id))
+    });
+    let answer = control.transact(&connect, &server);
+    expect_error(&answer, CONNECT, 403, &server);
 }

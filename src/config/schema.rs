@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::proto::policy::Cidr;
+use crate::proto::policy::PeerEntry;
 
 /// The whole configuration of a turnpike server.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -148,6 +148,10 @@ pub struct RelayConfig {
     pub external_ipv6: Option<IpAddr>,
     /// The UDP port range relay sockets are bound in.
     pub ports: PortRange,
+    /// RFC 6062 TCP relays (Allocate with REQUESTED-TRANSPORT TCP, Connect): off by default,
+    /// since browsers never use them and they let a client open TCP connections to any peer
+    /// the policy permits.
+    pub tcp_allocations: bool,
 }
 
 impl Default for RelayConfig {
@@ -158,6 +162,7 @@ impl Default for RelayConfig {
             external_ip: None,
             external_ipv6: None,
             ports: PortRange::default(),
+            tcp_allocations: false,
         }
     }
 }
@@ -357,16 +362,18 @@ impl fmt::Debug for Redacted {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PeersConfig {
-    /// Blocks clients may always relay to, even inside the built-in denied ranges.
-    pub allow: Vec<Cidr>,
-    /// Blocks clients may never relay to (besides the built-in denied ranges), unless allowed.
-    pub deny: Vec<Cidr>,
+    /// Blocks (optionally with ports) clients may always relay to, even inside the built-in
+    /// denied ranges and the server's own addresses.
+    pub allow: Vec<PeerEntry>,
+    /// Blocks (optionally with ports) clients may never relay to (besides the built-in denied
+    /// ranges), unless allowed.
+    pub deny: Vec<PeerEntry>,
 }
 
 impl PeersConfig {
     /// The policy these lists describe.
     pub fn policy(&self) -> crate::proto::policy::PeerPolicy {
-        crate::proto::policy::PeerPolicy::new(self.allow.clone(), self.deny.clone())
+        crate::proto::policy::PeerPolicy::with_entries(self.allow.clone(), self.deny.clone())
     }
 }
 

@@ -1,7 +1,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::*;
-use crate::proto::policy::Cidr;
+use crate::proto::policy::{Cidr, PeerEntry};
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::from_toml_str(text, "test.toml")
@@ -128,7 +128,7 @@ fn the_contract_example_parses() {
     );
     assert_eq!(
         config.peers.allow,
-        vec!["10.1.0.0/16".parse::<Cidr>().unwrap()]
+        vec![PeerEntry::from("10.1.0.0/16".parse::<Cidr>().unwrap())]
     );
     assert!(config.peers.deny.is_empty());
     assert_eq!(config.limits.allocations_per_user, 10);

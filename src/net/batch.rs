@@ -241,6 +241,8 @@ pub struct SendBatch {
     addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)>,
     dests: Vec<SocketAddr>,
     queued: usize,
+    /// Datagrams the kernel refused since the last [`SendBatch::take_dropped`].
+    dropped: u64,
     /// Use UDP GSO (one segmented send for a run of equal-size datagrams to one destination)
     /// until the kernel refuses it once.
     gso: bool,
@@ -274,6 +276,7 @@ impl SendBatch {
             addrs: vec![(unsafe { zeroed() }, 0); count],
             dests: vec![SocketAddr::from(([0, 0, 0, 0], 0)); count],
             queued: 0,
+            dropped: 0,
             gso: true,
         }
     }
@@ -309,13 +312,23 @@ impl SendBatch {
         true
     }
 
-    /// Drops everything queued.
+    /// Drops everything queued (not counted: nothing was meant to be sent).
     pub fn clear(&mut self) {
         self.queued = 0;
     }
 
-    /// Sends everything queued on `fd`; datagrams the kernel refuses (a full buffer) are
-    /// dropped, as a single `send_to` would. Returns how many were sent.
+    /// Drops everything queued because it cannot be sent (its socket is gone), counting it
+    /// like the kernel's refusals ([`SendBatch::take_dropped`]).
+    pub fn discard(&mut self) {
+        self.dropped += self.queued as u64;
+        self.queued = 0;
+    }
+
+    /// Sends everything queued on `fd`. A datagram the kernel refuses (a full buffer, an
+    /// unreachable or forbidden destination) is dropped alone, as a single `send_to` would
+    /// drop it, and counted ([`SendBatch::take_dropped`]); the ones after it are still sent,
+    /// so one destination's error never costs another client its frames. At most one system
+    /// call per queued datagram. Returns how many were sent.
     pub fn flush(&mut self, fd: RawFd) -> usize {
         if self.gso && self.queued > 1 {
             if let Some(sent) = self.flush_gso(fd) {
@@ -323,17 +336,16 @@ impl SendBatch {
                 return sent;
             }
         }
+        let mut done = 0;
         let mut sent = 0;
-        let mut attempts = 0;
-        while sent < self.queued && attempts < 4 {
-            attempts += 1;
-            let n = self.queued - sent;
+        while done < self.queued {
+            let n = self.queued - done;
             let mut iovs: [MaybeUninit<libc::iovec>; MAX_BATCH] =
                 [const { MaybeUninit::uninit() }; MAX_BATCH];
             // SAFETY: all-zero mmsghdr values are valid.
             let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { zeroed() };
             for j in 0..n {
-                let i = sent + j;
+                let i = done + j;
                 // SAFETY: slot i lies within bufs.
                 let start = unsafe { self.bufs.as_mut_ptr().add(i * self.slot_size) };
                 iovs[j].write(libc::iovec {
@@ -350,15 +362,21 @@ impl SendBatch {
                 libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
             };
             if rc <= 0 {
-                // Skip the datagram at the head (unreachable destination, full buffer).
-                sent += 1;
+                // The datagram at the head failed: drop it alone and go on with the rest.
+                self.dropped += 1;
+                done += 1;
                 continue;
             }
             sent += rc as usize;
+            done += rc as usize;
         }
-        let done = sent.min(self.queued);
         self.queued = 0;
-        done
+        sent
+    }
+
+    /// How many queued datagrams the kernel refused since the last call (and resets it).
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Sends runs of datagrams to the same destination with the same size (the last of a run
@@ -423,9 +441,8 @@ impl SendBatch {
         }
         let mut done_runs = 0;
         let mut sent = 0;
-        let mut attempts = 0;
-        while done_runs < n_runs && attempts < 4 {
-            attempts += 1;
+        // Each turn sends at least one run or drops one: at most one call per run.
+        while done_runs < n_runs {
             // SAFETY: every header points at live buffers owned by self or this frame.
             let rc = unsafe {
                 libc::sendmmsg(
@@ -449,7 +466,9 @@ impl SendBatch {
                     self.gso = false;
                     return None;
                 }
-                done_runs += 1; // drop this run (full buffer, unreachable), as send_to would
+                // Drop this run alone (full buffer, unreachable), as send_to would.
+                self.dropped += (b - a) as u64;
+                done_runs += 1;
                 continue;
             }
             for &(a, b) in &runs[done_runs..done_runs + rc as usize] {
@@ -462,110 +481,5 @@ impl SendBatch {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::fd::AsRawFd;
-
-    #[test]
-    fn batches_round_trip_over_loopback() {
-        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        b.set_nonblocking(true).unwrap();
-        let mut out = SendBatch::new(8, 100);
-        for i in 0..5u8 {
-            assert!(out.push(&[i; 10], b.local_addr().unwrap()));
-        }
-        assert_eq!(out.flush(a.as_raw_fd()), 5);
-        let mut inb = RecvBatch::new(8, 64, 16);
-        let mut got = 0;
-        for _ in 0..100 {
-            match inb.recv(b.as_raw_fd()) {
-                Ok(n) => {
-                    for i in 0..n {
-                        let (slot, len, from) = inb.slot(i);
-                        assert_eq!(len, 10);
-                        assert_eq!(&slot[16..26], &[got as u8; 10]);
-                        assert_eq!(from, Some(a.local_addr().unwrap()));
-                        got += 1;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(std::time::Duration::from_millis(5))
-                }
-                Err(e) => panic!("{e}"),
-            }
-            if got == 5 {
-                break;
-            }
-        }
-        assert_eq!(got, 5);
-    }
-
-    #[test]
-    fn runs_of_equal_datagrams_arrive_whole_and_in_order() {
-        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let mut out = SendBatch::new(16, 2000);
-        let sizes = [100, 100, 100, 40, 100, 1500, 1500, 7];
-        for (i, &n) in sizes.iter().enumerate() {
-            let to = if i == 4 {
-                c.local_addr().unwrap()
-            } else {
-                b.local_addr().unwrap()
-            };
-            assert!(out.push(&vec![i as u8; n], to));
-        }
-        assert_eq!(out.flush(a.as_raw_fd()), sizes.len());
-        b.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-            .unwrap();
-        c.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-            .unwrap();
-        let mut buf = [0u8; 2000];
-        for (i, &n) in sizes.iter().enumerate() {
-            let sock = if i == 4 { &c } else { &b };
-            let (len, _) = sock.recv_from(&mut buf).unwrap();
-            assert_eq!((len, buf[0]), (n, i as u8), "datagram {i}");
-        }
-    }
-
-    #[test]
-    fn kernel_receive_timestamps_are_collected() {
-        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        enable_rx_timestamps(b.as_raw_fd()).unwrap();
-        let before = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        a.send_to(b"x", b.local_addr().unwrap()).unwrap();
-        let mut inb = RecvBatch::new(4, 64, 0).with_timestamps();
-        let mut got = 0;
-        for _ in 0..200 {
-            if let Ok(n) = inb.recv(b.as_raw_fd()) {
-                got = n;
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert_eq!(got, 1);
-        let stamp = inb.timestamp(0).expect("a timestamp");
-        assert!(
-            stamp >= before - std::time::Duration::from_millis(1),
-            "{stamp:?} < {before:?}"
-        );
-        assert!(stamp < before + std::time::Duration::from_secs(5));
-        assert_eq!(
-            RecvBatch::new(1, 64, 0).timestamp(0),
-            None,
-            "none unless asked"
-        );
-    }
-
-    #[test]
-    fn sockaddr_round_trips() {
-        for a in ["192.0.2.1:5", "[2001:db8::1]:65535"] {
-            let addr: SocketAddr = a.parse().unwrap();
-            assert_eq!(from_sockaddr(&to_sockaddr(addr).0), Some(addr));
-        }
-    }
-}
+#[path = "batch_tests.rs"]
+mod tests;

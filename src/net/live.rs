@@ -105,6 +105,8 @@ mod tests {
             policy: PeerPolicy::new(vec![], vec![]),
             own_relay_ips: vec![],
             relay_ports: (49152, 65535),
+            own_addresses: vec![],
+            tcp_allocations: false,
             limits: Limits::default(),
             software: None,
             families: [true, false],

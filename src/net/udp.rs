@@ -207,6 +207,7 @@ impl UdpWorker {
             }
             self.ready = ready;
             self.to_clients.flush(&self.listeners);
+            self.count_send_failures();
             self.wake_others();
             let t = now();
             self.core.handle_timeout(t, &mut self.relays);
@@ -337,6 +338,7 @@ impl UdpWorker {
                 }
             }
             flush_relay(&mut self.to_peers, &self.relays, pending_relay);
+            self.count_send_failures();
             let mut local = std::mem::take(&mut self.local);
             for item in local.drain(..) {
                 self.deliver(t.instant, item);
@@ -347,6 +349,15 @@ impl UdpWorker {
             }
         }
         true
+    }
+
+    /// Counts the datagrams the kernel refused in this turn's batched sends
+    /// (`turnpike_dropped_packets_total{reason="send_failed"}`): nothing is lost silently.
+    fn count_send_failures(&mut self) {
+        let failed = self.to_peers.take_dropped() + self.to_clients.send.take_dropped();
+        self.core
+            .stats()
+            .dropped_many(crate::proto::server::DropReason::SendFailed, failed);
     }
 
     /// Delivers a short-circuited packet to its allocation here and recycles its buffer.
@@ -515,7 +526,7 @@ fn flush_relay(send: &mut SendBatch, relays: &RelaySet, relay: Option<RelayId>) 
         Some(socket) => {
             send.flush(socket.as_raw_fd());
         }
-        None => send.clear(),
+        None => send.discard(),
     }
 }
 
@@ -528,6 +539,6 @@ fn flush_listener(
         Some((_, socket)) => {
             send.flush(socket.as_raw_fd());
         }
-        None => send.clear(),
+        None => send.discard(),
     }
 }

@@ -57,6 +57,8 @@ fn server(now: Instant) -> Server {
         policy: PeerPolicy::new(vec![], vec![]),
         own_relay_ips: vec![],
         relay_ports: (49152, 65535),
+        own_addresses: vec![],
+        tcp_allocations: true,
         limits: Limits {
             bandwidth_bps: 1_000_000,
             // A small limiter table: a core is built for every input.

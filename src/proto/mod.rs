@@ -2,6 +2,7 @@
 //! machine. Nothing in here imports tokio, opens a socket or reads a clock.
 
 pub mod channel;
+pub mod cidr;
 pub mod credentials;
 pub mod framing;
 pub mod fuzzing;

@@ -183,6 +183,11 @@ fn every_default_class_is_denied() {
         "fe80::1",
         "ff02::1",
         "64:ff9b:1::a00:1",
+        "168.63.129.16",
+        "100::1",
+        "100::ffff:ffff:ffff:ffff",
+        "fec0::1",
+        "feff::1",
     ] {
         assert!(!policy.permits(ip(denied)), "{denied} should be denied");
     }
@@ -210,6 +215,13 @@ fn public_addresses_are_permitted() {
         "2001:db8::1",
         "::ffff:8.8.8.8",
         "64:ff9b::808:808",
+        "168.63.129.15",
+        "168.63.129.17",
+        "100:0:0:1::1",
+        "::ffff:0:808:808",
+        "2002:808:808::1",
+        // Teredo: server 8.8.8.8, client (complemented) 1.1.1.1.
+        "2001:0:808:808:8000:ffff:fefe:fefe",
     ] {
         assert!(
             policy.permits(ip(permitted)),
@@ -267,7 +279,7 @@ fn allow_overrides_built_in_and_operator_denies() {
     assert!(!policy.permits(ip("10.2.0.1")));
     assert!(policy.permits(ip("::1")));
     assert_eq!(policy.allow().len(), 3);
-    assert_eq!(policy.deny(), &[cidr("10.0.0.0/8")]);
+    assert_eq!(policy.deny(), &[PeerEntry::from(cidr("10.0.0.0/8"))]);
 }
 
 #[test]
@@ -306,4 +318,119 @@ fn default_denied_lists_valid_blocks() {
     }
     assert!(default_denied().contains(&cidr("169.254.0.0/16")));
     assert!(default_denied().contains(&cidr("fd00:ec2::254")));
+}
+
+#[test]
+fn every_ipv6_form_of_ipv4_is_judged_as_its_ipv4() {
+    let policy = default_policy();
+    // 127.0.0.1 = 7f00:0001, 169.254.169.254 = a9fe:a9fe, 10.0.0.1 = 0a00:0001,
+    // 168.63.129.16 = a83f:8110; a Teredo client is stored complemented.
+    for denied in [
+        "::ffff:0:127.0.0.1",
+        "::ffff:0:a9fe:a9fe",
+        "2002:7f00:1::1",
+        "2002:a9fe:a9fe:1::5",
+        "2002:a00:1::",
+        "2002:a83f:8110::1",
+        // Teredo with a denied server (10.0.0.1) and a public client (1.1.1.1).
+        "2001:0:a00:1:8000:ffff:fefe:fefe",
+        // Teredo with a public server (8.8.8.8) and a denied client (127.0.0.1).
+        "2001:0:808:808:8000:ffff:80ff:fffe",
+        // ... and a metadata client 169.254.169.254.
+        "2001:0:808:808:0:0:5601:5601",
+    ] {
+        assert!(!policy.permits(ip(denied)), "{denied} should be denied");
+    }
+    assert_eq!(
+        embedded_ipv4s(ip("2001:0:808:808:8000:ffff:80ff:fffe")),
+        [
+            Some(Ipv4Addr::new(8, 8, 8, 8)),
+            Some(Ipv4Addr::new(127, 0, 0, 1))
+        ]
+    );
+    assert_eq!(
+        embedded_ipv4(ip("2002:7f00:1::1")),
+        Some(Ipv4Addr::new(127, 0, 0, 1))
+    );
+    assert_eq!(
+        embedded_ipv4(ip("::ffff:0:1.2.3.4")),
+        Some(Ipv4Addr::new(1, 2, 3, 4))
+    );
+    // An allow entry for the IPv4 address opens its IPv6 forms too.
+    let policy = PeerPolicy::new(vec![cidr("127.0.0.1")], vec![]);
+    assert!(policy.permits(ip("2002:7f00:1::1")));
+    assert!(policy.permits(ip("::ffff:0:127.0.0.1")));
+}
+
+fn entry(text: &str) -> PeerEntry {
+    text.parse().unwrap()
+}
+
+#[test]
+fn entries_with_ports_parse_and_print() {
+    let e = entry("203.0.113.0/24:443");
+    assert_eq!(e.cidr, cidr("203.0.113.0/24"));
+    assert_eq!(
+        e.ports,
+        Some(PortSpan {
+            first: 443,
+            last: 443
+        })
+    );
+    let e = entry("[2001:db8::]/32:8000-8100");
+    assert_eq!(e.cidr, cidr("2001:db8::/32"));
+    assert_eq!(
+        e.ports,
+        Some(PortSpan {
+            first: 8000,
+            last: 8100
+        })
+    );
+    assert_eq!(e.to_string(), "[2001:db8::]/32:8000-8100");
+    assert_eq!(entry("192.0.2.1:80").to_string(), "192.0.2.1/32:80");
+    assert_eq!(entry("10.0.0.0/8").ports, None);
+    assert_eq!(entry("2001:db8::/32").ports, None);
+    assert_eq!(entry("::ffff:10.0.0.0/104").cidr, cidr("10.0.0.0/8"));
+    assert_eq!(entry("[::1]:53").cidr, cidr("::1"));
+    for bad in [
+        "10.0.0.0/8:",
+        "10.0.0.0/8:0",
+        "10.0.0.0/8:70000",
+        "10.0.0.0/8:9-8",
+        "10.0.0.0/8:a",
+        "[2001:db8::/32:80",
+        "[2001:db8::]x:80",
+        "nonsense:80",
+    ] {
+        assert!(bad.parse::<PeerEntry>().is_err(), "{bad} should not parse");
+    }
+}
+
+#[test]
+fn ports_narrow_allow_and_deny_entries() {
+    let sa = |t: &str| t.parse::<std::net::SocketAddr>().unwrap();
+    let policy = PeerPolicy::with_entries(
+        vec![entry("10.1.0.0/16:443"), entry("[fd00::]/8:8000-8100")],
+        vec![entry("203.0.113.0/24:22")],
+    );
+    assert!(policy.permits_addr(sa("10.1.2.3:443")));
+    assert!(!policy.permits_addr(sa("10.1.2.3:444")));
+    assert!(policy.permits_addr(sa("[fd00::1]:8050")));
+    assert!(!policy.permits_addr(sa("[fd00::1]:7999")));
+    assert!(!policy.permits_addr(sa("203.0.113.9:22")));
+    assert!(policy.permits_addr(sa("203.0.113.9:23")));
+    assert!(policy.permits_addr(sa("[::ffff:10.1.2.3]:443")));
+    // Without a port, an address some ports of which are open depends on the port.
+    assert_eq!(policy.verdict(ip("10.1.2.3")), Verdict::DependsOnPort);
+    assert_eq!(policy.verdict(ip("203.0.113.9")), Verdict::DependsOnPort);
+    assert_eq!(policy.verdict(ip("10.2.0.1")), Verdict::Deny);
+    assert_eq!(policy.verdict(ip("198.51.100.1")), Verdict::Permit);
+    // Only an entry naming the address itself counts as naming it (the host's own addresses).
+    assert!(!policy.allows_ip(ip("10.1.2.3")));
+    assert!(!policy.allows_explicitly(sa("10.1.2.3:443")));
+    let single = PeerPolicy::with_entries(vec![entry("10.1.2.3:443")], vec![]);
+    assert!(single.allows_ip(ip("10.1.2.3")));
+    assert!(single.allows_ip(ip("::ffff:10.1.2.3")));
+    assert!(!single.allows_explicitly(sa("10.1.2.3:80")));
+    assert!(single.allows_explicitly(sa("10.1.2.3:443")));
 }

@@ -24,6 +24,7 @@ fn every_key_is_either_live_or_restart_only() {
                 external_ip: _,
                 external_ipv6: _,
                 ports: _,
+                tcp_allocations: _,
             },
         auth:
             AuthConfig {
@@ -268,8 +269,8 @@ fn core_settings_keep_the_nonce_key() {
         advertised_v4: Some("127.0.0.1".parse().unwrap()),
         advertised_v6: None,
     };
-    let a = core_settings(&parse("[auth]\nsecrets = [\"a\"]\n"), &relays, [3; 32]);
-    let b = core_settings(&parse("[auth]\nsecrets = [\"b\"]\n"), &relays, [3; 32]);
+    let a = core_settings(&parse("[auth]\nsecrets = [\"a\"]\n"), &relays, &[], [3; 32]);
+    let b = core_settings(&parse("[auth]\nsecrets = [\"b\"]\n"), &relays, &[], [3; 32]);
     let client: std::net::SocketAddr = "192.0.2.1:1".parse().unwrap();
     assert_eq!(a.auth.nonce(1000, client), b.auth.nonce(1000, client));
     assert_eq!(a.families, [true, false]);

@@ -19,6 +19,8 @@ use crate::http::Health;
 use crate::registry::RegistryState;
 use crate::reload::Reloader;
 
+/// How often the host's interface addresses are read again (peers there are refused).
+const INTERFACES_REFRESH: Duration = Duration::from_secs(10);
 /// How often the drain looks at how many allocations are left.
 const DRAIN_CHECK: Duration = Duration::from_millis(200);
 /// What systemd is asked for beyond the drain itself: the workers closing their allocations
@@ -64,6 +66,8 @@ pub(super) async fn supervise(
     };
     let mut tick = tokio::time::interval(period.max(Duration::from_millis(100)));
     let mut drain_check = tokio::time::interval(DRAIN_CHECK);
+    let mut interfaces = tokio::time::interval(INTERFACES_REFRESH);
+    interfaces.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Set once the drain started: when it started, and when it must end.
     let mut draining: Option<(Instant, Instant)> = None;
     loop {
@@ -77,6 +81,13 @@ pub(super) async fn supervise(
             _ = tick.tick() => {
                 if watchdog && running.workers_alive(period * 2) {
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+                continue;
+            }
+            _ = interfaces.tick() => {
+                let addresses = crate::net::addr::interface_addresses();
+                if !addresses.is_empty() && reloader.set_interfaces(addresses) {
+                    running.wake_workers();
                 }
                 continue;
             }

@@ -27,6 +27,8 @@ pub struct Conf {
     pub log_level: String,
     /// Also listen for TCP (`Server::tcp`).
     pub tcp: bool,
+    /// `relay.tcp_allocations`: RFC 6062 TCP relays (off by default, as in the product).
+    pub tcp_allocations: bool,
     /// Also listen for TLS (`Server::tls`).
     pub tls: bool,
     /// Also a TLS listener with `serve_http = true` (`Server::tls_http`).
@@ -64,6 +66,7 @@ impl Default for Conf {
             bandwidth_bps: 0,
             log_level: std::env::var("TURNPIKE_TEST_LOG").unwrap_or_else(|_| "info".into()),
             tcp: false,
+            tcp_allocations: false,
             tls: false,
             tls_http: false,
             tls_files: None,
@@ -120,6 +123,7 @@ impl Conf {
         )
         .unwrap();
         writeln!(t, "ports = \"{}-{}\"", relay.start(), relay.end()).unwrap();
+        writeln!(t, "tcp_allocations = {}", self.tcp_allocations).unwrap();
         writeln!(t, "\n[auth]\nsecrets = {}", list(&self.secrets)).unwrap();
         let users: Vec<String> = self
             .users

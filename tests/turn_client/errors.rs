@@ -97,7 +97,10 @@ fn per_user_quota_gets_486_and_is_released_on_delete() {
 
 #[test]
 fn tcp_requested_transport_over_udp_gets_400_and_other_protocols_442() {
-    let server = Server::start(Conf::default());
+    let server = Server::start(Conf {
+        tcp_allocations: true,
+        ..Conf::default()
+    });
     let client = Client::new(server.udp);
     let auth = rest_auth(&client, "alice", &server);
     // RFC 6062 §5.1: TCP relays are asked for over TCP or TLS only.

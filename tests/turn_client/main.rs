@@ -14,3 +14,4 @@ mod auth;
 mod errors;
 mod reflection;
 mod relaying;
+mod security;

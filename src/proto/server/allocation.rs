@@ -28,6 +28,20 @@ pub struct Relay {
     pub addr: SocketAddr,
 }
 
+/// A permission (RFC 8656 §9): a peer IP the allocation may exchange data with, until it
+/// expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Permission {
+    /// The peer's IP (ports do not matter to a permission).
+    pub ip: IpAddr,
+    /// When it expires unless refreshed.
+    pub expires: Instant,
+    /// True when the peer policy's answer for this IP depends on the port (an entry with ports,
+    /// or one of the server's own addresses where only live relayed addresses are open): every
+    /// packet sent to it is judged with its port. False for the usual IP, at no cost per packet.
+    pub check_port: bool,
+}
+
 /// A channel binding. Kept through its cooldown after expiry.
 #[derive(Clone, Copy, Debug)]
 pub struct Channel {
@@ -56,8 +70,8 @@ pub struct Allocation {
     pub expires: Instant,
     /// When it was created (for the lifetime histogram).
     pub created: Instant,
-    /// Permissions by peer IP, with their expiry.
-    pub permissions: Vec<(IpAddr, Instant)>,
+    /// Permissions by peer IP.
+    pub permissions: Vec<Permission>,
     /// Channel bindings (including expired ones in cooldown).
     pub channels: Vec<Channel>,
     /// Per-allocation bandwidth cap, when configured: one bucket per direction, indexed by
@@ -121,22 +135,49 @@ impl Allocation {
 
     /// True when a live permission covers `ip` (ports do not matter, RFC 8656 §9).
     pub fn permits(&self, ip: IpAddr, now: Instant) -> bool {
+        self.permission(ip, now).is_some()
+    }
+
+    /// The live permission for `ip`.
+    pub fn permission(&self, ip: IpAddr, now: Instant) -> Option<&Permission> {
         self.permissions
             .iter()
-            .any(|(p, exp)| *p == ip && *exp > now)
+            .find(|p| p.ip == ip && p.expires > now)
+    }
+
+    /// True when installing permissions for `ips` keeps the table within `max` (live ones
+    /// count; the ones already there are refreshed, not added).
+    pub fn has_room_for(&self, ips: &[IpAddr], now: Instant, max: usize) -> bool {
+        let new = ips
+            .iter()
+            .filter(|ip| self.permission(**ip, now).is_none())
+            .count();
+        let live = self.permissions.iter().filter(|p| p.expires > now).count();
+        live + new <= max
     }
 
     /// Installs or refreshes a permission; false when the table is full.
-    pub fn add_permission(&mut self, ip: IpAddr, now: Instant, max: usize) -> bool {
-        if let Some(p) = self.permissions.iter_mut().find(|(p, _)| *p == ip) {
-            p.1 = now + PERMISSION_LIFETIME;
+    pub fn add_permission(
+        &mut self,
+        ip: IpAddr,
+        now: Instant,
+        max: usize,
+        check_port: bool,
+    ) -> bool {
+        if let Some(p) = self.permissions.iter_mut().find(|p| p.ip == ip) {
+            p.expires = now + PERMISSION_LIFETIME;
+            p.check_port = check_port;
             return true;
         }
-        self.permissions.retain(|(_, exp)| *exp > now);
+        self.permissions.retain(|p| p.expires > now);
         if self.permissions.len() >= max {
             return false;
         }
-        self.permissions.push((ip, now + PERMISSION_LIFETIME));
+        self.permissions.push(Permission {
+            ip,
+            expires: now + PERMISSION_LIFETIME,
+            check_port,
+        });
         true
     }
 
@@ -174,7 +215,7 @@ impl Allocation {
 
     /// Drops expired permissions and channels whose cooldown is over.
     pub fn prune(&mut self, now: Instant) {
-        self.permissions.retain(|(_, exp)| *exp > now);
+        self.permissions.retain(|p| p.expires > now);
         self.channels.retain(|c| c.expires + CHANNEL_COOLDOWN > now);
     }
 }

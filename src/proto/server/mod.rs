@@ -9,6 +9,9 @@
 
 mod allocation;
 mod auth;
+mod indication;
+mod own;
+mod permissions;
 mod quota;
 mod requests;
 mod route;
@@ -25,8 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crate::proto::Transport;
-pub use allocation::{Allocation, CHANNEL_LIFETIME, PERMISSION_LIFETIME, family_index};
+pub use allocation::{Allocation, CHANNEL_LIFETIME, PERMISSION_LIFETIME, Permission, family_index};
 pub use auth::{AuthFailure, Authenticated, Authenticator, long_term_key};
+pub use own::LiveRelays;
 pub use quota::{Quota, QuotaError, Reservations, Shared};
 pub use route::DirectRoute;
 pub use stats::{
@@ -41,7 +45,8 @@ pub use types::*;
 
 use crate::proto::channel;
 use crate::proto::ratelimit::SourceLimit;
-use crate::proto::stun::{self, Class, Message, attr, method};
+use crate::proto::stun::{Class, Message, attr, method};
+use indication::{data_indication_header_len, write_data_indication};
 
 /// The TURN server core of one worker.
 pub struct Server {
@@ -168,7 +173,9 @@ impl Server {
     /// unauthenticated-answer rate limit (whose table starts afresh when its rate or size
     /// changes). Allocations that exist keep relaying: they were authenticated when they were
     /// made, and their next Refresh is checked against the new credentials. Their bandwidth
-    /// cap stays the one they were created with. The nonce key should stay the same, or every
+    /// cap stays the one they were created with. Permissions, channels and RFC 6062 peer
+    /// connections to peers the new settings deny (a new `deny` range, a new address of the
+    /// host) are revoked at once. The nonce key should stay the same, or every
     /// client's next request gets a 438 and a fresh nonce.
     pub fn set_settings(&mut self, settings: Arc<Settings>) {
         if Arc::ptr_eq(&self.settings, &settings) {
@@ -186,6 +193,13 @@ impl Server {
             ));
         }
         self.settings = settings;
+        let revoked = self.revoke_denied();
+        if revoked > 0 {
+            tracing::info!(
+                revoked,
+                "new settings: revoked permissions, channels and TCP peer connections they deny"
+            );
+        }
     }
 
     /// The settings in force.
@@ -277,8 +291,13 @@ impl Server {
             self.stats.dropped(DropReason::NoAllocation);
             return ClientOutput::Nothing;
         };
+        let judge = own::PeerJudge {
+            settings: &self.settings,
+            live: &self.shared.live_relays,
+        };
         match Self::forward_to_peer(
             &self.stats,
+            &judge,
             alloc,
             now,
             peer,
@@ -299,7 +318,8 @@ impl Server {
         };
         let (Some(peer), Some(data)) = (
             msg.get(attr::XOR_PEER_ADDRESS)
-                .and_then(|v| msg.xor_address(v)),
+                .and_then(|v| msg.xor_address(v))
+                .map(own::normalize_peer),
             msg.get(attr::DATA),
         ) else {
             self.stats.dropped(DropReason::Malformed);
@@ -311,7 +331,18 @@ impl Server {
         };
         // The payload's position in the message (DATA is a sub-slice of the datagram).
         let start = data.as_ptr() as usize - msg.as_bytes().as_ptr() as usize;
-        match Self::forward_to_peer(&self.stats, alloc, now, peer, start..start + data.len()) {
+        let judge = own::PeerJudge {
+            settings: &self.settings,
+            live: &self.shared.live_relays,
+        };
+        match Self::forward_to_peer(
+            &self.stats,
+            &judge,
+            alloc,
+            now,
+            peer,
+            start..start + data.len(),
+        ) {
             Ok(out) => out,
             Err(reason) => {
                 // A Send indication names its peer: one the policy refuses never had a
@@ -327,10 +358,12 @@ impl Server {
         }
     }
 
-    /// Shared tail of both client → peer paths: permission, bandwidth, counting. A drop's
-    /// reason is returned for the caller to count.
+    /// Shared tail of both client → peer paths: permission (and, for a permission whose
+    /// verdict depends on the port, the peer policy with the port), bandwidth, counting. A
+    /// drop's reason is returned for the caller to count.
     fn forward_to_peer(
         stats: &Stats,
+        judge: &own::PeerJudge<'_>,
         alloc: &mut Allocation,
         now: Instant,
         peer: SocketAddr,
@@ -339,8 +372,12 @@ impl Server {
         let Some(relay) = alloc.relay_for(peer) else {
             return Err(DropReason::NoPermission);
         };
-        if !alloc.permits(peer.ip(), now) {
-            return Err(DropReason::NoPermission);
+        match alloc.permission(peer.ip(), now) {
+            None => return Err(DropReason::NoPermission),
+            Some(p) if p.check_port && !judge.allowed(peer) => {
+                return Err(DropReason::PeerDenied);
+            }
+            Some(_) => {}
         }
         let len = payload.len() as u64;
         if let Some(buckets) = alloc.bandwidth.as_mut() {
@@ -510,6 +547,7 @@ impl Server {
         for relay in alloc.relays.iter().flatten() {
             self.by_relay.insert(relay.id, slot);
             self.by_relay_addr.insert(relay.addr, relay.id);
+            self.shared.live_relays.set(relay.addr, true);
         }
         self.stats.allocation_created(alloc.five_tuple.transport);
         self.allocations[slot as usize] = Some(alloc);
@@ -527,6 +565,7 @@ impl Server {
         for relay in alloc.relays.iter().flatten() {
             self.by_relay.remove(&relay.id);
             self.by_relay_addr.remove(&relay.addr);
+            self.shared.live_relays.set(relay.addr, false);
             io.close(relay.id);
         }
         self.shared.quota.release(&alloc.quota_user);
@@ -537,49 +576,8 @@ impl Server {
         );
     }
 
-    fn is_own_relay(&self, peer: SocketAddr) -> bool {
-        let (lo, hi) = self.settings.relay_ports;
-        (lo..=hi).contains(&peer.port()) && self.settings.own_relay_ips.contains(&peer.ip())
-    }
-
+    /// True if a client may relay to `peer` (port included): see [`own::PeerJudge::allowed`].
     fn peer_allowed(&self, peer: SocketAddr) -> bool {
-        self.is_own_relay(peer) || self.settings.policy.permits(peer.ip())
+        self.judge().allowed(peer)
     }
-}
-
-/// Writes a Data indication (XOR-PEER-ADDRESS, DATA) around the payload at
-/// `buf[PEER_HEADROOM..PEER_HEADROOM + len]`; returns the frame's range.
-fn write_data_indication(
-    buf: &mut [u8],
-    at: usize,
-    peer: SocketAddr,
-    len: usize,
-    tid: [u8; 12],
-) -> Range<usize> {
-    let mut xor = [0u8; 20];
-    let xlen = stun::encode_xor_address(peer, &tid, &mut xor);
-    let padded = (len + 3) & !3;
-    let start = at - data_indication_header_len(peer);
-    let body_len = (4 + xlen + 4 + padded) as u16;
-    let h = &mut buf[start..];
-    h[..2].copy_from_slice(&stun::message_type(Class::Indication, method::DATA).to_be_bytes());
-    h[2..4].copy_from_slice(&body_len.to_be_bytes());
-    h[4..8].copy_from_slice(&stun::MAGIC_COOKIE.to_be_bytes());
-    h[8..20].copy_from_slice(&tid);
-    h[20..22].copy_from_slice(&attr::XOR_PEER_ADDRESS.to_be_bytes());
-    h[22..24].copy_from_slice(&(xlen as u16).to_be_bytes());
-    h[24..24 + xlen].copy_from_slice(&xor[..xlen]);
-    let d = 24 + xlen;
-    h[d..d + 2].copy_from_slice(&attr::DATA.to_be_bytes());
-    h[d + 2..d + 4].copy_from_slice(&(len as u16).to_be_bytes());
-    let end = at + len;
-    buf[end..at + padded].fill(0);
-    start..at + padded
-}
-
-/// Bytes a Data indication puts before its payload: the STUN header, XOR-PEER-ADDRESS for
-/// `peer`, the DATA attribute's header.
-fn data_indication_header_len(peer: SocketAddr) -> usize {
-    let xlen = if peer.is_ipv4() { 8 } else { 20 };
-    stun::HEADER_LEN + 4 + xlen + 4
 }

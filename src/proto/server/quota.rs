@@ -160,6 +160,8 @@ pub struct Shared {
     /// The per-source limit on unauthenticated answers of the UDP cores, made by the first
     /// ([`Shared::source_limiter`]).
     source_limiter: Mutex<Option<SharedLimiter>>,
+    /// The relayed addresses of every live allocation, kept by the cores.
+    pub live_relays: super::LiveRelays,
 }
 
 /// The shared limiter and the figures it was made with.
@@ -178,6 +180,7 @@ impl Shared {
             reservations: Reservations::new(total.max(1) as usize),
             connection_ids: AtomicU32::new(0),
             source_limiter: Mutex::new(None),
+            live_relays: super::LiveRelays::default(),
         }
     }
 

@@ -1,16 +1,15 @@
-//! STUN/TURN requests: Binding, Allocate, Refresh, CreatePermission, ChannelBind.
+//! STUN/TURN requests: Binding, Allocate, Refresh (CreatePermission and ChannelBind are in
+//! `permissions.rs`).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use rand::RngCore;
 
-use super::allocation::{Allocation, CHANNEL_LIFETIME, Channel, Relay, family_index};
+use super::allocation::{Allocation, Relay, family_index};
 use super::auth::{AuthFailure, Authenticated};
 use super::quota::QuotaError;
 use super::stats::{DropReason, RequestMethod};
 use super::{ClientOutput, Family, FiveTuple, Now, RelayIo, RelayOpenError, RelayRequest, Server};
-use crate::proto::channel;
 use crate::proto::ratelimit::TokenBucket;
 use crate::proto::stun::{Class, Message, Writer, attr, method};
 
@@ -20,7 +19,7 @@ const PROTO_UDP: u8 = 17;
 const PROTO_TCP: u8 = 6;
 
 /// An error answer: code and short reason phrase.
-type Reject = (u16, &'static str);
+pub(super) type Reject = (u16, &'static str);
 
 impl Server {
     pub(super) fn request(
@@ -137,7 +136,8 @@ impl Server {
     }
 
     /// An answer to a request that did not authenticate: nothing optional (no SOFTWARE, no
-    /// reason phrase), REALM and a compact nonce on 401/438, and rate-limited per source.
+    /// reason phrase), REALM and a compact nonce on 401/438, FINGERPRINT when the request had
+    /// one, and rate-limited per source.
     fn unauthenticated_error(
         &mut self,
         now: Now,
@@ -163,6 +163,11 @@ impl Server {
         if code == 401 || code == 438 {
             w.attr(attr::REALM, self.settings.auth.realm().as_bytes())
                 .attr(attr::NONCE, &nonce);
+        }
+        // RFC 8489 §7.3: FINGERPRINT when the request carried one (4 + 4 bytes: the answer
+        // stays within what the request's own FINGERPRINT added).
+        if msg.has_fingerprint() {
+            w.fingerprint();
         }
         ClientOutput::Reply
     }
@@ -221,7 +226,9 @@ impl Server {
             None => return Err((400, "Missing REQUESTED-TRANSPORT")),
             Some(v) if v.len() != 4 => return Err((400, "Bad REQUESTED-TRANSPORT")),
             Some(v) if v[0] == PROTO_UDP => false,
-            Some(v) if v[0] == PROTO_TCP => true,
+            // RFC 6062 relays are opt-in (relay.tcp_allocations): 442, as for any transport
+            // the server does not offer (RFC 8656 §7.2).
+            Some(v) if v[0] == PROTO_TCP && self.settings.tcp_allocations => true,
             Some(_) => return Err((442, "Unsupported Transport Protocol")),
         };
         let even_port = msg.get(attr::EVEN_PORT);
@@ -434,9 +441,14 @@ impl Server {
         io: &mut impl RelayIo,
     ) -> Result<ClientOutput, Reject> {
         let slot = self.own_allocation(ft, auth)?;
-        let lifetime = self
-            .lifetime(msg)
-            .unwrap_or(self.settings.limits.default_lifetime);
+        let limits = &self.settings.limits;
+        // RFC 8656 §7.3: a lifetime below the default is raised to it (0 deletes), one above
+        // the maximum lowered to it (`lifetime` caps it).
+        let lifetime = match self.lifetime(msg) {
+            Some(l) if l.is_zero() => l,
+            Some(l) => l.max(limits.default_lifetime).min(limits.max_lifetime),
+            None => limits.default_lifetime,
+        };
         let alloc = self.allocations[slot as usize]
             .as_mut()
             .expect("own_allocation checked");
@@ -462,138 +474,5 @@ impl Server {
         Ok(self.answer(msg, auth, Ok(()), |w| {
             w.u32_attr(attr::LIFETIME, lifetime.as_secs() as u32);
         }))
-    }
-
-    /// Checks that a peer may be relayed to from this allocation (443, 403).
-    pub(super) fn check_peer(&self, slot: u32, peer: SocketAddr) -> Result<(), Reject> {
-        let alloc = self.allocations[slot as usize]
-            .as_ref()
-            .expect("slot is live");
-        if alloc.relays[family_index(peer.ip())].is_none() {
-            return Err((443, "Peer Address Family Mismatch"));
-        }
-        if !self.peer_allowed(peer) {
-            self.stats.dropped(DropReason::PeerDenied);
-            return Err((403, "Forbidden"));
-        }
-        Ok(())
-    }
-
-    fn create_permission(
-        &mut self,
-        now: Now,
-        ft: FiveTuple,
-        msg: &Message<'_>,
-        auth: &Authenticated,
-    ) -> Result<ClientOutput, Reject> {
-        let slot = self.own_allocation(ft, auth)?;
-        let mut peers = Vec::new();
-        for (t, v) in msg.attributes() {
-            if t == attr::XOR_PEER_ADDRESS {
-                let peer = msg.xor_address(v).ok_or((400, "Bad XOR-PEER-ADDRESS"))?;
-                if peers.len() >= self.settings.limits.permissions_per_allocation {
-                    return Err((508, "Insufficient Capacity"));
-                }
-                peers.push(peer);
-            }
-        }
-        if peers.is_empty() {
-            return Err((400, "Missing XOR-PEER-ADDRESS"));
-        }
-        for peer in &peers {
-            self.check_peer(slot, *peer)?;
-        }
-        let max = self.settings.limits.permissions_per_allocation;
-        let alloc = self.allocations[slot as usize]
-            .as_mut()
-            .expect("slot is live");
-        // All or nothing: check capacity before installing any.
-        let new = peers
-            .iter()
-            .filter(|p| {
-                !alloc
-                    .permissions
-                    .iter()
-                    .any(|(ip, exp)| *ip == p.ip() && *exp > now.instant)
-            })
-            .count();
-        let live = alloc
-            .permissions
-            .iter()
-            .filter(|(_, exp)| *exp > now.instant)
-            .count();
-        if live + new > max {
-            return Err((508, "Insufficient Capacity"));
-        }
-        for peer in &peers {
-            alloc.add_permission(peer.ip(), now.instant, max);
-        }
-        Ok(self.answer(msg, auth, Ok(()), |_| {}))
-    }
-
-    fn channel_bind(
-        &mut self,
-        now: Now,
-        ft: FiveTuple,
-        msg: &Message<'_>,
-        auth: &Authenticated,
-    ) -> Result<ClientOutput, Reject> {
-        let slot = self.own_allocation(ft, auth)?;
-        if self.allocations[slot as usize]
-            .as_ref()
-            .is_some_and(|a| a.tcp)
-        {
-            return Err((400, "No Channels on a TCP Allocation"));
-        }
-        let number = match msg.get(attr::CHANNEL_NUMBER) {
-            Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
-            _ => return Err((400, "Missing CHANNEL-NUMBER")),
-        };
-        if !channel::is_valid_channel(number) {
-            return Err((400, "Bad Channel Number"));
-        }
-        let peer = msg
-            .get(attr::XOR_PEER_ADDRESS)
-            .and_then(|v| msg.xor_address(v))
-            .ok_or((400, "Missing XOR-PEER-ADDRESS"))?;
-        self.check_peer(slot, peer)?;
-        let limits = &self.settings.limits;
-        let (max_channels, max_perms) = (
-            limits.channels_per_allocation,
-            limits.permissions_per_allocation,
-        );
-        let alloc = self.allocations[slot as usize]
-            .as_mut()
-            .expect("slot is live");
-        // Rebinding rules (RFC 8656 §12.1): a number stays with its peer and a peer with its
-        // number, also during the cooldown after expiry.
-        let now_i = now.instant;
-        match alloc
-            .channels
-            .iter_mut()
-            .find(|c| c.number == number || c.peer == peer)
-        {
-            Some(c) if c.number == number && c.peer == peer => c.expires = now_i + CHANNEL_LIFETIME,
-            Some(_) => return Err((400, "Channel Bound Elsewhere")),
-            None => {
-                alloc.prune(now_i);
-                if alloc.channels.len() >= max_channels {
-                    return Err((508, "Insufficient Capacity"));
-                }
-                alloc.channels.push(Channel {
-                    number,
-                    peer,
-                    expires: now_i + CHANNEL_LIFETIME,
-                });
-                // A route that frames Data indications for this peer must not outlive it.
-                if let Some(changes) = &alloc.route_changes {
-                    changes.fetch_add(1, std::sync::atomic::Ordering::Release);
-                }
-            }
-        }
-        if !alloc.add_permission(peer.ip(), now_i, max_perms) {
-            return Err((508, "Insufficient Capacity"));
-        }
-        Ok(self.answer(msg, auth, Ok(()), |_| {}))
     }
 }

@@ -64,8 +64,8 @@ impl Server {
         let permission = alloc
             .permissions
             .iter()
-            .filter(|(ip, expires)| *ip == from.ip() && *expires > now)
-            .map(|(_, expires)| *expires)
+            .filter(|p| p.ip == from.ip() && p.expires > now)
+            .map(|p| p.expires)
             .max()?;
         let channel = alloc
             .channels

@@ -86,11 +86,14 @@ pub enum DropReason {
     Malformed = 5,
     /// Data for no allocation or an unbound channel.
     NoAllocation = 6,
+    /// A datagram the kernel refused to send (a full socket buffer, an unreachable or
+    /// forbidden destination): counted by the I/O layer.
+    SendFailed = 7,
 }
 
 impl DropReason {
     /// Every reason, in index order.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::NoPermission,
         DropReason::PeerDenied,
         DropReason::Quota,
@@ -98,6 +101,7 @@ impl DropReason {
         DropReason::RateLimit,
         DropReason::Malformed,
         DropReason::NoAllocation,
+        DropReason::SendFailed,
     ];
 
     /// The metrics label.
@@ -110,6 +114,7 @@ impl DropReason {
             DropReason::RateLimit => "rate_limit",
             DropReason::Malformed => "malformed",
             DropReason::NoAllocation => "no_allocation",
+            DropReason::SendFailed => "send_failed",
         }
     }
 }
@@ -284,6 +289,13 @@ impl Stats {
     #[inline]
     pub fn dropped(&self, reason: DropReason) {
         self.add(&self.dropped[reason as usize], 1);
+    }
+
+    /// Counts `n` packets dropped for `reason` (0 counts nothing).
+    pub fn dropped_many(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.add(&self.dropped[reason as usize], n);
+        }
     }
 
     /// Counts an answered request (`Err(code)` for an error answer).

@@ -140,10 +140,18 @@ impl Server {
             .get(attr::XOR_PEER_ADDRESS)
             .map(|v| msg.xor_address(v).ok_or((400, "Bad XOR-PEER-ADDRESS")))
             .ok_or((400, "Missing XOR-PEER-ADDRESS"))??;
+        let peer = super::own::normalize_peer(peer);
         let max = self.settings.limits.permissions_per_allocation;
         let alloc = self.allocations[slot as usize]
             .as_ref()
             .expect("slot is live");
+        if !self.settings.tcp_allocations {
+            // RFC 6062 relays are off (relay.tcp_allocations; perhaps turned off by a reload
+            // while this allocation lived): no peer connection. RFC 6062 §5.2: 403 when the
+            // server's policy refuses the Connect.
+            self.stats.dropped(DropReason::PeerDenied);
+            return Err((403, "Forbidden"));
+        }
         if !alloc.tcp {
             return Err((400, "Not a TCP Allocation"));
         }
@@ -222,7 +230,7 @@ impl Server {
     ) -> Option<ConnectionId> {
         let slot = *self.by_relay.get(&relay)?;
         let max = self.settings.limits.permissions_per_allocation;
-        let allowed = self.peer_allowed(peer);
+        let allowed = self.settings.tcp_allocations && self.peer_allowed(peer);
         let alloc = self.allocations[slot as usize].as_mut()?;
         if !allowed {
             self.stats.dropped(DropReason::PeerDenied);

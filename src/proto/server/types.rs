@@ -151,11 +151,20 @@ pub struct Settings {
     pub auth: Authenticator,
     /// Which peers may be relayed to.
     pub policy: PeerPolicy,
-    /// Our own relayed addresses: a peer at one of these IPs with a port in the range is always
-    /// allowed (two relay-only clients of this server talk through it).
+    /// Our own relayed addresses (advertised and bound): a peer at one of these IPs is allowed
+    /// on a port that belongs to a live allocation (two relay-only clients of this server talk
+    /// through it, see [`LiveRelays`](super::LiveRelays)), and on no other port.
     pub own_relay_ips: Vec<IpAddr>,
+    /// Every other address of the host: its interfaces' addresses (the service reads them again
+    /// periodically and pushes new settings when they change), listener addresses and the
+    /// advertised external IPs. Peers there are refused unless an operator `allow` entry names
+    /// them.
+    pub own_addresses: Vec<IpAddr>,
     /// The relay port range, inclusive.
     pub relay_ports: (u16, u16),
+    /// RFC 6062 TCP allocations are offered (`relay.tcp_allocations`). When off, Allocate with
+    /// REQUESTED-TRANSPORT TCP gets 442 and Connect gets 403.
+    pub tcp_allocations: bool,
     /// Limits and lifetimes.
     pub limits: Limits,
     /// SOFTWARE for authenticated answers (never on unauthenticated ones).

@@ -77,11 +77,12 @@ fn lifetimes_are_capped_and_allocations_expire() {
         method::REFRESH,
         &[(attr::LIFETIME, 30u32.to_be_bytes().to_vec())],
     );
+    // RFC 8656 §7.3: a Refresh below the default lifetime (600 s here) is raised to it.
     assert_eq!(
         Message::parse(&answer).unwrap().get(attr::LIFETIME),
-        Some(&30u32.to_be_bytes()[..])
+        Some(&600u32.to_be_bytes()[..])
     );
-    h.advance(29);
+    h.advance(599);
     assert_eq!(h.server.allocation_count(), 1);
     h.advance(2);
     assert_eq!(h.server.allocation_count(), 0);

@@ -20,6 +20,7 @@ mod limits;
 mod relay;
 mod reload;
 mod route;
+mod security;
 mod tcp;
 
 const REALM: &str = "harness.test";
@@ -123,6 +124,8 @@ fn settings(limits: Limits, allow: &[&str]) -> Settings {
             "2001:db8::1".parse().unwrap(),
         ],
         relay_ports: (49152, 65535),
+        own_addresses: vec![],
+        tcp_allocations: true,
         limits,
         software: Some("turnpike-test".into()),
         families: [true, true],

@@ -61,21 +61,31 @@ fn operator_allow_list_and_own_relays_are_permitted() {
 }
 
 #[test]
-fn own_relay_addresses_are_allowed_even_when_private() {
+fn own_relay_addresses_are_allowed_even_when_private_but_only_live_ones() {
     let mut s = settings(Limits::default(), &[]);
     s.own_relay_ips = vec!["10.0.0.5".parse().unwrap()];
-    let mut h = Harness::with(s, Shared::new(10, 100));
+    let h = Harness::with(s, Shared::new(10, 100));
+    h.server
+        .shared
+        .live_relays
+        .set("10.0.0.5:50001".parse().unwrap(), true);
+    let mut h = h;
     let mut c = Client::rest(ft("198.51.100.7:1"), "lee", b"new-secret", 86400);
     c.allocate(&mut h);
     assert_eq!(
         permit(&mut c, &mut h, &["10.0.0.5:50001"]),
         0,
-        "a relay of ours"
+        "a live relay of ours"
+    );
+    assert_eq!(
+        permit(&mut c, &mut h, &["10.0.0.5:50002"]),
+        403,
+        "a port of the relay range that no allocation holds"
     );
     assert_eq!(
         permit(&mut c, &mut h, &["10.0.0.5:22"]),
         403,
-        "outside the relay range"
+        "another port"
     );
     assert_eq!(permit(&mut c, &mut h, &["10.0.0.6:50001"]), 403);
 }

@@ -45,6 +45,48 @@ fn connection_id(answer: &[u8]) -> Option<u32> {
 }
 
 #[test]
+fn tcp_allocations_are_refused_unless_turned_on() {
+    let mut s = settings(Limits::default(), &[]);
+    s.tcp_allocations = false;
+    let mut h = Harness::with(s, Shared::new(10, 100));
+    let mut c = Client::rest(tcp_ft("198.51.100.7:1"), "off", b"new-secret", 86400);
+    let answer = c.call(&mut h, method::ALLOCATE, &[tcp_transport()]);
+    assert_eq!(error_code(&answer), 442);
+    // A UDP allocation over the same connection gets no Connect either.
+    assert_eq!(error_code(&c.allocate(&mut h)), 0);
+    let answer = call_with_peers(&mut c, &mut h, method::CONNECT, &["198.51.100.9:80"], &[]);
+    assert_eq!(error_code(&answer), 403);
+}
+
+#[test]
+fn turning_tcp_allocations_off_refuses_connect_and_revokes_denied_connections() {
+    let mut h = Harness::new();
+    let (mut c, relay) = tcp_allocation(&mut h, "198.51.100.7:1");
+    assert_eq!(permit(&mut c, &mut h, &["198.51.100.9:1"]), 0);
+    let now = h.now();
+    let id = h
+        .server
+        .peer_connected(
+            now,
+            RelayId(relay.port() as u32),
+            "198.51.100.9:5000".parse().unwrap(),
+        )
+        .expect("a permitted peer connects");
+    // A reload that denies the peer closes its connection at once.
+    let mut s = settings(Limits::default(), &[]);
+    s.policy = PeerPolicy::new(vec![], vec!["198.51.100.9".parse().unwrap()]);
+    h.server.set_settings(Arc::new(s));
+    assert_eq!(h.server.poll_tcp_event(), Some(TcpEvent::Close(id)));
+    assert_eq!(h.server.tcp_connection_count(), 0);
+    // With TCP allocations turned off, Connect is refused on the allocation that stays.
+    let mut s = settings(Limits::default(), &[]);
+    s.tcp_allocations = false;
+    h.server.set_settings(Arc::new(s));
+    let answer = call_with_peers(&mut c, &mut h, method::CONNECT, &["198.51.100.10:80"], &[]);
+    assert_eq!(error_code(&answer), 403);
+}
+
+#[test]
 fn tcp_allocations_only_over_streams_and_without_udp_attributes() {
     let mut h = Harness::new();
     let mut udp_client = Client::rest(ft("198.51.100.1:1"), "u", b"new-secret", 86400);
