@@ -2,6 +2,7 @@
 //!
 //! - [`registry`]: the registry client (signaling, relay, reconnect).
 //! - [`seal`]: the relay's end-to-end encryption (`crypto_box::SalsaBox` with a replay counter).
+//! - [`turn`]: a TURN client (sans-IO core, tokio driver over UDP, TCP and TLS).
 
 pub mod events;
 pub mod registry;
@@ -9,3 +10,4 @@ pub mod seal;
 
 pub use registry::{ClientConfig, ClientError, Event, RegistryClient};
 pub use seal::{KeyPair, SealError, Sealer};
+pub mod turn;
