@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod conf;
+pub mod coturn;
 pub mod http;
 pub mod pki;
 mod ports;
