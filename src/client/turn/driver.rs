@@ -229,6 +229,13 @@ impl TurnRelay {
         rx.await.map_err(|_| TurnError::Closed)?
     }
 
+    /// Asks for a channel to `peer` without waiting for the answer (for callers inside an event
+    /// loop); until it is bound, data to the peer goes in Send indications.
+    pub fn bind_channel_later(&self, peer: SocketAddr) {
+        let (tx, _rx) = oneshot::channel();
+        let _ = self.commands.try_send(Command::Bind(peer, tx));
+    }
+
     /// Queues `data` for `peer` without waiting; fails with [`TurnError::Limit`] when the
     /// queue is full (the caller treats it as a lost datagram).
     pub fn send_to(&self, peer: SocketAddr, data: Vec<u8>) -> Result<(), TurnError> {
