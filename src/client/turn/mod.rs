@@ -13,6 +13,7 @@
 //!
 //! [`Instant`]: std::time::Instant
 
+mod config;
 mod core;
 mod driver;
 mod stream;
