@@ -7,6 +7,8 @@
 //! - [`seal`]: the relay's end-to-end encryption (`crypto_box::SalsaBox` with a replay counter).
 //! - [`verify_attestation`]: checks a peer's key attestation with trusted issuer keys (pure:
 //!   keys, JWT, what it must say and the time are passed in).
+//! - [`turn`]: a TURN client (sans-IO core, tokio driver over UDP, TCP and TLS).
+//! - [`webrtc`]: the link's direct path, a WebRTC DataChannel on str0m (feature `webrtc`).
 
 mod connect;
 pub mod events;
@@ -15,6 +17,9 @@ pub mod p2p;
 pub mod registry;
 pub mod seal;
 mod session;
+pub mod turn;
+#[cfg(feature = "webrtc")]
+pub mod webrtc;
 mod session_task;
 
 pub use crate::proto::credentials::IceServer;

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod conf;
+pub mod coturn;
 pub mod http;
 pub mod netns;
 pub mod pki;

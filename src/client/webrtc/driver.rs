@@ -1,0 +1,263 @@
+//! The tokio driver of [`RtcPeer`]: one task owns the host UDP socket and the TURN relay,
+//! reads the clock, and routes str0m's datagrams by their source address.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::WebRtcError;
+use super::peer::{PeerEvent, PeerOutput, RtcPeer, RtcPeerConfig};
+use super::signal::LinkSignal;
+use crate::client::turn::{TurnConfig, TurnRelay, TurnServer};
+
+/// Events waiting for [`WebRtcPeer::next_event`]; messages beyond are held by str0m's
+/// buffers (the task stops reading when this queue is full).
+const EVENT_QUEUE: usize = 1024;
+/// Commands waiting for the task.
+const COMMAND_QUEUE: usize = 1024;
+
+/// One TURN server to allocate a relay candidate on.
+#[derive(Clone, Debug)]
+pub struct TurnOption {
+    /// Where.
+    pub server: TurnServer,
+    /// Credentials.
+    pub config: TurnConfig,
+    /// For `turns:`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// How to start a [`WebRtcPeer`].
+#[derive(Clone, Debug)]
+pub struct WebRtcOptions {
+    /// The sans-IO peer's settings (epoch, relay-only policy, politeness).
+    pub peer: RtcPeerConfig,
+    /// The local address for the host candidate's socket (`None`: no host candidate).
+    pub host: Option<IpAddr>,
+    /// TURN servers for relay candidates (the first that allocates is used).
+    pub turn: Vec<TurnOption>,
+    /// Create and send the offer at once (the side that opens the link).
+    pub offer: bool,
+}
+
+enum Command {
+    Signal(LinkSignal),
+    Send(Vec<u8>),
+    RestartIce,
+    Close,
+}
+
+/// A WebRTC peer running in a task of its own: signaling in and out, DataChannel messages,
+/// state events. Dropping it closes the peer connection.
+pub struct WebRtcPeer {
+    commands: mpsc::Sender<Command>,
+    events: mpsc::Receiver<PeerEvent>,
+    buffered: Arc<AtomicUsize>,
+    relayed: Option<SocketAddr>,
+}
+
+impl WebRtcPeer {
+    /// Gathers candidates (binds the host socket, allocates the relay), starts the task and,
+    /// when `options.offer`, sends the offer (as a [`PeerEvent::Signal`]).
+    pub async fn start(options: WebRtcOptions) -> Result<WebRtcPeer, WebRtcError> {
+        let io = |e: std::io::Error| WebRtcError::Io(e.to_string());
+        let now = Instant::now();
+        let mut peer = RtcPeer::new(now, options.peer);
+        let mut host = None;
+        if let Some(ip) = options.host.filter(|_| !options.peer.relay_only) {
+            let socket = UdpSocket::bind((ip, 0)).await.map_err(io)?;
+            let addr = socket.local_addr().map_err(io)?;
+            peer.add_host_candidate(addr)?;
+            host = Some((socket, addr));
+        }
+        let mut relay = None;
+        let mut failures = Vec::new();
+        for t in &options.turn {
+            match TurnRelay::allocate(&t.server, t.config.clone(), t.tls.clone()).await {
+                Ok(r) => {
+                    peer.add_relay_candidate(r.relayed())?;
+                    relay = Some(r);
+                    break;
+                }
+                Err(e) => failures.push(format!("{}:{}: {e}", t.server.host, t.server.port)),
+            }
+        }
+        if host.is_none() && relay.is_none() {
+            return Err(WebRtcError::NoCandidates(failures.join("; ")));
+        }
+        peer.end_of_candidates();
+        if options.offer {
+            peer.create_offer()?;
+        }
+        let relayed = relay.as_ref().map(TurnRelay::relayed);
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+        let buffered = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(peer, host, relay, cmd_rx, ev_tx, buffered.clone()));
+        Ok(WebRtcPeer {
+            commands: cmd_tx,
+            events: ev_rx,
+            buffered,
+            relayed,
+        })
+    }
+
+    /// The relayed address of our relay candidate, if any.
+    pub fn relayed(&self) -> Option<SocketAddr> {
+        self.relayed
+    }
+
+    /// Hands a payload from the other peer to the peer connection.
+    pub fn signal(&self, signal: LinkSignal) -> Result<(), WebRtcError> {
+        self.command(Command::Signal(signal))
+    }
+
+    /// Sends a binary message on the DataChannel (queued; errors come as events are lost).
+    pub fn send(&self, data: Vec<u8>) -> Result<(), WebRtcError> {
+        if data.len() > super::peer::MAX_MESSAGE {
+            return Err(WebRtcError::TooLarge(data.len()));
+        }
+        self.command(Command::Send(data))
+    }
+
+    /// Restarts ICE (a new offer follows as a [`PeerEvent::Signal`]).
+    pub fn restart_ice(&self) -> Result<(), WebRtcError> {
+        self.command(Command::RestartIce)
+    }
+
+    /// The DataChannel's buffered amount as of the task's last turn.
+    pub fn buffered_amount(&self) -> usize {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
+    /// The next event; `None` once the task ended. Cancel-safe.
+    pub async fn next_event(&mut self) -> Option<PeerEvent> {
+        self.events.recv().await
+    }
+
+    /// Closes the peer connection and ends the task.
+    pub fn close(&self) {
+        let _ = self.commands.try_send(Command::Close);
+    }
+
+    fn command(&self, c: Command) -> Result<(), WebRtcError> {
+        self.commands.try_send(c).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => WebRtcError::Io("command queue full".into()),
+            mpsc::error::TrySendError::Closed(_) => WebRtcError::Closed,
+        })
+    }
+}
+
+impl Drop for WebRtcPeer {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+async fn run(
+    mut peer: RtcPeer,
+    host: Option<(UdpSocket, SocketAddr)>,
+    mut relay: Option<TurnRelay>,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<PeerEvent>,
+    buffered: Arc<AtomicUsize>,
+) {
+    let mut buf = vec![0u8; 65_536];
+    let relayed = relay.as_ref().map(TurnRelay::relayed);
+    loop {
+        // Drain outputs until str0m names its next deadline.
+        let deadline = loop {
+            match peer.poll_output() {
+                PeerOutput::Timeout(t) => break t,
+                PeerOutput::Transmit {
+                    source,
+                    destination,
+                    data,
+                } => {
+                    if Some(source) == relayed {
+                        if let Some(r) = &relay {
+                            let _ = r.send_to(destination, data);
+                        }
+                    } else if let Some((socket, _)) = &host {
+                        let _ = socket.send_to(&data, destination).await;
+                    }
+                }
+                PeerOutput::Event(PeerEvent::RemoteCandidate(addr)) => {
+                    if let (Some(r), Some(ours)) = (&relay, relayed) {
+                        if ours.is_ipv4() == addr.is_ipv4() {
+                            // Also installs the permission; the relay keeps both fresh.
+                            r.bind_channel_later(addr);
+                        }
+                    }
+                }
+                PeerOutput::Event(e) => {
+                    if events.send(e).await.is_err() {
+                        peer.close();
+                        return;
+                    }
+                }
+            }
+        };
+        buffered.store(peer.buffered_amount(), Ordering::Relaxed);
+        let host_recv = async {
+            match &host {
+                Some((socket, addr)) => socket
+                    .recv_from(&mut buf)
+                    .await
+                    .map(|(n, from)| (n, from, *addr)),
+                None => std::future::pending().await,
+            }
+        };
+        let relay_recv = async {
+            match relay.as_mut() {
+                Some(r) => r.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = host_recv => {
+                if let Ok((n, from, to)) = r {
+                    peer.handle_receive(Instant::now(), from, to, &buf[..n]);
+                }
+            }
+            r = relay_recv => match (r, relayed) {
+                (Ok((from, data)), Some(to)) => peer.handle_receive(Instant::now(), from, to, &data),
+                (Err(e), _) => {
+                    tracing::debug!(error = %e, "TURN relay lost");
+                    relay = None;
+                }
+                _ => {}
+            },
+            c = commands.recv() => match c {
+                Some(Command::Signal(s)) => {
+                    if let Err(e) = peer.handle_signal(s) {
+                        tracing::debug!(error = %e, "signaling payload refused");
+                    }
+                }
+                Some(Command::Send(data)) => {
+                    if let Err(e) = peer.send(&data) {
+                        tracing::debug!(error = %e, "DataChannel send failed");
+                    }
+                }
+                Some(Command::RestartIce) => {
+                    if let Err(e) = peer.restart_ice() {
+                        tracing::debug!(error = %e, "ICE restart failed");
+                    }
+                }
+                Some(Command::Close) | None => {
+                    peer.close();
+                    if let Some(r) = relay.take() {
+                        r.close().await;
+                    }
+                    return;
+                }
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        peer.handle_timeout(Instant::now());
+    }
+}
