@@ -17,10 +17,10 @@ pub mod p2p;
 pub mod registry;
 pub mod seal;
 mod session;
+mod session_task;
 pub mod turn;
 #[cfg(feature = "webrtc")]
 pub mod webrtc;
-mod session_task;
 
 pub use crate::proto::credentials::IceServer;
 pub use crate::registry::attest::{
