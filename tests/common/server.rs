@@ -229,6 +229,34 @@ impl Server {
         status
     }
 
+    /// Stops the server (SIGTERM, at most `limit` to exit) and starts it again with the same
+    /// configuration, on the same ports; waits until it answers again. Its log goes on in the
+    /// same file.
+    pub fn restart(&mut self, limit: Duration) {
+        self.terminate(limit);
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .expect("open the log file");
+        self.child = Command::new(turnpike_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup the log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn turnpike again");
+        self.stopped = false;
+        let listen: Vec<SocketAddr> = std::iter::once(self.udp).chain(self.udp6).collect();
+        for addr in listen {
+            if let Err(e) = self.wait_ready(addr) {
+                panic!("turnpike did not come back: {e}
+{}", self.log());
+            }
+        }
+    }
+
     fn stop(&mut self) {
         self.stopped = true;
         let _ = self.child.kill();
