@@ -59,12 +59,7 @@ fn start_server(registry_extra: &str) -> Server {
 
 /// Runs the driver with `case`; `on_restart` is called when the driver asks for a server
 /// restart (the reconnect case). Returns its JSON, asserting `ok`.
-fn run_case(
-    server: &mut Server,
-    case: &str,
-    extra: &[(&str, String)],
-    restart: bool,
-) -> Value {
+fn run_case(server: &mut Server, case: &str, extra: &[(&str, String)], restart: bool) -> Value {
     require(Path::new("/usr/bin/chromium"), "Debian's chromium package");
     require(
         &browser_dir().join("node_modules/playwright-core"),
@@ -226,7 +221,10 @@ fn chromium_attested_peers_use_the_relay_and_an_unattested_one_is_refused() {
         assert_eq!(v[side]["received"], 10, "{v}");
     }
     let to_carol = &v["a"]["others"]["carol"];
-    assert!(to_carol["errors"].to_string().contains("not_attested: "), "{v}");
+    assert!(
+        to_carol["errors"].to_string().contains("not_attested: "),
+        "{v}"
+    );
     assert_ne!(to_carol["mode"], "relay", "{v}");
 }
 

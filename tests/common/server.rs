@@ -251,8 +251,11 @@ impl Server {
         let listen: Vec<SocketAddr> = std::iter::once(self.udp).chain(self.udp6).collect();
         for addr in listen {
             if let Err(e) = self.wait_ready(addr) {
-                panic!("turnpike did not come back: {e}
-{}", self.log());
+                panic!(
+                    "turnpike did not come back: {e}
+{}",
+                    self.log()
+                );
             }
         }
     }
