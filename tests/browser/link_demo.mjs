@@ -80,7 +80,9 @@ async function screenshots(step, pages) {
 }
 
 async function connectAs(page, name) {
-  await page.goto(`${env.BASE}/demo`, { timeout: 15000 });
+  // Relay candidates only: ICE runs through turnpike's TURN on loopback, never this machine's
+  // other interfaces.
+  await page.goto(`${env.BASE}/demo?ice=relay`, { timeout: 15000 });
   await page.fill("#name", name);
   await page.click("#connect");
   await until(`${name} is not connected`, 15000, async () => (await seen(page)).me?.includes(name));

@@ -173,7 +173,10 @@ async function main() {
 }
 
 /** Two pages with a p2p link (host candidates on this machine), alice the opener. */
-async function pair(open, setupOn, options = {}) {
+async function pair(open, setupOn, extra = {}) {
+  // ICE through turnpike's TURN on loopback only (relay candidates): a test never sends to
+  // this machine's other interfaces.
+  const options = { iceTransportPolicy: "relay", ...extra };
   const a = await open("alice");
   const b = await open("bob");
   await setupOn(a, "alice", "bob", options);
