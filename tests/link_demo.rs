@@ -2,7 +2,8 @@
 //! (Debian's package, driven by playwright-core from npm; scripts/test installs both, no browser
 //! is ever downloaded): tests/browser/link_demo.mjs opens /demo in two pages, connects as alice
 //! and bob (tokens from the page's own POST /demo/token), picks bob in alice's peer list, chats
-//! both ways, sends a file through the file picker, presses "Force relay" and "Allow p2p".
+//! both ways, sends a file through the file picker, presses "Force relay" and "Allow p2p";
+//! then the server restarts, both pages say they lost it and reconnected, and chat goes on.
 //! Every check reads what the pages show: the path badge of each tab, the chat lines, the
 //! received file's download link (whose bytes are hashed and compared with what was sent).
 
@@ -37,30 +38,38 @@ fn chromium_uses_the_demo_page_chat_file_and_forced_relay() {
         &browser_dir().join("node_modules/playwright-core"),
         "npm ci in tests/browser",
     );
-    let server = Server::start(Conf {
+    let mut server = Server::start(Conf {
         http_extra: vec!["demo = true".into()],
         extra_toml: format!("[registry]\nenabled = true\njwt_secrets = [\"{JWT_SECRET}\"]\n"),
         ..Conf::default()
     });
     let profile = tempfile::tempdir().unwrap();
     let out = tempfile::NamedTempFile::new().unwrap();
+    let control = tempfile::tempdir().unwrap();
     let mut command = Command::new("node");
     command
         .arg(browser_dir().join("link_demo.mjs"))
         .env("BASE", format!("http://{}", server.http))
         .env("USER_DATA_DIR", profile.path())
         .env("FILE_BYTES", "300000")
+        .env("CONTROL", control.path())
         .env_remove("LOCAL")
         .stdin(std::process::Stdio::null())
         .stdout(out.reopen().unwrap())
         .stderr(out.reopen().unwrap());
     let mut child = KillOnDrop(command.spawn().expect("spawn node"));
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut restarted = false;
     while child.0.try_wait().unwrap().is_none() {
         assert!(
             Instant::now() < deadline,
             "the demo run did not end in 120 s"
         );
+        if !restarted && control.path().join("restart").exists() {
+            server.restart(Duration::from_secs(10));
+            std::fs::write(control.path().join("restarted"), "").unwrap();
+            restarted = true;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     let output = std::fs::read_to_string(out.path()).unwrap();
@@ -81,7 +90,8 @@ fn chromium_uses_the_demo_page_chat_file_and_forced_relay() {
     assert_eq!(v["forced"]["a"]["mode"], "relay", "{v}");
     assert_eq!(v["forced"]["b"]["mode"], "p2p", "{v}");
     assert_eq!(v["back"]["a"]["mode"], "p2p", "{v}");
-    let bob_log: Vec<&str> = v["back"]["b"]["log"]
+    assert!(restarted, "the server restarted: {v}");
+    let bob_log: Vec<&str> = v["restarted"]["b"]["log"]
         .as_array()
         .unwrap()
         .iter()
@@ -97,7 +107,8 @@ fn chromium_uses_the_demo_page_chat_file_and_forced_relay() {
         [
             "alice: hello bob",
             "alice: now through the relay",
-            "alice: direct again"
+            "alice: direct again",
+            "alice: me too"
         ],
         "bob's page shows alice's lines once each, in order: {v}"
     );

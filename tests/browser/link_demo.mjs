@@ -8,6 +8,9 @@
 // Input (environment):
 //   BASE          the server's HTTP API, e.g. http://127.0.0.1:9641 (serves /demo)
 //   FILE_BYTES    the size of the file alice sends (default 300000)
+//   CONTROL       optional directory: after the steps above, this script creates `restart` in
+//                 it, and the test restarts the server and creates `restarted`; both pages
+//                 must say they lost the server and reconnected, and chat must still work
 //   SHOTS         optional directory: a PNG of both pages after each step
 //   LOCAL         optional: serve /demo and /sdk/turnpike.js from this checkout's clients/js
 //                 instead of the server's built-in copies (to try page changes without a rebuild)
@@ -16,6 +19,7 @@
 // Output: one JSON line on stdout: {"ok": true, steps...} or {"ok": false, "error"}.
 // Every wait is bounded; the process always exits.
 import { createHash, randomBytes } from "node:crypto";
+import { existsSync, writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 const env = process.env;
@@ -76,7 +80,9 @@ async function screenshots(step, pages) {
 }
 
 async function connectAs(page, name) {
-  await page.goto(`${env.BASE}/demo`, { timeout: 15000 });
+  // Relay candidates only: ICE runs through turnpike's TURN on loopback, never this machine's
+  // other interfaces.
+  await page.goto(`${env.BASE}/demo?ice=relay`, { timeout: 15000 });
   await page.fill("#name", name);
   await page.click("#connect");
   await until(`${name} is not connected`, 15000, async () => (await seen(page)).me?.includes(name));
@@ -175,6 +181,26 @@ async function main() {
     await chat(a, b, "alice", "direct again");
     steps.back = { a: await seen(a), b: await seen(b) };
     await screenshots("back", pages);
+
+    // The server restarts: both pages say so, reconnect, and the chat goes on.
+    if (env.CONTROL) {
+      writeFileSync(`${env.CONTROL}/restart`, "");
+      for (const [name, page] of pages) {
+        await until(`${name}'s page does not say it lost the server`, 10000, async () => (await seen(page)).log.includes("lost the server; reconnecting…"));
+      }
+      const deadline = Date.now() + 20000;
+      while (!existsSync(`${env.CONTROL}/restarted`)) {
+        if (Date.now() > deadline) throw new Error("the server did not restart");
+        await sleep(50);
+      }
+      for (const [name, page] of pages) {
+        await until(`${name}'s page does not say it reconnected`, 15000, async () => (await seen(page)).log.includes("reconnected to the server"));
+      }
+      await chat(b, a, "bob", "after the restart");
+      await chat(a, b, "alice", "me too");
+      steps.restarted = { a: await seen(a), b: await seen(b) };
+      await screenshots("restarted", pages);
+    }
     return { ok: true, ...steps };
   } finally {
     await context.close();

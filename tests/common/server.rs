@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
+use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,11 @@ use super::{Conf, LOCALHOST_V4, LOCALHOST_V6, turnpike_bin};
 
 /// How long the server gets to bind its listeners and answer a Binding request.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often `wait_ready` sends a Binding request.
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+/// How long a restart waits for the server to say it drains (or to exit) after the first
+/// SIGTERM, before it sends the second one anyway.
+const DRAIN_NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running `turnpike serve`, killed on drop.
 pub struct Server {
@@ -137,37 +143,67 @@ impl Server {
         Ok(server)
     }
 
-    /// Polls `addr` with STUN Binding requests until one is answered (bounded by
-    /// `READY_TIMEOUT`), failing early if the process exits.
+    /// Polls `addr` with STUN Binding requests, one every `PROBE_INTERVAL`, until one of them
+    /// is answered (bounded by `READY_TIMEOUT`), failing early if the process exits.
+    ///
+    /// Between two probes it reads every datagram that arrives and accepts a Binding success
+    /// from `addr` to any probe it sent, not only the last one: a server that binds its socket
+    /// but reads it only later (a busy start) answers the queued probes in a burst, and a loop
+    /// that sent a new probe per datagram and wanted the answer to that one would stay that
+    /// many answers behind for good (it did, for 160k probes in 5 s). Anything else (a stray
+    /// datagram, an error answer) is ignored, and described in the error if no answer comes.
     fn wait_ready(&mut self, addr: SocketAddr) -> Result<(), String> {
         let unspecified = match addr {
             SocketAddr::V4(_) => SocketAddr::new(LOCALHOST_V4, 0),
             SocketAddr::V6(_) => SocketAddr::new(LOCALHOST_V6, 0),
         };
         let socket = UdpSocket::bind(unspecified).expect("bind a probe socket");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut buf = [0u8; 1500];
-        let mut probe = 0u32;
+        let mut probes = 0u32;
+        let mut ignored = 0u32;
+        let mut first_ignored = String::new();
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("poll the server process") {
                 return Err(format!("turnpike exited during start-up with {status}"));
             }
-            probe += 1;
-            let request = binding_request(probe);
-            // ICMP port unreachable (nothing bound yet) surfaces as an error here or on recv.
-            let _ = socket.send_to(&request, addr);
-            match socket.recv_from(&mut buf) {
-                Ok((n, from)) if from == addr && is_binding_success(&buf[..n], &request) => {
-                    return Ok(());
+            probes += 1;
+            // Nothing bound yet: the ICMP port unreachable is not reported on an unconnected
+            // socket, and an error here only means this probe is lost.
+            let _ = socket.send_to(&binding_request(probes), addr);
+            let next_probe = (Instant::now() + PROBE_INTERVAL).min(deadline);
+            loop {
+                let now = Instant::now();
+                if now >= next_probe {
+                    break;
                 }
-                _ => {}
+                socket.set_read_timeout(Some(next_probe - now)).unwrap();
+                match socket.recv_from(&mut buf) {
+                    Ok((n, from)) if from == addr && answers_a_probe(&buf[..n], probes) => {
+                        return Ok(());
+                    }
+                    Ok((n, from)) => {
+                        ignored += 1;
+                        if ignored <= 3 {
+                            let head = &buf[..n.min(24)];
+                            write!(first_ignored, "; {n} bytes from {from}: {head:02x?}").unwrap();
+                        }
+                    }
+                    Err(e)
+                        if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                    }
+                    Err(e) => {
+                        ignored += 1;
+                        if ignored <= 3 {
+                            write!(first_ignored, "; recv error {e}").unwrap();
+                        }
+                    }
+                }
             }
         }
         Err(format!(
-            "no Binding answer from {addr} within {READY_TIMEOUT:?} ({probe} probes)"
+            "no Binding answer from {addr} within {READY_TIMEOUT:?} ({probes} probes, \
+             {ignored} other datagrams or errors{first_ignored})"
         ))
     }
 
@@ -229,6 +265,79 @@ impl Server {
         status
     }
 
+    /// Stops the server and starts it again with the same configuration, on the same ports;
+    /// waits until it answers again. Its log goes on in the same file.
+    ///
+    /// The stop is a SIGTERM; when the server drains (it holds allocations, say a browser's
+    /// TURN allocations), a second SIGTERM once it said so, which stops it at once (the drain's
+    /// design): a restart does not wait out the drain. `limit` bounds the wait for the exit
+    /// after the second signal; a server that did not stop by then fails the test.
+    pub fn restart(&mut self, limit: Duration) {
+        let drains_from = self.log().len();
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
+        // The second SIGTERM must come after the first was handled (two pending signals are
+        // one): wait for the drain notice in the log, or for the exit (nothing to drain).
+        let notice_deadline = Instant::now() + DRAIN_NOTICE_TIMEOUT;
+        let mut exited = None;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the server") {
+                exited = Some(status);
+                break;
+            }
+            let log = self.log();
+            if log
+                .get(drains_from..)
+                .is_some_and(|l| l.contains("draining"))
+            {
+                break;
+            }
+            if Instant::now() >= notice_deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = match exited {
+            Some(status) => {
+                self.stop();
+                Some(status)
+            }
+            None => self.terminate(limit),
+        };
+        match status {
+            Some(status) if status.success() => {}
+            other => panic!(
+                "turnpike did not stop for the restart (SIGTERM twice): {other:?}\n{}",
+                self.log()
+            ),
+        }
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .expect("open the log file");
+        self.child = Command::new(turnpike_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup the log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn turnpike again");
+        self.stopped = false;
+        let listen: Vec<SocketAddr> = std::iter::once(self.udp).chain(self.udp6).collect();
+        for addr in listen {
+            if let Err(e) = self.wait_ready(addr) {
+                panic!(
+                    "turnpike did not come back: {e}
+{}",
+                    self.log()
+                );
+            }
+        }
+    }
+
     fn stop(&mut self) {
         self.stopped = true;
         let _ = self.child.kill();
@@ -269,6 +378,17 @@ pub fn binding_request(seq: u32) -> [u8; 20] {
     m[12..16].copy_from_slice(&seq.to_be_bytes());
     m[16..20].copy_from_slice(b"prob");
     m
+}
+
+/// True when `answer` is a Binding success response to one of the first `probes` requests
+/// [`binding_request`] made in this process (header check only).
+fn answers_a_probe(answer: &[u8], probes: u32) -> bool {
+    if answer.len() < 20 || answer[0..2] != [0x01, 0x01] {
+        return false;
+    }
+    let seq = u32::from_be_bytes(answer[12..16].try_into().unwrap());
+    let first = binding_request(1);
+    answer[4..12] == first[4..12] && answer[16..20] == first[16..20] && (1..=probes).contains(&seq)
 }
 
 /// True when `answer` is a Binding success response to `request` (header check only).

@@ -3447,8 +3447,11 @@ var Link = class extends Emitter {
     const epoch = payload.epoch;
     if (!Number.isInteger(epoch) || epoch <= 0) return;
     if (this._remoteSigEpoch !== 0 && epoch !== this._remoteSigEpoch) {
-      if (type !== "webrtc_offer") return;
-      this._replacePeerConnection();
+      if (type === "webrtc_offer") {
+        this._replacePeerConnection();
+      } else if (epoch !== this.core.remoteEpoch) {
+        return;
+      }
     }
     this._remoteSigEpoch = epoch;
     const pc = this.pc;
@@ -3611,9 +3614,10 @@ var Link = class extends Emitter {
         queueMicrotask(() => this._restartIce());
         return;
       case "remote_epoch":
-        if (e.previous !== 0 && e.epoch !== this._remoteSigEpoch) {
+        if (e.previous !== 0) {
           queueMicrotask(() => {
-            if (this._closed) return;
+            if (this._closed || e.epoch === this._remoteSigEpoch) return;
+            this._remoteSigEpoch = e.epoch;
             this.initiator = true;
             this._replacePeerConnection();
           });

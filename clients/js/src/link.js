@@ -183,8 +183,12 @@ export class Link extends Emitter {
     const epoch = payload.epoch;
     if (!Number.isInteger(epoch) || epoch <= 0) return;
     if (this._remoteSigEpoch !== 0 && epoch !== this._remoteSigEpoch) {
-      if (type !== "webrtc_offer") return; // stale: from an incarnation we left behind
-      this._replacePeerConnection(); // a new incarnation: a new peer connection answers
+      if (type === "webrtc_offer") {
+        this._replacePeerConnection(); // a new incarnation: a new peer connection answers
+      } else if (epoch !== this.core.remoteEpoch) {
+        return; // stale: from an incarnation we left behind
+      }
+      // else: the incarnation the link core adopted from its frames, answering our offer.
     }
     this._remoteSigEpoch = epoch;
     const pc = this.pc;
@@ -363,10 +367,12 @@ export class Link extends Emitter {
         queueMicrotask(() => this._restartIce());
         return;
       case "remote_epoch":
-        // The peer restarted (frames from a new epoch): its old peer connection is gone.
-        if (e.previous !== 0 && e.epoch !== this._remoteSigEpoch) {
+        // The peer restarted (frames from a new epoch): its old peer connection is gone,
+        // unless its signaling already reached us (then the current one is the new one's).
+        if (e.previous !== 0) {
           queueMicrotask(() => {
-            if (this._closed) return;
+            if (this._closed || e.epoch === this._remoteSigEpoch) return;
+            this._remoteSigEpoch = e.epoch;
             this.initiator = true;
             this._replacePeerConnection();
           });
