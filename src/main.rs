@@ -10,6 +10,7 @@ use serde::Serialize;
 use turnpike::config::Config;
 use turnpike::proto::credentials;
 
+#[cfg(feature = "webrtc")]
 mod link_cli;
 mod peer_cli;
 
@@ -190,6 +191,7 @@ enum Command {
     /// {"event":"error","code":C,"message":M}. When standard input closes, waits until the
     /// peer acknowledged every message and exits 0; after --flush-timeout it prints an
     /// `unacknowledged` error and exits 1 (so a peer that never answers ends the command).
+    #[cfg(feature = "webrtc")]
     Link(link_cli::LinkArgs),
     /// Check any TURN server from the outside, as an attacker would; exits 1 on an exposure.
     ///
@@ -273,6 +275,7 @@ fn main() -> ExitCode {
             issuer_public_key,
         }),
         Command::Peer(args) => peer_cli::peer(args),
+        #[cfg(feature = "webrtc")]
         Command::Link(args) => link_cli::link(args),
         Command::Audit {
             url,

@@ -1,14 +1,17 @@
 //! The sans-IO protocol core: STUN codec, credentials, peer policy and the TURN server state
-//! machine. Nothing in here imports tokio, opens a socket or reads a clock.
+//! machine (`server` and its `fuzzing` entry point: feature `server`). Nothing in here
+//! imports tokio, opens a socket or reads a clock.
 
 pub mod channel;
 pub mod cidr;
 pub mod credentials;
 pub mod framing;
+#[cfg(feature = "server")]
 pub mod fuzzing;
 pub mod nonce;
 pub mod policy;
 pub mod ratelimit;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod stun;
 

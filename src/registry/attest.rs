@@ -17,8 +17,7 @@ use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD};
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use super::auth::LEEWAY_SECS;
-use super::messages::valid_id;
+use super::messages::{LEEWAY_SECS, valid_id};
 
 /// The `typ` header of an attestation.
 pub const ATTESTATION_TYP: &str = "turnpike-attest+jwt";

@@ -20,8 +20,9 @@ use super::issuer::ed25519_public_key_from_pem;
 use super::messages::{BEARER_PROTOCOL_PREFIX, valid_id};
 use super::metrics::AuthFailure;
 
-/// Seconds of clock skew tolerated on `exp` and `nbf`.
-pub const LEEWAY_SECS: u64 = 30;
+/// Seconds of clock skew tolerated on `exp` and `nbf`; defined with the wire format, which the
+/// client shares (key attestations use it too).
+pub use super::messages::LEEWAY_SECS;
 
 /// The claims of a registry token.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -128,8 +128,9 @@ impl fmt::Debug for RegistryConfig {
 /// (1009). The core's own limits must stay below it so that it can answer with an error.
 pub const MAX_WEBSOCKET_MESSAGE: usize = 131_072;
 
-/// Room a text frame gets beyond its payload (type, peer id, id).
-pub const TEXT_OVERHEAD_BYTES: usize = 4096;
+/// Room a text frame gets beyond its payload (type, peer id, id); defined with the wire format,
+/// which the client shares.
+pub use super::messages::TEXT_OVERHEAD_BYTES;
 
 /// The longest `token_warning_secs` accepted: one day.
 pub const MAX_TOKEN_WARNING_SECS: u32 = 86_400;

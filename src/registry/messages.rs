@@ -19,6 +19,10 @@ pub const MAX_ID_BYTES: usize = 64;
 pub const NONCE_BYTES: usize = 24;
 /// The size of the Poly1305 tag, the smallest possible box.
 pub const MIN_BOX_BYTES: usize = 16;
+/// Room a text frame gets beyond its payload (type, peer id, id).
+pub const TEXT_OVERHEAD_BYTES: usize = 4096;
+/// Seconds of clock skew tolerated on `exp` and `nbf` (tokens and key attestations).
+pub const LEEWAY_SECS: u64 = 30;
 
 /// True when `id` is a valid peer id or project name: 1 to 64 bytes of printable ASCII.
 pub fn valid_id(id: &str) -> bool {
@@ -302,9 +306,9 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 }
 
 /// Parses a text frame. `max_payload` caps the payload's JSON text; the frame itself may be
-/// [`crate::registry::config::TEXT_OVERHEAD_BYTES`] longer.
+/// [`TEXT_OVERHEAD_BYTES`] longer.
 pub fn parse_text(text: &str, max_payload: usize) -> Result<Incoming<'_>, Refusal> {
-    if text.len() > max_payload + crate::registry::config::TEXT_OVERHEAD_BYTES {
+    if text.len() > max_payload + TEXT_OVERHEAD_BYTES {
         return Err(Refusal::new(
             ErrorCode::PayloadTooLarge,
             format!("the message is larger than {max_payload} bytes plus 4096"),

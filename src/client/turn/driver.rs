@@ -96,9 +96,11 @@ impl TurnServer {
 }
 
 /// A rustls client configuration for `turns:` with these trust anchors, offering ALPN
-/// `stun.turn` (so a port 443 shared with HTTPS routes us to TURN).
+/// `stun.turn` (so a port 443 shared with HTTPS routes us to TURN). The same crypto provider
+/// as the server's (`crate::tls::provider`, feature `server`): ring.
 pub fn tls_client_config(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
-    let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default versions")
         .with_root_certificates(roots)
