@@ -395,9 +395,12 @@ pub struct LimitsConfig {
     pub permissions_per_allocation: u32,
     /// Channels one allocation may bind.
     pub channels_per_allocation: u32,
-    /// Error answers (401/400) to unauthenticated requests per source IP per second;
-    /// 0 disables the limit.
+    /// Error answers (401/400/438) to unauthenticated requests and failed authentications per
+    /// source (IPv4 address or IPv6 /64) per second, over every transport; 0 disables the limit.
     pub unauthenticated_rate: u32,
+    /// Answers beyond the rate a source may bank, one earned per request that authenticated
+    /// from it (many clients behind one NAT pay for each other's 401s).
+    pub verified_credit: u32,
     /// How many source addresses the unauthenticated-answer limiter tracks.
     pub rate_limit_table_size: u32,
 }
@@ -413,6 +416,7 @@ impl Default for LimitsConfig {
             permissions_per_allocation: 64,
             channels_per_allocation: 64,
             unauthenticated_rate: 20,
+            verified_credit: 1024,
             rate_limit_table_size: 65_536,
         }
     }

@@ -89,6 +89,7 @@ fn default_values() {
     assert_eq!(limits.permissions_per_allocation, 64);
     assert_eq!(limits.channels_per_allocation, 64);
     assert_eq!(limits.unauthenticated_rate, 20);
+    assert_eq!(limits.verified_credit, 1024);
     assert_eq!(limits.rate_limit_table_size, 65_536);
     assert_eq!(config.server.workers, 0);
     assert_eq!(config.server.socket_buffer_bytes, 4 * 1024 * 1024);
@@ -176,6 +177,7 @@ default_allocation_lifetime_secs = 60
 permissions_per_allocation = 1
 channels_per_allocation = 4096
 unauthenticated_rate = 0
+verified_credit = 0
 rate_limit_table_size = 0
 [server]
 workers = 2

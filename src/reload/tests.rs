@@ -43,6 +43,7 @@ fn every_key_is_either_live_or_restart_only() {
                 permissions_per_allocation: _,
                 channels_per_allocation: _,
                 unauthenticated_rate: _,
+                verified_credit: _,
                 rate_limit_table_size: _,
             },
         server:

@@ -22,6 +22,7 @@ mod reload;
 mod route;
 mod security;
 mod tcp;
+mod throttle;
 
 const REALM: &str = "harness.test";
 const UNIX0: u64 = 1_800_000_000;
