@@ -57,7 +57,7 @@ impl Server {
             Ok(a) => a,
             Err(failure) => return self.auth_failed(now, ft, msg, failure),
         };
-        // The source received its nonce: it is real, and earns one answer for the next client
+        // The source received its nonce: it is real, and earns answers for the next clients
         // behind its address.
         self.limiter.verified(ft.client.ip());
         if let Some(&slot) = self.by_tuple.get(&ft) {

@@ -66,6 +66,46 @@ fn ten_thousand_clients_behind_one_nat_all_allocate_at_once() {
     assert_eq!(snapshot_drops(&h), 0);
 }
 
+#[test]
+fn a_thousand_clients_starting_at_once_behind_one_nat_widen_their_own_way() {
+    // All start in the same instant; those whose 401 was dropped retransmit, in rounds (no
+    // time passes, so the rate adds nothing). Each handshake earns more than it spends, so the
+    // answered share doubles every round: 10, 20, 40, ... rather than 10 a round.
+    let mut h = harness(1024);
+    let mut waiting: Vec<u32> = (0..1000).collect();
+    let mut rounds = 0;
+    while !waiting.is_empty() {
+        rounds += 1;
+        assert!(
+            rounds <= 8,
+            "{} still waiting after 8 rounds",
+            waiting.len()
+        );
+        // Every waiting client's Allocate arrives before any of their signed ones.
+        let challenged: Vec<(u32, Vec<u8>)> = waiting
+            .iter()
+            .filter_map(|&i| {
+                let answer = h.send(nat_client(i), &unauthenticated_allocate())?;
+                let m = Message::parse(&answer).unwrap();
+                Some((i, m.get(attr::NONCE).unwrap().to_vec()))
+            })
+            .collect();
+        for (i, nonce) in challenged {
+            let mut c = Client::rest(nat_client(i), "burst", b"new-secret", 86400);
+            c.nonce = nonce;
+            let tid = c.tid();
+            let answer = h.send(c.ft, &c.request(method::ALLOCATE, tid, &[udp()]));
+            assert_eq!(answer.map(|a| error_code(&a)), Some(0));
+            waiting.retain(|&w| w != i);
+        }
+    }
+    assert_eq!(h.server.allocation_count(), 1000);
+}
+
+fn nat_client(i: u32) -> FiveTuple {
+    ft(&format!("198.51.100.1:{}", 1024 + i))
+}
+
 fn snapshot_drops(h: &Harness) -> u64 {
     h.server.stats().snapshot().dropped(DropReason::RateLimit)
 }
@@ -95,7 +135,7 @@ fn a_spoofed_flood_at_a_nat_gets_no_more_than_its_clients_earned() {
     let credit = 64;
     let mut h = harness(credit);
     let nat = "198.51.100.1";
-    // 20 clients authenticated: the first 10 were answered from the burst, all 20 earned one.
+    // 20 clients authenticated: the first 10 were answered from the burst, all 20 earned two.
     for i in 0..20u32 {
         let from = ft(&format!("{nat}:{}", 1024 + i));
         assert_eq!(new_client_allocates(&mut h, from, "nat"), Some(0));
@@ -105,8 +145,8 @@ fn a_spoofed_flood_at_a_nat_gets_no_more_than_its_clients_earned() {
         .filter(|i| h.send(ft(&format!("{nat}:{}", 2000 + i)), &req).is_some())
         .count();
     assert_eq!(
-        answered, 10,
-        "the 20 credits less the 10 the rate did not cover"
+        answered, 30,
+        "the 40 credits earned less the 10 the rate did not cover"
     );
     // However long the NAT's clients have been authenticating, the bank holds the cap.
     let mut owner = Client::rest(ft(&format!("{nat}:1024")), "nat", b"new-secret", 86400);
