@@ -91,6 +91,26 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         duration: u64,
     },
+    /// Allocations from one source address, each client handshaking on its own (a 401, then
+    /// a signed Allocate), as the clients of one NAT do: the servers interleaved, round after
+    /// round.
+    Handshakes {
+        /// Servers, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "turnpike")]
+        servers: Vec<Kind>,
+        /// Clients (allocations) per run.
+        #[arg(long, default_value_t = 10000)]
+        count: usize,
+        /// Clients in their handshake at once.
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+        /// Rounds (each runs every server once).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds a run may take at most.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
     /// A few seconds of relaying through turnpike, failing on loss or nonsense (for tests).
     Smoke,
     /// (internal) The bare UDP forwarder process.
@@ -272,6 +292,39 @@ fn main() -> anyhow::Result<()> {
             rounds,
             load,
         } => compare(&servers, &sessions, &sizes, &carriers, rounds, &load),
+        Command::Handshakes {
+            servers,
+            count,
+            window,
+            rounds,
+            limit,
+        } => {
+            let peer = EchoPeer::start(ip(PEER_IP), 1)?;
+            for round in 1..=rounds {
+                for &server in &servers {
+                    let target = start_with_ports(server, 0, &peer, (10000, 65000))?;
+                    let (r, held) = alloc::run_handshakes(
+                        target.listen,
+                        SECRET,
+                        count,
+                        ip(CLIENT_IP),
+                        window,
+                        Duration::from_secs(limit),
+                    )?;
+                    println!(
+                        "round {round} {:<13} {:>6} of {count} allocated from one address in {:.3} s = {:>8.0} allocations/s ({} retransmissions)",
+                        server.name(),
+                        r.allocated,
+                        r.elapsed.as_secs_f64(),
+                        r.rate(),
+                        r.retransmits
+                    );
+                    drop(held);
+                    drop(target);
+                }
+            }
+            Ok(())
+        }
         Command::Alloc {
             server,
             count,
