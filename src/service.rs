@@ -286,12 +286,37 @@ pub fn start(config: &Config, http_router: axum::Router) -> anyhow::Result<Runni
         .filter(|l| l.transport == ListenTransport::Udp)
         .flat_map(|l| {
             let each = listener_addresses(l.address, &host_addresses);
-            if each.len() > 1 || each[0] != l.address {
-                tracing::info!(listener = %l.address, addresses = ?each, "UDP listener bound on each address of the host");
+            if each.len() == 1 && each[0] == l.address {
+                return each;
             }
+            // An address the host lists but cannot bind yet (IPv6 still in duplicate address
+            // detection) is left out rather than failing the start.
+            let each: Vec<SocketAddr> = each
+                .into_iter()
+                .filter(|a| {
+                    let probe = bind_udp(SocketAddr::new(a.ip(), 0), UdpOptions {
+                        reuse_port: false,
+                        buffer_bytes: 0,
+                        dont_fragment: false,
+                    });
+                    if let Err(error) = &probe {
+                        tracing::warn!(address = %a.ip(), %error, "cannot bind this address: the UDP listener leaves it out");
+                    }
+                    probe.is_ok()
+                })
+                .collect();
+            tracing::info!(listener = %l.address, addresses = ?each, "UDP listener bound on each address of the host");
             each
         })
         .collect();
+    if udp.is_empty()
+        && config
+            .listen
+            .iter()
+            .any(|l| l.transport == ListenTransport::Udp)
+    {
+        bail!("no address of this host could be bound for the UDP listeners");
+    }
     if config.listen.is_empty() {
         bail!("no listener configured");
     }
