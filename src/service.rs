@@ -507,6 +507,14 @@ fn bind_retrying(
 /// refuses to start; with no such IPv6 address IPv6 relays are off.
 fn relay_addresses(config: &Config) -> anyhow::Result<RelayAddresses> {
     let interfaces = named_interface_addresses();
+    let mappings = config.relay.external_mappings();
+    // What a relay bound at `bind` is advertised as: its `external_ips` mapping, else itself.
+    let mapped = |bind: IpAddr| {
+        mappings
+            .iter()
+            .find(|(_, private)| *private == bind)
+            .map_or(bind, |(public, _)| *public)
+    };
     // (bind, advertised) for one family, or None for no relays of that family.
     let pick = |bind: IpAddr,
                 external: Option<IpAddr>,
@@ -516,7 +524,7 @@ fn relay_addresses(config: &Config) -> anyhow::Result<RelayAddresses> {
             return Ok(Some((bind, ip)));
         }
         if !bind.is_unspecified() {
-            return Ok(Some((bind, bind)));
+            return Ok(Some((bind, mapped(bind))));
         }
         let (key, family) = if v6 {
             ("relay.external_ipv6", "IPv6")
@@ -558,6 +566,12 @@ fn relay_addresses(config: &Config) -> anyhow::Result<RelayAddresses> {
         bind_v6: v6.map(|(b, _)| b),
         advertised_v4: v4.map(|(_, a)| a),
         advertised_v6: v6.map(|(_, a)| a),
+        extra: config
+            .relay
+            .bind_ips
+            .iter()
+            .map(|&bind| (bind, mapped(bind)))
+            .collect(),
     })
 }
 

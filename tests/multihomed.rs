@@ -76,10 +76,16 @@ fn transact(s: &UdpSocket, req: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-fn start_server(ns: &Netns, dir: &std::path::Path) -> KillOnDrop {
+/// Starts turnpike in `ns` listening on the wildcard, relays on `relay_ip`, with `relay_extra`
+/// lines added to its `[relay]` section.
+fn start_server(
+    ns: &Netns,
+    dir: &std::path::Path,
+    relay_ip: &str,
+    relay_extra: &str,
+) -> KillOnDrop {
     let conf = Conf {
-        // Wildcard relays: the server picks one of its addresses, binds and advertises it.
-        relay_ip: "0.0.0.0".into(),
+        relay_ip: relay_ip.into(),
         peers_allow: vec![format!("{PEER}/32")],
         ..Conf::default()
     };
@@ -88,7 +94,8 @@ fn start_server(ns: &Netns, dir: &std::path::Path) -> KillOnDrop {
     let config = dir.join("turnpike.toml");
     fs::write(
         &config,
-        conf.to_toml(&[listen], &[], &(40000..=40100), http),
+        conf.to_toml(&[listen], &[], &(40000..=40100), http)
+            .replacen("[relay]\n", &format!("[relay]\n{relay_extra}\n"), 1),
     )
     .unwrap();
     let log = File::create(dir.join("turnpike.log")).unwrap();
@@ -110,104 +117,152 @@ fn binding(tid: u8) -> Vec<u8> {
     req
 }
 
+/// Waits (bounded) until the server answers a Binding on `client`, a socket connected to one
+/// of its addresses: a wildcard socket would answer from the route's source address, which a
+/// connected socket never receives.
+fn wait_ready(client: &UdpSocket, log: &dyn Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(answer) = transact(client, &binding(1)) {
+            assert_eq!(Message::parse(&answer).unwrap().class(), Class::Success);
+            return;
+        }
+    }
+    panic!(
+        "no Binding answer from {} on a connected socket\n{}",
+        client.peer_addr().unwrap(),
+        log()
+    );
+}
+
+/// A client's allocation: its 401, its signed requests, its relayed address.
+struct Allocation<'a> {
+    client: &'a UdpSocket,
+    nonce: Vec<u8>,
+    username: String,
+    key: [u8; 16],
+    relayed: SocketAddr,
+}
+
+impl<'a> Allocation<'a> {
+    fn make(client: &'a UdpSocket, log: &dyn Fn() -> String) -> Allocation<'a> {
+        let mut req = Vec::new();
+        Writer::new(&mut req, Class::Request, method::ALLOCATE, [3; 12])
+            .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        let challenge = transact(client, &req).expect("a 401");
+        let nonce = Message::parse(&challenge)
+            .unwrap()
+            .get(attr::NONCE)
+            .expect("NONCE")
+            .to_vec();
+        let cred = credentials::mint(SECRET_ONE.as_bytes(), "mh", unix_now(), 3600);
+        let mut a = Allocation {
+            client,
+            nonce,
+            key: long_term_key(&cred.username, REALM, &cred.password),
+            username: cred.username,
+            relayed: SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        let answer = a.call(method::ALLOCATE, 4, &|w| {
+            w.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        });
+        let msg = Message::parse(&answer).unwrap();
+        assert_eq!(msg.class(), Class::Success, "{}", log());
+        a.relayed = msg
+            .get(attr::XOR_RELAYED_ADDRESS)
+            .and_then(|v| msg.xor_address(v))
+            .expect("XOR-RELAYED-ADDRESS");
+        a
+    }
+
+    fn call(&self, m: u16, tid: u8, body: &dyn Fn(&mut Writer<'_>)) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = Writer::new(&mut out, Class::Request, m, [tid; 12]);
+        body(&mut w);
+        w.attr(attr::USERNAME, self.username.as_bytes())
+            .attr(attr::REALM, REALM.as_bytes())
+            .attr(attr::NONCE, &self.nonce)
+            .integrity(Integrity::Sha1, &self.key);
+        transact(self.client, &out).expect("an answer")
+    }
+
+    /// A peer on `PEER` whose socket is connected to the relayed address exchanges a packet
+    /// each way with the client (through a permission, a Send and a Data indication).
+    fn relays_both_ways(&self, ns: &Netns, log: &dyn Fn() -> String) {
+        let relayed = self.relayed;
+        let peer = connected(ns, PEER, relayed);
+        let peer_addr = peer.local_addr().unwrap();
+        let answer = self.call(method::CREATE_PERMISSION, 5, &|w| {
+            w.xor_addr(attr::XOR_PEER_ADDRESS, peer_addr);
+        });
+        assert_eq!(Message::parse(&answer).unwrap().class(), Class::Success);
+        let mut send = Vec::new();
+        Writer::new(&mut send, Class::Indication, method::SEND, [6; 12])
+            .xor_addr(attr::XOR_PEER_ADDRESS, peer_addr)
+            .attr(attr::DATA, b"to the peer");
+        self.client.send(&send).unwrap();
+        let mut buf = [0u8; 1500];
+        let n = peer
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("the peer got nothing from {relayed}: {e}\n{}", log()));
+        assert_eq!(&buf[..n], b"to the peer");
+        peer.send(b"to the client").unwrap();
+        let n = self.client.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "the client got nothing from {}: {e}\n{}",
+                self.client.peer_addr().unwrap(),
+                log()
+            )
+        });
+        let data = Message::parse(&buf[..n]).unwrap();
+        assert_eq!(data.method(), method::DATA);
+        assert_eq!(data.get(attr::DATA), Some(&b"to the client"[..]));
+    }
+}
+
 #[test]
 fn answers_and_relayed_packets_leave_from_the_address_they_were_sent_to() {
     let ns = lab();
     let dir = tempfile::tempdir().unwrap();
-    let _server = start_server(&ns, dir.path());
+    // Wildcard relays: the server picks one of its addresses, binds and advertises it.
+    let _server = start_server(&ns, dir.path(), "0.0.0.0", "");
     let log = || fs::read_to_string(dir.path().join("turnpike.log")).unwrap_or_default();
     let second = SocketAddr::new(ip(SECOND), PORT);
     let first = SocketAddr::new(ip(FIRST), PORT);
     let client = connected(&ns, CLIENT, second);
-    // Ready once it answers (bounded); a wildcard socket would answer from the client's own
-    // address (the route's source), which the connected socket never receives.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut answered = None;
-    while answered.is_none() && Instant::now() < deadline {
-        answered = transact(&client, &binding(1));
-    }
-    let answer = answered.unwrap_or_else(|| {
-        panic!(
-            "no Binding answer from {second} on a connected socket\n{}",
-            log()
-        )
-    });
-    assert_eq!(Message::parse(&answer).unwrap().class(), Class::Success);
+    wait_ready(&client, &log);
     let other = connected(&ns, CLIENT, first);
     assert!(
         transact(&other, &binding(2)).is_some(),
         "the first address answers from itself too\n{}",
         log()
     );
-
-    // An allocation through the second address.
-    let mut req = Vec::new();
-    Writer::new(&mut req, Class::Request, method::ALLOCATE, [3; 12])
-        .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
-    let challenge = transact(&client, &req).expect("a 401");
-    let nonce = Message::parse(&challenge)
-        .unwrap()
-        .get(attr::NONCE)
-        .expect("NONCE")
-        .to_vec();
-    let cred = credentials::mint(SECRET_ONE.as_bytes(), "mh", unix_now(), 3600);
-    let key = long_term_key(&cred.username, REALM, &cred.password);
-    let signed = |m: u16, tid: u8, body: &dyn Fn(&mut Writer<'_>)| {
-        let mut out = Vec::new();
-        let mut w = Writer::new(&mut out, Class::Request, m, [tid; 12]);
-        body(&mut w);
-        w.attr(attr::USERNAME, cred.username.as_bytes())
-            .attr(attr::REALM, REALM.as_bytes())
-            .attr(attr::NONCE, &nonce)
-            .integrity(Integrity::Sha1, &key);
-        out
-    };
-    let answer = transact(
-        &client,
-        &signed(method::ALLOCATE, 4, &|w| {
-            w.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
-        }),
-    )
-    .expect("an Allocate answer");
-    let msg = Message::parse(&answer).unwrap();
-    assert_eq!(msg.class(), Class::Success, "{}", log());
-    let relayed = msg
-        .get(attr::XOR_RELAYED_ADDRESS)
-        .and_then(|v| msg.xor_address(v))
-        .expect("XOR-RELAYED-ADDRESS");
+    let a = Allocation::make(&client, &log);
     assert_eq!(
-        relayed.ip(),
+        a.relayed.ip(),
         ip(SECOND),
         "the host's global address, not a wildcard, loopback or private one"
     );
-    let peer = connected(&ns, PEER, relayed);
-    let peer_addr = peer.local_addr().unwrap();
-    let answer = transact(
-        &client,
-        &signed(method::CREATE_PERMISSION, 5, &|w| {
-            w.xor_addr(attr::XOR_PEER_ADDRESS, peer_addr);
-        }),
-    )
-    .expect("a CreatePermission answer");
-    assert_eq!(Message::parse(&answer).unwrap().class(), Class::Success);
+    a.relays_both_ways(&ns, &log);
+}
 
-    // Client → peer: the peer's socket, connected to the relayed address, receives it.
-    let mut send = Vec::new();
-    Writer::new(&mut send, Class::Indication, method::SEND, [6; 12])
-        .xor_addr(attr::XOR_PEER_ADDRESS, peer_addr)
-        .attr(attr::DATA, b"to the peer");
-    client.send(&send).unwrap();
-    let mut buf = [0u8; 1500];
-    let n = peer
-        .recv(&mut buf)
-        .unwrap_or_else(|e| panic!("the peer got nothing from {relayed}: {e}\n{}", log()));
-    assert_eq!(&buf[..n], b"to the peer");
-    // Peer → client: a Data indication from the second address.
-    peer.send(b"to the client").unwrap();
-    let n = client
-        .recv(&mut buf)
-        .unwrap_or_else(|e| panic!("the client got nothing from {second}: {e}\n{}", log()));
-    let data = Message::parse(&buf[..n]).unwrap();
-    assert_eq!(data.method(), method::DATA);
-    assert_eq!(data.get(attr::DATA), Some(&b"to the client"[..]));
+#[test]
+fn several_relay_addresses_each_with_its_external_mapping() {
+    let ns = lab();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("bind_ips = [\"{SECOND}\"]\nexternal_ips = [\"203.0.113.9/{FIRST}\"]");
+    let _server = start_server(&ns, dir.path(), FIRST, &extra);
+    let log = || fs::read_to_string(dir.path().join("turnpike.log")).unwrap_or_default();
+    let via_second = connected(&ns, CLIENT, SocketAddr::new(ip(SECOND), PORT));
+    wait_ready(&via_second, &log);
+    let a = Allocation::make(&via_second, &log);
+    assert_eq!(a.relayed.ip(), ip(SECOND), "relayed where it came in");
+    a.relays_both_ways(&ns, &log);
+    let via_first = connected(&ns, CLIENT, SocketAddr::new(ip(FIRST), PORT));
+    let b = Allocation::make(&via_first, &log);
+    assert_eq!(
+        b.relayed.ip(),
+        ip("203.0.113.9"),
+        "the first address's relays are advertised as their public mapping"
+    );
 }

@@ -146,6 +146,12 @@ pub struct RelayConfig {
     pub external_ip: Option<IpAddr>,
     /// The public IPv6 address, when it differs from the bound one.
     pub external_ipv6: Option<IpAddr>,
+    /// More relay addresses, either family, besides `bind_ip` and `bind_ipv6`: a client that
+    /// reached the server at one of them gets its relay there.
+    pub bind_ips: Vec<IpAddr>,
+    /// External-to-internal mappings, "PUBLIC/PRIVATE" (coturn's `external-ip`): a relay bound
+    /// at PRIVATE is advertised as PUBLIC.
+    pub external_ips: Vec<String>,
     /// The UDP port range relay sockets are bound in.
     pub ports: PortRange,
     /// RFC 6062 TCP relays (Allocate with REQUESTED-TRANSPORT TCP, Connect): off by default,
@@ -161,10 +167,30 @@ impl Default for RelayConfig {
             bind_ipv6: Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
             external_ip: None,
             external_ipv6: None,
+            bind_ips: Vec::new(),
+            external_ips: Vec::new(),
             ports: PortRange::default(),
             tcp_allocations: false,
         }
     }
+}
+
+impl RelayConfig {
+    /// `external_ips` as (public, private) pairs (validated when the configuration loads).
+    pub fn external_mappings(&self) -> Vec<(IpAddr, IpAddr)> {
+        self.external_ips
+            .iter()
+            .filter_map(|m| parse_external_mapping(m))
+            .collect()
+    }
+}
+
+/// Parses "PUBLIC/PRIVATE" (two addresses of one family).
+pub fn parse_external_mapping(s: &str) -> Option<(IpAddr, IpAddr)> {
+    let (public, private) = s.split_once('/')?;
+    let public: IpAddr = public.trim().parse().ok()?;
+    let private: IpAddr = private.trim().parse().ok()?;
+    (public.is_ipv4() == private.is_ipv4()).then_some((public, private))
 }
 
 /// Reads `bind_ipv6`: an address, or `"none"` (or `false`) for no IPv6 relays.

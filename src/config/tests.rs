@@ -421,6 +421,19 @@ fn validation_names_the_key() {
             "[relay]\nbind_ipv6 = \"none\"\nexternal_ipv6 = \"2001:db8::1\"",
             "relay.external_ipv6",
         ),
+        ("[relay]\nbind_ips = [\"0.0.0.0\"]", "relay.bind_ips[0]"),
+        (
+            "[relay]\nexternal_ips = [\"203.0.113.1\"]",
+            "relay.external_ips[0]",
+        ),
+        (
+            "[relay]\nexternal_ips = [\"203.0.113.1/2001:db8::1\"]",
+            "relay.external_ips[0]",
+        ),
+        (
+            "[relay]\nbind_ip = \"10.0.0.1\"\nexternal_ips = [\"203.0.113.1/10.0.0.9\"]",
+            "relay.external_ips[0]",
+        ),
         ("[auth]\nsecrets = [\"ok\", \"\"]", "auth.secrets[1]"),
         (
             "[auth]\nnonce_lifetime_secs = 0",

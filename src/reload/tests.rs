@@ -23,6 +23,8 @@ fn every_key_is_either_live_or_restart_only() {
                 bind_ipv6: _,
                 external_ip: _,
                 external_ipv6: _,
+                bind_ips: _,
+                external_ips: _,
                 ports: _,
                 tcp_allocations: _,
             },
@@ -269,6 +271,7 @@ fn core_settings_keep_the_nonce_key() {
         bind_v6: None,
         advertised_v4: Some("127.0.0.1".parse().unwrap()),
         advertised_v6: None,
+        extra: Vec::new(),
     };
     let a = core_settings(&parse("[auth]\nsecrets = [\"a\"]\n"), &relays, &[], [3; 32]);
     let b = core_settings(&parse("[auth]\nsecrets = [\"b\"]\n"), &relays, &[], [3; 32]);

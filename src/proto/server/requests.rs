@@ -358,6 +358,7 @@ impl Server {
                 even: even_port.is_some(),
                 reserve_next: even_port.is_some_and(|v| v[0] & 0x80 != 0),
                 dont_fragment,
+                near: Some(ft.server.ip()),
             }),
         };
         let primary = match opened {
@@ -396,6 +397,7 @@ impl Server {
                     even: false,
                     reserve_next: false,
                     dont_fragment,
+                    near: Some(ft.server.ip()),
                 })
             } else {
                 Err(RelayOpenError::FamilyUnsupported)

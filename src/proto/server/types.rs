@@ -63,6 +63,9 @@ pub struct RelayRequest {
     pub reserve_next: bool,
     /// Set the don't-fragment bit on relayed packets (DONT-FRAGMENT).
     pub dont_fragment: bool,
+    /// The server address the client reached (its 5-tuple's): on a server with several relay
+    /// addresses, the relay opens on the one bound there, else on the family's first.
+    pub near: Option<IpAddr>,
 }
 
 /// An opened relay socket.

@@ -96,6 +96,7 @@ impl RelayIo for FakeIo {
             even: false,
             reserve_next: false,
             dont_fragment: false,
+            near: None,
         })
     }
 }
