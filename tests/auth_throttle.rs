@@ -1,8 +1,8 @@
-//! Authentication throttling on the real binary (issue #12): over UDP, a flood of
+//! Authentication throttling on the real binary (issue #12): over UDP and over TCP, a flood of
 //! unauthenticated requests from one address gets at most the configured number of 401s while
-//! a client of that address that authenticated keeps allocating, and many new clients behind
-//! one address all allocate; over TCP, a password guesser gets no more credential checks (HMAC
-//! and MD5 work) than the configured rate, on one connection or many.
+//! a client of that address that authenticated keeps allocating; over UDP, many new clients
+//! behind one address all allocate; over TCP, a password guesser gets no more credential
+//! checks (HMAC and MD5 work) than the configured rate, on one connection or many.
 
 mod common;
 
@@ -169,7 +169,13 @@ fn guess_over_tcp(stream: &mut TcpStream, nonce: &[u8], n: u32) -> usize {
     for i in 0..n {
         bytes.extend(signed_allocate(i, STATIC_USER, "not-the-password", nonce));
     }
-    stream.write_all(&bytes).unwrap();
+    send_and_count(stream, &bytes, n)
+}
+
+/// Writes `bytes` (`n` requests) on `stream` and counts the STUN messages that come back
+/// before it stays quiet for 300 ms (at most `n`).
+fn send_and_count(stream: &mut TcpStream, bytes: &[u8], n: u32) -> usize {
+    stream.write_all(bytes).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
@@ -188,6 +194,67 @@ fn tcp_connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
     s.set_nodelay(true).unwrap();
     s
+}
+
+/// Reads one STUN message from `stream` (at most 5 s).
+fn read_message(stream: &mut TcpStream) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut message = vec![0u8; 20];
+    stream.read_exact(&mut message).unwrap();
+    let len = u16::from_be_bytes([message[2], message[3]]) as usize;
+    message.resize(20 + len, 0);
+    stream.read_exact(&mut message[20..]).unwrap();
+    message
+}
+
+#[test]
+fn over_tcp_a_flood_gets_the_rate_while_an_authenticated_client_keeps_allocating() {
+    let server = Server::start(Conf {
+        unauthenticated_rate: RATE,
+        verified_credit: 0,
+        allocations_per_user: 0,
+        tcp: true,
+        ..Conf::default()
+    });
+    let addr = server.tcp.unwrap();
+    let start = Instant::now();
+    let mut first = tcp_connect(addr);
+    first.write_all(&unauthenticated_allocate(0)).unwrap();
+    let nonce = nonce_of(&read_message(&mut first));
+    let cred = credentials::mint(SECRET_ONE.as_bytes(), "kept", unix_now(), 3600);
+    let mut flooded = 0;
+    let mut held = Vec::new();
+    for round in 0..5u32 {
+        // A flood of 50 unauthenticated Allocates on each of two new connections.
+        for _ in 0..2 {
+            let bytes: Vec<u8> = (0..50).flat_map(unauthenticated_allocate).collect();
+            flooded += send_and_count(&mut tcp_connect(addr), &bytes, 50);
+        }
+        // The client that authenticated allocates on a new connection each time.
+        let mut c = tcp_connect(addr);
+        let req = signed_allocate(round, &cred.username, &cred.password, &nonce);
+        c.write_all(&req).unwrap();
+        let answer = read_message(&mut c);
+        assert_eq!(
+            error_code(&answer),
+            0,
+            "allocation {round}\n{}",
+            server.log()
+        );
+        held.push(c);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let allowed = (2 * RATE) as f64 + f64::from(RATE) * elapsed - 1.0;
+    assert!(
+        flooded as f64 <= allowed.ceil(),
+        "{flooded} answers to the flood in {elapsed:.2} s, at most {allowed:.1}"
+    );
+    assert!(
+        flooded > 0,
+        "the flood is answered at the rate, not cut off"
+    );
 }
 
 #[test]
