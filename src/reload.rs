@@ -307,6 +307,7 @@ pub fn merge(running: &Config, new: Config) -> Merged {
         "limits.permissions_per_allocation" => limits.permissions_per_allocation,
         "limits.channels_per_allocation" => limits.channels_per_allocation,
         "limits.unauthenticated_rate" => limits.unauthenticated_rate,
+        "limits.verified_credit" => limits.verified_credit,
         "limits.rate_limit_table_size" => limits.rate_limit_table_size,
         "server.software" => server.software,
         "server.drain_timeout_secs" => server.drain_timeout_secs,
@@ -329,6 +330,8 @@ pub fn merge(running: &Config, new: Config) -> Merged {
         "relay.bind_ipv6" => relay.bind_ipv6,
         "relay.external_ip" => relay.external_ip,
         "relay.external_ipv6" => relay.external_ipv6,
+        "relay.bind_ips" => relay.bind_ips,
+        "relay.external_ips" => relay.external_ips,
         "relay.ports" => relay.ports,
         "server.workers" => server.workers,
         "server.socket_buffer_bytes" => server.socket_buffer_bytes,
@@ -394,16 +397,11 @@ pub fn core_settings(
         .map(|s| s.as_bytes().to_vec())
         .collect();
     let limits = &config.limits;
-    let mut own_relay_ips: Vec<IpAddr> = [
-        relays.advertised_v4,
-        relays.advertised_v6,
-        relays.bind_v4,
-        relays.bind_v6,
-    ]
-    .into_iter()
-    .flatten()
-    .filter(|ip| !ip.is_unspecified())
-    .collect();
+    let mut own_relay_ips: Vec<IpAddr> = relays
+        .all()
+        .flat_map(|(bind, advertised)| [bind, advertised])
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
     own_relay_ips.sort();
     own_relay_ips.dedup();
     let mut own_addresses: Vec<IpAddr> = interfaces
@@ -435,6 +433,7 @@ pub fn core_settings(
             permissions_per_allocation: limits.permissions_per_allocation as usize,
             channels_per_allocation: limits.channels_per_allocation as usize,
             unauthenticated_rate: limits.unauthenticated_rate,
+            verified_credit: limits.verified_credit,
             rate_limit_table_size: limits.rate_limit_table_size as usize,
         },
         software: config.server.software.clone(),

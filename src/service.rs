@@ -6,7 +6,7 @@
 
 mod supervise;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,7 +21,7 @@ use crate::config::{Config, ListenTransport};
 use crate::http::{self, Health, HttpState};
 use crate::logging::LogHandle;
 use crate::metrics::Metrics;
-use crate::net::addr::first_interface_address;
+use crate::net::addr::{advertisable_address, listener_addresses, named_interface_addresses};
 use crate::net::live::CoreUpdates;
 use crate::net::ports::PortPool;
 use crate::net::relay::{RelayAddresses, RelaySet};
@@ -277,19 +277,53 @@ pub fn start(config: &Config, http_router: axum::Router) -> anyhow::Result<Runni
             .unwrap_or(1),
         n => n,
     };
+    // A wildcard UDP listener becomes one socket per address of the host, so that answers
+    // leave from the address each client sent to (see `listener_addresses`).
+    let host_addresses = crate::net::addr::interface_addresses();
     let udp: Vec<SocketAddr> = config
         .listen
         .iter()
         .filter(|l| l.transport == ListenTransport::Udp)
-        .map(|l| l.address)
+        .flat_map(|l| {
+            let each = listener_addresses(l.address, &host_addresses);
+            if each.len() == 1 && each[0] == l.address {
+                return each;
+            }
+            // An address the host lists but cannot bind yet (IPv6 still in duplicate address
+            // detection) is left out rather than failing the start.
+            let each: Vec<SocketAddr> = each
+                .into_iter()
+                .filter(|a| {
+                    let probe = bind_udp(SocketAddr::new(a.ip(), 0), UdpOptions {
+                        reuse_port: false,
+                        buffer_bytes: 0,
+                        dont_fragment: false,
+                    });
+                    if let Err(error) = &probe {
+                        tracing::warn!(address = %a.ip(), %error, "cannot bind this address: the UDP listener leaves it out");
+                    }
+                    probe.is_ok()
+                })
+                .collect();
+            tracing::info!(listener = %l.address, addresses = ?each, "UDP listener bound on each address of the host");
+            each
+        })
         .collect();
+    if udp.is_empty()
+        && config
+            .listen
+            .iter()
+            .any(|l| l.transport == ListenTransport::Udp)
+    {
+        bail!("no address of this host could be bound for the UDP listeners");
+    }
     if config.listen.is_empty() {
         bail!("no listener configured");
     }
     // TCP and TLS connections run as tasks of the caller's runtime.
     let runtime = tokio::runtime::Handle::try_current()
         .context("start() runs inside the service's tokio runtime")?;
-    let relay_addrs = relay_addresses(config);
+    let relay_addrs = relay_addresses(config)?;
     let pool = Arc::new(PortPool::new(
         config.relay.ports.start,
         config.relay.ports.end,
@@ -465,39 +499,80 @@ fn bind_retrying(
     }
 }
 
-/// Where relay sockets bind and what is advertised, from `[relay]`.
-fn relay_addresses(config: &Config) -> RelayAddresses {
-    let advertise = |bind: IpAddr, external: Option<IpAddr>, v6: bool| -> IpAddr {
+/// Where relay sockets bind and what is advertised, from `[relay]`. Without
+/// `relay.external_ip` and with a wildcard `relay.bind_ip`, the relay binds and advertises one
+/// address of the host, never a loopback, link-local or container-bridge one (see
+/// [`advertisable_address`]), and says which; binding it (rather than the wildcard) makes
+/// relayed packets leave from the address peers send to. With no such IPv4 address the server
+/// refuses to start; with no such IPv6 address IPv6 relays are off.
+fn relay_addresses(config: &Config) -> anyhow::Result<RelayAddresses> {
+    let interfaces = named_interface_addresses();
+    let mappings = config.relay.external_mappings();
+    // What a relay bound at `bind` is advertised as: its `external_ips` mapping, else itself.
+    let mapped = |bind: IpAddr| {
+        mappings
+            .iter()
+            .find(|(_, private)| *private == bind)
+            .map_or(bind, |(public, _)| *public)
+    };
+    // (bind, advertised) for one family, or None for no relays of that family.
+    let pick = |bind: IpAddr,
+                external: Option<IpAddr>,
+                v6: bool|
+     -> anyhow::Result<Option<(IpAddr, IpAddr)>> {
         if let Some(ip) = external {
-            return ip;
+            return Ok(Some((bind, ip)));
         }
         if !bind.is_unspecified() {
-            return bind;
+            return Ok(Some((bind, mapped(bind))));
         }
-        match first_interface_address(v6) {
-            Some(ip) => {
-                tracing::warn!(%ip, "relay.external_ip not set: advertising the first interface address; set it behind NAT");
-                ip
+        let (key, family) = if v6 {
+            ("relay.external_ipv6", "IPv6")
+        } else {
+            ("relay.external_ip", "IPv4")
+        };
+        match advertisable_address(v6, &interfaces) {
+            Some((interface, ip)) => {
+                tracing::info!(%ip, %interface, "{key} not set: relays bind and advertise this {family} address; set {key} behind NAT");
+                Ok(Some((ip, ip)))
             }
-            None => {
-                let lo = if v6 {
-                    IpAddr::V6(Ipv6Addr::LOCALHOST)
-                } else {
-                    IpAddr::V4(Ipv4Addr::LOCALHOST)
-                };
-                tracing::warn!(ip = %lo, "no usable interface address: advertising loopback relays");
-                lo
+            None if v6 => {
+                tracing::warn!(
+                    "no IPv6 address to advertise for relays other than loopback, link-local or container-bridge ones: IPv6 relays are off (set relay.external_ipv6 or relay.bind_ipv6)"
+                );
+                Ok(None)
             }
+            None => bail!(
+                "{key} is not set and this host has no {family} address to advertise for relays \
+                 other than loopback, link-local or container-bridge ones: set {key} (the address \
+                 peers reach this server at) or relay.bind_ip"
+            ),
         }
     };
-    let bind_v4 = Some(config.relay.bind_ip).filter(|ip| ip.is_ipv4());
-    let bind_v6 = config.relay.bind_ipv6.filter(|ip| ip.is_ipv6());
-    RelayAddresses {
-        bind_v4,
-        bind_v6,
-        advertised_v4: bind_v4.map(|b| advertise(b, config.relay.external_ip, false)),
-        advertised_v6: bind_v6.map(|b| advertise(b, config.relay.external_ipv6, true)),
-    }
+    let v4 = Some(config.relay.bind_ip)
+        .filter(|ip| ip.is_ipv4())
+        .map(|b| pick(b, config.relay.external_ip, false))
+        .transpose()?
+        .flatten();
+    let v6 = config
+        .relay
+        .bind_ipv6
+        .filter(|ip| ip.is_ipv6())
+        .map(|b| pick(b, config.relay.external_ipv6, true))
+        .transpose()?
+        .flatten();
+    Ok(RelayAddresses {
+        bind_v4: v4.map(|(b, _)| b),
+        bind_v6: v6.map(|(b, _)| b),
+        advertised_v4: v4.map(|(_, a)| a),
+        advertised_v6: v6.map(|(_, a)| a),
+        extra: config
+            .relay
+            .bind_ips
+            .iter()
+            .map(|&bind| (bind, mapped(bind)))
+            .collect(),
+    })
 }
 
 /// Every allocation holds a socket: raise the soft open-file limit to the hard limit (systemd's

@@ -146,6 +146,12 @@ pub struct RelayConfig {
     pub external_ip: Option<IpAddr>,
     /// The public IPv6 address, when it differs from the bound one.
     pub external_ipv6: Option<IpAddr>,
+    /// More relay addresses, either family, besides `bind_ip` and `bind_ipv6`: a client that
+    /// reached the server at one of them gets its relay there.
+    pub bind_ips: Vec<IpAddr>,
+    /// External-to-internal mappings, "PUBLIC/PRIVATE" (coturn's `external-ip`): a relay bound
+    /// at PRIVATE is advertised as PUBLIC.
+    pub external_ips: Vec<String>,
     /// The UDP port range relay sockets are bound in.
     pub ports: PortRange,
     /// RFC 6062 TCP relays (Allocate with REQUESTED-TRANSPORT TCP, Connect): off by default,
@@ -161,10 +167,30 @@ impl Default for RelayConfig {
             bind_ipv6: Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
             external_ip: None,
             external_ipv6: None,
+            bind_ips: Vec::new(),
+            external_ips: Vec::new(),
             ports: PortRange::default(),
             tcp_allocations: false,
         }
     }
+}
+
+impl RelayConfig {
+    /// `external_ips` as (public, private) pairs (validated when the configuration loads).
+    pub fn external_mappings(&self) -> Vec<(IpAddr, IpAddr)> {
+        self.external_ips
+            .iter()
+            .filter_map(|m| parse_external_mapping(m))
+            .collect()
+    }
+}
+
+/// Parses "PUBLIC/PRIVATE" (two addresses of one family).
+pub fn parse_external_mapping(s: &str) -> Option<(IpAddr, IpAddr)> {
+    let (public, private) = s.split_once('/')?;
+    let public: IpAddr = public.trim().parse().ok()?;
+    let private: IpAddr = private.trim().parse().ok()?;
+    (public.is_ipv4() == private.is_ipv4()).then_some((public, private))
 }
 
 /// Reads `bind_ipv6`: an address, or `"none"` (or `false`) for no IPv6 relays.
@@ -395,9 +421,12 @@ pub struct LimitsConfig {
     pub permissions_per_allocation: u32,
     /// Channels one allocation may bind.
     pub channels_per_allocation: u32,
-    /// Error answers (401/400) to unauthenticated requests per source IP per second;
-    /// 0 disables the limit.
+    /// Error answers (401/400/438) to unauthenticated requests and failed authentications per
+    /// source (IPv4 address or IPv6 /64) per second, over every transport; 0 disables the limit.
     pub unauthenticated_rate: u32,
+    /// Answers beyond the rate a source may bank, one earned per request that authenticated
+    /// from it (many clients behind one NAT pay for each other's 401s).
+    pub verified_credit: u32,
     /// How many source addresses the unauthenticated-answer limiter tracks.
     pub rate_limit_table_size: u32,
 }
@@ -413,6 +442,7 @@ impl Default for LimitsConfig {
             permissions_per_allocation: 64,
             channels_per_allocation: 64,
             unauthenticated_rate: 20,
+            verified_credit: 1024,
             rate_limit_table_size: 65_536,
         }
     }

@@ -89,6 +89,7 @@ fn default_values() {
     assert_eq!(limits.permissions_per_allocation, 64);
     assert_eq!(limits.channels_per_allocation, 64);
     assert_eq!(limits.unauthenticated_rate, 20);
+    assert_eq!(limits.verified_credit, 1024);
     assert_eq!(limits.rate_limit_table_size, 65_536);
     assert_eq!(config.server.workers, 0);
     assert_eq!(config.server.socket_buffer_bytes, 4 * 1024 * 1024);
@@ -176,6 +177,7 @@ default_allocation_lifetime_secs = 60
 permissions_per_allocation = 1
 channels_per_allocation = 4096
 unauthenticated_rate = 0
+verified_credit = 0
 rate_limit_table_size = 0
 [server]
 workers = 2
@@ -418,6 +420,19 @@ fn validation_names_the_key() {
         (
             "[relay]\nbind_ipv6 = \"none\"\nexternal_ipv6 = \"2001:db8::1\"",
             "relay.external_ipv6",
+        ),
+        ("[relay]\nbind_ips = [\"0.0.0.0\"]", "relay.bind_ips[0]"),
+        (
+            "[relay]\nexternal_ips = [\"203.0.113.1\"]",
+            "relay.external_ips[0]",
+        ),
+        (
+            "[relay]\nexternal_ips = [\"203.0.113.1/2001:db8::1\"]",
+            "relay.external_ips[0]",
+        ),
+        (
+            "[relay]\nbind_ip = \"10.0.0.1\"\nexternal_ips = [\"203.0.113.1/10.0.0.9\"]",
+            "relay.external_ips[0]",
         ),
         ("[auth]\nsecrets = [\"ok\", \"\"]", "auth.secrets[1]"),
         (

@@ -243,6 +243,30 @@ fn validate_relay(relay: &RelayConfig) -> Result<(), Invalid> {
             ));
         }
     }
+    for (i, ip) in relay.bind_ips.iter().enumerate() {
+        check_address(&format!("relay.bind_ips[{i}]"), *ip, ip.is_ipv6(), false)?;
+    }
+    let binds: Vec<IpAddr> = [Some(relay.bind_ip), relay.bind_ipv6]
+        .into_iter()
+        .flatten()
+        .chain(relay.bind_ips.iter().copied())
+        .collect();
+    for (i, m) in relay.external_ips.iter().enumerate() {
+        let key = format!("relay.external_ips[{i}]");
+        let Some((public, private)) = super::schema::parse_external_mapping(m) else {
+            return Err(invalid(
+                &key,
+                "must be \"PUBLIC/PRIVATE\", two addresses of one family",
+            ));
+        };
+        check_address(&key, public, public.is_ipv6(), false)?;
+        if !binds.contains(&private) {
+            return Err(invalid(
+                &key,
+                "maps an address that is not a relay address (relay.bind_ip, relay.bind_ipv6 or relay.bind_ips)",
+            ));
+        }
+    }
     let ports = relay.ports;
     if ports.start == 0 {
         return Err(invalid(

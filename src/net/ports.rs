@@ -282,6 +282,7 @@ mod tests {
         even: false,
         reserve_next: false,
         dont_fragment: false,
+        near: None,
     };
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 

@@ -28,9 +28,41 @@ pub struct RelayAddresses {
     pub advertised_v4: Option<IpAddr>,
     /// Advertised IPv6 relay address.
     pub advertised_v6: Option<IpAddr>,
+    /// More relay addresses (`relay.bind_ips`), either family: (bound, advertised).
+    pub extra: Vec<(IpAddr, IpAddr)>,
 }
 
 impl RelayAddresses {
+    /// Every relay address, (bound, advertised): the families' first ones, then the others.
+    pub fn all(&self) -> impl Iterator<Item = (IpAddr, IpAddr)> + '_ {
+        let first = [
+            self.bind_v4.zip(self.advertised_v4),
+            self.bind_v6.zip(self.advertised_v6),
+        ];
+        first
+            .into_iter()
+            .flatten()
+            .chain(self.extra.iter().copied())
+    }
+
+    /// The relay address for a client of `v6`'s family that reached the server at `near`:
+    /// the one bound at `near` when there is one (a client that came in on an address relays
+    /// on it), else the family's first.
+    pub fn pick(&self, v6: bool, near: Option<IpAddr>) -> Result<(IpAddr, IpAddr), RelayOpenError> {
+        let first = self.for_family(v6)?;
+        Ok(near
+            .and_then(|near| self.all().find(|(bind, _)| *bind == near))
+            .filter(|(bind, _)| bind.is_ipv6() == v6)
+            .unwrap_or(first))
+    }
+
+    /// The relay address whose advertised address is `ip` (a reserved port's), else the
+    /// family's first.
+    pub fn advertising(&self, ip: IpAddr) -> Result<(IpAddr, IpAddr), RelayOpenError> {
+        let first = self.for_family(ip.is_ipv6())?;
+        Ok(self.all().find(|(_, a)| *a == ip).unwrap_or(first))
+    }
+
     /// The bind and advertised addresses for one family (`v6`), or `FamilyUnsupported`.
     pub fn for_family(&self, v6: bool) -> Result<(IpAddr, IpAddr), RelayOpenError> {
         let (bind, advertised) = if v6 {
@@ -137,7 +169,9 @@ impl RelaySet {
 
 impl RelayIo for RelaySet {
     fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayOpenError> {
-        let (bind, advertised) = self.addrs.for_family(request.family == Family::V6)?;
+        let (bind, advertised) = self
+            .addrs
+            .pick(request.family == Family::V6, request.near)?;
         let pool = self.pool.clone();
         let (id, addr, reserved) = open_from_pool(&pool, &request, advertised, |port| {
             self.bind_one(bind, advertised, port, request.dont_fragment)
@@ -150,7 +184,7 @@ impl RelayIo for RelaySet {
         addr: SocketAddr,
         dont_fragment: bool,
     ) -> Result<OpenedRelay, RelayOpenError> {
-        let (bind, advertised) = self.addrs.for_family(addr.is_ipv6())?;
+        let (bind, advertised) = self.addrs.advertising(addr.ip())?;
         let pool = self.pool.clone();
         let (id, addr) = open_reserved_port(&pool, addr, advertised, |port| {
             self.bind_one(bind, advertised, port, dont_fragment)
@@ -172,5 +206,55 @@ impl RelayIo for RelaySet {
 
     fn release_reserved(&mut self, addr: SocketAddr) {
         self.pool.give_back(addr.port());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_client_relays_on_the_address_it_reached_else_on_the_first() {
+        let addrs = RelayAddresses {
+            bind_v4: Some(ip("10.0.0.1")),
+            bind_v6: Some(ip("2001:db8::1")),
+            advertised_v4: Some(ip("203.0.113.1")),
+            advertised_v6: Some(ip("2001:db8::1")),
+            extra: vec![
+                (ip("10.0.0.2"), ip("203.0.113.2")),
+                (ip("10.0.0.3"), ip("10.0.0.3")),
+            ],
+        };
+        let pick = |v6, near: &str| addrs.pick(v6, Some(ip(near))).unwrap();
+        assert_eq!(pick(false, "10.0.0.2"), (ip("10.0.0.2"), ip("203.0.113.2")));
+        assert_eq!(pick(false, "10.0.0.3"), (ip("10.0.0.3"), ip("10.0.0.3")));
+        assert_eq!(pick(false, "10.0.0.1"), (ip("10.0.0.1"), ip("203.0.113.1")));
+        assert_eq!(
+            pick(false, "127.0.0.1"),
+            (ip("10.0.0.1"), ip("203.0.113.1"))
+        );
+        assert_eq!(
+            pick(true, "10.0.0.2"),
+            (ip("2001:db8::1"), ip("2001:db8::1")),
+            "an IPv6 relay for a client that came over IPv4"
+        );
+        assert_eq!(
+            addrs.advertising(ip("203.0.113.2")).unwrap(),
+            (ip("10.0.0.2"), ip("203.0.113.2")),
+            "a reserved port reopens where it was advertised"
+        );
+        let none = RelayAddresses {
+            bind_v6: None,
+            advertised_v6: None,
+            ..addrs.clone()
+        };
+        assert_eq!(
+            none.pick(true, None),
+            Err(RelayOpenError::FamilyUnsupported)
+        );
     }
 }

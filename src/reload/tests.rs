@@ -23,6 +23,8 @@ fn every_key_is_either_live_or_restart_only() {
                 bind_ipv6: _,
                 external_ip: _,
                 external_ipv6: _,
+                bind_ips: _,
+                external_ips: _,
                 ports: _,
                 tcp_allocations: _,
             },
@@ -43,6 +45,7 @@ fn every_key_is_either_live_or_restart_only() {
                 permissions_per_allocation: _,
                 channels_per_allocation: _,
                 unauthenticated_rate: _,
+                verified_credit: _,
                 rate_limit_table_size: _,
             },
         server:
@@ -268,6 +271,7 @@ fn core_settings_keep_the_nonce_key() {
         bind_v6: None,
         advertised_v4: Some("127.0.0.1".parse().unwrap()),
         advertised_v6: None,
+        extra: Vec::new(),
     };
     let a = core_settings(&parse("[auth]\nsecrets = [\"a\"]\n"), &relays, &[], [3; 32]);
     let b = core_settings(&parse("[auth]\nsecrets = [\"b\"]\n"), &relays, &[], [3; 32]);

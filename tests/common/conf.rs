@@ -22,6 +22,8 @@ pub struct Conf {
     pub allocations_per_user: u32,
     pub allocations_total: u32,
     pub unauthenticated_rate: u32,
+    /// `limits.verified_credit` (the product default, 1024, unless a test changes it).
+    pub verified_credit: u32,
     /// `limits.bandwidth_bps` (0: no cap).
     pub bandwidth_bps: u64,
     pub log_level: String,
@@ -63,6 +65,7 @@ impl Default for Conf {
             allocations_total: 100_000,
             // High enough that no test meets it by accident; the rate-limit test lowers it.
             unauthenticated_rate: 1000,
+            verified_credit: 1024,
             bandwidth_bps: 0,
             log_level: std::env::var("TURNPIKE_TEST_LOG").unwrap_or_else(|_| "info".into()),
             tcp: false,
@@ -141,10 +144,11 @@ impl Conf {
         .unwrap();
         writeln!(
             t,
-            "\n[limits]\nallocations_per_user = {}\nallocations_total = {}\nunauthenticated_rate = {}\nbandwidth_bps = {}",
+            "\n[limits]\nallocations_per_user = {}\nallocations_total = {}\nunauthenticated_rate = {}\nverified_credit = {}\nbandwidth_bps = {}",
             self.allocations_per_user,
             self.allocations_total,
             self.unauthenticated_rate,
+            self.verified_credit,
             self.bandwidth_bps
         )
         .unwrap();

@@ -184,3 +184,179 @@ fn tracing_error(i: usize, code: u16) {
         eprintln!("allocation {i}: error {code}");
     }
 }
+
+/// What a run of full handshakes from one source measured.
+#[derive(Debug, Default)]
+pub struct HandshakeResult {
+    /// Clients that allocated.
+    pub allocated: usize,
+    /// From the first client's first request to the last success (or the time limit).
+    pub elapsed: Duration,
+    /// Requests sent again after 500 ms without an answer.
+    pub retransmits: usize,
+}
+
+impl HandshakeResult {
+    /// Authenticated allocations per second.
+    pub fn rate(&self) -> f64 {
+        self.allocated as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Where one client of a handshake run stands.
+#[derive(Clone, Copy, PartialEq)]
+enum Step {
+    /// Not started.
+    Idle,
+    /// Sent its unauthenticated Allocate at this time (try n).
+    Challenged(Instant, u8),
+    /// Sent its signed Allocate at this time (try n).
+    Signed(Instant, u8),
+    /// Allocated, or gave up.
+    Finished,
+}
+
+/// `count` clients on `client_ip` (many ports of one address, as behind one NAT), each
+/// handshaking as an ICE agent does: an unauthenticated Allocate, the 401's nonce, a signed
+/// Allocate; at most `window` of them in their handshake at once, each request retransmitted
+/// after 500 ms (at most 7 sends). Nothing is shared between clients: every one learns its
+/// own nonce. Stops after `limit`. The sockets are returned so the allocations stay held.
+pub fn run_handshakes(
+    server: SocketAddr,
+    secret: &str,
+    count: usize,
+    client_ip: IpAddr,
+    window: usize,
+    limit: Duration,
+) -> anyhow::Result<(HandshakeResult, Vec<std::net::UdpSocket>)> {
+    const RTO: Duration = Duration::from_millis(500);
+    const TRIES: u8 = 7;
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let cred = turnpike::proto::credentials::mint(secret.as_bytes(), "nat", now_unix, 86400);
+    let opts = turnpike::net::socket::UdpOptions {
+        reuse_port: false,
+        buffer_bytes: 0,
+        dont_fragment: false,
+    };
+    let socks = (0..count)
+        .map(|i| {
+            turnpike::net::socket::bind_udp(SocketAddr::new(client_ip, 0), opts)
+                .with_context(|| format!("client socket {i}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut poll = Poll::new()?;
+    for (i, s) in socks.iter().enumerate() {
+        let fd = s.as_raw_fd();
+        poll.registry()
+            .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
+    }
+    let tid = |i: usize, signed: bool| {
+        let mut t = [0u8; 12];
+        t[0] = u8::from(signed);
+        t[4..].copy_from_slice(&(i as u64).to_be_bytes());
+        t
+    };
+    let mut challenge = Vec::new();
+    let challenge_of = |i: usize, out: &mut Vec<u8>| {
+        Writer::new(out, Class::Request, method::ALLOCATE, tid(i, false))
+            .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    };
+    let mut key = None;
+    let mut signed: Vec<Option<Vec<u8>>> = vec![None; count];
+    let mut steps = vec![Step::Idle; count];
+    let mut next = 0;
+    let mut active = 0;
+    let mut result = HandshakeResult::default();
+    let mut events = Events::with_capacity(4096);
+    let mut buf = [0u8; 1500];
+    let start = Instant::now();
+    let mut last_success = start;
+    while result.allocated < count && start.elapsed() < limit {
+        let now = Instant::now();
+        while active < window && next < count {
+            challenge_of(next, &mut challenge);
+            let _ = socks[next].send_to(&challenge, server);
+            steps[next] = Step::Challenged(now, 1);
+            next += 1;
+            active += 1;
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(10)))?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            while let Ok((n, _)) = socks[i].recv_from(&mut buf) {
+                let Ok(m) = Message::parse(&buf[..n]) else {
+                    continue;
+                };
+                match steps[i] {
+                    Step::Challenged(..) if m.class() == Class::Error => {
+                        let (Some(realm), Some(nonce)) = (m.get(attr::REALM), m.get(attr::NONCE))
+                        else {
+                            continue;
+                        };
+                        let k = *key.get_or_insert_with(|| {
+                            long_term_key(
+                                &cred.username,
+                                &String::from_utf8_lossy(realm),
+                                &cred.password,
+                            )
+                        });
+                        let mut out = Vec::new();
+                        Writer::new(&mut out, Class::Request, method::ALLOCATE, tid(i, true))
+                            .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+                            .attr(attr::USERNAME, cred.username.as_bytes())
+                            .attr(attr::REALM, realm)
+                            .attr(attr::NONCE, nonce)
+                            .integrity(Integrity::Sha1, &k);
+                        let _ = socks[i].send_to(&out, server);
+                        signed[i] = Some(out);
+                        steps[i] = Step::Signed(Instant::now(), 1);
+                    }
+                    Step::Signed(..) if m.transaction_id() == tid(i, true) => {
+                        if m.class() == Class::Success {
+                            result.allocated += 1;
+                            last_success = Instant::now();
+                        } else {
+                            tracing_error(i, error_code(&m));
+                        }
+                        steps[i] = Step::Finished;
+                        active -= 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Retransmissions, as a client's STUN transaction timer does.
+        let now = Instant::now();
+        for i in 0..next {
+            match steps[i] {
+                Step::Challenged(at, tries) | Step::Signed(at, tries)
+                    if now.duration_since(at) >= RTO =>
+                {
+                    if tries >= TRIES {
+                        steps[i] = Step::Finished;
+                        active -= 1;
+                        continue;
+                    }
+                    result.retransmits += 1;
+                    if let Step::Challenged(..) = steps[i] {
+                        challenge_of(i, &mut challenge);
+                        let _ = socks[i].send_to(&challenge, server);
+                        steps[i] = Step::Challenged(now, tries + 1);
+                    } else if let Some(s) = &signed[i] {
+                        let _ = socks[i].send_to(s, server);
+                        steps[i] = Step::Signed(now, tries + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    result.elapsed = if result.allocated == count {
+        last_success - start
+    } else {
+        start.elapsed()
+    };
+    Ok((result, socks))
+}

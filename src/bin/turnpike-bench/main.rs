@@ -5,6 +5,7 @@
 //! because the machines it runs on are shared and noisy. See docs/performance.md.
 
 mod alloc;
+mod flood;
 mod forwarder;
 mod load;
 mod proc;
@@ -89,6 +90,43 @@ enum Command {
         then_sessions: usize,
         /// Seconds of relaying after allocating.
         #[arg(long, default_value_t = 3)]
+        duration: u64,
+    },
+    /// Allocations from one source address, each client handshaking on its own (a 401, then
+    /// a signed Allocate), as the clients of one NAT do: the servers interleaved, round after
+    /// round.
+    Handshakes {
+        /// Servers, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "turnpike")]
+        servers: Vec<Kind>,
+        /// Clients (allocations) per run.
+        #[arg(long, default_value_t = 10000)]
+        count: usize,
+        /// Clients in their handshake at once.
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+        /// Rounds (each runs every server once).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds a run may take at most.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// A spoofed flood: unauthenticated Allocates from many loopback addresses (127.1.x.y), none
+    /// of which authenticates; reports the most answers one source got against what the
+    /// default limit allows (a burst of 40, then 20 a second).
+    Flood {
+        /// Servers, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "turnpike")]
+        servers: Vec<Kind>,
+        /// Source addresses.
+        #[arg(long, default_value_t = 1000)]
+        sources: usize,
+        /// Requests each source sends.
+        #[arg(long, default_value_t = 200)]
+        per_source: usize,
+        /// Seconds the requests are spread over.
+        #[arg(long, default_value_t = 2)]
         duration: u64,
     },
     /// A few seconds of relaying through turnpike, failing on loss or nonsense (for tests).
@@ -272,6 +310,69 @@ fn main() -> anyhow::Result<()> {
             rounds,
             load,
         } => compare(&servers, &sessions, &sizes, &carriers, rounds, &load),
+        Command::Flood {
+            servers,
+            sources,
+            per_source,
+            duration,
+        } => {
+            let peer = EchoPeer::start(ip(PEER_IP), 1)?;
+            for &server in &servers {
+                let target = start_with_ports(server, 0, &peer, (10000, 65000))?;
+                let r = flood::run(
+                    target.listen,
+                    sources,
+                    per_source,
+                    Duration::from_secs(duration),
+                )?;
+                // turnpike's default limits.unauthenticated_rate: 20 a second, bursts of 40.
+                let allowed = 40.0 + 20.0 * r.elapsed.as_secs_f64();
+                println!(
+                    "{:<13} {sources} sources, {} requests in {:.2} s: {} answered, at most {} to one source (the limit allows {:.0})",
+                    server.name(),
+                    r.sent,
+                    r.elapsed.as_secs_f64(),
+                    r.answered,
+                    r.max_per_source,
+                    allowed
+                );
+                drop(target);
+            }
+            Ok(())
+        }
+        Command::Handshakes {
+            servers,
+            count,
+            window,
+            rounds,
+            limit,
+        } => {
+            let peer = EchoPeer::start(ip(PEER_IP), 1)?;
+            for round in 1..=rounds {
+                for &server in &servers {
+                    let target = start_with_ports(server, 0, &peer, (10000, 65000))?;
+                    let (r, held) = alloc::run_handshakes(
+                        target.listen,
+                        SECRET,
+                        count,
+                        ip(CLIENT_IP),
+                        window,
+                        Duration::from_secs(limit),
+                    )?;
+                    println!(
+                        "round {round} {:<13} {:>6} of {count} allocated from one address in {:.3} s = {:>8.0} allocations/s ({} retransmissions)",
+                        server.name(),
+                        r.allocated,
+                        r.elapsed.as_secs_f64(),
+                        r.rate(),
+                        r.retransmits
+                    );
+                    drop(held);
+                    drop(target);
+                }
+            }
+            Ok(())
+        }
         Command::Alloc {
             server,
             count,

@@ -162,7 +162,9 @@ fn tcp_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
 
 impl RelayIo for StreamRelays {
     fn open(&mut self, request: RelayRequest) -> Result<OpenedRelay, RelayOpenError> {
-        let (bind, advertised) = self.addrs.for_family(request.family == Family::V6)?;
+        let (bind, advertised) = self
+            .addrs
+            .pick(request.family == Family::V6, request.near)?;
         let pool = self.pool.clone();
         let (id, addr, reserved) = open_from_pool(&pool, &request, advertised, |port| {
             self.bind_udp(bind, port, request.dont_fragment)
@@ -175,7 +177,7 @@ impl RelayIo for StreamRelays {
         addr: SocketAddr,
         dont_fragment: bool,
     ) -> Result<OpenedRelay, RelayOpenError> {
-        let (bind, advertised) = self.addrs.for_family(addr.is_ipv6())?;
+        let (bind, advertised) = self.addrs.advertising(addr.ip())?;
         let pool = self.pool.clone();
         let (id, addr) = open_reserved_port(&pool, addr, advertised, |port| {
             self.bind_udp(bind, port, dont_fragment)
@@ -194,6 +196,7 @@ impl RelayIo for StreamRelays {
             even: false,
             reserve_next: false,
             dont_fragment: false,
+            near: None,
         };
         let pool = self.pool.clone();
         let (id, addr, _) = open_from_pool(&pool, &plain, advertised, |port| {

@@ -52,11 +52,9 @@ use indication::{data_indication_header_len, write_data_indication};
 pub struct Server {
     settings: Arc<Settings>,
     shared: Arc<Shared>,
-    /// The per-source limit on unauthenticated answers, shared with the other UDP cores.
+    /// The per-source limit on unauthenticated answers and failed authentications, shared
+    /// with every other core (UDP and TCP/TLS).
     limiter: SourceLimit,
-    /// True for a datagram core, whose unauthenticated answers are rate-limited per source
-    /// (stream cores have no limiter: a stream source cannot be spoofed).
-    limits_sources: bool,
     /// Set while the server drains: new allocations are refused, existing ones carry on.
     draining: bool,
     allocations: Vec<Option<Allocation>>,
@@ -116,41 +114,34 @@ impl Server {
         now: Instant,
         stats: Arc<Stats>,
     ) -> Self {
-        let limiter = SourceLimit::shared(shared.source_limiter(
-            settings.limits.unauthenticated_rate,
-            settings.limits.rate_limit_table_size,
-            now,
-        ));
-        let mut core = Self::assemble(settings, shared, limiter, now, stats);
-        core.limits_sources = true;
-        core
+        Self::assemble(settings, shared, now, stats)
     }
 
     /// A core for one TCP or TLS connection, sharing `settings` and `stats` (a
-    /// [`Stats::shared`]) with every other connection. It has no unauthenticated-answer
-    /// limiter: a stream source cannot be spoofed, so there is no reflection to limit, and an
-    /// idle core stays a few hundred bytes.
+    /// [`Stats::shared`]) with every other connection. Its unauthenticated answers and failed
+    /// authentications draw on the same per-source limit as the UDP workers': a stream source
+    /// cannot be spoofed, so there is no reflection to limit, but a password guesser must pay
+    /// for its guesses over TCP and TLS as over UDP, before the server spends HMAC work on them.
     pub fn for_stream(
         settings: Arc<Settings>,
         shared: Arc<Shared>,
         now: Instant,
         stats: Arc<Stats>,
     ) -> Self {
-        Self::assemble(settings, shared, SourceLimit::none(), now, stats)
+        Self::assemble(settings, shared, now, stats)
     }
 
     fn assemble(
         settings: Arc<Settings>,
         shared: Arc<Shared>,
-        limiter: SourceLimit,
         now: Instant,
         stats: Arc<Stats>,
     ) -> Self {
+        let limiter = SourceLimit::shared(shared.source_limiter(&settings.limits, now));
         Server {
             settings,
             shared,
             limiter,
-            limits_sources: false,
             draining: false,
             allocations: Vec::new(),
             free_slots: Vec::new(),
@@ -182,15 +173,11 @@ impl Server {
             return;
         }
         let (old, new) = (&self.settings.limits, &settings.limits);
-        if self.limits_sources
-            && (old.unauthenticated_rate != new.unauthenticated_rate
-                || old.rate_limit_table_size != new.rate_limit_table_size)
+        if old.unauthenticated_rate != new.unauthenticated_rate
+            || old.verified_credit != new.verified_credit
+            || old.rate_limit_table_size != new.rate_limit_table_size
         {
-            self.limiter = SourceLimit::shared(self.shared.source_limiter(
-                new.unauthenticated_rate,
-                new.rate_limit_table_size,
-                self.last_seen,
-            ));
+            self.limiter = SourceLimit::shared(self.shared.source_limiter(new, self.last_seen));
         }
         self.settings = settings;
         let revoked = self.revoke_denied();

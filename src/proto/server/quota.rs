@@ -157,8 +157,8 @@ pub struct Shared {
     /// The last RFC 6062 CONNECTION-ID handed out (ids are unique across workers and
     /// connections until the counter wraps after 2^32 connections).
     connection_ids: AtomicU32,
-    /// The per-source limit on unauthenticated answers of the UDP cores, made by the first
-    /// ([`Shared::source_limiter`]).
+    /// The per-source limit on unauthenticated answers and failed authentications of every
+    /// core, made by the first ([`Shared::source_limiter`]).
     source_limiter: Mutex<Option<SharedLimiter>>,
     /// The relayed addresses of every live allocation, kept by the cores.
     pub live_relays: super::LiveRelays,
@@ -168,6 +168,7 @@ pub struct Shared {
 #[derive(Debug)]
 struct SharedLimiter {
     rate: u32,
+    credit_cap: u32,
     size: usize,
     limiter: Arc<SourceLimiter>,
 }
@@ -184,25 +185,35 @@ impl Shared {
         }
     }
 
-    /// The unauthenticated-answer limiter every core built on this `Shared` uses, so that a
-    /// source gets `rate` answers per second across all workers. The first call for a `rate`
-    /// and table `size` makes it (with `now` as its epoch); later calls with the same figures
-    /// get the same table. A configuration reload that changes them makes a new table, which
+    /// The unauthenticated-answer limiter every core built on this `Shared` uses (UDP workers
+    /// and TCP/TLS connections), so that a source gets `rate` answers per second across all of
+    /// them. The first call for a `rate`, `credit_cap` and table `size` makes it (with `now` as
+    /// its epoch); later calls with the same figures get the same table. A configuration reload that changes them makes a new table, which
     /// every core takes when it applies the same settings. Called when a core is made or its
     /// settings change, never per packet.
-    pub fn source_limiter(&self, rate: u32, size: usize, now: Instant) -> Arc<SourceLimiter> {
+    pub fn source_limiter(&self, limits: &super::Limits, now: Instant) -> Arc<SourceLimiter> {
+        let (rate, credit_cap, size) = (
+            limits.unauthenticated_rate,
+            limits.verified_credit,
+            limits.rate_limit_table_size,
+        );
         let mut slot = self
             .source_limiter
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         match &*slot {
-            Some(current) if current.rate == rate && current.size == size => {
+            Some(current)
+                if current.rate == rate
+                    && current.credit_cap == credit_cap
+                    && current.size == size =>
+            {
                 current.limiter.clone()
             }
             _ => {
-                let limiter = Arc::new(SourceLimiter::new(rate, size, now));
+                let limiter = Arc::new(SourceLimiter::new(rate, credit_cap, size, now));
                 *slot = Some(SharedLimiter {
                     rate,
+                    credit_cap,
                     size,
                     limiter: limiter.clone(),
                 });

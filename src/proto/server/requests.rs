@@ -43,10 +43,23 @@ impl Server {
         ) {
             return self.unauthenticated_error(now, ft, msg, 400, "");
         }
+        if msg.has_integrity()
+            && !self.owner_asks(ft, msg)
+            && !self.limiter.may_check(ft.client.ip(), now.instant)
+        {
+            // Checked before the nonce's HMAC, the key's MD5 and the request's HMAC: a source
+            // out of failures gets no work done for it, so a guesser pays a request per guess
+            // and the server nothing.
+            self.stats.dropped(DropReason::RateLimit);
+            return ClientOutput::Nothing;
+        }
         let auth = match self.settings.auth.check(msg, ft.client, now.unix) {
             Ok(a) => a,
             Err(failure) => return self.auth_failed(now, ft, msg, failure),
         };
+        // The source received its nonce: it is real, and earns answers for the next clients
+        // behind its address.
+        self.limiter.verified(ft.client.ip());
         if let Some(&slot) = self.by_tuple.get(&ft) {
             if let Some(answer) = self.allocations[slot as usize]
                 .as_ref()
@@ -87,6 +100,21 @@ impl Server {
             }
         }
         out
+    }
+
+    /// True when `msg` comes from the 5-tuple of a live allocation and names the allocation's
+    /// USERNAME: its Refresh, CreatePermission or ChannelBind. Those skip the budget check made
+    /// before HMAC work, so that a spoofed flood that exhausts a source's budget cannot cut
+    /// off the allocations its real clients hold (a spoofer would have to know both the
+    /// 5-tuple and the username, and its failures are still answered within the budget).
+    fn owner_asks(&self, ft: FiveTuple, msg: &Message<'_>) -> bool {
+        let Some(username) = msg.get(attr::USERNAME) else {
+            return false;
+        };
+        self.by_tuple
+            .get(&ft)
+            .and_then(|&slot| self.allocations[slot as usize].as_ref())
+            .is_some_and(|a| a.username.as_bytes() == username)
     }
 
     /// Binding (RFC 8489): answered without authentication, with XOR-MAPPED-ADDRESS only (and
@@ -132,12 +160,16 @@ impl Server {
         failure: AuthFailure,
     ) -> ClientOutput {
         self.stats.auth_failure(failure);
+        if failure != AuthFailure::Missing {
+            self.limiter.failed(ft.client.ip(), now.instant);
+        }
         self.unauthenticated_error(now, ft, msg, failure.code(), "")
     }
 
     /// An answer to a request that did not authenticate: nothing optional (no SOFTWARE, no
     /// reason phrase), REALM and a compact nonce on 401/438, FINGERPRINT when the request had
-    /// one, and rate-limited per source.
+    /// one, and rate-limited per source (on every transport: see
+    /// [`SourceLimiter`](crate::proto::ratelimit::SourceLimiter)).
     fn unauthenticated_error(
         &mut self,
         now: Now,
@@ -326,6 +358,7 @@ impl Server {
                 even: even_port.is_some(),
                 reserve_next: even_port.is_some_and(|v| v[0] & 0x80 != 0),
                 dont_fragment,
+                near: Some(ft.server.ip()),
             }),
         };
         let primary = match opened {
@@ -364,6 +397,7 @@ impl Server {
                     even: false,
                     reserve_next: false,
                     dont_fragment,
+                    near: Some(ft.server.ip()),
                 })
             } else {
                 Err(RelayOpenError::FamilyUnsupported)

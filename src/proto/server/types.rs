@@ -63,6 +63,9 @@ pub struct RelayRequest {
     pub reserve_next: bool,
     /// Set the don't-fragment bit on relayed packets (DONT-FRAGMENT).
     pub dont_fragment: bool,
+    /// The server address the client reached (its 5-tuple's): on a server with several relay
+    /// addresses, the relay opens on the one bound there, else on the family's first.
+    pub near: Option<IpAddr>,
 }
 
 /// An opened relay socket.
@@ -125,8 +128,11 @@ pub struct Limits {
     pub permissions_per_allocation: usize,
     /// Channels per allocation.
     pub channels_per_allocation: usize,
-    /// Unauthenticated answers per source IP per second; 0 = unlimited.
+    /// Unauthenticated answers (and failed authentications) per source per second, over every
+    /// transport; 0 = unlimited. See [`SourceLimiter`](crate::proto::ratelimit::SourceLimiter).
     pub unauthenticated_rate: u32,
+    /// Answers beyond the rate a source may bank, one per request that authenticated from it.
+    pub verified_credit: u32,
     /// Slots in the unauthenticated-answer limiter.
     pub rate_limit_table_size: usize,
 }
@@ -140,6 +146,7 @@ impl Default for Limits {
             permissions_per_allocation: 64,
             channels_per_allocation: 64,
             unauthenticated_rate: 20,
+            verified_credit: 1024,
             rate_limit_table_size: 65536,
         }
     }

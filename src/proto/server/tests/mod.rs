@@ -22,6 +22,7 @@ mod reload;
 mod route;
 mod security;
 mod tcp;
+mod throttle;
 
 const REALM: &str = "harness.test";
 const UNIX0: u64 = 1_800_000_000;
@@ -95,6 +96,7 @@ impl RelayIo for FakeIo {
             even: false,
             reserve_next: false,
             dont_fragment: false,
+            near: None,
         })
     }
 }
