@@ -57,6 +57,8 @@ pub struct WebRtcPeer {
     commands: mpsc::Sender<Command>,
     events: mpsc::Receiver<PeerEvent>,
     buffered: Arc<AtomicUsize>,
+    /// Bytes handed to [`WebRtcPeer::send`] that the task has not written to the channel yet.
+    queued: Arc<AtomicUsize>,
     relayed: Option<SocketAddr>,
 }
 
@@ -97,11 +99,14 @@ impl WebRtcPeer {
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
         let buffered = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(run(peer, host, relay, cmd_rx, ev_tx, buffered.clone()));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let counters = (buffered.clone(), queued.clone());
+        tokio::spawn(run(peer, host, relay, cmd_rx, ev_tx, counters));
         Ok(WebRtcPeer {
             commands: cmd_tx,
             events: ev_rx,
             buffered,
+            queued,
             relayed,
         })
     }
@@ -121,7 +126,10 @@ impl WebRtcPeer {
         if data.len() > super::peer::MAX_MESSAGE {
             return Err(WebRtcError::TooLarge(data.len()));
         }
-        self.command(Command::Send(data))
+        let len = data.len();
+        self.command(Command::Send(data))?;
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Restarts ICE (a new offer follows as a [`PeerEvent::Signal`]).
@@ -129,9 +137,10 @@ impl WebRtcPeer {
         self.command(Command::RestartIce)
     }
 
-    /// The DataChannel's buffered amount as of the task's last turn.
+    /// The DataChannel's buffered amount as of the task's last turn, plus what
+    /// [`send`](Self::send) queued for the task since.
     pub fn buffered_amount(&self) -> usize {
-        self.buffered.load(Ordering::Relaxed)
+        self.buffered.load(Ordering::Relaxed) + self.queued.load(Ordering::Relaxed)
     }
 
     /// The next event; `None` once the task ended. Cancel-safe.
@@ -164,7 +173,7 @@ async fn run(
     mut relay: Option<TurnRelay>,
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<PeerEvent>,
-    buffered: Arc<AtomicUsize>,
+    (buffered, queued): (Arc<AtomicUsize>, Arc<AtomicUsize>),
 ) {
     let mut buf = vec![0u8; 65_536];
     let relayed = relay.as_ref().map(TurnRelay::relayed);
@@ -239,6 +248,7 @@ async fn run(
                     }
                 }
                 Some(Command::Send(data)) => {
+                    queued.fetch_sub(data.len(), Ordering::Relaxed);
                     if let Err(e) = peer.send(&data) {
                         tracing::debug!(error = %e, "DataChannel send failed");
                     }
