@@ -339,22 +339,21 @@ async fn run(base: Base, offerer: bool, mut calls: mpsc::Receiver<Call>, sink: P
                 }
                 Some(Call::RestartIce) => {
                     match peer.as_ref() {
-                        Some(p) if channel_open => {
+                        Some(p) => {
+                            // The same peer connection (DTLS and SCTP survive an ICE restart,
+                            // and a browser expects the same m-lines in every later offer).
                             if let Err(error) = p.restart_ice() {
                                 tracing::debug!(%error, "ICE restart not queued");
                             }
                         }
-                        _ if starting.is_none() => {
-                            // No usable peer connection (its channel closed, or it never
-                            // started): a new one offers.
-                            if let Some(p) = peer.take() {
-                                p.close();
-                            }
+                        None if starting.is_none() => {
+                            // No peer connection (its channel closed, or it never started):
+                            // a new one offers.
                             remote_fingerprint = None;
                             held.clear();
                             starting = Some(base.start(true));
                         }
-                        _ => {}
+                        None => {}
                     }
                 }
                 Some(Call::Signal(signal)) => {

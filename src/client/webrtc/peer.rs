@@ -89,6 +89,12 @@ pub struct RtcPeer {
     rtc: Rtc,
     config: RtcPeerConfig,
     channel: Option<ChannelId>,
+    /// The channel was added by the pending offer (dropped with it on a glare rollback).
+    channel_in_pending_offer: bool,
+    /// The `a=mid:` of the data section, once an offer named it.
+    mid: Option<String>,
+    /// Our candidates, to add again to a rebuilt `Rtc`.
+    local_candidates: Vec<Candidate>,
     channel_open: bool,
     pending_offer: Option<SdpPendingOffer>,
     remote_description: bool,
@@ -97,6 +103,13 @@ pub struct RtcPeer {
     dropped_inputs: u64,
     /// The latest time an input brought (for a bounded poll that must yield).
     now: Instant,
+}
+
+/// The first `a=mid:` of an SDP (the link's one data section).
+fn mid_of(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=mid:"))
+        .map(str::to_owned)
 }
 
 fn channel_config() -> ChannelConfig {
@@ -117,6 +130,9 @@ impl RtcPeer {
             rtc,
             config,
             channel: None,
+            channel_in_pending_offer: false,
+            local_candidates: Vec::new(),
+            mid: None,
             channel_open: false,
             pending_offer: None,
             remote_description: false,
@@ -154,11 +170,20 @@ impl RtcPeer {
     }
 
     fn add_local(&mut self, c: Candidate) {
+        if self.local_candidates.len() < 16 {
+            self.local_candidates.push(c.clone());
+        }
+        self.trickle_local(c);
+    }
+
+    fn trickle_local(&mut self, c: Candidate) {
         let ufrag = self.rtc.direct_api().local_ice_credentials().ufrag;
         if let Some(added) = self.rtc.add_local_candidate(c) {
             let init = CandidateInit {
                 candidate: added.to_sdp_string(),
-                sdp_mid: Some("0".into()),
+                // The data section's mid once an offer named it; before, the m-line index
+                // alone (browsers take either).
+                sdp_mid: self.mid.clone(),
                 sdp_m_line_index: Some(0),
                 username_fragment: Some(ufrag),
             };
@@ -185,6 +210,7 @@ impl RtcPeer {
         let mut api = self.rtc.sdp_api();
         if self.channel.is_none() {
             self.channel = Some(api.add_channel_with_config(channel_config()));
+            self.channel_in_pending_offer = true;
         }
         let applied = api.apply();
         self.offered(applied)
@@ -203,9 +229,11 @@ impl RtcPeer {
             return Ok(());
         };
         self.pending_offer = Some(pending);
+        let sdp = offer.to_sdp_string();
+        self.mid = mid_of(&sdp).or(self.mid.take());
         self.events.push_back(PeerEvent::Signal(LinkSignal::Offer {
             epoch: self.config.epoch,
-            sdp: offer.to_sdp_string(),
+            sdp,
         }));
         Ok(())
     }
@@ -220,9 +248,18 @@ impl RtcPeer {
                         // Glare: the impolite side keeps its offer and ignores theirs.
                         return Ok(());
                     }
+                    // Glare, polite side: our offer is rolled back. When it was the first one
+                    // (it added the channel, which str0m keeps allocated, so the answer could
+                    // not open it), the whole `Rtc` starts over: new DTLS identity and ICE
+                    // credentials, our candidates trickled again, the channel created by the
+                    // answer below.
                     self.pending_offer = None;
+                    if std::mem::take(&mut self.channel_in_pending_offer) {
+                        self.rebuild();
+                    }
                 }
                 let offer = SdpOffer::from_sdp_string(&sdp).map_err(|e| bad(&e))?;
+                self.mid = mid_of(&sdp).or(self.mid.take());
                 let answer = self
                     .rtc
                     .sdp_api()
@@ -247,6 +284,7 @@ impl RtcPeer {
                     .sdp_api()
                     .accept_answer(pending, answer)
                     .map_err(|e| WebRtcError::Rtc(e.to_string()))?;
+                self.channel_in_pending_offer = false;
                 self.remote_ready();
             }
             LinkSignal::Candidate { candidate, .. } => {
@@ -269,6 +307,18 @@ impl RtcPeer {
             }
         }
         Ok(())
+    }
+
+    fn rebuild(&mut self) {
+        self.rtc = Rtc::builder().build(self.now);
+        self.mid = None; // their offer names it
+        self.channel = None;
+        self.channel_open = false;
+        self.remote_description = false;
+        for c in self.local_candidates.clone() {
+            self.trickle_local(c);
+        }
+        self.end_of_candidates();
     }
 
     fn remote_ready(&mut self) {
