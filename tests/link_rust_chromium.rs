@@ -8,8 +8,9 @@
 //! - `forceRelay` / `force_relay` on both: both move to the relay; off: both come back to p2p;
 //! - messages both ways throughout, each delivered once, in order.
 //!
-//! Once with the Rust side opening the link (str0m offers, Chrome answers) and once with the
-//! page opening it (Chrome offers, str0m answers).
+//! Once with the Rust side opening the link (str0m offers, Chrome answers), once with the page
+//! opening it (Chrome offers, str0m answers), and once with both opening it at once (offer
+//! glare, resolved by perfect negotiation: the Rust end is the polite one).
 
 mod common;
 mod link_support;
@@ -88,7 +89,15 @@ fn page_force_relay(pages: &mut Pages, on: bool) {
     );
 }
 
-fn run(rust_opens: bool) {
+/// Which end opens the link.
+#[derive(Clone, Copy, Debug)]
+enum Opener {
+    Rust,
+    Page,
+    Both,
+}
+
+fn run(opener: Opener) {
     // RUST_LOG=turnpike=debug shows the Rust end's WebRTC decisions.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -109,42 +118,52 @@ fn run(rust_opens: bool) {
         .build()
         .unwrap();
     let session = rust_session(&rt, &server);
-    let link = if rust_opens {
-        let link = rt.block_on(session.link("web")).unwrap();
-        rt.block_on(link.send_text("r0")).unwrap();
-        link
-    } else {
-        pages.open_link("web", "rust");
-        assert_eq!(pages.send("web", "rust", json!("w0"))["ok"], true);
-        rt.block_on(async {
-            loop {
-                let event = tokio::time::timeout(Duration::from_secs(10), session.next_event())
-                    .await
-                    .expect("the page's link arrives")
-                    .expect("session open");
-                if let SessionEvent::Link(link) = event {
-                    break link;
+    let link = match opener {
+        Opener::Rust => {
+            let link = rt.block_on(session.link("web")).unwrap();
+            rt.block_on(link.send_text("r0")).unwrap();
+            // The page's end exists once the Rust end's first signal arrived (no glare).
+            let there = pages.call(
+                "web",
+                "(H) => H.waitFor((H) => H.records.has('rust'), 10000)",
+                Value::Null,
+                SHORT + SHORT,
+            );
+            assert_eq!(
+                there, true,
+                "the Rust end's signaling never reached the page"
+            );
+            assert_eq!(pages.send("web", "rust", json!("w0"))["ok"], true);
+            link
+        }
+        Opener::Page => {
+            pages.open_link("web", "rust");
+            assert_eq!(pages.send("web", "rust", json!("w0"))["ok"], true);
+            let link = rt.block_on(async {
+                loop {
+                    let event = tokio::time::timeout(Duration::from_secs(10), session.next_event())
+                        .await
+                        .expect("the page's link arrives")
+                        .expect("session open");
+                    if let SessionEvent::Link(link) = event {
+                        break link;
+                    }
                 }
-            }
-        })
+            });
+            rt.block_on(link.send_text("r0")).unwrap();
+            link
+        }
+        Opener::Both => {
+            // Glare: both ends offer before either hears the other. The Rust end ("rust" <
+            // "web") is polite: it rolls its offer back and answers; the page ignores ours.
+            pages.open_link("web", "rust");
+            let link = rt.block_on(session.link("web")).unwrap();
+            rt.block_on(link.send_text("r0")).unwrap();
+            assert_eq!(pages.send("web", "rust", json!("w0"))["ok"], true);
+            link
+        }
     };
     let (mut rust_sent, mut web_sent) = (1usize, 1usize);
-    if rust_opens {
-        // The page's end exists once the Rust end's first signal arrived (no glare here).
-        let there = pages.call(
-            "web",
-            "(H) => H.waitFor((H) => H.records.has('rust'), 10000)",
-            Value::Null,
-            SHORT + SHORT,
-        );
-        assert_eq!(
-            there, true,
-            "the Rust end's signaling never reached the page"
-        );
-        assert_eq!(pages.send("web", "rust", json!("w0"))["ok"], true);
-    } else {
-        rt.block_on(link.send_text("r0")).unwrap();
-    }
 
     // Phase 1: p2p on both sides, through turnpike's TURN.
     let s = pages.wait_mode("web", "rust", "p2p", 30_000);
@@ -214,24 +233,23 @@ fn run(rust_opens: bool) {
     assert!(p2p_after > p2p_before, "{s}");
     let summary: Value = s;
     println!(
-        "rust<->chromium ({}): {} + {} messages; page {summary}",
-        if rust_opens {
-            "rust offers"
-        } else {
-            "chrome offers"
-        },
-        rust_sent,
-        web_sent
+        "rust<->chromium ({opener:?} opens): {} + {} messages; page {summary}",
+        rust_sent, web_sent
     );
     rt.block_on(session.close());
 }
 
 #[test]
 fn rust_offers_chromium_answers_p2p_then_relay_and_back() {
-    run(true);
+    run(Opener::Rust);
 }
 
 #[test]
 fn chromium_offers_rust_answers_p2p_then_relay_and_back() {
-    run(false);
+    run(Opener::Page);
+}
+
+#[test]
+fn offer_glare_resolves_to_p2p_then_relay_and_back() {
+    run(Opener::Both);
 }
