@@ -13,6 +13,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -30,9 +31,6 @@ use crate::link::{IceState, P2pEvent};
 use crate::proto::credentials::IceServer;
 use crate::registry::messages::SignalKind;
 
-/// Calls from the session waiting for a path's task, at most (frames beyond are refused and
-/// the link core treats them as lost with the channel).
-const PATH_QUEUE: usize = 1024;
 /// Signaling payloads held while the peer connection is being created.
 const MAX_HELD_SIGNALS: usize = 300;
 /// How often a path re-reads the DataChannel's buffered amount while it is not zero (the link
@@ -148,7 +146,10 @@ fn add_system_roots(roots: &mut rustls::RootCertStore) {
 
 impl P2pConnector for WebRtcConnector {
     fn create(&self, params: P2pParams, sink: P2pSink) -> Box<dyn P2pPath> {
-        let (tx, rx) = mpsc::channel(PATH_QUEUE);
+        // Unbounded by count, bounded in bytes by the link core: it stops writing above its
+        // high-water mark, and the amount it hears includes what waits here (`queued`).
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let turn = self.turn_options(&params.ice_servers);
         let relay_only = params.ice_transport_policy == IceTransportPolicy::Relay;
         let base = Base {
@@ -164,8 +165,8 @@ impl P2pConnector for WebRtcConnector {
             },
             turn,
         };
-        tokio::spawn(run(base, params.offerer, rx, sink));
-        Box::new(WebRtcPath { tx })
+        tokio::spawn(run(base, params.offerer, rx, queued.clone(), sink));
+        Box::new(WebRtcPath { tx, queued })
     }
 }
 
@@ -179,14 +180,16 @@ enum Call {
 
 /// The session's handle on one link end's WebRTC path.
 struct WebRtcPath {
-    tx: mpsc::Sender<Call>,
+    tx: mpsc::UnboundedSender<Call>,
+    /// Frame bytes sent to the task and not yet handed to the peer.
+    queued: Arc<AtomicUsize>,
 }
 
 impl P2pPath for WebRtcPath {
     fn handle_signal(&mut self, kind: SignalKind, remote_epoch: u32, payload: serde_json::Value) {
         match LinkSignal::from_json(&payload.to_string()) {
             Ok(Some(signal)) if signal.epoch() == remote_epoch && kind_of(&signal) == kind => {
-                let _ = self.tx.try_send(Call::Signal(signal));
+                let _ = self.tx.send(Call::Signal(signal));
             }
             Ok(_) => tracing::debug!(?kind, "a link payload that does not match its message"),
             Err(error) => tracing::debug!(%error, "a link payload refused"),
@@ -194,15 +197,20 @@ impl P2pPath for WebRtcPath {
     }
 
     fn send_frame(&mut self, frame: &[u8]) -> bool {
-        self.tx.try_send(Call::Frame(frame.to_vec())).is_ok()
+        let len = frame.len();
+        let sent = self.tx.send(Call::Frame(frame.to_vec())).is_ok();
+        if sent {
+            self.queued.fetch_add(len, Ordering::Relaxed);
+        }
+        sent
     }
 
     fn restart_ice(&mut self) {
-        let _ = self.tx.try_send(Call::RestartIce);
+        let _ = self.tx.send(Call::RestartIce);
     }
 
     fn close(&mut self) {
-        let _ = self.tx.try_send(Call::Close);
+        let _ = self.tx.send(Call::Close);
     }
 }
 
@@ -291,7 +299,18 @@ fn body(signal: &LinkSignal) -> serde_json::Value {
 }
 
 /// One link end's path: at most one live peer connection, replaced when its channel is gone.
-async fn run(base: Base, offerer: bool, mut calls: mpsc::Receiver<Call>, sink: P2pSink) {
+async fn run(
+    base: Base,
+    offerer: bool,
+    mut calls: mpsc::UnboundedReceiver<Call>,
+    queued: Arc<AtomicUsize>,
+    sink: P2pSink,
+) {
+    // `bufferedAmount` as the core sees it: what waits here, in the peer's queue, and in the
+    // channel.
+    let buffered = |peer: &Option<WebRtcPeer>| {
+        queued.load(Ordering::Relaxed) + peer.as_ref().map_or(0, WebRtcPeer::buffered_amount)
+    };
     let mut peer: Option<WebRtcPeer> = None;
     let mut starting = Some(base.start(offerer));
     let mut held: Vec<LinkSignal> = Vec::new();
@@ -330,6 +349,7 @@ async fn run(base: Base, offerer: bool, mut calls: mpsc::Receiver<Call>, sink: P
                     return;
                 }
                 Some(Call::Frame(frame)) => {
+                    queued.fetch_sub(frame.len(), Ordering::Relaxed);
                     if let Some(p) = peer.as_ref().filter(|_| channel_open) {
                         if let Err(error) = p.send(frame) {
                             tracing::debug!(%error, "a DataChannel frame was not queued");
@@ -436,7 +456,7 @@ async fn run(base: Base, offerer: bool, mut calls: mpsc::Receiver<Call>, sink: P
                     }
                     Some(PeerEvent::Message(frame)) => P2pOutput::Frame(frame),
                     Some(PeerEvent::BufferedAmountLow) => {
-                        reported_buffered = peer.as_ref().map_or(0, WebRtcPeer::buffered_amount);
+                        reported_buffered = buffered(&peer);
                         P2pOutput::Event(P2pEvent::BufferedAmount(reported_buffered as u64))
                     }
                     Some(PeerEvent::RemoteCandidate(_)) => continue,
@@ -446,7 +466,7 @@ async fn run(base: Base, offerer: bool, mut calls: mpsc::Receiver<Call>, sink: P
                 }
             }
             () = poll_buffered => {
-                let now = peer.as_ref().map_or(0, WebRtcPeer::buffered_amount);
+                let now = buffered(&peer);
                 if now != reported_buffered || std::mem::take(&mut sent_since_report) {
                     reported_buffered = now;
                     if !sink.report(P2pOutput::Event(P2pEvent::BufferedAmount(now as u64))).await {

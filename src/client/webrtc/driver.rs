@@ -17,8 +17,6 @@ use crate::client::turn::{TurnConfig, TurnRelay, TurnServer};
 /// Events waiting for [`WebRtcPeer::next_event`]; messages beyond are held by str0m's
 /// buffers (the task stops reading when this queue is full).
 const EVENT_QUEUE: usize = 1024;
-/// Commands waiting for the task.
-const COMMAND_QUEUE: usize = 1024;
 
 /// One TURN server to allocate a relay candidate on.
 #[derive(Clone, Debug)]
@@ -54,7 +52,10 @@ enum Command {
 /// A WebRTC peer running in a task of its own: signaling in and out, DataChannel messages,
 /// state events. Dropping it closes the peer connection.
 pub struct WebRtcPeer {
-    commands: mpsc::Sender<Command>,
+    /// Unbounded by count: DataChannel bytes are bounded by the caller, which reads
+    /// [`WebRtcPeer::buffered_amount`] (queued commands included) as a browser's
+    /// `bufferedAmount`; signaling is a handful of messages.
+    commands: mpsc::UnboundedSender<Command>,
     events: mpsc::Receiver<PeerEvent>,
     buffered: Arc<AtomicUsize>,
     /// Bytes handed to [`WebRtcPeer::send`] that the task has not written to the channel yet.
@@ -96,7 +97,7 @@ impl WebRtcPeer {
             peer.create_offer()?;
         }
         let relayed = relay.as_ref().map(TurnRelay::relayed);
-        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
         let buffered = Arc::new(AtomicUsize::new(0));
         let queued = Arc::new(AtomicUsize::new(0));
@@ -150,14 +151,11 @@ impl WebRtcPeer {
 
     /// Closes the peer connection and ends the task.
     pub fn close(&self) {
-        let _ = self.commands.try_send(Command::Close);
+        let _ = self.commands.send(Command::Close);
     }
 
     fn command(&self, c: Command) -> Result<(), WebRtcError> {
-        self.commands.try_send(c).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => WebRtcError::Io("command queue full".into()),
-            mpsc::error::TrySendError::Closed(_) => WebRtcError::Closed,
-        })
+        self.commands.send(c).map_err(|_| WebRtcError::Closed)
     }
 }
 
@@ -171,7 +169,7 @@ async fn run(
     mut peer: RtcPeer,
     host: Option<(UdpSocket, SocketAddr)>,
     mut relay: Option<TurnRelay>,
-    mut commands: mpsc::Receiver<Command>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<PeerEvent>,
     (buffered, queued): (Arc<AtomicUsize>, Arc<AtomicUsize>),
 ) {
