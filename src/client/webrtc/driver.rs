@@ -175,7 +175,22 @@ async fn run(
 ) {
     let mut buf = vec![0u8; 65_536];
     let relayed = relay.as_ref().map(TurnRelay::relayed);
+    // Messages the channel refused (its buffer full): sent first, in order, as room comes.
+    let mut held: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+    let mut held_bytes = 0usize;
     loop {
+        while let Some(data) = held.front() {
+            match peer.send(data) {
+                Err(WebRtcError::Full) => break,
+                result => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "DataChannel send failed");
+                    }
+                    held_bytes -= data.len();
+                    held.pop_front();
+                }
+            }
+        }
         // Drain outputs until str0m names its next deadline.
         let deadline = loop {
             match peer.poll_output() {
@@ -209,7 +224,7 @@ async fn run(
                 }
             }
         };
-        buffered.store(peer.buffered_amount(), Ordering::Relaxed);
+        buffered.store(peer.buffered_amount() + held_bytes, Ordering::Relaxed);
         let host_recv = async {
             match &host {
                 Some((socket, addr)) => socket
@@ -247,8 +262,14 @@ async fn run(
                 }
                 Some(Command::Send(data)) => {
                     queued.fetch_sub(data.len(), Ordering::Relaxed);
-                    if let Err(e) = peer.send(&data) {
-                        tracing::debug!(error = %e, "DataChannel send failed");
+                    let result = if held.is_empty() { peer.send(&data) } else { Err(WebRtcError::Full) };
+                    match result {
+                        Err(WebRtcError::Full) => {
+                            held_bytes += data.len();
+                            held.push_back(data);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "DataChannel send failed"),
+                        Ok(()) => {}
                     }
                 }
                 Some(Command::RestartIce) => {

@@ -38,6 +38,9 @@ pub enum WebRtcError {
     /// The DataChannel is not open.
     #[error("the DataChannel is not open")]
     NotOpen,
+    /// The channel's send buffer is full (the driver holds the message and tries again).
+    #[error("the DataChannel's buffer is full")]
+    Full,
     /// A message above the link's frame limit.
     #[error("message of {0} bytes is too large")]
     TooLarge(usize),

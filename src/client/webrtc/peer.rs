@@ -112,6 +112,16 @@ fn mid_of(sdp: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// SCTP bytes str0m buffers before it refuses a write: above what the link core lets out
+/// (1 MiB of `bufferedAmount` plus a frame), so a frame it sends is never refused.
+const SCTP_MAX_BUFFERED: usize = 2 << 20;
+
+fn new_rtc(now: Instant) -> Rtc {
+    Rtc::builder()
+        .set_sctp_max_buffered_amount(SCTP_MAX_BUFFERED)
+        .build(now)
+}
+
 fn channel_config() -> ChannelConfig {
     ChannelConfig {
         label: CHANNEL_LABEL.into(),
@@ -125,7 +135,7 @@ fn channel_config() -> ChannelConfig {
 impl RtcPeer {
     /// A peer with no description yet.
     pub fn new(now: Instant, config: RtcPeerConfig) -> Self {
-        let rtc = Rtc::builder().build(now);
+        let rtc = new_rtc(now);
         RtcPeer {
             rtc,
             config,
@@ -310,7 +320,7 @@ impl RtcPeer {
     }
 
     fn rebuild(&mut self) {
-        self.rtc = Rtc::builder().build(self.now);
+        self.rtc = new_rtc(self.now);
         self.mid = None; // their offer names it
         self.channel = None;
         self.channel_open = false;
@@ -452,7 +462,7 @@ impl RtcPeer {
         let mut ch = self.rtc.channel(id).ok_or(WebRtcError::NotOpen)?;
         match ch.write(true, data) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(WebRtcError::Rtc("the channel refused the write".into())),
+            Ok(false) => Err(WebRtcError::Full),
             Err(e) => Err(WebRtcError::Rtc(e.to_string())),
         }
     }
