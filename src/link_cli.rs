@@ -104,6 +104,13 @@ async fn run(args: LinkArgs) -> anyhow::Result<()> {
         Policy::All => IceTransportPolicy::All,
         Policy::Relay => IceTransportPolicy::Relay,
     };
+    #[cfg(feature = "webrtc")]
+    {
+        // The direct path: WebRTC on str0m, relay candidates from turnpike's TURN client.
+        config.p2p = Some(std::sync::Arc::new(
+            turnpike::client::webrtc::WebRtcConnector::new(),
+        ));
+    }
     let flush_timeout = seconds(args.flush_timeout, "--flush-timeout")?;
     let session = match Session::connect(config).await {
         Ok(session) => session,

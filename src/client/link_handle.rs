@@ -127,6 +127,21 @@ impl Link {
         answer.await.ok()
     }
 
+    /// While `on`, the link sends on the relay and does not return to p2p (no probes, no ICE
+    /// restarts); off: the usual rules, back to p2p once a probe round trip succeeds. As the
+    /// browser SDK's `forceRelay`: for apps that want to spare a flaky direct path, and for
+    /// tests that switch paths under traffic.
+    pub async fn force_relay(&self, on: bool) {
+        let _ = self
+            .shared
+            .commands
+            .send(Command::ForceRelay {
+                peer: self.shared.peer.clone(),
+                on,
+            })
+            .await;
+    }
+
     /// Resolves when every message sent so far is acknowledged by the peer.
     pub async fn flush(&self) -> Result<(), FlushError> {
         let mut progress = self.shared.progress.clone();

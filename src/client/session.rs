@@ -196,6 +196,10 @@ pub(crate) enum Command {
     CloseLink {
         peer: String,
     },
+    ForceRelay {
+        peer: String,
+        on: bool,
+    },
     /// A handle read messages the session held back: take them again.
     Wake,
     Close,

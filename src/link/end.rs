@@ -142,6 +142,14 @@ impl Link {
         self.drain_actions(now);
     }
 
+    /// While `on`, sends on the relay and never returns to p2p (the JS SDK's `forceRelay`);
+    /// off: back to the usual rules (a probe at once when the DataChannel is open).
+    pub fn force_relay(&mut self, now: Instant, on: bool) {
+        self.now = now;
+        self.switcher.force_relay(now, on, &mut self.rng);
+        self.drain_actions(now);
+    }
+
     /// A report from the WebRTC path.
     pub fn handle_p2p_event(&mut self, now: Instant, event: P2pEvent) {
         self.now = now;

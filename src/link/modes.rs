@@ -103,6 +103,8 @@ pub struct Switcher {
     probe_nonce: Option<u64>,
     restart_at: Option<Instant>,
     restart_step: u32,
+    /// `forceRelay(true)`: send on the relay, neither probe nor restart ICE.
+    forced: bool,
     actions: VecDeque<Action>,
 }
 
@@ -121,6 +123,7 @@ impl Switcher {
             probe_nonce: None,
             restart_at: None,
             restart_step: 0,
+            forced: false,
             actions: VecDeque::new(),
         }
     }
@@ -147,6 +150,34 @@ impl Switcher {
         } else if allowed && self.mode == Mode::Connecting && self.fallback_at.is_none() {
             self.fall_back(now);
         }
+    }
+
+    /// While `on`, the link sends on the relay and does not return to p2p (no probes, no ICE
+    /// restarts); off: the usual rules (probing at once when the DataChannel is open, else ICE
+    /// restarts with back-off). A product feature (the JS SDK's `forceRelay`), also used by
+    /// tests to switch paths under traffic.
+    pub fn force_relay(&mut self, now: Instant, on: bool, rng: &mut Rng) {
+        self.forced = on;
+        if self.mode == Mode::Closed {
+            return;
+        }
+        if on {
+            self.probe_nonce = None;
+            self.probe_at = None;
+            if self.mode != Mode::Relay {
+                self.fall_back(now);
+            }
+        } else if self.channel_open && self.mode != Mode::P2p {
+            self.start_probing(now, rng);
+        } else if self.mode == Mode::Relay && self.restart_at.is_none() {
+            self.restart_step = 0;
+            self.restart_at = Some(now + restart_delay(0));
+        }
+    }
+
+    /// True while forced onto the relay.
+    pub fn forced(&self) -> bool {
+        self.forced
     }
 
     /// The probe nonce outstanding, if any.
@@ -194,7 +225,11 @@ impl Switcher {
     /// A `PROBE_ACK` arrived on `on_p2p` (true: the DataChannel).
     pub fn on_probe_ack(&mut self, on_p2p: bool, nonce: u64) {
         let outstanding = self.probe_nonce == Some(nonce);
-        if on_p2p && outstanding && matches!(self.mode, Mode::Connecting | Mode::Relay) {
+        if on_p2p
+            && outstanding
+            && !self.forced
+            && matches!(self.mode, Mode::Connecting | Mode::Relay)
+        {
             self.fallback_at = None;
             self.restart_at = None;
             self.probe_at = None;
@@ -233,7 +268,10 @@ impl Switcher {
             }
         }
         if self.probe_at.is_some_and(|at| at <= now) {
-            if self.channel_open && matches!(self.mode, Mode::Connecting | Mode::Relay) {
+            if self.channel_open
+                && !self.forced
+                && matches!(self.mode, Mode::Connecting | Mode::Relay)
+            {
                 let nonce = *self.probe_nonce.get_or_insert_with(|| rng.nonce());
                 self.actions.push_back(Action::Probe(nonce));
                 self.probe_at = Some(now + PROBE_INTERVAL);
@@ -242,7 +280,10 @@ impl Switcher {
             }
         }
         if self.restart_at.is_some_and(|at| at <= now) {
-            if self.mode == Mode::Relay {
+            if self.mode == Mode::Relay && self.forced {
+                // Forced onto the relay: p2p is not wanted, no ICE restarts until released.
+                self.restart_at = None;
+            } else if self.mode == Mode::Relay {
                 if self.offerer {
                     self.actions.push_back(Action::RestartIce);
                 }
@@ -255,6 +296,9 @@ impl Switcher {
     }
 
     fn start_probing(&mut self, now: Instant, rng: &mut Rng) {
+        if self.forced {
+            return;
+        }
         let nonce = rng.nonce();
         self.probe_nonce = Some(nonce);
         self.actions.push_back(Action::Probe(nonce));
@@ -276,7 +320,7 @@ impl Switcher {
         self.switch(Mode::Relay);
         self.restart_step = 0;
         self.restart_at = Some(now + restart_delay(0));
-        if self.channel_open {
+        if self.channel_open && !self.forced {
             // A new probing episode: answers to probes sent before the switch do not count.
             self.probe_nonce = None;
             self.probe_at = Some(now + PROBE_INTERVAL);
@@ -426,6 +470,38 @@ mod tests {
         let at = pacer.ready_at(now, 900);
         assert_eq!(at - now, Duration::from_millis(100));
         assert!(pacer.ready(at, 900));
+    }
+
+    #[test]
+    fn forced_relay_holds_until_released_then_probes() {
+        let now = Instant::now();
+        let mut rng = Rng::new(7);
+        let mut s = Switcher::new(now, Duration::from_secs(10), true);
+        s.on_p2p_event(now, P2pEvent::ChannelOpen, &mut rng);
+        let Some(Action::Probe(nonce)) = s.poll_action() else {
+            panic!("no probe");
+        };
+        s.on_probe_ack(true, nonce);
+        assert_eq!(s.poll_action(), Some(Action::Switched(Mode::P2p)));
+        s.force_relay(now, true, &mut rng);
+        assert_eq!(s.poll_action(), Some(Action::Switched(Mode::Relay)));
+        // Neither probes nor ICE restarts while forced, however long it lasts.
+        for i in 1..200 {
+            s.handle_timeout(now + Duration::from_secs(i), &mut rng);
+        }
+        assert_eq!(s.poll_action(), None);
+        s.on_probe_ack(true, nonce);
+        assert_eq!(
+            s.mode(),
+            Mode::Relay,
+            "an old answer does not end the force"
+        );
+        s.force_relay(now, false, &mut rng);
+        let Some(Action::Probe(nonce)) = s.poll_action() else {
+            panic!("released with the channel open: a probe at once");
+        };
+        s.on_probe_ack(true, nonce);
+        assert_eq!(s.poll_action(), Some(Action::Switched(Mode::P2p)));
     }
 
     #[test]

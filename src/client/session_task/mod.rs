@@ -227,6 +227,11 @@ impl Task {
                     entry.core.close(now(), CloseReason::Local);
                 }
             }
+            Command::ForceRelay { peer, on } => {
+                if let Some(entry) = self.links.get_mut(&peer) {
+                    entry.core.force_relay(now(), on);
+                }
+            }
             Command::Wake | Command::Close => {}
         }
     }

@@ -17,8 +17,6 @@ use crate::client::turn::{TurnConfig, TurnRelay, TurnServer};
 /// Events waiting for [`WebRtcPeer::next_event`]; messages beyond are held by str0m's
 /// buffers (the task stops reading when this queue is full).
 const EVENT_QUEUE: usize = 1024;
-/// Commands waiting for the task.
-const COMMAND_QUEUE: usize = 1024;
 
 /// One TURN server to allocate a relay candidate on.
 #[derive(Clone, Debug)]
@@ -54,9 +52,14 @@ enum Command {
 /// A WebRTC peer running in a task of its own: signaling in and out, DataChannel messages,
 /// state events. Dropping it closes the peer connection.
 pub struct WebRtcPeer {
-    commands: mpsc::Sender<Command>,
+    /// Unbounded by count: DataChannel bytes are bounded by the caller, which reads
+    /// [`WebRtcPeer::buffered_amount`] (queued commands included) as a browser's
+    /// `bufferedAmount`; signaling is a handful of messages.
+    commands: mpsc::UnboundedSender<Command>,
     events: mpsc::Receiver<PeerEvent>,
     buffered: Arc<AtomicUsize>,
+    /// Bytes handed to [`WebRtcPeer::send`] that the task has not written to the channel yet.
+    queued: Arc<AtomicUsize>,
     relayed: Option<SocketAddr>,
 }
 
@@ -94,14 +97,17 @@ impl WebRtcPeer {
             peer.create_offer()?;
         }
         let relayed = relay.as_ref().map(TurnRelay::relayed);
-        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
         let buffered = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(run(peer, host, relay, cmd_rx, ev_tx, buffered.clone()));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let counters = (buffered.clone(), queued.clone());
+        tokio::spawn(run(peer, host, relay, cmd_rx, ev_tx, counters));
         Ok(WebRtcPeer {
             commands: cmd_tx,
             events: ev_rx,
             buffered,
+            queued,
             relayed,
         })
     }
@@ -121,7 +127,10 @@ impl WebRtcPeer {
         if data.len() > super::peer::MAX_MESSAGE {
             return Err(WebRtcError::TooLarge(data.len()));
         }
-        self.command(Command::Send(data))
+        let len = data.len();
+        self.command(Command::Send(data))?;
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Restarts ICE (a new offer follows as a [`PeerEvent::Signal`]).
@@ -129,9 +138,10 @@ impl WebRtcPeer {
         self.command(Command::RestartIce)
     }
 
-    /// The DataChannel's buffered amount as of the task's last turn.
+    /// The DataChannel's buffered amount as of the task's last turn, plus what
+    /// [`send`](Self::send) queued for the task since.
     pub fn buffered_amount(&self) -> usize {
-        self.buffered.load(Ordering::Relaxed)
+        self.buffered.load(Ordering::Relaxed) + self.queued.load(Ordering::Relaxed)
     }
 
     /// The next event; `None` once the task ended. Cancel-safe.
@@ -141,14 +151,11 @@ impl WebRtcPeer {
 
     /// Closes the peer connection and ends the task.
     pub fn close(&self) {
-        let _ = self.commands.try_send(Command::Close);
+        let _ = self.commands.send(Command::Close);
     }
 
     fn command(&self, c: Command) -> Result<(), WebRtcError> {
-        self.commands.try_send(c).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => WebRtcError::Io("command queue full".into()),
-            mpsc::error::TrySendError::Closed(_) => WebRtcError::Closed,
-        })
+        self.commands.send(c).map_err(|_| WebRtcError::Closed)
     }
 }
 
@@ -162,13 +169,28 @@ async fn run(
     mut peer: RtcPeer,
     host: Option<(UdpSocket, SocketAddr)>,
     mut relay: Option<TurnRelay>,
-    mut commands: mpsc::Receiver<Command>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<PeerEvent>,
-    buffered: Arc<AtomicUsize>,
+    (buffered, queued): (Arc<AtomicUsize>, Arc<AtomicUsize>),
 ) {
     let mut buf = vec![0u8; 65_536];
     let relayed = relay.as_ref().map(TurnRelay::relayed);
+    // Messages the channel refused (its buffer full): sent first, in order, as room comes.
+    let mut held: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+    let mut held_bytes = 0usize;
     loop {
+        while let Some(data) = held.front() {
+            match peer.send(data) {
+                Err(WebRtcError::Full) => break,
+                result => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "DataChannel send failed");
+                    }
+                    held_bytes -= data.len();
+                    held.pop_front();
+                }
+            }
+        }
         // Drain outputs until str0m names its next deadline.
         let deadline = loop {
             match peer.poll_output() {
@@ -202,7 +224,7 @@ async fn run(
                 }
             }
         };
-        buffered.store(peer.buffered_amount(), Ordering::Relaxed);
+        buffered.store(peer.buffered_amount() + held_bytes, Ordering::Relaxed);
         let host_recv = async {
             match &host {
                 Some((socket, addr)) => socket
@@ -239,8 +261,15 @@ async fn run(
                     }
                 }
                 Some(Command::Send(data)) => {
-                    if let Err(e) = peer.send(&data) {
-                        tracing::debug!(error = %e, "DataChannel send failed");
+                    queued.fetch_sub(data.len(), Ordering::Relaxed);
+                    let result = if held.is_empty() { peer.send(&data) } else { Err(WebRtcError::Full) };
+                    match result {
+                        Err(WebRtcError::Full) => {
+                            held_bytes += data.len();
+                            held.push_back(data);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "DataChannel send failed"),
+                        Ok(()) => {}
                     }
                 }
                 Some(Command::RestartIce) => {

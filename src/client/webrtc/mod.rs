@@ -4,15 +4,19 @@
 //! - [`signal`]: the JSON payloads (`webrtc_offer`, `webrtc_answer`, `webrtc_ice_candidate`).
 //! - [`RtcPeer`]: the sans-IO peer (str0m's `Rtc`, the channel, candidate queues, ICE restart,
 //!   the relay-only policy).
+//! - [`WebRtcConnector`]: the session's p2p seam on [`WebRtcPeer`] (ICE servers from the
+//!   registry's welcome, `turn:`/`turns:` over UDP, TCP and TLS, `iceTransportPolicy`).
 //! - [`WebRtcPeer`]: a tokio task that owns a UDP socket for the host candidate and a
 //!   [`TurnRelay`](super::turn::TurnRelay) for the relay candidate (str0m has no TURN client:
 //!   relayed traffic is fed to str0m as if it arrived on the relayed address, and what str0m
 //!   sends from that address goes out through the relay).
 
+mod connector;
 mod driver;
 mod peer;
 pub mod signal;
 
+pub use connector::{HostCandidate, WebRtcConnector};
 pub use driver::{TurnOption, WebRtcOptions, WebRtcPeer};
 pub use peer::{IceState, PeerEvent, PeerOutput, RtcPeer, RtcPeerConfig};
 pub use signal::{CandidateInit, LinkSignal, SessionDescription};
@@ -34,6 +38,9 @@ pub enum WebRtcError {
     /// The DataChannel is not open.
     #[error("the DataChannel is not open")]
     NotOpen,
+    /// The channel's send buffer is full (the driver holds the message and tries again).
+    #[error("the DataChannel's buffer is full")]
+    Full,
     /// A message above the link's frame limit.
     #[error("message of {0} bytes is too large")]
     TooLarge(usize),

@@ -89,6 +89,12 @@ pub struct RtcPeer {
     rtc: Rtc,
     config: RtcPeerConfig,
     channel: Option<ChannelId>,
+    /// The channel was added by the pending offer (dropped with it on a glare rollback).
+    channel_in_pending_offer: bool,
+    /// The `a=mid:` of the data section, once an offer named it.
+    mid: Option<String>,
+    /// Our candidates, to add again to a rebuilt `Rtc`.
+    local_candidates: Vec<Candidate>,
     channel_open: bool,
     pending_offer: Option<SdpPendingOffer>,
     remote_description: bool,
@@ -97,6 +103,23 @@ pub struct RtcPeer {
     dropped_inputs: u64,
     /// The latest time an input brought (for a bounded poll that must yield).
     now: Instant,
+}
+
+/// The first `a=mid:` of an SDP (the link's one data section).
+fn mid_of(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=mid:"))
+        .map(str::to_owned)
+}
+
+/// SCTP bytes str0m buffers before it refuses a write: above what the link core lets out
+/// (1 MiB of `bufferedAmount` plus a frame), so a frame it sends is never refused.
+const SCTP_MAX_BUFFERED: usize = 2 << 20;
+
+fn new_rtc(now: Instant) -> Rtc {
+    Rtc::builder()
+        .set_sctp_max_buffered_amount(SCTP_MAX_BUFFERED)
+        .build(now)
 }
 
 fn channel_config() -> ChannelConfig {
@@ -112,11 +135,14 @@ fn channel_config() -> ChannelConfig {
 impl RtcPeer {
     /// A peer with no description yet.
     pub fn new(now: Instant, config: RtcPeerConfig) -> Self {
-        let rtc = Rtc::builder().build(now);
+        let rtc = new_rtc(now);
         RtcPeer {
             rtc,
             config,
             channel: None,
+            channel_in_pending_offer: false,
+            local_candidates: Vec::new(),
+            mid: None,
             channel_open: false,
             pending_offer: None,
             remote_description: false,
@@ -154,11 +180,20 @@ impl RtcPeer {
     }
 
     fn add_local(&mut self, c: Candidate) {
+        if self.local_candidates.len() < 16 {
+            self.local_candidates.push(c.clone());
+        }
+        self.trickle_local(c);
+    }
+
+    fn trickle_local(&mut self, c: Candidate) {
         let ufrag = self.rtc.direct_api().local_ice_credentials().ufrag;
         if let Some(added) = self.rtc.add_local_candidate(c) {
             let init = CandidateInit {
                 candidate: added.to_sdp_string(),
-                sdp_mid: Some("0".into()),
+                // The data section's mid once an offer named it; before, the m-line index
+                // alone (browsers take either).
+                sdp_mid: self.mid.clone(),
                 sdp_m_line_index: Some(0),
                 username_fragment: Some(ufrag),
             };
@@ -185,6 +220,7 @@ impl RtcPeer {
         let mut api = self.rtc.sdp_api();
         if self.channel.is_none() {
             self.channel = Some(api.add_channel_with_config(channel_config()));
+            self.channel_in_pending_offer = true;
         }
         let applied = api.apply();
         self.offered(applied)
@@ -203,9 +239,11 @@ impl RtcPeer {
             return Ok(());
         };
         self.pending_offer = Some(pending);
+        let sdp = offer.to_sdp_string();
+        self.mid = mid_of(&sdp).or(self.mid.take());
         self.events.push_back(PeerEvent::Signal(LinkSignal::Offer {
             epoch: self.config.epoch,
-            sdp: offer.to_sdp_string(),
+            sdp,
         }));
         Ok(())
     }
@@ -220,9 +258,18 @@ impl RtcPeer {
                         // Glare: the impolite side keeps its offer and ignores theirs.
                         return Ok(());
                     }
+                    // Glare, polite side: our offer is rolled back. When it was the first one
+                    // (it added the channel, which str0m keeps allocated, so the answer could
+                    // not open it), the whole `Rtc` starts over: new DTLS identity and ICE
+                    // credentials, our candidates trickled again, the channel created by the
+                    // answer below.
                     self.pending_offer = None;
+                    if std::mem::take(&mut self.channel_in_pending_offer) {
+                        self.rebuild();
+                    }
                 }
                 let offer = SdpOffer::from_sdp_string(&sdp).map_err(|e| bad(&e))?;
+                self.mid = mid_of(&sdp).or(self.mid.take());
                 let answer = self
                     .rtc
                     .sdp_api()
@@ -247,6 +294,7 @@ impl RtcPeer {
                     .sdp_api()
                     .accept_answer(pending, answer)
                     .map_err(|e| WebRtcError::Rtc(e.to_string()))?;
+                self.channel_in_pending_offer = false;
                 self.remote_ready();
             }
             LinkSignal::Candidate { candidate, .. } => {
@@ -269,6 +317,18 @@ impl RtcPeer {
             }
         }
         Ok(())
+    }
+
+    fn rebuild(&mut self) {
+        self.rtc = new_rtc(self.now);
+        self.mid = None; // their offer names it
+        self.channel = None;
+        self.channel_open = false;
+        self.remote_description = false;
+        for c in self.local_candidates.clone() {
+            self.trickle_local(c);
+        }
+        self.end_of_candidates();
     }
 
     fn remote_ready(&mut self) {
@@ -402,7 +462,7 @@ impl RtcPeer {
         let mut ch = self.rtc.channel(id).ok_or(WebRtcError::NotOpen)?;
         match ch.write(true, data) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(WebRtcError::Rtc("the channel refused the write".into())),
+            Ok(false) => Err(WebRtcError::Full),
             Err(e) => Err(WebRtcError::Rtc(e.to_string())),
         }
     }
