@@ -86,6 +86,14 @@ fn seconds(value: f64, name: &str) -> anyhow::Result<Duration> {
 /// `turnpike link`: exits 0 when standard input closed and the peer acknowledged every
 /// message; 1 with an `error` event otherwise.
 pub fn link(args: LinkArgs) -> anyhow::Result<()> {
+    // Diagnostics on standard error, only when asked for (`RUST_LOG`): standard output carries
+    // the events.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

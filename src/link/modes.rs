@@ -212,6 +212,14 @@ impl Switcher {
                         self.actions.push_back(Action::RestartIce);
                         self.fallback_at = Some(now + self.fallback_after);
                     }
+                    IceState::New | IceState::Checking
+                        if self.mode == Mode::P2p && self.fallback_at.is_none() =>
+                    {
+                        // An ICE restart the other end started (its side saw the path fail,
+                        // this one has not yet): the path is down until ICE is up again, so
+                        // the same deadline as after our own `Disconnected`.
+                        self.fallback_at = Some(now + self.fallback_after);
+                    }
                     IceState::Connected | IceState::Completed if self.mode == Mode::P2p => {
                         self.fallback_at = None;
                     }
