@@ -534,4 +534,40 @@ mod tests {
         s.handle_timeout(now + Duration::from_secs(10), &mut rng);
         assert_eq!(s.poll_action(), Some(Action::Switched(Mode::Relay)));
     }
+
+    /// An ICE restart the other end started reaches this end as `Checking` while in p2p (it
+    /// never saw `Disconnected` itself): the same fallback deadline applies, and ICE coming
+    /// back up in time cancels it.
+    #[test]
+    fn a_restart_from_the_other_end_arms_the_fallback() {
+        let now = Instant::now();
+        let mut rng = Rng::new(7);
+        let mut s = Switcher::new(now, Duration::from_secs(10), true);
+        s.on_p2p_event(now, P2pEvent::ChannelOpen, &mut rng);
+        s.handle_timeout(now + Duration::from_secs(1), &mut rng);
+        let nonce = loop {
+            match s.poll_action() {
+                Some(Action::Probe(nonce)) => break nonce,
+                Some(_) => {}
+                None => panic!("no probe"),
+            }
+        };
+        s.on_probe_ack(true, nonce);
+        assert_eq!(s.mode(), Mode::P2p);
+        while s.poll_action().is_some() {}
+        s.on_p2p_event(now, P2pEvent::Ice(IceState::Completed), &mut rng);
+        assert_eq!(s.poll_timeout(), None);
+        // Recovered in time: still p2p.
+        s.on_p2p_event(now, P2pEvent::Ice(IceState::Checking), &mut rng);
+        assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(10)));
+        s.on_p2p_event(now, P2pEvent::Ice(IceState::Completed), &mut rng);
+        assert_eq!(s.poll_timeout(), None);
+        // Not recovered: the relay.
+        let later = now + Duration::from_secs(20);
+        s.on_p2p_event(later, P2pEvent::Ice(IceState::Checking), &mut rng);
+        s.handle_timeout(later + Duration::from_secs(9), &mut rng);
+        assert_eq!(s.mode(), Mode::P2p);
+        s.handle_timeout(later + Duration::from_secs(10), &mut rng);
+        assert_eq!(s.poll_action(), Some(Action::Switched(Mode::Relay)));
+    }
 }
