@@ -7,6 +7,11 @@
 //! sent on standard input all the while arrive once each, in order. Root only (the namespaces,
 //! veths and iptables rules are made by the test and removed on drop): without the rights, the
 //! test fails, it does not skip. Every wait is bounded.
+//!
+//! Timings seen (debug build): block -> relay about 31 s (str0m gives up on the pair after 9
+//! unanswered binding requests, about 22 s, then `--fallback-after 10`); unblock -> p2p about
+//! 32 s (the ICE restart back-off). `AGENT_LOG=is::agent=debug,turnpike=debug` passes a
+//! `RUST_LOG` filter to both agents (their logs on standard error).
 
 mod common;
 mod link_support;
