@@ -8,38 +8,15 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use tokio::io::AsyncBufReadExt as _;
 use turnpike::client::p2p::IceTransportPolicy;
-use turnpike::client::{Incoming, KeyPair, Session, SessionConfig, TokenSource};
+use turnpike::client::{Incoming, Session, SessionConfig, TokenSource};
+
+use crate::peer_cli::RegistryArgs;
 
 /// Options of `turnpike link`.
 #[derive(Debug, Args)]
 pub struct LinkArgs {
-    /// The registry endpoint.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "TURNPIKE_REGISTRY_URL",
-        default_value = "ws://127.0.0.1:9641/v1/registry"
-    )]
-    url: String,
-
-    /// This peer's token. Prefer the environment variable: command lines are visible to
-    /// other users of the machine.
-    #[arg(
-        long,
-        value_name = "JWT",
-        env = "TURNPIKE_TOKEN",
-        hide_env_values = true
-    )]
-    token: String,
-
-    /// This peer's X25519 secret key, base64 (`turnpike keygen`). Default: a new key.
-    #[arg(
-        long,
-        value_name = "SECRET",
-        env = "TURNPIKE_KEY",
-        hide_env_values = true
-    )]
-    key: Option<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
 
     /// The other peer.
     #[arg(long, value_name = "PEER_ID")]
@@ -102,11 +79,12 @@ pub fn link(args: LinkArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: LinkArgs) -> anyhow::Result<()> {
-    let keys = match &args.key {
-        Some(secret) => KeyPair::from_secret_base64(secret).context("--key")?,
-        None => KeyPair::generate(),
-    };
-    let mut config = SessionConfig::new(&args.url, TokenSource::Fixed(args.token.clone()), keys);
+    let registry = &args.registry;
+    let mut config = SessionConfig::new(
+        &registry.url,
+        TokenSource::Fixed(registry.token.clone()),
+        registry.keys()?,
+    );
     config.fallback_after = seconds(args.fallback_after, "--fallback-after")?;
     config.ice_transport_policy = match args.ice_transport_policy {
         Policy::All => IceTransportPolicy::All,
@@ -124,7 +102,7 @@ async fn run(args: LinkArgs) -> anyhow::Result<()> {
         Ok(session) => session,
         Err(error) => {
             error_event("connect_failed", &error.to_string());
-            anyhow::bail!("cannot join the registry at {}: {error}", args.url);
+            anyhow::bail!("cannot join the registry at {}: {error}", registry.url);
         }
     };
     let link = session.link(&args.to).await?;

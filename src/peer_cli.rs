@@ -10,9 +10,10 @@ use turnpike::registry::auth::{Claims, mint_hs256};
 use turnpike::registry::issuer::Issuer;
 use turnpike::registry::messages::{SignalKind, valid_id};
 
-/// Options of `turnpike peer`.
+/// How to reach the registry and who to be: the options `turnpike peer` and `turnpike link`
+/// share.
 #[derive(Debug, Args)]
-pub struct PeerArgs {
+pub struct RegistryArgs {
     /// The registry endpoint.
     #[arg(
         long,
@@ -20,7 +21,7 @@ pub struct PeerArgs {
         env = "TURNPIKE_REGISTRY_URL",
         default_value = "ws://127.0.0.1:9641/v1/registry"
     )]
-    url: String,
+    pub url: String,
 
     /// The peer's token (`turnpike token`). Prefer the environment variable: command lines
     /// are visible to other users of the machine.
@@ -30,17 +31,34 @@ pub struct PeerArgs {
         env = "TURNPIKE_TOKEN",
         hide_env_values = true
     )]
-    token: String,
+    pub token: String,
 
-    /// The peer's secret key, base64 (`turnpike keygen`). Default: a new key for this run
-    /// (fine unless the token pins a key with `pk`).
+    /// The peer's X25519 secret key, base64 (`turnpike keygen`). Default: a new key for this
+    /// run (fine unless the token pins a key with `pk`).
     #[arg(
         long,
         value_name = "SECRET",
         env = "TURNPIKE_KEY",
         hide_env_values = true
     )]
-    key: Option<String>,
+    pub key: Option<String>,
+}
+
+impl RegistryArgs {
+    /// The key pair of `--key`, or a new one.
+    pub fn keys(&self) -> anyhow::Result<KeyPair> {
+        match &self.key {
+            Some(secret) => KeyPair::from_secret_base64(secret).context("--key"),
+            None => Ok(KeyPair::generate()),
+        }
+    }
+}
+
+/// Options of `turnpike peer`.
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    #[command(flatten)]
+    registry: RegistryArgs,
 
     /// The other peer: the destination of `send`; with `recv`, only its messages are printed.
     #[arg(long, value_name = "PEER_ID")]
@@ -185,15 +203,12 @@ pub fn peer(args: PeerArgs) -> anyhow::Result<()> {
 }
 
 async fn run_peer(args: PeerArgs) -> anyhow::Result<()> {
-    let keys = match &args.key {
-        Some(secret) => KeyPair::from_secret_base64(secret).context("--key")?,
-        None => KeyPair::generate(),
-    };
-    let mut config = ClientConfig::new(&args.url, &args.token, keys);
+    let registry = &args.registry;
+    let mut config = ClientConfig::new(&registry.url, &registry.token, registry.keys()?);
     config.reconnect = matches!(args.action, PeerAction::Recv { .. });
     let mut client = RegistryClient::connect(config)
         .await
-        .with_context(|| format!("cannot join the registry at {}", args.url))?;
+        .with_context(|| format!("cannot join the registry at {}", registry.url))?;
     match args.action {
         PeerAction::Send {
             kind,
