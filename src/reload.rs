@@ -367,6 +367,8 @@ pub fn merge(running: &Config, new: Config) -> Merged {
         "registry.ice_servers" => registry.ice_servers,
         "registry.token_warning_secs" => registry.token_warning_secs,
         "registry.relay_warn_bytes_per_sec" => registry.relay_warn_bytes_per_sec,
+        "cluster.redis_url" => cluster.redis_url,
+        "cluster.node_id" => cluster.node_id,
     );
     Merged {
         config,

@@ -10,6 +10,7 @@
 //! `config/turnpike.toml` in the repository documents every option; it is compiled in as
 //! [`EMBEDDED_DEFAULT`], the configuration `turnpike serve` runs with when given no file.
 
+mod cluster;
 mod http;
 mod schema;
 #[cfg(test)]
@@ -20,6 +21,7 @@ pub mod validate;
 use std::path::{Path, PathBuf};
 
 pub use crate::registry::RegistryConfig;
+pub use cluster::{ClusterConfig, redact_password};
 pub use http::{HttpConfig, JwtConfig};
 pub use schema::{
     AuthConfig, Config, ConnectionsConfig, LimitsConfig, Listen, ListenTransport, LogConfig,

@@ -42,6 +42,8 @@ pub struct Config {
     pub http: super::http::HttpConfig,
     /// The registry: WebSocket signaling and the encrypted relay fallback.
     pub registry: crate::registry::RegistryConfig,
+    /// Several nodes sharing state through Redis.
+    pub cluster: super::cluster::ClusterConfig,
 }
 
 impl Default for Config {
@@ -59,6 +61,7 @@ impl Default for Config {
             connections: ConnectionsConfig::default(),
             http: super::http::HttpConfig::default(),
             registry: crate::registry::RegistryConfig::default(),
+            cluster: super::cluster::ClusterConfig::default(),
         }
     }
 }

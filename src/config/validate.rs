@@ -61,6 +61,7 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
     validate_connections(config)?;
     super::http::validate(&config.http)?;
     crate::registry::config::validate(&config.registry, config.http.demo)?;
+    super::cluster::validate(&config.cluster)?;
     if config.http.demo && !config.registry.enabled {
         return Err(invalid(
             "http.demo",

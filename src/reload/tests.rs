@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::config::{
-    AuthConfig, ConnectionsConfig, HttpConfig, JwtConfig, LimitsConfig, LogConfig, LogFormat,
-    PeersConfig, RegistryConfig, RelayConfig, ServerConfig, TlsConfig,
+    AuthConfig, ClusterConfig, ConnectionsConfig, HttpConfig, JwtConfig, LimitsConfig, LogConfig,
+    LogFormat, PeersConfig, RegistryConfig, RelayConfig, ServerConfig, TlsConfig,
 };
 
 fn parse(text: &str) -> Config {
@@ -115,6 +115,10 @@ fn every_key_is_either_live_or_restart_only() {
                 token_warning_secs: _,
                 relay_warn_bytes_per_sec: _,
             },
+        cluster: ClusterConfig {
+            redis_url: _,
+            node_id: _,
+        },
     } = Config::default();
     // A configuration where every key differs from the default: each is reported once.
     let pem = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
@@ -200,6 +204,9 @@ join_timeout_secs = 1
 ice_servers = false
 token_warning_secs = 5
 relay_warn_bytes_per_sec = 6
+[cluster]
+redis_url = "redis://127.0.0.1:1"
+node_id = "n1"
 "#
     );
     let new = parse(&text);
@@ -207,7 +214,7 @@ relay_warn_bytes_per_sec = 6
     let merged = merge(&running, new.clone());
     let mut all: Vec<&str> = merged.live.iter().chain(&merged.restart).copied().collect();
     assert_eq!(merged.live.len(), 27, "{:?}", merged.live);
-    assert_eq!(merged.restart.len(), 41, "{:?}", merged.restart);
+    assert_eq!(merged.restart.len(), 43, "{:?}", merged.restart);
     all.sort_unstable();
     let before = all.len();
     all.dedup();
