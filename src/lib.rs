@@ -34,6 +34,8 @@ pub mod client;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
+pub mod fleet;
+#[cfg(feature = "server")]
 pub mod http;
 pub mod link;
 #[cfg(feature = "server")]

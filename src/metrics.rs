@@ -32,6 +32,7 @@ pub struct Metrics {
     sources: RwLock<Vec<Arc<Stats>>>,
     ports: RwLock<Option<Arc<PortPool>>>,
     registry: RwLock<Option<crate::registry::RegistryState>>,
+    fleet: RwLock<Option<Arc<crate::fleet::Fleet>>>,
     health: RwLock<Option<Arc<Health>>>,
     /// Configuration reloads that were applied, and that were refused.
     reloads: [AtomicU64; 2],
@@ -45,6 +46,7 @@ impl Metrics {
             sources: RwLock::new(Vec::new()),
             ports: RwLock::new(None),
             registry: RwLock::new(None),
+            fleet: RwLock::new(None),
             health: RwLock::new(None),
             reloads: [AtomicU64::new(0), AtomicU64::new(0)],
         }
@@ -75,6 +77,11 @@ impl Metrics {
     /// Sets the relay port pool reported as `turnpike_relay_ports_*`.
     pub fn set_port_pool(&self, pool: Arc<PortPool>) {
         *self.ports.write().unwrap_or_else(|e| e.into_inner()) = Some(pool);
+    }
+
+    /// Reports the fleet's state (`turnpike_fleet_*`).
+    pub fn set_fleet(&self, fleet: Arc<crate::fleet::Fleet>) {
+        *self.fleet.write().unwrap_or_else(|e| e.into_inner()) = Some(fleet);
     }
 
     /// Reports the registry's counters (`turnpike_registry_*`, docs/registry-protocol.md §8).
@@ -323,8 +330,66 @@ impl Collector for Metrics {
         if let Some(registry) = registry {
             encode_registry(&mut encoder, &registry)?;
         }
+        let fleet = self.fleet.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(fleet) = fleet {
+            encode_fleet(&mut encoder, &fleet.snapshot())?;
+        }
         Ok(())
     }
+}
+
+/// The fleet's samples (docs/metrics.md).
+fn encode_fleet(
+    encoder: &mut DescriptorEncoder,
+    fleet: &crate::fleet::view::FleetSnapshot,
+) -> Result<(), std::fmt::Error> {
+    family(
+        encoder,
+        "fleet_redis_up",
+        "1 when the last exchange with the fleet's Redis succeeded; 0: iceServers list this node alone",
+        MetricType::Gauge,
+        [(Labels::new(), u64::from(fleet.redis_up))],
+    )?;
+    family(
+        encoder,
+        "fleet_nodes",
+        "Live nodes of the fleet known to this node (itself included), by state",
+        MetricType::Gauge,
+        [
+            (vec![("state", Cow::Borrowed("ready"))], fleet.nodes_ready),
+            (
+                vec![("state", Cow::Borrowed("draining"))],
+                fleet.nodes_draining,
+            ),
+        ],
+    )?;
+    family(
+        encoder,
+        "fleet_publishes",
+        "Exchanges with Redis (publish this node's load, read the others'): ok or error",
+        MetricType::Counter,
+        [
+            (vec![("result", Cow::Borrowed("ok"))], fleet.publishes_ok),
+            (
+                vec![("result", Cow::Borrowed("error"))],
+                fleet.publishes_failed,
+            ),
+        ],
+    )?;
+    family(
+        encoder,
+        "fleet_local_only_answers",
+        "iceServers answers (HTTP and registry) that listed this node alone because Redis was down",
+        MetricType::Counter,
+        [(Labels::new(), fleet.local_only_answers)],
+    )?;
+    family(
+        encoder,
+        "fleet_alternates",
+        "Alternate servers a draining node can send new allocations to (300 Try Alternate)",
+        MetricType::Gauge,
+        [(Labels::new(), fleet.alternates)],
+    )
 }
 
 /// The registry's samples, one family per name, and its per-project metering.

@@ -40,7 +40,7 @@ use crate::logging::{LevelChange, LogHandle};
 use crate::metrics::Metrics;
 use crate::net::live::CoreUpdates;
 use crate::net::relay::RelayAddresses;
-use crate::proto::nonce::NonceKey;
+use crate::proto::nonce::{NonceKey, derive_nonce_key};
 use crate::proto::server::{Authenticator, Limits, Settings, Shared};
 use crate::registry::RegistryState;
 use crate::registry::auth::{KeyError, Keys};
@@ -296,6 +296,7 @@ pub fn merge(running: &Config, new: Config) -> Merged {
         "auth.secrets" => auth.secrets,
         "auth.users" => auth.users,
         "auth.nonce_lifetime_secs" => auth.nonce_lifetime_secs,
+        "auth.nonce_key" => auth.nonce_key,
         "peers.allow" => peers.allow,
         "peers.deny" => peers.deny,
         "relay.tcp_allocations" => relay.tcp_allocations,
@@ -369,6 +370,9 @@ pub fn merge(running: &Config, new: Config) -> Merged {
         "registry.relay_warn_bytes_per_sec" => registry.relay_warn_bytes_per_sec,
         "cluster.redis_url" => cluster.redis_url,
         "cluster.node_id" => cluster.node_id,
+        "fleet.alternate_servers" => fleet.alternate_servers,
+        "fleet.load_ttl_secs" => fleet.load_ttl_secs,
+        "fleet.ice_servers_nodes" => fleet.ice_servers_nodes,
     );
     Merged {
         config,
@@ -421,7 +425,15 @@ pub fn core_settings(
             config.realm.clone(),
             secrets,
             &users,
-            NonceKey::new(nonce_key, config.auth.nonce_lifetime_secs),
+            // A fleet's shared key when `auth.nonce_key` is set, else this process's own.
+            NonceKey::new(
+                config
+                    .auth
+                    .nonce_key
+                    .as_deref()
+                    .map_or(nonce_key, |k| derive_nonce_key(k.as_bytes())),
+                config.auth.nonce_lifetime_secs,
+            ),
         ),
         policy: config.peer_policy(),
         own_relay_ips,

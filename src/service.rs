@@ -89,6 +89,15 @@ async fn serve(
     let (stop_http, stopped) = tokio::sync::watch::channel(false);
     // The API router: on the HTTP listener, and on TLS listeners with `serve_http = true`.
     let mut http_state = HttpState::new(&config, metrics.clone(), health.clone());
+    // Part of a fleet: the credential answers list its nodes (with Redis), and a drain sends
+    // new allocations to an alternate.
+    let fleet = crate::fleet::setup::fleet(&config).map(Arc::new);
+    if let Some(fleet) = &fleet {
+        if config.cluster.redis_url.is_some() {
+            http_state.set_fleet(&config, fleet.clone());
+        }
+        metrics.set_fleet(fleet.clone());
+    }
     let registry = crate::registry::standalone::state(&config.registry)?;
     if let Some(state) = &registry {
         if config.registry.ice_servers {
@@ -141,6 +150,23 @@ async fn serve(
         .context("start-up failed")??;
     for stats in &running.stats {
         metrics.register(stats.clone());
+    }
+    if let Some(fleet) = fleet {
+        tracing::info!(
+            node = fleet.node(),
+            redis = config.cluster.redis_url.is_some(),
+            "fleet: publishing this node's load and following the others'"
+        );
+        tokio::spawn(crate::fleet::publish::run(
+            fleet,
+            config.cluster.redis_url.clone(),
+            Duration::from_secs(config.fleet.load_ttl_secs),
+            crate::fleet::publish::Sources {
+                metrics: metrics.clone(),
+                updates: running.updates.clone(),
+            },
+            stop_http.subscribe(),
+        ));
     }
     metrics.set_port_pool(running.ports.clone());
     health.set_listening(true);

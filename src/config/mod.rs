@@ -11,6 +11,7 @@
 //! [`EMBEDDED_DEFAULT`], the configuration `turnpike serve` runs with when given no file.
 
 mod cluster;
+mod fleet;
 mod http;
 mod schema;
 #[cfg(test)]
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::registry::RegistryConfig;
 pub use cluster::{ClusterConfig, redact_password};
+pub use fleet::FleetConfig;
 pub use http::{HttpConfig, JwtConfig};
 pub use schema::{
     AuthConfig, Config, ConnectionsConfig, LimitsConfig, Listen, ListenTransport, LogConfig,

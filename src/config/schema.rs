@@ -44,6 +44,8 @@ pub struct Config {
     pub registry: crate::registry::RegistryConfig,
     /// Several nodes sharing state through Redis.
     pub cluster: super::cluster::ClusterConfig,
+    /// Several TURN nodes behind one name: drain alternates, published load.
+    pub fleet: super::fleet::FleetConfig,
 }
 
 impl Default for Config {
@@ -62,6 +64,7 @@ impl Default for Config {
             http: super::http::HttpConfig::default(),
             registry: crate::registry::RegistryConfig::default(),
             cluster: super::cluster::ClusterConfig::default(),
+            fleet: super::fleet::FleetConfig::default(),
         }
     }
 }
@@ -328,6 +331,10 @@ pub struct AuthConfig {
     pub users: BTreeMap<String, String>,
     /// How long a NONCE stays valid, in seconds, before a client must retry with a fresh one.
     pub nonce_lifetime_secs: u64,
+    /// A secret every node of a fleet shares, from which the nonce key is derived, so a nonce
+    /// issued by one node is accepted by the others (and survives a restart); unset: a random
+    /// key per process.
+    pub nonce_key: Option<String>,
 }
 
 impl AuthConfig {
@@ -344,6 +351,7 @@ impl Default for AuthConfig {
             secrets: Vec::new(),
             users: BTreeMap::new(),
             nonce_lifetime_secs: 600,
+            nonce_key: None,
         }
     }
 }
@@ -372,6 +380,7 @@ impl fmt::Debug for AuthConfig {
             .field("secrets", &RedactedList(self.secrets.len()))
             .field("users", &RedactedUsers(&self.users))
             .field("nonce_lifetime_secs", &self.nonce_lifetime_secs)
+            .field("nonce_key", &self.nonce_key.as_ref().map(|_| Redacted))
             .finish()
     }
 }

@@ -439,6 +439,7 @@ fn validation_names_the_key() {
             "[auth]\nnonce_lifetime_secs = 0",
             "auth.nonce_lifetime_secs",
         ),
+        ("[auth]\nnonce_key = \"short\"", "auth.nonce_key"),
         ("[auth.users]\nbob = \"\"", "auth.users.\"bob\""),
         (
             "[auth.users]\n\"1700000000:bob\" = \"pw\"",
@@ -553,7 +554,7 @@ fn auth_debug_redacts_secrets_and_passwords() {
     }
     assert_eq!(
         format!("{:?}", config.auth),
-        r#"AuthConfig { secrets: ["<redacted>", "<redacted>"], users: {"alice": "<redacted>"}, nonce_lifetime_secs: 600 }"#
+        r#"AuthConfig { secrets: ["<redacted>", "<redacted>"], users: {"alice": "<redacted>"}, nonce_lifetime_secs: 600, nonce_key: None }"#
     );
 }
 

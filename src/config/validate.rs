@@ -28,6 +28,8 @@ pub const MAX_SOFTWARE_CHARS: usize = 127;
 pub const MAX_USERNAME_BYTES: usize = 512;
 /// Channel numbers run from 0x4000 to 0x4FFF (RFC 8656 §12), so no allocation can bind more.
 pub const MAX_CHANNELS_PER_ALLOCATION: u32 = 0x1000;
+/// The shortest `auth.nonce_key` accepted: 16 bytes (128 bits when random).
+pub const MIN_NONCE_KEY_BYTES: usize = 16;
 /// The longest nonce lifetime accepted: one day.
 pub const MAX_NONCE_LIFETIME_SECS: u64 = 86_400;
 /// The smallest socket buffer accepted (64 KiB).
@@ -62,6 +64,7 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
     super::http::validate(&config.http)?;
     crate::registry::config::validate(&config.registry, config.http.demo)?;
     super::cluster::validate(&config.cluster)?;
+    super::fleet::validate(&config.fleet)?;
     if config.http.demo && !config.registry.enabled {
         return Err(invalid(
             "http.demo",
@@ -319,6 +322,16 @@ fn validate_auth(config: &Config) -> Result<(), Invalid> {
         return Err(invalid(
             "auth.nonce_lifetime_secs",
             format!("must be between 1 and {MAX_NONCE_LIFETIME_SECS} seconds"),
+        ));
+    }
+    if auth
+        .nonce_key
+        .as_ref()
+        .is_some_and(|k| k.len() < MIN_NONCE_KEY_BYTES)
+    {
+        return Err(invalid(
+            "auth.nonce_key",
+            format!("must be at least {MIN_NONCE_KEY_BYTES} bytes (e.g. `openssl rand -hex 32`)"),
         ));
     }
     Ok(())

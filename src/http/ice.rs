@@ -4,6 +4,7 @@
 //! (`EXPIRY:USER`, `base64(HMAC-SHA1(secret, username))`) with the first `auth.secrets` entry.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -18,6 +19,7 @@ use super::HttpState;
 use super::auth::{BearerAuth, Caller};
 use super::error::ApiError;
 use crate::config::{Config, ListenTransport, client_uris};
+use crate::fleet::Fleet;
 use crate::proto::credentials;
 
 /// Longest user name accepted, in bytes (the REST username is `EXPIRY:USER`, and STUN allows
@@ -33,6 +35,8 @@ pub struct IceService {
     uris: Vec<String>,
     default_ttl: u64,
     max_ttl: u64,
+    /// The fleet, with `[cluster] redis_url`: the answers list its least-loaded nodes first.
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl IceService {
@@ -44,6 +48,27 @@ impl IceService {
             uris: uris(config),
             default_ttl: config.http.credential_ttl_secs,
             max_ttl: config.http.max_credential_ttl_secs,
+            fleet: None,
+        }
+    }
+
+    /// The service listing `fleet`'s nodes (least loaded first, draining ones left out)
+    /// instead of this node's URLs alone.
+    pub fn with_fleet(mut self, fleet: Option<Arc<Fleet>>) -> IceService {
+        self.fleet = fleet;
+        self
+    }
+
+    /// The `iceServers` entries for `credential`: one per node of the fleet, least loaded
+    /// first (every node accepts the same REST credential), or this node's alone.
+    fn servers(&self, credential: credentials::RestCredential) -> Vec<IceServer> {
+        match &self.fleet {
+            None => vec![IceServer::new(self.uris.clone(), credential)],
+            Some(fleet) => fleet
+                .ice_uris()
+                .into_iter()
+                .map(|urls| IceServer::new(urls, credential.clone()))
+                .collect(),
         }
     }
 
@@ -65,7 +90,7 @@ impl IceService {
         let secret = self.secret.as_ref()?;
         let ttl = ttl.clamp(1, self.max_ttl.max(1));
         let credential = credentials::mint(secret, user, now_unix, ttl);
-        Some(vec![IceServer::new(self.uris.clone(), credential)])
+        Some(self.servers(credential))
     }
 
     /// Authenticates, checks the user and TTL, and mints a credential.
@@ -204,7 +229,8 @@ pub struct IceRequest {
 
 pub use crate::proto::credentials::IceServer;
 
-/// The answer of `/api/v1/ice-servers`.
+/// The answer of `/api/v1/ice-servers`. In a fleet (`[cluster] redis_url`), one entry per
+/// node, least loaded first.
 #[derive(Debug, Serialize)]
 pub struct IceAnswer {
     /// Ready for `new RTCPeerConnection({iceServers})`.
@@ -242,7 +268,7 @@ pub async fn ice_servers(
     let ice = state.ice.load();
     let (credential, ttl) = ice.mint(&headers, None, request.user.as_deref(), request.ttl)?;
     Ok(no_store(Json(IceAnswer {
-        ice_servers: vec![IceServer::new(ice.uris.clone(), credential)],
+        ice_servers: ice.servers(credential),
         ttl,
     })))
 }

@@ -63,6 +63,8 @@ pub struct HttpState {
     pub health: Arc<Health>,
     /// The registry demo (`/demo`, `/demo/token`), when `http.demo` is on.
     pub demo: Option<Arc<sdk::Demo>>,
+    /// The fleet the credential endpoints list, with `[cluster] redis_url`.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
     cors_origins: Arc<Vec<String>>,
 }
 
@@ -74,6 +76,7 @@ impl HttpState {
             metrics,
             health,
             demo: None,
+            fleet: None,
             cors_origins: Arc::new(config.http.cors_origins.clone()),
         }
     }
@@ -88,7 +91,20 @@ impl HttpState {
     /// being served finish with what they started with. CORS origins are set when the router
     /// is built and need a restart.
     pub fn reload(&self, config: &Config) {
-        self.ice.store(Arc::new(IceService::new(config)));
+        if let Some(fleet) = &self.fleet {
+            fleet.set_uris(ice::uris(config));
+        }
+        self.ice.store(Arc::new(
+            IceService::new(config).with_fleet(self.fleet.clone()),
+        ));
+    }
+
+    /// Lists `fleet`'s nodes in the credential endpoints' answers (and the registry's
+    /// `ice_servers`, which share them); set before the router is built.
+    pub fn set_fleet(&mut self, config: &Config, fleet: Arc<crate::fleet::Fleet>) {
+        self.fleet = Some(fleet.clone());
+        self.ice
+            .store(Arc::new(IceService::new(config).with_fleet(Some(fleet))));
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
+use crate::proto::alternate::Alternates;
 use crate::proto::server::{Server, Settings};
 
 /// The settings and the draining flag every core follows.
@@ -23,6 +24,8 @@ pub struct CoreUpdates {
     generation: AtomicU64,
     settings: ArcSwap<Settings>,
     draining: AtomicBool,
+    /// Where a draining core sends new allocations (300 Try Alternate).
+    alternates: ArcSwap<Alternates>,
 }
 
 impl std::fmt::Debug for CoreUpdates {
@@ -41,6 +44,7 @@ impl CoreUpdates {
             generation: AtomicU64::new(1),
             settings: ArcSwap::new(settings),
             draining: AtomicBool::new(false),
+            alternates: ArcSwap::default(),
         }
     }
 
@@ -58,6 +62,22 @@ impl CoreUpdates {
     pub fn publish(&self, settings: Arc<Settings>) {
         self.settings.store(settings);
         self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The alternates every core sends new allocations to while draining.
+    pub fn alternates(&self) -> Arc<Alternates> {
+        self.alternates.load_full()
+    }
+
+    /// Makes `alternates` the list every core uses while draining; a list equal to the one in
+    /// force changes nothing (no generation bump, so the cores are not disturbed).
+    pub fn publish_alternates(&self, alternates: Alternates) -> bool {
+        if **self.alternates.load() == alternates {
+            return false;
+        }
+        self.alternates.store(Arc::new(alternates));
+        self.generation.fetch_add(1, Ordering::Release);
+        true
     }
 
     /// Tells every core to refuse new allocations from now on.
@@ -81,6 +101,7 @@ impl CoreUpdates {
     fn apply(&self, core: &mut Server) {
         core.set_settings(self.settings.load_full());
         core.set_draining(self.draining.load(Ordering::Acquire));
+        core.set_alternates(self.alternates.load_full());
     }
 }
 

@@ -2,6 +2,7 @@
 //! machine (`server` and its `fuzzing` entry point: feature `server`). Nothing in here
 //! imports tokio, opens a socket or reads a clock.
 
+pub mod alternate;
 pub mod channel;
 pub mod cidr;
 pub mod credentials;

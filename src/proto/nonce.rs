@@ -5,7 +5,10 @@
 //! several allocations (a browser's ICE agent, a load generator) can reuse one nonce instead of
 //! paying a 401 round trip per socket; integrity, not the nonce, is what authenticates. The server recognises its own nonces by recomputing the MAC, and calls one
 //! stale when its timestamp is older than the configured lifetime. The key is random per
-//! process, so a restart makes old nonces stale, which clients handle (438, then retry).
+//! process, so a restart makes old nonces stale, which clients handle (438, then retry), unless
+//! `auth.nonce_key` is configured: then the key is derived from that secret
+//! ([`derive_nonce_key`]), so every node of a fleet configured with it accepts the nonces any of
+//! them issued, and a restart keeps them valid.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -16,6 +19,19 @@ use subtle::ConstantTimeEq;
 
 /// Length of an encoded nonce.
 pub const NONCE_LEN: usize = 16;
+
+/// The label mixed into [`derive_nonce_key`], so the nonce key differs from any other key an
+/// operator derives from the same secret.
+const DERIVE_LABEL: &[u8] = b"turnpike nonce key v1";
+
+/// The nonce key of a fleet: `HMAC-SHA256(secret, "turnpike nonce key v1")`. Every node given
+/// the same `auth.nonce_key` secret derives the same key, so a nonce from one node is valid on
+/// the others; the secret itself never reaches a STUN message.
+pub fn derive_nonce_key(secret: &[u8]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
+    mac.update(DERIVE_LABEL);
+    mac.finalize().into_bytes().into()
+}
 
 /// What a nonce check found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +144,23 @@ mod tests {
             NonceKey::new([8; 32], 600).check(&n, 1_000_000, a),
             NonceCheck::Invalid
         );
+    }
+
+    #[test]
+    fn a_derived_key_is_shared_by_nodes_with_the_same_secret_only() {
+        let a: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let node_a = NonceKey::new(derive_nonce_key(b"fleet secret 0123456789"), 600);
+        let node_b = NonceKey::new(derive_nonce_key(b"fleet secret 0123456789"), 600);
+        let other = NonceKey::new(derive_nonce_key(b"fleet secret 0123456780"), 600);
+        let n = node_a.issue(1_000_000, a);
+        assert_eq!(node_b.check(&n, 1_000_010, a), NonceCheck::Valid);
+        assert_eq!(other.check(&n, 1_000_010, a), NonceCheck::Invalid);
+        // The key is not the secret, and depends on the label.
+        let key = derive_nonce_key(b"fleet secret 0123456789");
+        assert_ne!(&key[..], &b"fleet secret 0123456789"[..23]);
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"fleet secret 0123456789").unwrap();
+        mac.update(b"another label");
+        assert_ne!(key, <[u8; 32]>::from(mac.finalize().into_bytes()));
     }
 
     #[test]

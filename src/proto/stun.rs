@@ -488,6 +488,43 @@ pub fn decode_xor_address(value: &[u8], tid: &[u8; 12]) -> Option<SocketAddr> {
     }
 }
 
+/// Decodes a plain (not XOR-ed) address value: MAPPED-ADDRESS, ALTERNATE-SERVER.
+pub fn decode_address(value: &[u8]) -> Option<SocketAddr> {
+    if value.len() < 4 {
+        return None;
+    }
+    let port = u16::from_be_bytes([value[2], value[3]]);
+    match (value[1], value.len()) {
+        (0x01, 8) => {
+            let ip: [u8; 4] = value[4..8].try_into().ok()?;
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port))
+        }
+        (0x02, 20) => {
+            let ip: [u8; 16] = value[4..20].try_into().ok()?;
+            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port))
+        }
+        _ => None,
+    }
+}
+
+/// Encodes a plain address value into `out`, returning its length (8 or 20).
+pub fn encode_address(addr: SocketAddr, out: &mut [u8; 20]) -> usize {
+    out[0] = 0;
+    out[2..4].copy_from_slice(&addr.port().to_be_bytes());
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out[1] = 0x01;
+            out[4..8].copy_from_slice(&ip.octets());
+            8
+        }
+        IpAddr::V6(ip) => {
+            out[1] = 0x02;
+            out[4..20].copy_from_slice(&ip.octets());
+            20
+        }
+    }
+}
+
 /// Encodes an XOR address value into `out`, returning its length (8 or 20).
 pub fn encode_xor_address(addr: SocketAddr, tid: &[u8; 12], out: &mut [u8; 20]) -> usize {
     out[0] = 0;
@@ -549,6 +586,13 @@ impl<'b> Writer<'b> {
     pub fn xor_addr(&mut self, t: u16, addr: SocketAddr) -> &mut Self {
         let mut v = [0u8; 20];
         let n = encode_xor_address(addr, &self.tid, &mut v);
+        self.attr(t, &v[..n])
+    }
+
+    /// Appends a plain (not XOR-ed) address attribute, such as ALTERNATE-SERVER.
+    pub fn addr(&mut self, t: u16, addr: SocketAddr) -> &mut Self {
+        let mut v = [0u8; 20];
+        let n = encode_address(addr, &mut v);
         self.attr(t, &v[..n])
     }
 

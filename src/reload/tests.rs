@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::config::{
-    AuthConfig, ClusterConfig, ConnectionsConfig, HttpConfig, JwtConfig, LimitsConfig, LogConfig,
-    LogFormat, PeersConfig, RegistryConfig, RelayConfig, ServerConfig, TlsConfig,
+    AuthConfig, ClusterConfig, ConnectionsConfig, FleetConfig, HttpConfig, JwtConfig, LimitsConfig,
+    LogConfig, LogFormat, PeersConfig, RegistryConfig, RelayConfig, ServerConfig, TlsConfig,
 };
 
 fn parse(text: &str) -> Config {
@@ -33,6 +33,7 @@ fn every_key_is_either_live_or_restart_only() {
                 secrets: _,
                 users: _,
                 nonce_lifetime_secs: _,
+                nonce_key: _,
             },
         peers: PeersConfig { allow: _, deny: _ },
         limits:
@@ -119,6 +120,12 @@ fn every_key_is_either_live_or_restart_only() {
             redis_url: _,
             node_id: _,
         },
+        fleet:
+            FleetConfig {
+                alternate_servers: _,
+                load_ttl_secs: _,
+                ice_servers_nodes: _,
+            },
     } = Config::default();
     // A configuration where every key differs from the default: each is reported once.
     let pem = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
@@ -137,6 +144,7 @@ ports = "50000-50100"
 secrets = ["b"]
 users = {{ bob = "pw" }}
 nonce_lifetime_secs = 60
+nonce_key = "0123456789abcdef0123"
 [peers]
 allow = ["127.0.0.1"]
 deny = ["198.51.100.0/24"]
@@ -207,14 +215,19 @@ relay_warn_bytes_per_sec = 6
 [cluster]
 redis_url = "redis://127.0.0.1:1"
 node_id = "n1"
+
+[fleet]
+alternate_servers = ["turn:192.0.2.9:3478"]
+load_ttl_secs = 20
+ice_servers_nodes = 5
 "#
     );
     let new = parse(&text);
     let running = Config::default();
     let merged = merge(&running, new.clone());
     let mut all: Vec<&str> = merged.live.iter().chain(&merged.restart).copied().collect();
-    assert_eq!(merged.live.len(), 27, "{:?}", merged.live);
-    assert_eq!(merged.restart.len(), 43, "{:?}", merged.restart);
+    assert_eq!(merged.live.len(), 28, "{:?}", merged.live);
+    assert_eq!(merged.restart.len(), 46, "{:?}", merged.restart);
     all.sort_unstable();
     let before = all.len();
     all.dedup();

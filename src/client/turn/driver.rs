@@ -20,6 +20,8 @@ use super::stream::StreamDecoder;
 const DATA_QUEUE: usize = 256;
 /// Commands waiting for the task.
 const COMMAND_QUEUE: usize = 256;
+/// Most 300 Try Alternate redirections one [`TurnRelay::allocate`] follows.
+pub const MAX_REDIRECTS: usize = 2;
 /// The ALPN protocol of TURN over TLS (RFC 7443); turnpike's shared port 443 routes by it.
 pub const ALPN_TURN: &[u8] = b"stun.turn";
 
@@ -139,9 +141,14 @@ enum Conn {
 impl TurnRelay {
     /// Connects to `server`, allocates a UDP relay and returns once the allocation exists.
     /// `tls` is required for `turns:` (see [`tls_client_config`]).
+    ///
+    /// A draining server may answer 300 Try Alternate (signed with our credentials): the
+    /// allocation is then made at its ALTERNATE-SERVER, over the same transport (for `turns:`,
+    /// the certificate is still checked against `server.host`), at most [`MAX_REDIRECTS`] hops
+    /// and never twice at the same address.
     pub async fn allocate(
         server: &TurnServer,
-        mut config: TurnConfig,
+        config: TurnConfig,
         tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<TurnRelay, TurnError> {
         let io = |e: std::io::Error| TurnError::Io(e.to_string());
@@ -150,6 +157,29 @@ impl TurnRelay {
             .map_err(io)?
             .next()
             .ok_or_else(|| TurnError::Io(format!("{} does not resolve", server.host)))?;
+        let mut visited = vec![addr];
+        loop {
+            let at = *visited.last().expect("starts with one");
+            match Self::allocate_at(server, at, config.clone(), tls.clone()).await {
+                Err(TurnError::TryAlternate { alternate, .. })
+                    if visited.len() <= MAX_REDIRECTS && !visited.contains(&alternate) =>
+                {
+                    tracing::info!(from = %at, to = %alternate, "TURN server redirects (300 Try Alternate); allocating there");
+                    visited.push(alternate);
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Connects to `addr` (which is `server`, or an alternate of it) and allocates there.
+    async fn allocate_at(
+        server: &TurnServer,
+        addr: SocketAddr,
+        mut config: TurnConfig,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<TurnRelay, TurnError> {
+        let io = |e: std::io::Error| TurnError::Io(e.to_string());
         config.stream = server.transport != TurnTransport::Udp;
         let (conn, local) = match server.transport {
             TurnTransport::Udp => {

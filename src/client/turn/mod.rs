@@ -21,7 +21,7 @@ mod stream;
 mod tests;
 
 pub use self::core::{TurnClient, TurnConfig, TurnEvent};
-pub use driver::{TurnRelay, TurnServer, TurnTransport, tls_client_config};
+pub use driver::{MAX_REDIRECTS, TurnRelay, TurnServer, TurnTransport, tls_client_config};
 pub use stream::StreamDecoder;
 
 /// The STUN methods a client transaction can be for (named in errors).
@@ -63,6 +63,16 @@ pub enum TurnError {
         code: u16,
         /// The reason phrase (truncated, lossy UTF-8).
         reason: String,
+    },
+    /// The server (draining) sent us to another server: 300 Try Alternate with an
+    /// ALTERNATE-SERVER, signed with our credentials. [`TurnRelay::allocate`] follows it (a
+    /// bounded number of hops); the sans-IO core reports it.
+    #[error("{method}: try alternate server {alternate}")]
+    TryAlternate {
+        /// The request.
+        method: Method,
+        /// Where to allocate instead (same transport).
+        alternate: std::net::SocketAddr,
     },
     /// The server answered 401 to a request that carried our credentials.
     #[error("{0}: the TURN server refused our credentials")]

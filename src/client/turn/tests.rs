@@ -176,6 +176,47 @@ fn a_second_401_means_wrong_credentials() {
     assert!(c.is_done() && c.poll_timeout().is_none());
 }
 
+/// A 300 Try Alternate to `req` with ALTERNATE-SERVER `to`, signed with `key` (or not).
+fn try_alternate(req: &[u8], to: SocketAddr, key: Option<&[u8]>) -> Vec<u8> {
+    let m = Message::parse(req).unwrap();
+    let mut out = Vec::new();
+    let mut w = Writer::new(&mut out, Class::Error, m.method(), m.transaction_id());
+    w.error_code(300, "Try Alternate");
+    w.addr(attr::ALTERNATE_SERVER, to);
+    if let Some(key) = key {
+        w.integrity(Integrity::Sha1, key);
+    }
+    out
+}
+
+#[test]
+fn a_signed_300_reports_the_alternate_and_a_forged_one_is_ignored() {
+    let t0 = Instant::now();
+    let alternate: SocketAddr = "192.0.2.77:3478".parse().unwrap();
+    let mut c = client(false);
+    c.allocate(t0).unwrap();
+    let first = sent(&mut c);
+    // Before authentication a 300 cannot be verified: ignored.
+    c.handle_message(t0, &try_alternate(&first, alternate, None));
+    assert_eq!(c.poll_event(), None);
+    c.handle_message(t0, &error(&first, 401, Some("n"), true));
+    let second = sent(&mut c);
+    // Unsigned, or signed with another key: ignored, the transaction goes on.
+    c.handle_message(t0, &try_alternate(&second, alternate, None));
+    c.handle_message(t0, &try_alternate(&second, alternate, Some(&[1; 16])));
+    assert_eq!(c.poll_event(), None);
+    assert_eq!(c.stats().ignored, 3);
+    c.handle_message(t0, &try_alternate(&second, alternate, Some(&key())));
+    assert_eq!(
+        c.poll_event(),
+        Some(TurnEvent::Failed(TurnError::TryAlternate {
+            method: Method::Allocate,
+            alternate
+        }))
+    );
+    assert!(c.is_done());
+}
+
 #[test]
 fn a_silent_server_gets_7_transmissions_then_a_timeout_over_udp() {
     let t0 = Instant::now();

@@ -57,6 +57,8 @@ pub struct Server {
     limiter: SourceLimit,
     /// Set while the server drains: new allocations are refused, existing ones carry on.
     draining: bool,
+    /// Where a draining server sends new allocations (300 Try Alternate), best first.
+    alternates: Arc<crate::proto::alternate::Alternates>,
     allocations: Vec<Option<Allocation>>,
     free_slots: Vec<u32>,
     /// Allocation slots by client 5-tuple and by relay socket: looked up once per relayed
@@ -143,6 +145,7 @@ impl Server {
             shared,
             limiter,
             draining: false,
+            alternates: Arc::default(),
             allocations: Vec::new(),
             free_slots: Vec::new(),
             by_tuple: HashMap::default(),
@@ -194,12 +197,19 @@ impl Server {
         &self.settings
     }
 
-    /// Starts (or ends) draining: while draining, an Allocate is refused with 508 Insufficient
-    /// Capacity, and every allocation that exists goes on as before (relaying, Refresh,
+    /// Starts (or ends) draining: while draining, an Allocate is answered 300 Try Alternate
+    /// with an ALTERNATE-SERVER when [`Server::set_alternates`] gave one for the request's
+    /// transport and family, else refused with 508 Insufficient Capacity; every allocation that exists goes on as before (relaying, Refresh,
     /// CreatePermission, ChannelBind, RFC 6062 Connect and ConnectionBind); Binding is answered
     /// as always.
     pub fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
+    }
+
+    /// The other servers a draining core sends new allocations to (see
+    /// [`crate::proto::alternate`]).
+    pub fn set_alternates(&mut self, alternates: Arc<crate::proto::alternate::Alternates>) {
+        self.alternates = alternates;
     }
 
     /// True while draining ([`Server::set_draining`]).

@@ -307,17 +307,20 @@ impl Server {
         }
         if self.draining {
             // A draining server wants no new allocation, so it tells the client to go
-            // elsewhere. 508 Insufficient Capacity says exactly that: RFC 8656 §7.4 asks a
-            // client that gets it (without EVEN-PORT or RESERVATION-TOKEN) to "wait at least 1
-            // minute before trying to create any more allocations on this server", so an ICE
-            // agent moves on to its other TURN servers. The alternatives fit less well:
-            // - 300 Try Alternate (RFC 8656 §7.2, RFC 8489 §10) needs an ALTERNATE-SERVER of
-            //   the request's address family and of its transport's port (UDP 3478 is not TLS
-            //   5349), which the server does not know: redundant relays are normally reached
-            //   through DNS or the client's own iceServers list;
-            // - STUN has no 503; 500 Server Error means "a temporary error, try again"
-            //   (RFC 8489 §14.8), inviting the retry here that draining wants to avoid.
-            // The check comes after authentication, so the answer is signed like any other.
+            // elsewhere. When it knows another server for the request's transport and address
+            // family (`fleet.alternate_servers`, or a live node of the fleet), that is 300 Try
+            // Alternate with ALTERNATE-SERVER (RFC 8656 §7.2, RFC 8489 §10): the client
+            // allocates there at once. Otherwise 508 Insufficient Capacity: RFC 8656 §7.4 asks
+            // a client that gets it to "wait at least 1 minute before trying to create any more
+            // allocations on this server", so an ICE agent moves on to its other TURN servers
+            // (STUN has no 503; 500 Server Error invites the retry here that draining wants to
+            // avoid). The check comes after authentication, so the answer is signed like any
+            // other, and a client can trust the redirection (RFC 8489 §10).
+            if let Some(alternate) = self.alternates.choose(ft.transport, ft.client, ft.server) {
+                return Ok(self.answer(msg, auth, Err((300, "Try Alternate")), |w| {
+                    w.addr(attr::ALTERNATE_SERVER, alternate);
+                }));
+            }
             return Err((508, "Insufficient Capacity"));
         }
         let lifetime = self

@@ -30,7 +30,9 @@ pub const DIRECTIONS: usize = 2;
 pub const LIFETIME_BUCKETS: [u64; 10] = [10, 30, 60, 300, 600, 1800, 3600, 7200, 21600, 86400];
 /// The error codes the core answers with, each its own `result` value; anything else is
 /// counted as `other_error`.
-pub const ERROR_CODES: [u16; 12] = [400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508];
+pub const ERROR_CODES: [u16; 13] = [
+    300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508,
+];
 /// Number of request results: success, one per error code, other errors.
 pub const RESULTS: usize = ERROR_CODES.len() + 2;
 
@@ -189,6 +191,7 @@ pub fn result_index(result: Result<(), u16>) -> usize {
 pub fn result_label(index: usize) -> &'static str {
     const LABELS: [&str; RESULTS] = [
         "success",
+        "300",
         "400",
         "401",
         "403",

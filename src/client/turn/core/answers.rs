@@ -143,6 +143,28 @@ impl TurnClient {
             }
             return;
         }
+        if code == 300 {
+            // RFC 8489 §10: follow an ALTERNATE-SERVER only from an answer signed with our key
+            // (anyone on the path could forge an unsigned one and send us elsewhere); an
+            // unsigned or malformed 300 is ignored like any unverifiable answer.
+            let alternate = msg
+                .get(attr::ALTERNATE_SERVER)
+                .and_then(crate::proto::stun::decode_address);
+            let signed = self.transactions[i].authenticated
+                && self
+                    .auth
+                    .as_ref()
+                    .is_some_and(|a| msg.verify_integrity(&a.key) == Some(Integrity::Sha1));
+            let Some(alternate) = alternate.filter(|_| signed) else {
+                self.stats.ignored += 1;
+                return;
+            };
+            let t = self.transactions.swap_remove(i);
+            let error = TurnError::TryAlternate { method, alternate };
+            tracing::debug!(%error, "TURN server redirects");
+            self.fail_transaction(t.kind, error);
+            return;
+        }
         let t = self.transactions.swap_remove(i);
         let error = match code {
             401 => TurnError::Unauthorized(method),

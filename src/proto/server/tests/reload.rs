@@ -210,3 +210,52 @@ fn the_same_settings_again_keep_the_rate_limiter() {
     )));
     assert!(h.send(client, &req).is_some());
 }
+
+#[test]
+fn draining_with_an_alternate_answers_a_signed_300_for_its_transport_and_family_only() {
+    use crate::proto::alternate::{Alternate, Alternates};
+    let mut h = Harness::new();
+    let udp_v4: SocketAddr = "192.0.2.200:3478".parse().unwrap();
+    h.server.set_alternates(Arc::new(Alternates::new(vec![
+        // The node itself (the listener the request reached) is never chosen.
+        Alternate {
+            transport: Transport::Udp,
+            address: "192.0.2.100:3478".parse().unwrap(),
+        },
+        Alternate {
+            transport: Transport::Tcp,
+            address: "192.0.2.201:3478".parse().unwrap(),
+        },
+        Alternate {
+            transport: Transport::Udp,
+            address: udp_v4,
+        },
+    ])));
+    // Not draining: alternates change nothing.
+    let mut a = Client::rest(ft("198.51.100.7:1"), "ann", b"new-secret", 3600);
+    assert_eq!(error_code(&a.allocate(&mut h)), 0);
+
+    h.server.set_draining(true);
+    let mut b = Client::rest(ft("198.51.100.7:2"), "bob", b"new-secret", 3600);
+    let answer = b.allocate(&mut h);
+    assert_eq!(error_code(&answer), 300);
+    assert!(signed_by(&answer, &b), "the redirection is authenticated");
+    let msg = Message::parse(&answer).unwrap();
+    assert_eq!(
+        msg.get(attr::ALTERNATE_SERVER)
+            .and_then(crate::proto::stun::decode_address),
+        Some(udp_v4)
+    );
+    assert_eq!(h.server.allocation_count(), 1);
+    // An IPv6 client: no alternate of its family, so 508.
+    let v6 = FiveTuple {
+        transport: Transport::Udp,
+        client: "[2001:db8::7]:1".parse().unwrap(),
+        server: "[2001:db8::100]:3478".parse().unwrap(),
+    };
+    let mut c = Client::rest(v6, "cat", b"new-secret", 3600);
+    assert_eq!(error_code(&c.allocate(&mut h)), 508);
+    let stats = h.server.stats().snapshot();
+    assert_eq!(stats.requests(RequestMethod::Allocate, Err(300)), 1);
+    assert_eq!(stats.requests(RequestMethod::Allocate, Err(508)), 1);
+}
