@@ -46,6 +46,8 @@ pub struct Conf {
     pub idle_timeout_secs: u64,
     /// Extra `key = value` lines for the `[http]` section (the harness sets `address`).
     pub http_extra: Vec<String>,
+    /// Extra `key = value` lines for the `[auth]` section (such as `nonce_key`).
+    pub auth_extra: Vec<String>,
     /// Extra TOML appended at the end (whole sections, such as `[server]`).
     pub extra_toml: String,
     /// `[relay] bind_ip` (a server in a network namespace relays on that namespace's address).
@@ -78,6 +80,7 @@ impl Default for Conf {
             max_connections_per_ip: 256,
             idle_timeout_secs: 60,
             http_extra: Vec::new(),
+            auth_extra: Vec::new(),
             extra_toml: String::new(),
             relay_ip: "127.0.0.1".into(),
         }
@@ -135,6 +138,9 @@ impl Conf {
             .collect();
         writeln!(t, "users = {{ {} }}", users.join(", ")).unwrap();
         writeln!(t, "nonce_lifetime_secs = {}", self.nonce_lifetime_secs).unwrap();
+        for line in &self.auth_extra {
+            writeln!(t, "{line}").unwrap();
+        }
         writeln!(
             t,
             "\n[peers]\nallow = {}\ndeny = {}",
