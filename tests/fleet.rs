@@ -221,6 +221,24 @@ fn ice_servers_list_the_least_loaded_node_first_and_leave_out_draining_and_unrea
         ice_order(&b)
     );
     assert_eq!(fleet_metric(&a, "turnpike_fleet_redis_up"), 1);
+    // Every fleet metric the node exposes is documented.
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md"))
+        .expect("docs/metrics.md");
+    let scrape = Scrape::take(&a);
+    let families: Vec<&str> = scrape
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE turnpike_fleet_"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(families.len(), 5, "{}", scrape.text);
+    for family in families {
+        let name = match scrape.text.contains(&format!("turnpike_fleet_{family}_total")) {
+            true => format!("`turnpike_fleet_{family}_total`"),
+            false => format!("`turnpike_fleet_{family}`"),
+        };
+        assert!(docs.contains(&name), "{name} is not in docs/metrics.md");
+    }
     assert_eq!(fleet_metric(&a, "turnpike_fleet_nodes{state=\"ready\"}"), 2);
 
     // Load on A: B comes first, on both nodes.
