@@ -9,6 +9,7 @@
 
 mod common;
 mod fleet_support;
+mod registry_support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -88,6 +89,41 @@ fn ice_order(server: &Server) -> Vec<u16> {
             port.parse().unwrap_or_else(|_| panic!("{turn}"))
         })
         .collect()
+}
+
+/// The UDP ports of the `turn:` URIs of the `ice_servers` a registry `welcome` of `server`
+/// carries, in order.
+fn welcome_order(server: &Server) -> Vec<u16> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let url = format!("ws://{}/v1/registry", server.http);
+        let keys = turnpike::client::KeyPair::generate();
+        let (client, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            registry_support::join_client(&url, "peer-1", "fleet", keys),
+        )
+        .await
+        .expect("joined in time");
+        let ice = client
+            .ice_servers()
+            .expect("the welcome carries ice_servers");
+        ice.iter()
+            .map(|s| {
+                let turn = s
+                    .urls
+                    .iter()
+                    .find(|u| u.starts_with("turn:"))
+                    .expect("a turn: URI");
+                turn.trim_start_matches("turn:127.0.0.1:")
+                    .trim_end_matches("?transport=udp")
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{turn}"))
+            })
+            .collect()
+    })
 }
 
 /// Holds `n` allocations on `server` (each its own client socket); they live while returned.
@@ -209,7 +245,13 @@ fn a_draining_node_sends_new_allocates_to_a_live_node_and_the_rust_client_follow
 #[test]
 fn ice_servers_list_the_least_loaded_node_first_and_leave_out_draining_and_unreachable_ones() {
     let mut redis = Redis::start();
-    let a = Server::start(node_conf("a", Some(&redis)));
+    // Node A also runs the registry: its welcome carries the same ordered iceServers.
+    let mut with_registry = node_conf("a", Some(&redis));
+    with_registry.extra_toml.push_str(&format!(
+        "\n[registry]\nenabled = true\njwt_secrets = [{:?}]\n",
+        registry_support::JWT_SECRET
+    ));
+    let a = Server::start(with_registry);
     let b = Server::start(node_conf("b", Some(&redis)));
     let (pa, pb) = (a.udp.port(), b.udp.port());
     // No load: both listed, tie broken by node id, same order from either node.
@@ -233,7 +275,10 @@ fn ice_servers_list_the_least_loaded_node_first_and_leave_out_draining_and_unrea
         .collect();
     assert_eq!(families.len(), 5, "{}", scrape.text);
     for family in families {
-        let name = match scrape.text.contains(&format!("turnpike_fleet_{family}_total")) {
+        let name = match scrape
+            .text
+            .contains(&format!("turnpike_fleet_{family}_total"))
+        {
             true => format!("`turnpike_fleet_{family}_total`"),
             false => format!("`turnpike_fleet_{family}`"),
         };
@@ -250,6 +295,7 @@ fn ice_servers_list_the_least_loaded_node_first_and_leave_out_draining_and_unrea
         ice_order(&a),
         ice_order(&b)
     );
+    assert_eq!(welcome_order(&a), [pb, pa], "the registry's welcome");
     // More load on B than on A: back to A first.
     let _held_b = hold_allocations(&b, 5, "more");
     assert!(

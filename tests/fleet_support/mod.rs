@@ -87,7 +87,8 @@ pub const API_KEY: &str = "fleet-test-api-key";
 /// A node named `id` of the fleet on `redis` (or of no Redis), sharing the nonce key, its
 /// load living `load_ttl_secs`, draining up to 60 s.
 pub fn node_conf(id: &str, redis: Option<&Redis>) -> Conf {
-    let mut extra = format!("[server]\ndrain_timeout_secs = 60\n\n[fleet]\nload_ttl_secs = 2\n");
+    let mut extra =
+        String::from("[server]\ndrain_timeout_secs = 60\n\n[fleet]\nload_ttl_secs = 2\n");
     if let Some(redis) = redis {
         extra.push_str(&format!(
             "\n[cluster]\nredis_url = {:?}\nnode_id = {id:?}\n",
