@@ -28,6 +28,8 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 #[cfg(feature = "server")]
+pub mod admin;
+#[cfg(feature = "server")]
 pub mod audit;
 #[cfg(feature = "client")]
 pub mod client;

@@ -182,6 +182,13 @@ enum Command {
     /// Join a registry as a peer: send one message to another peer, or print what arrives.
     Peer(peer_cli::PeerArgs),
 
+    /// Operate a running server through its admin API (docs/admin-api.md): list allocations
+    /// (`sessions`), end them (`kill`), revoke credentials (`revoke`, `unrevoke`,
+    /// `revocations`), list and disconnect registry peers (`peers`, `disconnect`). Needs a key of http.admin_keys (--key or TURNPIKE_ADMIN_KEY); talks to
+    /// --url, or else to http.address of --config. Prints a table, or the API's JSON with
+    /// --json; exits 1 with the API's error message when a request is refused.
+    Admin(turnpike::admin::cli::AdminArgs),
+
     /// Open a link to another peer (docs/link-protocol.md): direct when a WebRTC path is
     /// available, else through the registry's end-to-end encrypted relay after
     /// --fallback-after. Each line of standard input is one text message, delivered in order
@@ -275,6 +282,7 @@ fn main() -> ExitCode {
             issuer_public_key,
         }),
         Command::Peer(args) => peer_cli::peer(args),
+        Command::Admin(args) => turnpike::admin::cli::admin(args),
         #[cfg(feature = "webrtc")]
         Command::Link(args) => link_cli::link(args),
         Command::Audit {

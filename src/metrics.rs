@@ -34,6 +34,8 @@ pub struct Metrics {
     registry: RwLock<Option<crate::registry::RegistryState>>,
     fleet: RwLock<Option<Arc<crate::fleet::Fleet>>>,
     health: RwLock<Option<Arc<Health>>>,
+    /// The admin hub, whose ended allocations are reported.
+    admin: RwLock<Option<Arc<crate::net::admin::AdminHub>>>,
     /// Configuration reloads that were applied, and that were refused.
     reloads: [AtomicU64; 2],
 }
@@ -48,8 +50,14 @@ impl Metrics {
             registry: RwLock::new(None),
             fleet: RwLock::new(None),
             health: RwLock::new(None),
+            admin: RwLock::new(None),
             reloads: [AtomicU64::new(0), AtomicU64::new(0)],
         }
+    }
+
+    /// Reports the allocations the admin API ended as `turnpike_admin_allocations_ended_total`.
+    pub fn set_admin(&self, hub: Arc<crate::net::admin::AdminHub>) {
+        *self.admin.write().unwrap_or_else(|e| e.into_inner()) = Some(hub);
     }
 
     /// Reports `health`'s draining flag as `turnpike_draining`.
@@ -318,6 +326,19 @@ impl Collector for Metrics {
                     self.reloads[i].load(Ordering::Relaxed),
                 )
             }),
+        )?;
+        let admin_ended = self
+            .admin
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, |hub| hub.ended_total());
+        family(
+            &mut encoder,
+            "admin_allocations_ended",
+            "Allocations ended through the admin API (kill, and the revocations that ended them)",
+            MetricType::Counter,
+            [(Labels::new(), admin_ended)],
         )?;
         let mut info =
             encoder.encode_descriptor("build", "The running build", None, MetricType::Info)?;

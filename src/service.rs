@@ -98,6 +98,17 @@ async fn serve(
         }
         metrics.set_fleet(fleet.clone());
     }
+    let admin = Arc::new(
+        crate::admin::Admin::new(config.http.revocations_file.as_deref())
+            .context("reading the revocation list")?,
+    );
+    metrics.set_admin(admin.hub().clone());
+    if let Some(url) = &config.cluster.redis_url {
+        admin
+            .start_sync(url)
+            .context("the revocation sync with cluster.redis_url")?;
+        tracing::info!("revocations are shared with the cluster through Redis");
+    }
     let registry = crate::registry::standalone::state(&config.registry)?;
     if let Some(state) = &registry {
         if config.registry.ice_servers {
@@ -108,6 +119,7 @@ async fn serve(
             http_state.set_demo(http::sdk::Demo::start(&config.registry, state));
         }
     }
+    http_state.set_admin(admin.clone(), registry.clone(), &config);
     let mut api = http::router(http_state.clone());
     // The registry (/v1/registry) rides on the same router, so also on TLS 443.
     if let Some(state) = &registry {
@@ -145,7 +157,7 @@ async fn serve(
         tokio::spawn(http::serve(listener, api.clone(), stopped));
     }
     let start_config = config.clone();
-    let running = tokio::task::spawn_blocking(move || start(&start_config, api))
+    let running = tokio::task::spawn_blocking(move || start(&start_config, api, &admin))
         .await
         .context("start-up failed")??;
     for stats in &running.stats {
@@ -296,7 +308,11 @@ impl Running {
 /// Binds every listener, builds one core per worker and starts the workers, and the TCP/TLS
 /// listeners on the current tokio runtime (their HTTP side serves `http_router`). Returns once
 /// all are serving (and has told systemd READY=1).
-pub fn start(config: &Config, http_router: axum::Router) -> anyhow::Result<Running> {
+pub fn start(
+    config: &Config,
+    http_router: axum::Router,
+    admin: &crate::admin::Admin,
+) -> anyhow::Result<Running> {
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism()
             .map(|n| n.get())
@@ -354,10 +370,13 @@ pub fn start(config: &Config, http_router: axum::Router) -> anyhow::Result<Runni
         config.relay.ports.start,
         config.relay.ports.end,
     ));
-    let shared = Arc::new(Shared::new(
-        config.limits.allocations_per_user,
-        config.limits.allocations_total,
-    ));
+    let shared = Arc::new(
+        Shared::new(
+            config.limits.allocations_per_user,
+            config.limits.allocations_total,
+        )
+        .with_revoked(admin.revoked().clone()),
+    );
     let mut nonce_key = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut nonce_key);
     let buffer_bytes = config.server.socket_buffer_bytes;
@@ -414,6 +433,7 @@ pub fn start(config: &Config, http_router: axum::Router) -> anyhow::Result<Runni
             pool: pool.clone(),
             relay_addrs: relay_addrs.clone(),
             http: http_router,
+            admin: admin.hub().clone(),
         },
         &runtime,
     )?;
@@ -443,6 +463,7 @@ pub fn start(config: &Config, http_router: axum::Router) -> anyhow::Result<Runni
         polls.push(poll);
     }
     let wakers = Arc::new(wakers);
+    admin.hub().set_wakers(wakers.clone());
     for (index, (sockets, poll)) in per_worker.into_iter().zip(polls).enumerate() {
         let registry = poll.registry().try_clone()?;
         let relays = RelaySet::new(
@@ -467,6 +488,7 @@ pub fn start(config: &Config, http_router: axum::Router) -> anyhow::Result<Runni
             handoffs: handoffs.clone(),
             wakers: wakers.clone(),
             updates: updates.clone(),
+            admin: admin.hub().clone(),
         };
         let worker = UdpWorker::new(poll, sockets, relays, core, handle.clone(), with_others)?;
         let thread = std::thread::Builder::new()

@@ -410,7 +410,12 @@ for family in text_string_to_metric_families(sys.stdin.read()):
 
 #[test]
 fn exposition_is_valid_openmetrics_and_covers_the_dashboard() {
-    let server = Server::start(Conf::loopback_peers());
+    // With the registry on, so that the dashboard's registry row has its metrics.
+    let server = Server::start(Conf {
+        extra_toml:
+            "[registry]\nenabled = true\njwt_secrets = [\"metrics-test-registry-secret\"]\n".into(),
+        ..Conf::loopback_peers()
+    });
     // Some traffic, so that error results appear too.
     let client = Client::new(&server, "erin");
     client.allocate();
@@ -434,6 +439,9 @@ fn exposition_is_valid_openmetrics_and_covers_the_dashboard() {
         "turnpike_draining",
         "turnpike_config_reloads_total",
         "turnpike_build_info",
+        "turnpike_admin_allocations_ended_total",
+        "turnpike_registry_peers",
+        "turnpike_registry_signaling_messages_total",
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected} not parsed");
     }

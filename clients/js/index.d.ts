@@ -47,6 +47,7 @@ export type ErrorCode =
   | "negotiation_failed"
   | "session_closed"
   | "replaced"
+  | "disconnected"
   | "bad_message"
   | (string & {});
 

@@ -117,7 +117,8 @@ pub enum Event {
         /// The reason.
         reason: String,
     },
-    /// The client stopped for good (replaced, refused, or reconnecting disabled).
+    /// The client stopped for good (replaced, 4001; disconnected by an operator, 4006; refused;
+    /// or reconnecting disabled).
     Closed {
         /// The close code, if any.
         code: Option<u16>,

@@ -339,7 +339,9 @@ impl Task {
                         let code = frame.as_ref().map(|f| u16::from(f.code));
                         let reason = frame.map(|f| f.reason.as_str().to_owned()).unwrap_or_default();
                         // Replaced: another connection took over this peer id; do not fight it.
-                        return if code == Some(4001) {
+                        // Disconnected (4006): an operator removed this peer; coming back would
+                        // defeat that.
+                        return if code == Some(4001) || code == Some(4006) {
                             End::Final(code, reason)
                         } else {
                             End::Lost(code, reason)

@@ -21,6 +21,12 @@ pub struct HttpConfig {
     pub public_host: Option<String>,
     /// Bearer tokens that may fetch credentials (compared in constant time).
     pub api_keys: Vec<String>,
+    /// Bearer tokens of the admin API (`/admin/v1/...`: list and end allocations, revoke
+    /// credentials). Never the same as a credential key; empty: the admin API is off.
+    pub admin_keys: Vec<String>,
+    /// Where the revocation list is kept across restarts; unset: `revocations.json` in
+    /// `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else nowhere (lost at restart).
+    pub revocations_file: Option<std::path::PathBuf>,
     /// The credential lifetime when a request asks for none, in seconds.
     pub credential_ttl_secs: u64,
     /// The longest credential lifetime a request may ask for, in seconds (longer asks are
@@ -66,6 +72,8 @@ impl Default for HttpConfig {
             address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_HTTP_PORT),
             public_host: None,
             api_keys: Vec::new(),
+            admin_keys: Vec::new(),
+            revocations_file: None,
             credential_ttl_secs: 86_400,
             max_credential_ttl_secs: 86_400,
             cors_origins: Vec::new(),
@@ -94,6 +102,11 @@ impl fmt::Debug for HttpConfig {
                 "api_keys",
                 &format_args!("<{} redacted>", self.api_keys.len()),
             )
+            .field(
+                "admin_keys",
+                &format_args!("<{} redacted>", self.admin_keys.len()),
+            )
+            .field("revocations_file", &self.revocations_file)
             .field("credential_ttl_secs", &self.credential_ttl_secs)
             .field("max_credential_ttl_secs", &self.max_credential_ttl_secs)
             .field("cors_origins", &self.cors_origins)
@@ -152,6 +165,32 @@ pub fn validate(http: &HttpConfig) -> Result<(), Invalid> {
                 ),
             ));
         }
+    }
+    for (index, key) in http.admin_keys.iter().enumerate() {
+        if key.len() < MIN_API_KEY_BYTES || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                format!("http.admin_keys[{index}]"),
+                format!(
+                    "must be at least {MIN_API_KEY_BYTES} printable ASCII characters without spaces, e.g. `openssl rand -hex 32`"
+                ),
+            ));
+        }
+        if http.api_keys.contains(key) {
+            return Err(invalid(
+                format!("http.admin_keys[{index}]"),
+                "is also a credential key (http.api_keys): an admin key must be a key of its own, never given to the apps that fetch credentials",
+            ));
+        }
+    }
+    if http
+        .revocations_file
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty() || p.is_dir())
+    {
+        return Err(invalid(
+            "http.revocations_file",
+            "must be a file path (its directory must exist and be writable by turnpike)",
+        ));
     }
     if http.max_credential_ttl_secs == 0 || http.max_credential_ttl_secs > MAX_CREDENTIAL_TTL_SECS {
         return Err(invalid(

@@ -9,12 +9,14 @@
 //! | `GET /readyz` | 200 when every listener is bound and not draining, else 503 |
 //! | `GET /sdk/turnpike.js` | the browser SDK ([`sdk`]) |
 //! | `GET /demo`, `POST /demo/token` | the registry demo, when `http.demo` is on ([`sdk`]) |
+//! | `/admin/v1/...` | the admin API, behind `http.admin_keys` ([`admin`], docs/admin-api.md) |
 //!
 //! Every error is JSON (`{"error":{"code","message"}}`, see [`error`]). [`router`] builds the
 //! routes so that other parts of the server can [`axum::Router::merge`] theirs (the registry
 //! WebSocket), and [`serve_connection`] serves them on any accepted stream (a TLS connection
 //! on port 443 whose first bytes are not TURN). [`serve`] is the plain-TCP accept loop.
 
+pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod health;
@@ -65,6 +67,8 @@ pub struct HttpState {
     pub demo: Option<Arc<sdk::Demo>>,
     /// The fleet the credential endpoints list, with `[cluster] redis_url`.
     pub fleet: Option<Arc<crate::fleet::Fleet>>,
+    /// The admin API (`/admin/v1/...`), when set before the router is built.
+    pub admin: Option<Arc<admin::AdminApi>>,
     cors_origins: Arc<Vec<String>>,
 }
 
@@ -77,6 +81,7 @@ impl HttpState {
             health,
             demo: None,
             fleet: None,
+            admin: None,
             cors_origins: Arc::new(config.http.cors_origins.clone()),
         }
     }
@@ -84,6 +89,16 @@ impl HttpState {
     /// Serves the registry demo with `demo` (set before the router is built).
     pub fn set_demo(&mut self, demo: sdk::Demo) {
         self.demo = Some(Arc::new(demo));
+    }
+
+    /// Serves the admin API over `admin` (set before the router is built).
+    pub fn set_admin(
+        &mut self,
+        admin: Arc<crate::admin::Admin>,
+        registry: Option<crate::registry::RegistryState>,
+        config: &Config,
+    ) {
+        self.admin = Some(Arc::new(admin::AdminApi::new(admin, registry, config)));
     }
 
     /// Applies a reloaded configuration to the credential endpoints: API keys, JWT keys, the
@@ -97,6 +112,9 @@ impl HttpState {
         self.ice.store(Arc::new(
             IceService::new(config).with_fleet(self.fleet.clone()),
         ));
+        if let Some(admin) = &self.admin {
+            admin.reload(config);
+        }
     }
 
     /// Lists `fleet`'s nodes in the credential endpoints' answers (and the registry's
@@ -131,6 +149,9 @@ pub fn router(state: HttpState) -> Router {
         router = router
             .route("/demo", get(sdk::demo_page))
             .route("/demo/token", post(sdk::demo_token));
+    }
+    if let Some(api) = &state.admin {
+        router = router.merge(admin::routes(api.clone()));
     }
     router
         .fallback(error::not_found)

@@ -6,6 +6,7 @@
 //! Configuration reloads and the start of a drain reach every core through [`live`].
 
 pub mod addr;
+pub mod admin;
 pub mod batch;
 pub mod live;
 pub mod ports;

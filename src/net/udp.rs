@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::admin::{AdminHub, CoreTicket};
 use super::batch::{RecvBatch, SendBatch};
 use super::live::CoreUpdates;
 use super::relay::{RELAY_TOKEN_BASE, RelaySet};
@@ -94,6 +95,8 @@ pub struct UdpWorker {
     /// Reloaded settings and the draining flag, and the generation of them the core has.
     updates: Arc<CoreUpdates>,
     updates_seen: u64,
+    /// Admin commands (list, end allocations), answered between batches.
+    admin: CoreTicket,
 }
 
 /// What a worker shares with the others.
@@ -108,6 +111,8 @@ pub struct WorkerShared {
     pub wakers: Arc<Vec<Arc<Waker>>>,
     /// Reloaded settings and the draining flag (the service wakes the worker after a change).
     pub updates: Arc<CoreUpdates>,
+    /// Where admin commands come from (the service wakes the worker when one is posted).
+    pub admin: Arc<AdminHub>,
 }
 
 impl UdpWorker {
@@ -152,6 +157,7 @@ impl UdpWorker {
             routes: Default::default(),
             updates: shared.updates,
             updates_seen: 0,
+            admin: shared.admin.register(),
         };
         Ok(worker)
     }
@@ -176,6 +182,8 @@ impl UdpWorker {
             self.handoffs.woke_up(self.index);
             // Before anything read in this turn is handled: one atomic load when unchanged.
             self.updates.sync(&mut self.core, &mut self.updates_seen);
+            // An admin command, if one is pending: one atomic load when none is.
+            self.admin.serve(&mut self.core, &mut self.relays);
             if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "event loop failed");

@@ -124,17 +124,20 @@ pub enum CloseReason {
     GoingAway,
     /// The token's `exp` passed without a successful `reauth` (4003).
     TokenExpired,
+    /// An operator disconnected the peer through the admin API (4006).
+    Disconnected,
 }
 
 impl CloseReason {
     /// The reasons counted in metrics, in a fixed order.
-    pub const ALL: [CloseReason; 6] = [
+    pub const ALL: [CloseReason; 7] = [
         CloseReason::Replaced,
         CloseReason::IdleTimeout,
         CloseReason::JoinTimeout,
         CloseReason::SlowConsumer,
         CloseReason::GoingAway,
         CloseReason::TokenExpired,
+        CloseReason::Disconnected,
     ];
 
     /// The WebSocket close code.
@@ -146,6 +149,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => 4005,
             CloseReason::GoingAway => 1001,
             CloseReason::TokenExpired => 4003,
+            CloseReason::Disconnected => 4006,
         }
     }
 
@@ -158,6 +162,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::GoingAway => "going_away",
             CloseReason::TokenExpired => "token_expired",
+            CloseReason::Disconnected => "disconnected",
         }
     }
 }

@@ -38,7 +38,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
 pub use self::config::RegistryConfig;
-pub use self::core::{Authority, ConnId, Identity, Lease, ProjectUsage, Registry};
+pub use self::core::{Authority, ConnId, Identity, Lease, PeerSummary, ProjectUsage, Registry};
 pub use self::http::routes;
 pub use self::metrics::RegistryMetrics;
 pub use self::queue::Transmit;
@@ -128,6 +128,16 @@ impl RegistryState {
     /// Per-project metering (relay bytes and blobs, signaling messages), sorted by project.
     pub fn project_usage(&self) -> Vec<(String, ProjectUsage)> {
         self.lock().core.project_usage()
+    }
+
+    /// The joined peers of `project` (admin API); `None` when it has none.
+    pub fn project_peers(&self, project: &str) -> Option<Vec<PeerSummary>> {
+        self.lock().core.project_peers(Instant::now(), project)
+    }
+
+    /// Disconnects one peer with close code 4006 (admin API); false when it is not joined.
+    pub fn disconnect_peer(&self, project: &str, peer_id: &str) -> bool {
+        self.with(|core| core.disconnect_peer(project, peer_id))
     }
 
     /// Closes every connection with 1001 (`going_away`) and refuses new ones from then on

@@ -80,6 +80,8 @@ fn every_key_is_either_live_or_restart_only() {
                 address: _,
                 public_host: _,
                 api_keys: _,
+                admin_keys: _,
+                revocations_file: _,
                 credential_ttl_secs: _,
                 max_credential_ttl_secs: _,
                 cors_origins: _,

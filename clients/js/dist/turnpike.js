@@ -3845,6 +3845,11 @@ var Session = class extends Emitter {
       this._giveUp();
       return;
     }
+    if (code === 4006) {
+      this.emit("error", new TurnpikeError("disconnected", `an operator disconnected this peer${reason ? " (" + reason + ")" : ""}`));
+      this._giveUp();
+      return;
+    }
     if (code === 4003 && typeof this.options.getToken !== "function") {
       this.emit("error", new TurnpikeError("token_expired", "the token expired and no getToken was given"));
       this._giveUp();

@@ -233,6 +233,12 @@ export class Session extends Emitter {
       this._giveUp();
       return;
     }
+    if (code === 4006) {
+      // An operator disconnected this peer (admin API): coming back would defeat that.
+      this.emit("error", new TurnpikeError("disconnected", `an operator disconnected this peer${reason ? " (" + reason + ")" : ""}`));
+      this._giveUp();
+      return;
+    }
     if (code === 4003 && typeof this.options.getToken !== "function") {
       this.emit("error", new TurnpikeError("token_expired", "the token expired and no getToken was given"));
       this._giveUp();

@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 
 use super::relays::StreamRelays;
 use super::tcp_relay::{self, ControlMsg, Registry};
+use crate::net::admin::{AdminHub, CoreTicket};
 use crate::net::live::CoreUpdates;
 use crate::net::ports::PortPool;
 use crate::net::relay::RelayAddresses;
@@ -48,6 +49,8 @@ pub struct Context {
     /// The core's settings (credentials, policy, limits) and the draining flag, shared by
     /// every connection and followed as they change.
     pub updates: Arc<CoreUpdates>,
+    /// Where admin commands come from (each connection's core answers them).
+    pub admin: Arc<AdminHub>,
     /// Quotas and reservations shared with the UDP workers.
     pub shared: Arc<Shared>,
     /// Counters shared by every stream core.
@@ -132,6 +135,8 @@ struct Conn {
     core: Server,
     /// The generation of [`Context::updates`] the core has.
     updates_seen: u64,
+    /// This core's registration for admin commands.
+    admin: CoreTicket,
     relays: StreamRelays,
     out: OutBuf,
     peer_buf: Option<Box<[u8]>>,
@@ -156,6 +161,7 @@ where
             ctx.stats.clone(),
         ),
         updates_seen: 0,
+        admin: ctx.admin.register(),
         relays: StreamRelays::new(ctx.pool.clone(), ctx.relay_addrs.clone(), ctx.buffer_bytes),
         ctx,
         ft,
@@ -219,6 +225,8 @@ impl Conn {
             self.ctx
                 .updates
                 .sync(&mut self.core, &mut self.updates_seen);
+            // An admin command (list or end allocations), between two batches of input.
+            self.admin.serve(&mut self.core, &mut self.relays);
             // Frame and handle whatever is buffered (the initial bytes on the first turn).
             if let Some(ending) = self.handle_input(&mut input).await? {
                 return Ok(ending);
@@ -286,6 +294,8 @@ impl Conn {
                     }
                 }
                 Some(msg) = control_rx.recv() => self.control(msg),
+                // Served at the top of the loop.
+                _ = self.admin.changed() => {}
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     let t = Instant::now();
                     if self.out.len() > 0 && t >= last_write + idle {

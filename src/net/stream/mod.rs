@@ -113,6 +113,8 @@ pub struct Resources {
     pub relay_addrs: RelayAddresses,
     /// The HTTP API, for TLS listeners with `serve_http = true`.
     pub http: axum::Router,
+    /// Where admin commands come from: every connection's core answers them.
+    pub admin: Arc<crate::net::admin::AdminHub>,
 }
 
 /// Binds every TCP and TLS listener of `config` and starts accepting on `runtime`. Stream
@@ -145,6 +147,7 @@ pub fn start(
     let front = Arc::new(Front {
         ctx: Arc::new(conn::Context {
             updates: resources.updates,
+            admin: resources.admin,
             shared: resources.quotas,
             stats: resources.stats,
             pool: resources.pool,

@@ -91,6 +91,28 @@ pub struct Allocation {
     /// Counts the changes that void the direct routes other workers hold to this allocation
     /// (a channel newly bound): made when the first route is published (see `route.rs`).
     pub route_changes: Option<std::sync::Arc<std::sync::atomic::AtomicU32>>,
+    /// What it relayed, for the admin API's allocation list: bytes and packets per
+    /// [`Direction`](super::Direction). Plain integers: only the owning core writes them.
+    pub traffic: Traffic,
+}
+
+/// Bytes and packets an allocation relayed, per direction (index: `Direction as usize`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Payload bytes relayed.
+    pub bytes: [u64; DIRECTIONS],
+    /// Packets relayed.
+    pub packets: [u64; DIRECTIONS],
+}
+
+impl Traffic {
+    /// Counts one relayed packet of `len` payload bytes in `direction`.
+    #[inline]
+    pub fn add(&mut self, direction: super::Direction, len: u64) {
+        let d = direction as usize;
+        self.bytes[d] = self.bytes[d].wrapping_add(len);
+        self.packets[d] = self.packets[d].wrapping_add(1);
+    }
 }
 
 impl Allocation {
@@ -125,6 +147,7 @@ impl Allocation {
             tcp_connections: Vec::new(),
             tcp_bandwidth: None,
             route_changes: None,
+            traffic: Traffic::default(),
         }
     }
 

@@ -31,6 +31,9 @@ pub enum AuthFailure {
     Expired,
     /// MESSAGE-INTEGRITY does not verify (401).
     BadIntegrity,
+    /// The credentials verify but their user or username is revoked (403, on Allocate and
+    /// Refresh; see `revoked.rs`).
+    Revoked,
 }
 
 impl AuthFailure {
@@ -39,6 +42,7 @@ impl AuthFailure {
         match self {
             AuthFailure::Incomplete => 400,
             AuthFailure::StaleNonce => 438,
+            AuthFailure::Revoked => 403,
             _ => 401,
         }
     }
@@ -53,6 +57,7 @@ impl AuthFailure {
             AuthFailure::UnknownUser => "unknown_user",
             AuthFailure::Expired => "expired",
             AuthFailure::BadIntegrity => "bad_integrity",
+            AuthFailure::Revoked => "revoked",
         }
     }
 }

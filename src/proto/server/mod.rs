@@ -7,6 +7,7 @@
 //! packets are never copied or allocated. Relay sockets are opened and closed through the
 //! [`RelayIo`] trait that the I/O layer implements.
 
+mod admin;
 mod allocation;
 mod auth;
 mod indication;
@@ -14,6 +15,7 @@ mod own;
 mod permissions;
 mod quota;
 mod requests;
+mod revoked;
 mod route;
 mod stats;
 mod tcp;
@@ -28,10 +30,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crate::proto::Transport;
-pub use allocation::{Allocation, CHANNEL_LIFETIME, PERMISSION_LIFETIME, Permission, family_index};
+pub use admin::{AllocationId, AllocationInfo, ChannelInfo, End, Listing, PermissionInfo};
+pub use allocation::{
+    Allocation, CHANNEL_LIFETIME, PERMISSION_LIFETIME, Permission, Traffic, family_index,
+};
 pub use auth::{AuthFailure, Authenticated, Authenticator, long_term_key};
 pub use own::LiveRelays;
 pub use quota::{Quota, QuotaError, Reservations, Shared};
+pub use revoked::{MAX_REVOCATIONS, RevocationList, RevokeError, Revoked, Subject};
 pub use route::DirectRoute;
 pub use stats::{
     AUTH_FAILURES, DIRECTIONS, Direction, DropReason, ERROR_CODES, LIFETIME_BUCKETS, RESULTS,
@@ -383,6 +389,7 @@ impl Server {
             }
         }
         stats.relayed(Direction::ClientToPeer, alloc.five_tuple.transport, len);
+        alloc.traffic.add(Direction::ClientToPeer, len);
         Ok(ClientOutput::Relay {
             relay: relay.id,
             peer,
@@ -448,6 +455,7 @@ impl Server {
             alloc.five_tuple.transport,
             len as u64,
         );
+        alloc.traffic.add(Direction::PeerToClient, len as u64);
         PeerOutput::ToClient {
             five_tuple: alloc.five_tuple,
             frame,

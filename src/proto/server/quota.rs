@@ -162,6 +162,8 @@ pub struct Shared {
     source_limiter: Mutex<Option<SharedLimiter>>,
     /// The relayed addresses of every live allocation, kept by the cores.
     pub live_relays: super::LiveRelays,
+    /// Revoked users and usernames, consulted on Allocate and Refresh (`crate::admin` keeps it).
+    pub revoked: Arc<super::Revoked>,
 }
 
 /// The shared limiter and the figures it was made with.
@@ -182,7 +184,14 @@ impl Shared {
             connection_ids: AtomicU32::new(0),
             source_limiter: Mutex::new(None),
             live_relays: super::LiveRelays::default(),
+            revoked: Arc::default(),
         }
+    }
+
+    /// Consults `revoked` (the list the admin API keeps) instead of an empty list of its own.
+    pub fn with_revoked(mut self, revoked: Arc<super::Revoked>) -> Self {
+        self.revoked = revoked;
+        self
     }
 
     /// The unauthenticated-answer limiter every core built on this `Shared` uses (UDP workers

@@ -78,6 +78,19 @@ impl Server {
                 w.attr(attr::UNKNOWN_ATTRIBUTES, &values);
             });
         }
+        if matches!(msg.method(), method::ALLOCATE | method::REFRESH)
+            && self
+                .shared
+                .revoked
+                .is_revoked(&auth.username, &auth.quota_user, now.unix)
+        {
+            // 403, not 401: the credentials verified (this answer is signed with them), and a
+            // 401 would tell the client to retry with the same ones, which fails again. 403
+            // says the server refuses this user by policy: clients give up on this server (or
+            // fetch new credentials, which a revoked user also cannot use).
+            self.stats.auth_failure(AuthFailure::Revoked);
+            return self.answer(msg, &auth, Err((403, "Credentials Revoked")), |_| {});
+        }
         let result = match msg.method() {
             method::ALLOCATE => self.allocate(now, ft, msg, &auth, io),
             method::REFRESH => self.refresh(now, ft, msg, &auth, io),

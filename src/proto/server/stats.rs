@@ -211,13 +211,14 @@ pub fn result_label(index: usize) -> &'static str {
 
 /// The authentication failures that are counted (every [`AuthFailure`] but `Missing`, which
 /// is the first leg of the normal handshake), in index order.
-pub const AUTH_FAILURES: [AuthFailure; 6] = [
+pub const AUTH_FAILURES: [AuthFailure; 7] = [
     AuthFailure::Incomplete,
     AuthFailure::StaleNonce,
     AuthFailure::WrongRealm,
     AuthFailure::UnknownUser,
     AuthFailure::Expired,
     AuthFailure::BadIntegrity,
+    AuthFailure::Revoked,
 ];
 
 fn auth_index(failure: AuthFailure) -> Option<usize> {

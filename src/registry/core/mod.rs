@@ -21,10 +21,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+mod admin;
 mod lifetime;
 mod membership;
 mod usage;
 
+pub use admin::PeerSummary;
 pub use lifetime::{Authority, Lease, NoAuthority};
 
 use super::config::RegistryConfig;

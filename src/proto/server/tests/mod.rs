@@ -13,6 +13,7 @@ use crate::proto::nonce::NonceKey;
 use crate::proto::policy::{Cidr, PeerPolicy};
 use crate::proto::stun::{Integrity, Message, Writer, attr, method};
 
+mod admin;
 mod allocate;
 mod auth;
 mod counting;
