@@ -98,7 +98,7 @@ fn session(server: &Server, user: &str, peer: &EchoPeer) -> Session {
     }
 }
 
-fn find<'a>(list: &'a Value, relayed: SocketAddr) -> &'a Value {
+fn find(list: &Value, relayed: SocketAddr) -> &Value {
     list["allocations"]
         .as_array()
         .unwrap()

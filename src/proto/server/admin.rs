@@ -116,7 +116,7 @@ impl Listing {
     pub fn merge(&mut self, other: Listing, limit: usize) {
         self.total += other.total;
         self.allocations.extend(other.allocations);
-        self.allocations.sort_by(|a, b| a.id.cmp(&b.id));
+        self.allocations.sort_by_key(|a| a.id);
         self.allocations.truncate(limit);
     }
 }
