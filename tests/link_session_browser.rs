@@ -17,6 +17,9 @@
 //! - reload: bob reloads his page mid-link; alice's link (the same object) goes on with bob's
 //!   new incarnation (a new epoch): what alice sent while bob was away arrives once, messages
 //!   flow both ways, and the link is p2p again.
+//! - disconnect: an operator disconnects bob through the admin API (close code 4006): bob's
+//!   session reports `disconnected` and closes for good (it reconnects after other closes),
+//!   alice sees `peer_left`, and the admin API no longer lists bob.
 //!
 //! The cases share the machine's two cores with other work, so they run one at a time.
 
@@ -34,6 +37,18 @@ use serde_json::Value;
 
 const FALLBACK_MS: u64 = 2000;
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+const ADMIN_KEY: &str = "admin-key-for-the-disconnect-case";
+
+/// What the driver may ask the test to do mid-case, through files in its control directory.
+#[derive(Clone, Copy, PartialEq)]
+enum Control {
+    /// Nothing.
+    None,
+    /// Restart the server on the same ports (`restart` → `restarted`).
+    Restart,
+    /// Disconnect bob through the admin API (`disconnect` → `disconnected`).
+    Disconnect,
+}
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -53,20 +68,36 @@ fn start_server(registry_extra: &str) -> Server {
         extra_toml: format!(
             "[registry]\nenabled = true\njwt_secrets = [\"{JWT_SECRET}\"]\n{registry_extra}"
         ),
+        http_extra: vec![format!("admin_keys = [{ADMIN_KEY:?}]")],
         ..Conf::default()
     })
 }
 
-/// Runs the driver with `case`; `on_restart` is called when the driver asks for a server
-/// restart (the reconnect case). Returns its JSON, asserting `ok`.
-fn run_case(server: &mut Server, case: &str, extra: &[(&str, String)], restart: bool) -> Value {
+/// The admin API's answer to `method` on the registry peers of `project` (with `query`).
+fn admin_peers(server: &Server, method: &str, project: &str, query: &str) -> (u16, Value) {
+    let bearer = format!("Bearer {ADMIN_KEY}");
+    let path = format!("/admin/v1/registry/peers?project={project}{query}");
+    let r = common::http::request(
+        server.http,
+        method,
+        &path,
+        &[("Authorization", bearer.as_str())],
+        None,
+    )
+    .expect("admin API");
+    (r.status, r.json())
+}
+
+/// Runs the driver with `case`, doing what `control` names when the driver asks for it (a
+/// server restart, an admin disconnect). Returns its JSON, asserting `ok`.
+fn run_case(server: &mut Server, case: &str, extra: &[(&str, String)], control: Control) -> Value {
     require(Path::new("/usr/bin/chromium"), "Debian's chromium package");
     require(
         &browser_dir().join("node_modules/playwright-core"),
         "npm ci in tests/browser",
     );
     let profile = tempfile::tempdir().unwrap();
-    let control = tempfile::tempdir().unwrap();
+    let control_dir = tempfile::tempdir().unwrap();
     let out = tempfile::NamedTempFile::new().unwrap();
     let mut command = Command::new("node");
     command
@@ -77,7 +108,7 @@ fn run_case(server: &mut Server, case: &str, extra: &[(&str, String)], restart: 
         .env("JWT_SECRET", JWT_SECRET)
         .env("PROJECT", format!("session-{case}"))
         .env("FALLBACK_MS", FALLBACK_MS.to_string())
-        .env("CONTROL", control.path())
+        .env("CONTROL", control_dir.path())
         .env("USER_DATA_DIR", profile.path())
         .stdin(std::process::Stdio::null())
         .stdout(out.reopen().unwrap())
@@ -87,16 +118,39 @@ fn run_case(server: &mut Server, case: &str, extra: &[(&str, String)], restart: 
     }
     let mut child = KillOnDrop(command.spawn().expect("spawn node"));
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut restarted = false;
+    let mut done = false;
+    let mut peers_after = Value::Null;
+    let (ask, answer) = match control {
+        Control::None => ("", ""),
+        Control::Restart => ("restart", "restarted"),
+        Control::Disconnect => ("disconnect", "disconnected"),
+    };
     while child.0.try_wait().unwrap().is_none() {
         assert!(
             Instant::now() < deadline,
             "the browser run did not end in 120 s"
         );
-        if restart && !restarted && control.path().join("restart").exists() {
-            server.restart(Duration::from_secs(10));
-            std::fs::write(control.path().join("restarted"), "").unwrap();
-            restarted = true;
+        if control != Control::None && !done && control_dir.path().join(ask).exists() {
+            match control {
+                Control::Restart => server.restart(Duration::from_secs(10)),
+                Control::Disconnect => {
+                    let project = format!("session-{case}");
+                    let (status, body) = admin_peers(server, "DELETE", &project, "&peer=bob");
+                    assert_eq!(status, 200, "{body}");
+                    assert_eq!(body["close_code"], 4006, "{body}");
+                }
+                Control::None => unreachable!(),
+            }
+            std::fs::write(control_dir.path().join(answer), "").unwrap();
+            done = true;
+        }
+        if control == Control::Disconnect
+            && peers_after.is_null()
+            && control_dir.path().join("check").exists()
+        {
+            let (status, body) = admin_peers(server, "GET", &format!("session-{case}"), "");
+            peers_after = serde_json::json!({ "status": status, "body": body });
+            std::fs::write(control_dir.path().join("checked"), "").unwrap();
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -106,13 +160,18 @@ fn run_case(server: &mut Server, case: &str, extra: &[(&str, String)], restart: 
         .rev()
         .find(|l| l.starts_with('{'))
         .unwrap_or_else(|| panic!("no JSON from the browser run:\n{output}"));
-    let v: Value = serde_json::from_str(line).unwrap();
+    let mut v: Value = serde_json::from_str(line).unwrap();
+    v["peersAfter"] = peers_after;
     assert!(
         v["ok"] == Value::Bool(true),
         "browser case {case} failed: {v}\n{output}\n--- server log ---\n{}",
         server.log()
     );
-    assert_eq!(restart, restarted, "the server restart: {v}");
+    assert_eq!(
+        control != Control::None,
+        done,
+        "the control step {ask:?}: {v}"
+    );
     v
 }
 
@@ -129,7 +188,7 @@ fn events(v: &Value, side: &str) -> Vec<String> {
 fn chromium_session_reconnects_after_a_server_restart_and_the_link_carries_on() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut server = start_server("");
-    let v = run_case(&mut server, "reconnect", &[], true);
+    let v = run_case(&mut server, "reconnect", &[], Control::Restart);
     for side in ["a", "b"] {
         let ev = events(&v, side);
         assert!(
@@ -155,7 +214,7 @@ fn chromium_session_reauths_before_its_tokens_expire() {
         &mut server,
         "reauth",
         &[("TOKEN_TTL_SECS", "4".into())],
-        false,
+        Control::None,
     );
     for (peer, side) in [("alice", "a"), ("bob", "b")] {
         let ev = events(&v, side);
@@ -209,7 +268,7 @@ fn chromium_attested_peers_use_the_relay_and_an_unattested_one_is_refused() {
             ("ATTEST_B", attest_b),
             ("TRUSTED_KEY", trusted),
         ],
-        false,
+        Control::None,
     );
     assert_eq!(v["a"]["mode"], "relay", "{v}");
     assert_eq!(v["b"]["mode"], "relay", "{v}");
@@ -232,8 +291,35 @@ fn chromium_attested_peers_use_the_relay_and_an_unattested_one_is_refused() {
 fn chromium_link_goes_on_with_the_peers_new_incarnation_after_a_reload() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut server = start_server("");
-    let v = run_case(&mut server, "reload", &[], false);
+    let v = run_case(&mut server, "reload", &[], Control::None);
     assert_ne!(v["oldEpoch"], v["newEpoch"], "{v}");
     assert_eq!(v["a"]["mode"], "p2p", "{v}");
     assert_eq!(v["b"]["mode"], "p2p", "{v}");
+}
+
+#[test]
+fn chromium_session_disconnected_by_an_operator_reports_it_and_stays_away() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut server = start_server("");
+    let v = run_case(&mut server, "disconnect", &[], Control::Disconnect);
+    let bob = events(&v, "b");
+    assert!(
+        v["b"]["errors"]
+            .to_string()
+            .contains("session disconnected: an operator disconnected this peer"),
+        "{v}"
+    );
+    assert!(bob.contains(&"close".to_owned()), "{v}");
+    assert!(
+        !bob.iter()
+            .any(|e| e == "reconnected" || e == "disconnected"),
+        "bob came back or treated 4006 as an outage: {v}"
+    );
+    assert!(events(&v, "a").contains(&"peer_left".to_owned()), "{v}");
+    // Read 3 s after the disconnect, alice still connected.
+    let peers = v["peersAfter"]["body"]["peers"].to_string();
+    assert!(
+        v["peersAfter"]["status"] == 200 && peers.contains("alice") && !peers.contains("bob"),
+        "{v}"
+    );
 }

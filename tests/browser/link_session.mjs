@@ -5,11 +5,14 @@
 //
 // Input (environment):
 //   BASE, REGISTRY  the server's HTTP API and registry WebSocket URL
-//   CASE            "reconnect" | "reauth" | "attest" | "reload"
+//   CASE            "reconnect" | "reauth" | "attest" | "reload" | "disconnect"
 //   JWT_SECRET      signs the HS256 tokens getToken hands out; TOKEN_TTL_SECS their lifetime
 //   PROJECT         the project of those tokens
 //   CONTROL         reconnect: a directory; this script creates `restart` in it when the
-//                   server should restart, and waits for the test to create `restarted`
+//                   server should restart, and waits for the test to create `restarted`;
+//                   disconnect: creates `disconnect` when the test should disconnect bob
+//                   through the admin API, and waits for `disconnected`; then `check`
+//                   when it should read the admin API's peer list, waiting for `checked`
 //   ATTEST_A, ATTEST_B  attest: `turnpike token --attest` output for alice and bob (JSON)
 //   TRUSTED_KEY     attest: the issuer's public key (base64) for trustedIssuerKeys
 //   FALLBACK_MS; USER_DATA_DIR; CHROMIUM
@@ -166,6 +169,7 @@ async function main() {
     if (CASE === "reauth") return await reauth(open, setupOn);
     if (CASE === "attest") return await attest(open, setupOn);
     if (CASE === "reload") return await reload(open, setupOn);
+    if (CASE === "disconnect") return await disconnect(open, setupOn);
     throw new Error(`unknown CASE ${CASE}`);
   } finally {
     await context.close();
@@ -336,6 +340,34 @@ async function reload(open, setupOn) {
   const [sa, sb] = [await a.evaluate(() => window.t.state()), await b.evaluate(() => window.t.state())];
   if (sa.events.some((e) => e.startsWith("link close"))) throw new Error(`alice's link closed: ${JSON.stringify(sa)}`);
   return { ok: true, oldEpoch: before.remote, newEpoch: after.remote, a: sa, b: sb };
+}
+
+// (e) An operator disconnects bob through the admin API (close code 4006): bob's session
+// reports an `error` with code `disconnected`, then `close`, and does not come back although it
+// reconnects after any other close; alice sees bob leave.
+async function disconnect(open, setupOn) {
+  const { a, b } = await pair(open, setupOn);
+  await until(b, "bob has no link", 10000, () => Boolean(window.t.link));
+  writeFileSync(`${env.CONTROL}/disconnect`, "");
+  const deadline = Date.now() + 10000;
+  while (!existsSync(`${env.CONTROL}/disconnected`)) {
+    if (Date.now() > deadline) throw new Error("the test did not disconnect bob");
+    await sleep(50);
+  }
+  await until(b, "bob's session reported no disconnected error", 10000, () => window.t.errors.some((e) => e.startsWith("session disconnected: ")));
+  await until(b, "bob's session did not close", 5000, () => window.t.events.includes("close"));
+  await until(a, "alice did not see bob leave", 10000, () => window.t.events.includes("peer_left"));
+  // Longer than the SDK's first reconnect delays: a session that reconnected would be back.
+  await sleep(3000);
+  // The test reads the admin API's peer list now, while alice is still connected.
+  writeFileSync(`${env.CONTROL}/check`, "");
+  const checkDeadline = Date.now() + 10000;
+  while (!existsSync(`${env.CONTROL}/checked`)) {
+    if (Date.now() > checkDeadline) throw new Error("the test did not read the peer list");
+    await sleep(50);
+  }
+  const [sa, sb] = [await a.evaluate(() => window.t.state()), await b.evaluate(() => window.t.state())];
+  return { ok: true, a: sa, b: sb };
 }
 
 const killer = setTimeout(() => {
