@@ -37,6 +37,8 @@ pub mod client;
 pub mod config;
 #[cfg(feature = "server")]
 pub mod fleet;
+#[cfg(all(test, feature = "server"))]
+mod fuzz_seeds;
 #[cfg(feature = "server")]
 pub mod http;
 pub mod link;

@@ -288,46 +288,182 @@ fn prepared(make: fn(Instant) -> Server, ft: FiveTuple) -> (Server, NullIo, Now,
     };
     let mut io = NullIo(0);
     let mut core = make(t0);
-    let cred = mint(b"s", "fuzzer", now.unix, 3600);
-    let key = long_term_key(&cred.username, REALM, &cred.password);
-    let nonce = core_nonce(&mut core, now, ft, &mut io);
-    let peer: SocketAddr = "203.0.113.9:7000".parse().unwrap();
-    let signed = |m: u16, tid: u8, extra: &dyn Fn(&mut Writer<'_>)| {
-        let mut buf = Vec::new();
-        let mut w = Writer::new(&mut buf, Class::Request, m, [tid; 12]);
-        extra(&mut w);
-        w.attr(attr::USERNAME, cred.username.as_bytes())
-            .attr(attr::REALM, REALM.as_bytes())
-            .attr(attr::NONCE, &nonce)
-            .integrity(crate::proto::stun::Integrity::Sha1, &key);
-        buf
-    };
+    let signer = Signer::new(&mut core, now, ft, &mut io);
     for msg in [
-        signed(method::ALLOCATE, 1, &|w| {
+        signer.sign(method::ALLOCATE, 1, &|w| {
             w.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
                 .attr(attr::ADDITIONAL_ADDRESS_FAMILY, &[2, 0, 0, 0]);
         }),
-        signed(method::CHANNEL_BIND, 2, &|w| {
+        signer.sign(method::CHANNEL_BIND, 2, &|w| {
             w.attr(attr::CHANNEL_NUMBER, &[0x40, 0, 0, 0])
-                .xor_addr(attr::XOR_PEER_ADDRESS, peer);
+                .xor_addr(attr::XOR_PEER_ADDRESS, PEER);
         }),
     ] {
         core.handle_client(now, ft, &msg, &mut io);
     }
-    (core, io, now, peer)
+    (core, io, now, PEER)
 }
 
-fn core_nonce(core: &mut Server, now: Now, ft: FiveTuple, io: &mut NullIo) -> Vec<u8> {
-    let mut buf = Vec::new();
-    Writer::new(&mut buf, Class::Request, method::ALLOCATE, [0; 12])
-        .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
-    match core.handle_client(now, ft, &buf, io) {
-        ClientOutput::Reply => Message::parse(core.reply())
-            .ok()
-            .and_then(|m| m.get(attr::NONCE).map(<[u8]>::to_vec))
-            .unwrap_or_default(),
-        _ => Vec::new(),
+/// The permitted peer, with channel 0x4000.
+const PEER: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 9)),
+    7000,
+);
+
+/// Signs requests as the harness's user, with the nonce the core hands out (stateless: the
+/// same for every core at the harness's fixed wall-clock time).
+struct Signer {
+    username: String,
+    key: Vec<u8>,
+    nonce: Vec<u8>,
+}
+
+impl Signer {
+    fn new(core: &mut Server, now: Now, ft: FiveTuple, io: &mut NullIo) -> Signer {
+        let cred = mint(b"s", "fuzzer", now.unix, 3600);
+        let key = long_term_key(&cred.username, REALM, &cred.password);
+        let mut buf = Vec::new();
+        Writer::new(&mut buf, Class::Request, method::ALLOCATE, [0; 12])
+            .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        let nonce = match core.handle_client(now, ft, &buf, io) {
+            ClientOutput::Reply => Message::parse(core.reply())
+                .ok()
+                .and_then(|m| m.get(attr::NONCE).map(<[u8]>::to_vec))
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        Signer {
+            username: cred.username,
+            key: key.to_vec(),
+            nonce,
+        }
     }
+
+    fn sign(&self, m: u16, tid: u8, extra: &dyn Fn(&mut Writer<'_>)) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut w = Writer::new(&mut buf, Class::Request, m, [tid; 12]);
+        extra(&mut w);
+        w.attr(attr::USERNAME, self.username.as_bytes())
+            .attr(attr::REALM, REALM.as_bytes())
+            .attr(attr::NONCE, &self.nonce)
+            .integrity(crate::proto::stun::Integrity::Sha1, &self.key);
+        buf
+    }
+}
+
+/// Hand-made seeds for `datagram` (and, framed, for `stream`): each kind of request, signed
+/// as the harness's user where the method needs it, an indication and ChannelData.
+pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut core = server(Instant::now());
+    let now = Now {
+        instant: Instant::now(),
+        unix: 1_800_000_000,
+    };
+    let signer = Signer::new(&mut core, now, FT, &mut NullIo(0));
+    let plain = |class, m: u16, extra: &dyn Fn(&mut Writer<'_>)| {
+        let mut buf = Vec::new();
+        let mut w = Writer::new(&mut buf, class, m, [9; 12]);
+        extra(&mut w);
+        buf
+    };
+    let other_peer: SocketAddr = "203.0.113.10:9".parse().expect("an address");
+    vec![
+        (
+            "binding",
+            plain(Class::Request, method::BINDING, &|w| {
+                w.fingerprint();
+            }),
+        ),
+        (
+            "allocate-unauthenticated",
+            plain(Class::Request, method::ALLOCATE, &|w| {
+                w.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+            }),
+        ),
+        (
+            "allocate-again",
+            signer.sign(method::ALLOCATE, 3, &|w| {
+                w.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+                    .attr(attr::EVEN_PORT, &[0x80, 0, 0, 0]);
+            }),
+        ),
+        (
+            "allocate-tcp",
+            signer.sign(method::ALLOCATE, 4, &|w| {
+                w.attr(attr::REQUESTED_TRANSPORT, &[6, 0, 0, 0]);
+            }),
+        ),
+        (
+            "refresh",
+            signer.sign(method::REFRESH, 5, &|w| {
+                w.u32_attr(attr::LIFETIME, 600);
+            }),
+        ),
+        (
+            "refresh-zero",
+            signer.sign(method::REFRESH, 6, &|w| {
+                w.u32_attr(attr::LIFETIME, 0);
+            }),
+        ),
+        (
+            "create-permission",
+            signer.sign(method::CREATE_PERMISSION, 7, &|w| {
+                w.xor_addr(attr::XOR_PEER_ADDRESS, other_peer);
+            }),
+        ),
+        (
+            "channel-bind",
+            signer.sign(method::CHANNEL_BIND, 8, &|w| {
+                w.attr(attr::CHANNEL_NUMBER, &[0x40, 1, 0, 0])
+                    .xor_addr(attr::XOR_PEER_ADDRESS, other_peer);
+            }),
+        ),
+        (
+            "connect",
+            signer.sign(method::CONNECT, 10, &|w| {
+                w.xor_addr(attr::XOR_PEER_ADDRESS, PEER);
+            }),
+        ),
+        (
+            "send-indication",
+            plain(Class::Indication, method::SEND, &|w| {
+                w.xor_addr(attr::XOR_PEER_ADDRESS, PEER)
+                    .attr(attr::DATA, b"hello peer");
+            }),
+        ),
+        (
+            "channel-data",
+            vec![
+                0x40, 0x00, 0x00, 0x05, b'h', b'e', b'l', b'l', b'o', 0, 0, 0,
+            ],
+        ),
+        (
+            "unknown-required",
+            plain(Class::Request, method::BINDING, &|w| {
+                w.attr(0x0031, b"????");
+            }),
+        ),
+    ]
+}
+
+/// Each seed of [`seeds`] fed to a fresh harness core over UDP: the error code of the answer
+/// (`None`: success, or no answer), to check that the signed seeds pass authentication.
+#[cfg(test)]
+pub(crate) fn seed_answers() -> Vec<(&'static str, Option<u16>)> {
+    seeds()
+        .into_iter()
+        .map(|(name, bytes)| {
+            let (mut core, mut io, now, _) = prepared(server, FT);
+            let code = match core.handle_client(now, FT, &bytes, &mut io) {
+                ClientOutput::Reply => Message::parse(core.reply())
+                    .ok()
+                    .and_then(|m| m.get(attr::ERROR_CODE).map(<[u8]>::to_vec))
+                    .map(|v| u16::from(v[2] & 7) * 100 + u16::from(v[3])),
+                _ => None,
+            };
+            (name, code)
+        })
+        .collect()
 }
 
 #[cfg(test)]
