@@ -288,20 +288,34 @@ fn prepared(make: fn(Instant) -> Server, ft: FiveTuple) -> (Server, NullIo, Now,
     };
     let mut io = NullIo(0);
     let mut core = make(t0);
-    let signer = Signer::new(&mut core, now, ft, &mut io);
-    for msg in [
-        signer.sign(method::ALLOCATE, 1, &|w| {
-            w.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
-                .attr(attr::ADDITIONAL_ADDRESS_FAMILY, &[2, 0, 0, 0]);
-        }),
-        signer.sign(method::CHANNEL_BIND, 2, &|w| {
-            w.attr(attr::CHANNEL_NUMBER, &[0x40, 0, 0, 0])
-                .xor_addr(attr::XOR_PEER_ADDRESS, PEER);
-        }),
-    ] {
-        core.handle_client(now, ft, &msg, &mut io);
+    for msg in setup_messages() {
+        core.handle_client(now, ft, msg, &mut io);
     }
     (core, io, now, PEER)
+}
+
+/// The signed Allocate (dual-stack) and ChannelBind (0x4000 to [`PEER`]) that prepare a core.
+/// Made once: the nonce is stateless and the harness's wall clock fixed, so they are the same
+/// for every core, and signing them for every input would halve the fuzzer's speed.
+fn setup_messages() -> &'static [Vec<u8>; 2] {
+    static MESSAGES: std::sync::OnceLock<[Vec<u8>; 2]> = std::sync::OnceLock::new();
+    MESSAGES.get_or_init(|| {
+        let now = Now {
+            instant: Instant::now(),
+            unix: 1_800_000_000,
+        };
+        let signer = Signer::new(&mut server(now.instant), now, FT, &mut NullIo(0));
+        [
+            signer.sign(method::ALLOCATE, 1, &|w| {
+                w.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+                    .attr(attr::ADDITIONAL_ADDRESS_FAMILY, &[2, 0, 0, 0]);
+            }),
+            signer.sign(method::CHANNEL_BIND, 2, &|w| {
+                w.attr(attr::CHANNEL_NUMBER, &[0x40, 0, 0, 0])
+                    .xor_addr(attr::XOR_PEER_ADDRESS, PEER);
+            }),
+        ]
+    })
 }
 
 /// The permitted peer, with channel 0x4000.
