@@ -8,7 +8,8 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use tokio::io::AsyncBufReadExt as _;
 use turnpike::client::p2p::IceTransportPolicy;
-use turnpike::client::{Incoming, Session, SessionConfig, TokenSource};
+use turnpike::client::{Incoming, Session, SessionConfig, SessionEvent, TokenSource};
+use turnpike::link::SendError;
 
 use crate::peer_cli::RegistryArgs;
 
@@ -45,6 +46,9 @@ pub enum Policy {
     Relay,
 }
 
+/// The longest wait of each step after the flush (stats, close, the printers).
+const STEP_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn emit(value: serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{value}");
@@ -75,7 +79,11 @@ pub fn link(args: LinkArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting a runtime")?;
-    runtime.block_on(run(args))
+    let result = runtime.block_on(run(args));
+    // Bounded: a blocking read of standard input still pending (the link closed before
+    // standard input did) must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 async fn run(args: LinkArgs) -> anyhow::Result<()> {
@@ -105,8 +113,31 @@ async fn run(args: LinkArgs) -> anyhow::Result<()> {
             anyhow::bail!("cannot join the registry at {}: {error}", registry.url);
         }
     };
-    let link = session.link(&args.to).await?;
+    let session = std::sync::Arc::new(session);
+    let link = match session.link(&args.to).await {
+        Ok(link) => link,
+        Err(error) => {
+            error_event("bad_peer", &error.to_string());
+            session.close().await;
+            anyhow::bail!("{error}");
+        }
+    };
 
+    // Session events are drained all the time (while standard input blocks, while a send
+    // waits for room, while flushing), so the session never waits on us; its errors are
+    // printed as they come.
+    let events = session.clone();
+    let session_printer = tokio::spawn(async move {
+        while let Some(event) = events.next_event().await {
+            match event {
+                SessionEvent::Error { code, message } => error_event(&code, &message),
+                SessionEvent::RelayUsage { bytes_per_sec } => {
+                    tracing::info!(bytes_per_sec, "this peer relays more than the threshold");
+                }
+                _ => {}
+            }
+        }
+    });
     let mut modes = link.mode();
     let mode_printer = tokio::spawn(async move {
         loop {
@@ -141,9 +172,18 @@ async fn run(args: LinkArgs) -> anyhow::Result<()> {
     let mut failed = false;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await.context("reading standard input")? {
-        if let Err(error) = link.send_text(line).await {
-            error_event(error.code(), &error.to_string());
-            failed = true;
+        match link.send_text(line).await {
+            Ok(()) => {}
+            Err(SendError::LinkClosed) => {
+                // Nothing more can go: say so once and stop reading.
+                error_event("link_closed", "the link closed before every line was sent");
+                failed = true;
+                break;
+            }
+            Err(error) => {
+                error_event(error.code(), &error.to_string());
+                failed = true;
+            }
         }
     }
     let flushed = tokio::time::timeout(flush_timeout, link.flush()).await;
@@ -151,7 +191,8 @@ async fn run(args: LinkArgs) -> anyhow::Result<()> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(("link_closed", error.to_string())),
         Err(_) => {
-            let left = link.stats().await.map(|s| s.unacked_messages).unwrap_or(0);
+            let stats = tokio::time::timeout(STEP_TIMEOUT, link.stats()).await;
+            let left = stats.ok().flatten().map_or(0, |s| s.unacked_messages);
             let message = format!(
                 "{left} messages were not acknowledged by `{}` within {} s",
                 args.to,
@@ -160,11 +201,13 @@ async fn run(args: LinkArgs) -> anyhow::Result<()> {
             Err(("unacknowledged", message))
         }
     };
-    link.close().await;
+    // Every step of the way out is bounded: the final ACK and CLOSE go out, the registry
+    // connection closes (`CLOSE_TIMEOUT`), the printers finish.
+    let _ = tokio::time::timeout(STEP_TIMEOUT, link.close()).await;
     session.close().await;
-    // Let the CLOSE go out and the printers finish (bounded).
-    let _ = tokio::time::timeout(Duration::from_secs(2), printer).await;
+    let _ = tokio::time::timeout(STEP_TIMEOUT, printer).await;
     mode_printer.abort();
+    session_printer.abort();
     match outcome {
         Err((code, message)) => {
             error_event(code, &message);

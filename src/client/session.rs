@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::link_handle::Link;
 use super::p2p::{IceTransportPolicy, P2pConnector};
@@ -205,10 +205,20 @@ pub(crate) enum Command {
     Close,
 }
 
+/// Session events held for [`Session::next_event`]; beyond, new events are dropped (and
+/// logged) rather than stopping the session's links.
+pub const EVENT_QUEUE: usize = 256;
+
+/// How long [`Session::close`] waits for the session's task to send its `CLOSE` frames and
+/// close the registry connection.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A connected session.
 pub struct Session {
     commands: mpsc::Sender<Command>,
     events: Mutex<mpsc::Receiver<SessionEvent>>,
+    /// Closed (its sender dropped) when the session's task ended.
+    ended: watch::Receiver<()>,
     peer_id: String,
 }
 
@@ -227,7 +237,8 @@ impl Session {
         let mut client = RegistryClient::connect(config.client_config(token)).await?;
         let welcome = client.next_event().await.ok_or(SessionError::Closed)?;
         let (commands, command_rx) = mpsc::channel(256);
-        let (event_tx, events) = mpsc::channel(256);
+        let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (ended_tx, ended) = watch::channel(());
         let task = Task::new(
             config,
             client,
@@ -237,10 +248,14 @@ impl Session {
             event_tx,
         );
         let peer_id = task.peer_id().to_owned();
-        tokio::spawn(task.run());
+        tokio::spawn(async move {
+            task.run().await;
+            drop(ended_tx);
+        });
         Ok(Session {
             commands,
             events: Mutex::new(events),
+            ended,
             peer_id,
         })
     }
@@ -269,8 +284,14 @@ impl Session {
         self.events.lock().await.recv().await
     }
 
-    /// Closes every link (`CLOSE` to each peer) and the registry connection.
+    /// Closes every link (`CLOSE` to each peer) and the registry connection; returns once the
+    /// session's task ended, or after [`CLOSE_TIMEOUT`].
     pub async fn close(&self) {
-        let _ = self.commands.send(Command::Close).await;
+        let mut ended = self.ended.clone();
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            let _ = self.commands.send(Command::Close).await;
+            while ended.changed().await.is_ok() {}
+        })
+        .await;
     }
 }

@@ -114,6 +114,15 @@ impl Task {
         &self.peer_id
     }
 
+    /// Queues a session event without waiting: an application that does not read its session
+    /// events must not stop its links. Beyond [`super::session::EVENT_QUEUE`] unread events,
+    /// new ones are dropped (and logged).
+    fn emit(&self, event: SessionEvent) {
+        if let Err(error) = self.events.try_send(event) {
+            tracing::warn!(event = ?error.into_inner(), "link session: event dropped (unread)");
+        }
+    }
+
     pub(crate) async fn run(mut self) {
         loop {
             let deadline = self.next_deadline();
@@ -254,7 +263,7 @@ impl Task {
                 let handle = Link {
                     shared: entry.shared.clone(),
                 };
-                let _ = self.events.try_send(SessionEvent::Link(handle));
+                self.emit(SessionEvent::Link(handle));
             }
             self.links.insert(peer.to_owned(), entry);
             self.check_attestation(peer);
@@ -411,11 +420,11 @@ impl Task {
                     entry.unknown_peer_reported = false;
                 }
                 self.check_attestation(&peer_id);
-                let _ = self.events.send(SessionEvent::PeerJoined(peer_id)).await;
+                self.emit(SessionEvent::PeerJoined(peer_id));
             }
             Event::PeerLeft { peer_id } => {
                 self.peers.remove(&peer_id);
-                let _ = self.events.send(SessionEvent::PeerLeft(peer_id)).await;
+                self.emit(SessionEvent::PeerLeft(peer_id));
             }
             Event::Relay { from, message } => {
                 if let Some(entry) = self.ensure_link(&from, false) {
@@ -437,10 +446,7 @@ impl Task {
                     "unknown_peer" => ErrorCode::UnknownPeer,
                     "undelivered" => ErrorCode::Undelivered,
                     _ => {
-                        let _ = self
-                            .events
-                            .send(SessionEvent::Error { code, message })
-                            .await;
+                        self.emit(SessionEvent::Error { code, message });
                         return true;
                     }
                 };
@@ -451,10 +457,7 @@ impl Task {
                 }
             }
             Event::Error { code, message, .. } => {
-                let _ = self
-                    .events
-                    .send(SessionEvent::Error { code, message })
-                    .await;
+                self.emit(SessionEvent::Error { code, message });
             }
             Event::TokenExpiring { .. } => match self.config.token.token().await {
                 Ok(token) => {
@@ -462,17 +465,11 @@ impl Task {
                 }
                 Err(message) => {
                     let code = "token_expired".to_owned();
-                    let _ = self
-                        .events
-                        .send(SessionEvent::Error { code, message })
-                        .await;
+                    self.emit(SessionEvent::Error { code, message });
                 }
             },
             Event::RelayUsage { bytes_per_sec, .. } => {
-                let _ = self
-                    .events
-                    .send(SessionEvent::RelayUsage { bytes_per_sec })
-                    .await;
+                self.emit(SessionEvent::RelayUsage { bytes_per_sec });
             }
             Event::Closed { reason, .. } => return self.reconnect(reason).await,
             _ => {}
@@ -493,7 +490,7 @@ impl Task {
                 from,
                 payload,
             };
-            let _ = self.events.send(event).await;
+            self.emit(event);
             return;
         };
         let new_incarnation = self

@@ -49,6 +49,7 @@ impl Task {
             entry.shared.unread.load(Ordering::Acquire) >= MAX_UNREAD_BYTES
         };
         entry.core.hold_messages(behind(entry));
+        let mut close_path = false;
         while let Some(event) = entry.core.poll_event() {
             match event {
                 link::Event::Message(message) => {
@@ -74,9 +75,7 @@ impl Task {
                     for send in entry.waiting.drain(..) {
                         let _ = send.reply.send(Err(SendError::LinkClosed));
                     }
-                    if let Some(mut path) = entry.path.take() {
-                        path.close();
-                    }
+                    close_path = true;
                 }
             }
         }
@@ -108,6 +107,14 @@ impl Task {
                 },
             }
         }
+        // The p2p path closes only after the last frames (the final ACK and the CLOSE) went
+        // onto it: closing it first dropped them, and the peer then waited for acks that
+        // never came (the `turnpike link` exit flake).
+        if close_path {
+            if let Some(mut path) = entry.path.take() {
+                path.close();
+            }
+        }
         let progress = super::Progress {
             unacked: entry.core.unacked_messages() + entry.waiting.len(),
             closed: entry.core.mode() == Mode::Closed,
@@ -127,10 +134,7 @@ impl Task {
         }
         self.pump_all().await;
         self.client.close().await;
-        let _ = self
-            .events
-            .send(SessionEvent::Closed(reason.to_owned()))
-            .await;
+        self.emit(SessionEvent::Closed(reason.to_owned()));
     }
 
     /// The registry client stopped (refused token, replaced, closed): with a token callback,
@@ -143,15 +147,12 @@ impl Task {
                 "session_closed"
             };
             let message = reason.clone();
-            let _ = self
-                .events
-                .send(SessionEvent::Error {
+            self.emit(SessionEvent::Error {
                     code: code.to_owned(),
                     message,
-                })
-                .await;
+                });
             self.end_links();
-            let _ = self.events.send(SessionEvent::Closed(reason)).await;
+            self.emit(SessionEvent::Closed(reason));
             return false;
         };
         let mut backoff = FIRST_BACKOFF;
@@ -164,7 +165,7 @@ impl Task {
                     command = self.commands.recv() => match command {
                         None | Some(crate::client::session::Command::Close) => {
                             self.end_links();
-                            let _ = self.events.send(SessionEvent::Closed(reason)).await;
+                            self.emit(SessionEvent::Closed(reason));
                             return false;
                         }
                         Some(command) => self.on_command(command),
@@ -176,10 +177,7 @@ impl Task {
                 Ok(token) => token,
                 Err(message) => {
                     let code = "token_expired".to_owned();
-                    let _ = self
-                        .events
-                        .send(SessionEvent::Error { code, message })
-                        .await;
+                    self.emit(SessionEvent::Error { code, message });
                     continue;
                 }
             };
