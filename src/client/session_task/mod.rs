@@ -43,6 +43,8 @@ struct LinkEntry {
     generation: u64,
     signal_epoch: Option<u32>,
     unknown_peer_reported: bool,
+    /// The p2p path's selected pair: (local, remote) candidate types, for `stats()`.
+    candidate_types: Option<(String, String)>,
 }
 
 struct PeerInfo {
@@ -228,7 +230,12 @@ impl Task {
             }
             Command::Stats { peer, reply } => {
                 if let Some(entry) = self.links.get(&peer) {
-                    let _ = reply.send(entry.core.stats());
+                    let mut stats = entry.core.stats();
+                    if let Some((local, remote)) = &entry.candidate_types {
+                        stats.local_candidate_type = Some(local.clone());
+                        stats.remote_candidate_type = Some(remote.clone());
+                    }
+                    let _ = reply.send(stats);
                 }
             }
             Command::CloseLink { peer } => {
@@ -305,6 +312,7 @@ impl Task {
             generation,
             signal_epoch: None,
             unknown_peer_reported: false,
+            candidate_types: None,
         }
     }
 
@@ -545,7 +553,9 @@ impl Task {
                     self.outgoing_signals.push((kind, peer.to_owned(), payload));
                 }
             }
-            P2pOutput::SelectedPair { .. } => {}
+            P2pOutput::SelectedPair { local, remote } => {
+                entry.candidate_types = Some((local, remote));
+            }
         }
     }
 }

@@ -460,6 +460,9 @@ async fn run(
                         P2pOutput::Event(P2pEvent::BufferedAmount(reported_buffered as u64))
                     }
                     Some(PeerEvent::RemoteCandidate(_)) => continue,
+                    Some(PeerEvent::SelectedPair { local, remote }) => {
+                        P2pOutput::SelectedPair { local, remote }
+                    }
                 };
                 if !sink.report(output).await {
                     return;
