@@ -35,6 +35,12 @@ pub struct LinkArgs {
     /// every message; then exit 1 with an `unacknowledged` error event.
     #[arg(long, value_name = "SECS", default_value = "30")]
     flush_timeout: f64,
+
+    /// Once every message is acknowledged, keep receiving until the peer closes the link or
+    /// sent nothing for this many seconds (at most `--flush-timeout`): a peer that stops
+    /// writing at the same moment still gets its last lines to us before we close.
+    #[arg(long, value_name = "SECS", default_value = "1")]
+    linger: f64,
 }
 
 /// `--ice-transport-policy`.
@@ -106,6 +112,7 @@ async fn run(args: LinkArgs) -> anyhow::Result<()> {
         ));
     }
     let flush_timeout = seconds(args.flush_timeout, "--flush-timeout")?;
+    let linger = seconds(args.linger, "--linger")?;
     let session = match Session::connect(config).await {
         Ok(session) => session,
         Err(error) => {
@@ -150,8 +157,11 @@ async fn run(args: LinkArgs) -> anyhow::Result<()> {
     });
     let receiver = link.clone();
     let from = args.to.clone();
+    // When the peer's last message arrived (for `--linger`).
+    let (last_heard_tx, last_heard) = tokio::sync::watch::channel(tokio::time::Instant::now());
     let printer = tokio::spawn(async move {
         while let Some(incoming) = receiver.recv().await {
+            last_heard_tx.send_replace(tokio::time::Instant::now());
             match incoming {
                 Incoming::Message(message) => {
                     let text = match message.text() {
@@ -186,7 +196,20 @@ async fn run(args: LinkArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let flush_started = tokio::time::Instant::now();
     let flushed = tokio::time::timeout(flush_timeout, link.flush()).await;
+    if matches!(flushed, Ok(Ok(()))) {
+        // Linger (bounded): until the peer closed, or was quiet for `--linger`.
+        let give_up = flush_started + flush_timeout;
+        loop {
+            let quiet_until = *last_heard.borrow() + linger;
+            let now = tokio::time::Instant::now();
+            if printer.is_finished() || now >= quiet_until || now >= give_up {
+                break;
+            }
+            tokio::time::sleep_until(quiet_until.min(give_up)).await;
+        }
+    }
     let outcome = match flushed {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(("link_closed", error.to_string())),

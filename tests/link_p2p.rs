@@ -124,8 +124,16 @@ async fn two_rust_sessions_go_p2p_through_turnpikes_turn() {
     // `stats()` names the selected pair's candidate types, as the browser SDK's does: with
     // the relay policy, TURN relay candidates on both sides.
     for stats in [after, to_alice.stats().await.unwrap()] {
-        assert_eq!(stats.local_candidate_type.as_deref(), Some("relay"), "{stats:?}");
-        assert_eq!(stats.remote_candidate_type.as_deref(), Some("relay"), "{stats:?}");
+        assert_eq!(
+            stats.local_candidate_type.as_deref(),
+            Some("relay"),
+            "{stats:?}"
+        );
+        assert_eq!(
+            stats.remote_candidate_type.as_deref(),
+            Some("relay"),
+            "{stats:?}"
+        );
     }
 }
 

@@ -30,6 +30,6 @@ pub use link_handle::{FlushError, Incoming, Link, MAX_UNREAD_BYTES};
 pub use registry::{ClientConfig, ClientError, Event, RegistryClient};
 pub use seal::{KeyPair, SealError, Sealer};
 pub use session::{
-    CLOSE_TIMEOUT, EVENT_QUEUE, Session, SessionConfig, SessionError, SessionEvent, TokenCallback,
-    TokenSource,
+    CLOSE_TIMEOUT, EVENT_QUEUE, Session, SessionConfig, SessionError, SessionEvent,
+    TOKEN_CALLBACK_TIMEOUT, TokenCallback, TokenSource,
 };

@@ -23,6 +23,9 @@ use crate::link::{SendError, Stats};
 use crate::proto::credentials::IceServer;
 use crate::registry::messages::SignalKind;
 
+/// How long a token callback may take; beyond, the attempt counts as failed.
+pub const TOKEN_CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A callback that mints a fresh token.
 pub type TokenCallback = Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
 
@@ -49,7 +52,15 @@ impl TokenSource {
     pub(crate) async fn token(&self) -> Result<String, String> {
         match self {
             TokenSource::Fixed(token) => Ok(token.clone()),
-            TokenSource::Callback(callback) => callback().await,
+            TokenSource::Callback(callback) => {
+                match tokio::time::timeout(TOKEN_CALLBACK_TIMEOUT, callback()).await {
+                    Ok(result) => result,
+                    Err(_) => Err(format!(
+                        "the token callback did not answer within {} s",
+                        TOKEN_CALLBACK_TIMEOUT.as_secs()
+                    )),
+                }
+            }
         }
     }
 }
@@ -84,6 +95,11 @@ pub struct SessionConfig {
     pub p2p: Option<Arc<dyn P2pConnector>>,
     /// The longest delay between reconnect attempts.
     pub max_backoff: Duration,
+    /// Without a registry connection, how long the session keeps asking a token callback
+    /// that fails (or whose tokens the registry refuses) before it ends: a last
+    /// `token_expired` error, then `Closed` (every link closes with `session_closed`).
+    /// Each failed attempt in between is reported as `token_expired` too.
+    pub token_retry_for: Duration,
 }
 
 impl std::fmt::Debug for SessionConfig {
@@ -114,6 +130,7 @@ impl SessionConfig {
             ice_transport_policy: IceTransportPolicy::All,
             p2p: None,
             max_backoff: Duration::from_secs(30),
+            token_retry_for: Duration::from_secs(60),
         }
     }
 
@@ -148,6 +165,12 @@ pub enum SessionEvent {
     RelayUsage {
         /// Relayed bytes per second over the window.
         bytes_per_sec: u64,
+    },
+    /// The registry accepted a fresh token (`reauth`, after `token_expiring` and the token
+    /// callback): the connection, and every link on it, now lasts until `expires_at`.
+    Reauthed {
+        /// The new token's `exp`, UNIX seconds.
+        expires_at: u64,
     },
     /// A session error (`token_expired`, or a registry error about no link).
     Error {

@@ -476,6 +476,9 @@ impl Task {
                     self.emit(SessionEvent::Error { code, message });
                 }
             },
+            Event::Reauthed { expires_at, .. } => {
+                self.emit(SessionEvent::Reauthed { expires_at });
+            }
             Event::RelayUsage { bytes_per_sec, .. } => {
                 self.emit(SessionEvent::RelayUsage { bytes_per_sec });
             }

@@ -3,7 +3,7 @@
 //! handles, and the session's end (close, reconnect).
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Incoming, MAX_UNREAD_BYTES, Task, now};
 use crate::client::registry::{ClientError, RegistryClient};
@@ -148,14 +148,18 @@ impl Task {
             };
             let message = reason.clone();
             self.emit(SessionEvent::Error {
-                    code: code.to_owned(),
-                    message,
-                });
+                code: code.to_owned(),
+                message,
+            });
             self.end_links();
             self.emit(SessionEvent::Closed(reason));
             return false;
         };
         let mut backoff = FIRST_BACKOFF;
+        // Since when, and how often, the token callback failed (or its token was refused) in a
+        // row: past `token_retry_for` (and two attempts) the session ends (§7 `token_expired`).
+        let mut failing_since: Option<Instant> = None;
+        let mut failures = 0u32;
         loop {
             let sleep = tokio::time::sleep(backoff);
             tokio::pin!(sleep);
@@ -173,25 +177,49 @@ impl Task {
                 }
             }
             backoff = (backoff * 2).min(self.config.max_backoff);
-            let token = match self.config.token.token().await {
-                Ok(token) => token,
-                Err(message) => {
-                    let code = "token_expired".to_owned();
-                    self.emit(SessionEvent::Error { code, message });
-                    continue;
-                }
-            };
-            match RegistryClient::connect(self.config.client_config(token)).await {
-                Ok(mut client) => {
-                    let welcome = client.next_event().await;
-                    self.client = client;
-                    if let Some(welcome) = welcome {
-                        self.on_welcome(welcome);
+            let refused = match self.config.token.token().await {
+                Ok(token) => {
+                    match RegistryClient::connect(self.config.client_config(token)).await {
+                        Ok(mut client) => {
+                            let welcome = client.next_event().await;
+                            self.client = client;
+                            if let Some(welcome) = welcome {
+                                self.on_welcome(welcome);
+                            }
+                            return true;
+                        }
+                        Err(ClientError::Refused {
+                            status: 401, error, ..
+                        }) => {
+                            format!("the registry refused the fresh token: {error}")
+                        }
+                        Err(error) => {
+                            // The network, not the token: keep trying.
+                            tracing::debug!(%error, "link session: reconnect failed");
+                            continue;
+                        }
                     }
-                    return true;
                 }
-                Err(error) => tracing::debug!(%error, "link session: reconnect failed"),
+                Err(message) => message,
+            };
+            failures += 1;
+            let since = *failing_since.get_or_insert_with(Instant::now);
+            let code = "token_expired".to_owned();
+            if failures >= 2 && since.elapsed() >= self.config.token_retry_for {
+                let message = format!(
+                    "no valid token for {} s ({failures} attempts; last: {refused}): the \
+                     session ends",
+                    since.elapsed().as_secs()
+                );
+                self.emit(SessionEvent::Error { code, message });
+                self.end_links();
+                self.emit(SessionEvent::Closed(reason));
+                return false;
             }
+            self.emit(SessionEvent::Error {
+                code,
+                message: refused,
+            });
         }
     }
 

@@ -28,6 +28,9 @@ pub struct RtcPeerConfig {
     pub relay_only: bool,
     /// Perfect negotiation: the polite side drops its own offer on glare and answers.
     pub polite: bool,
+    /// SCTP bytes str0m buffers before it refuses a write ([`SCTP_MAX_BUFFERED`] by
+    /// default); a refused frame is held by the driver and sent when room comes, in order.
+    pub sctp_max_buffered: usize,
 }
 
 /// The ICE connection state (as `RTCPeerConnection.iceConnectionState`).
@@ -126,12 +129,13 @@ fn mid_of(sdp: &str) -> Option<String> {
 }
 
 /// SCTP bytes str0m buffers before it refuses a write: above what the link core lets out
-/// (1 MiB of `bufferedAmount` plus a frame), so a frame it sends is never refused.
-const SCTP_MAX_BUFFERED: usize = 2 << 20;
+/// (1 MiB of `bufferedAmount` plus a frame), so a frame it sends is rarely refused (and one
+/// that is, is held and sent later: see the driver).
+pub const SCTP_MAX_BUFFERED: usize = 2 << 20;
 
-fn new_rtc(now: Instant) -> Rtc {
+fn new_rtc(now: Instant, sctp_max_buffered: usize) -> Rtc {
     Rtc::builder()
-        .set_sctp_max_buffered_amount(SCTP_MAX_BUFFERED)
+        .set_sctp_max_buffered_amount(sctp_max_buffered)
         .build(now)
 }
 
@@ -158,7 +162,7 @@ fn channel_config() -> ChannelConfig {
 impl RtcPeer {
     /// A peer with no description yet.
     pub fn new(now: Instant, config: RtcPeerConfig) -> Self {
-        let rtc = new_rtc(now);
+        let rtc = new_rtc(now, config.sctp_max_buffered);
         RtcPeer {
             rtc,
             config,
@@ -189,6 +193,23 @@ impl RtcPeer {
             return Ok(());
         }
         let c = Candidate::host(addr, "udp").map_err(|e| WebRtcError::Rtc(e.to_string()))?;
+        self.add_local(c);
+        Ok(())
+    }
+
+    /// Adds a server-reflexive candidate (`mapped`: our address as a STUN server saw it;
+    /// `base`: the host socket it was learned through, which str0m sends from) and trickles
+    /// it; ignored under the relay-only policy.
+    pub fn add_srflx_candidate(
+        &mut self,
+        mapped: SocketAddr,
+        base: SocketAddr,
+    ) -> Result<(), WebRtcError> {
+        if self.config.relay_only {
+            return Ok(());
+        }
+        let c = Candidate::server_reflexive(mapped, base, "udp")
+            .map_err(|e| WebRtcError::Rtc(e.to_string()))?;
         self.add_local(c);
         Ok(())
     }
@@ -345,7 +366,7 @@ impl RtcPeer {
     }
 
     fn rebuild(&mut self) {
-        self.rtc = new_rtc(self.now);
+        self.rtc = new_rtc(self.now, self.config.sctp_max_buffered);
         self.selected = None;
         self.mid = None; // their offer names it
         self.channel = None;
