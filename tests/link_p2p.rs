@@ -4,7 +4,8 @@
 //! through turnpike's own TURN, relay candidate to relay candidate):
 //!
 //! 1. both ends reach mode `p2p` (a probe round trip on the DataChannel) and messages flow
-//!    there, both ways, in order;
+//!    there, both ways, in order; `stats()` names the selected pair's candidate types
+//!    (`relay` on both sides);
 //! 2. 2,000 numbered messages while the link goes p2p -> relay -> p2p (`force_relay` on, then
 //!    off, on both ends): each delivered exactly once, in order, and bytes went on both paths;
 //! 3. ICE servers that cannot be reached: the link falls back to the relay and carries on.
@@ -120,6 +121,20 @@ async fn two_rust_sessions_go_p2p_through_turnpikes_turn() {
         after.relay_bytes, before.relay_bytes,
         "nothing more on the relay once p2p: {before:?} -> {after:?}"
     );
+    // `stats()` names the selected pair's candidate types, as the browser SDK's does: with
+    // the relay policy, TURN relay candidates on both sides.
+    for stats in [after, to_alice.stats().await.unwrap()] {
+        assert_eq!(
+            stats.local_candidate_type.as_deref(),
+            Some("relay"),
+            "{stats:?}"
+        );
+        assert_eq!(
+            stats.remote_candidate_type.as_deref(),
+            Some("relay"),
+            "{stats:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

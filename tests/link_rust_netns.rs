@@ -184,8 +184,6 @@ impl Agent {
 }
 
 #[test]
-#[ignore = "flaky (1 of 7 runs): an agent sometimes does not exit within 40 s after its stdin \
-            closes, though every line arrived; run with --ignored until that is found"]
 fn rust_agents_move_to_the_relay_when_turn_is_blocked_and_back_when_it_returns() {
     let lab = NatLab::build();
     let server = NsServer::start(&lab.server, SERVER_IP.into(), registry_conf(""));

@@ -43,6 +43,8 @@ struct LinkEntry {
     generation: u64,
     signal_epoch: Option<u32>,
     unknown_peer_reported: bool,
+    /// The p2p path's selected pair: (local, remote) candidate types, for `stats()`.
+    candidate_types: Option<(String, String)>,
 }
 
 struct PeerInfo {
@@ -112,6 +114,15 @@ impl Task {
 
     pub(crate) fn peer_id(&self) -> &str {
         &self.peer_id
+    }
+
+    /// Queues a session event without waiting: an application that does not read its session
+    /// events must not stop its links. Beyond [`super::session::EVENT_QUEUE`] unread events,
+    /// new ones are dropped (and logged).
+    fn emit(&self, event: SessionEvent) {
+        if let Err(error) = self.events.try_send(event) {
+            tracing::warn!(event = ?error.into_inner(), "link session: event dropped (unread)");
+        }
     }
 
     pub(crate) async fn run(mut self) {
@@ -219,7 +230,12 @@ impl Task {
             }
             Command::Stats { peer, reply } => {
                 if let Some(entry) = self.links.get(&peer) {
-                    let _ = reply.send(entry.core.stats());
+                    let mut stats = entry.core.stats();
+                    if let Some((local, remote)) = &entry.candidate_types {
+                        stats.local_candidate_type = Some(local.clone());
+                        stats.remote_candidate_type = Some(remote.clone());
+                    }
+                    let _ = reply.send(stats);
                 }
             }
             Command::CloseLink { peer } => {
@@ -254,7 +270,7 @@ impl Task {
                 let handle = Link {
                     shared: entry.shared.clone(),
                 };
-                let _ = self.events.try_send(SessionEvent::Link(handle));
+                self.emit(SessionEvent::Link(handle));
             }
             self.links.insert(peer.to_owned(), entry);
             self.check_attestation(peer);
@@ -296,6 +312,7 @@ impl Task {
             generation,
             signal_epoch: None,
             unknown_peer_reported: false,
+            candidate_types: None,
         }
     }
 
@@ -411,11 +428,11 @@ impl Task {
                     entry.unknown_peer_reported = false;
                 }
                 self.check_attestation(&peer_id);
-                let _ = self.events.send(SessionEvent::PeerJoined(peer_id)).await;
+                self.emit(SessionEvent::PeerJoined(peer_id));
             }
             Event::PeerLeft { peer_id } => {
                 self.peers.remove(&peer_id);
-                let _ = self.events.send(SessionEvent::PeerLeft(peer_id)).await;
+                self.emit(SessionEvent::PeerLeft(peer_id));
             }
             Event::Relay { from, message } => {
                 if let Some(entry) = self.ensure_link(&from, false) {
@@ -437,10 +454,7 @@ impl Task {
                     "unknown_peer" => ErrorCode::UnknownPeer,
                     "undelivered" => ErrorCode::Undelivered,
                     _ => {
-                        let _ = self
-                            .events
-                            .send(SessionEvent::Error { code, message })
-                            .await;
+                        self.emit(SessionEvent::Error { code, message });
                         return true;
                     }
                 };
@@ -451,10 +465,7 @@ impl Task {
                 }
             }
             Event::Error { code, message, .. } => {
-                let _ = self
-                    .events
-                    .send(SessionEvent::Error { code, message })
-                    .await;
+                self.emit(SessionEvent::Error { code, message });
             }
             Event::TokenExpiring { .. } => match self.config.token.token().await {
                 Ok(token) => {
@@ -462,17 +473,14 @@ impl Task {
                 }
                 Err(message) => {
                     let code = "token_expired".to_owned();
-                    let _ = self
-                        .events
-                        .send(SessionEvent::Error { code, message })
-                        .await;
+                    self.emit(SessionEvent::Error { code, message });
                 }
             },
+            Event::Reauthed { expires_at, .. } => {
+                self.emit(SessionEvent::Reauthed { expires_at });
+            }
             Event::RelayUsage { bytes_per_sec, .. } => {
-                let _ = self
-                    .events
-                    .send(SessionEvent::RelayUsage { bytes_per_sec })
-                    .await;
+                self.emit(SessionEvent::RelayUsage { bytes_per_sec });
             }
             Event::Closed { reason, .. } => return self.reconnect(reason).await,
             _ => {}
@@ -493,7 +501,7 @@ impl Task {
                 from,
                 payload,
             };
-            let _ = self.events.send(event).await;
+            self.emit(event);
             return;
         };
         let new_incarnation = self
@@ -548,7 +556,9 @@ impl Task {
                     self.outgoing_signals.push((kind, peer.to_owned(), payload));
                 }
             }
-            P2pOutput::SelectedPair { .. } => {}
+            P2pOutput::SelectedPair { local, remote } => {
+                entry.candidate_types = Some((local, remote));
+            }
         }
     }
 }

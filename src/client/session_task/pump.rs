@@ -3,7 +3,7 @@
 //! handles, and the session's end (close, reconnect).
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Incoming, MAX_UNREAD_BYTES, Task, now};
 use crate::client::registry::{ClientError, RegistryClient};
@@ -49,6 +49,7 @@ impl Task {
             entry.shared.unread.load(Ordering::Acquire) >= MAX_UNREAD_BYTES
         };
         entry.core.hold_messages(behind(entry));
+        let mut close_path = false;
         while let Some(event) = entry.core.poll_event() {
             match event {
                 link::Event::Message(message) => {
@@ -74,9 +75,7 @@ impl Task {
                     for send in entry.waiting.drain(..) {
                         let _ = send.reply.send(Err(SendError::LinkClosed));
                     }
-                    if let Some(mut path) = entry.path.take() {
-                        path.close();
-                    }
+                    close_path = true;
                 }
             }
         }
@@ -108,6 +107,14 @@ impl Task {
                 },
             }
         }
+        // The p2p path closes only after the last frames (the final ACK and the CLOSE) went
+        // onto it: closing it first dropped them, and the peer then waited for acks that
+        // never came (the `turnpike link` exit flake).
+        if close_path {
+            if let Some(mut path) = entry.path.take() {
+                path.close();
+            }
+        }
         let progress = super::Progress {
             unacked: entry.core.unacked_messages() + entry.waiting.len(),
             closed: entry.core.mode() == Mode::Closed,
@@ -127,10 +134,7 @@ impl Task {
         }
         self.pump_all().await;
         self.client.close().await;
-        let _ = self
-            .events
-            .send(SessionEvent::Closed(reason.to_owned()))
-            .await;
+        self.emit(SessionEvent::Closed(reason.to_owned()));
     }
 
     /// The registry client stopped (refused token, replaced, closed): with a token callback,
@@ -143,18 +147,19 @@ impl Task {
                 "session_closed"
             };
             let message = reason.clone();
-            let _ = self
-                .events
-                .send(SessionEvent::Error {
-                    code: code.to_owned(),
-                    message,
-                })
-                .await;
+            self.emit(SessionEvent::Error {
+                code: code.to_owned(),
+                message,
+            });
             self.end_links();
-            let _ = self.events.send(SessionEvent::Closed(reason)).await;
+            self.emit(SessionEvent::Closed(reason));
             return false;
         };
         let mut backoff = FIRST_BACKOFF;
+        // Since when, and how often, the token callback failed (or its token was refused) in a
+        // row: past `token_retry_for` (and two attempts) the session ends (§7 `token_expired`).
+        let mut failing_since: Option<Instant> = None;
+        let mut failures = 0u32;
         loop {
             let sleep = tokio::time::sleep(backoff);
             tokio::pin!(sleep);
@@ -164,7 +169,7 @@ impl Task {
                     command = self.commands.recv() => match command {
                         None | Some(crate::client::session::Command::Close) => {
                             self.end_links();
-                            let _ = self.events.send(SessionEvent::Closed(reason)).await;
+                            self.emit(SessionEvent::Closed(reason));
                             return false;
                         }
                         Some(command) => self.on_command(command),
@@ -172,28 +177,49 @@ impl Task {
                 }
             }
             backoff = (backoff * 2).min(self.config.max_backoff);
-            let token = match self.config.token.token().await {
-                Ok(token) => token,
-                Err(message) => {
-                    let code = "token_expired".to_owned();
-                    let _ = self
-                        .events
-                        .send(SessionEvent::Error { code, message })
-                        .await;
-                    continue;
-                }
-            };
-            match RegistryClient::connect(self.config.client_config(token)).await {
-                Ok(mut client) => {
-                    let welcome = client.next_event().await;
-                    self.client = client;
-                    if let Some(welcome) = welcome {
-                        self.on_welcome(welcome);
+            let refused = match self.config.token.token().await {
+                Ok(token) => {
+                    match RegistryClient::connect(self.config.client_config(token)).await {
+                        Ok(mut client) => {
+                            let welcome = client.next_event().await;
+                            self.client = client;
+                            if let Some(welcome) = welcome {
+                                self.on_welcome(welcome);
+                            }
+                            return true;
+                        }
+                        Err(ClientError::Refused {
+                            status: 401, error, ..
+                        }) => {
+                            format!("the registry refused the fresh token: {error}")
+                        }
+                        Err(error) => {
+                            // The network, not the token: keep trying.
+                            tracing::debug!(%error, "link session: reconnect failed");
+                            continue;
+                        }
                     }
-                    return true;
                 }
-                Err(error) => tracing::debug!(%error, "link session: reconnect failed"),
+                Err(message) => message,
+            };
+            failures += 1;
+            let since = *failing_since.get_or_insert_with(Instant::now);
+            let code = "token_expired".to_owned();
+            if failures >= 2 && since.elapsed() >= self.config.token_retry_for {
+                let message = format!(
+                    "no valid token for {} s ({failures} attempts; last: {refused}): the \
+                     session ends",
+                    since.elapsed().as_secs()
+                );
+                self.emit(SessionEvent::Error { code, message });
+                self.end_links();
+                self.emit(SessionEvent::Closed(reason));
+                return false;
             }
+            self.emit(SessionEvent::Error {
+                code,
+                message: refused,
+            });
         }
     }
 

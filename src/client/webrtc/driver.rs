@@ -38,6 +38,9 @@ pub struct WebRtcOptions {
     pub host: Option<IpAddr>,
     /// TURN servers for relay candidates (the first that allocates is used).
     pub turn: Vec<TurnOption>,
+    /// STUN servers asked for our server-reflexive address through the host socket (none
+    /// without a host candidate); see [`super::srflx`].
+    pub stun: Vec<SocketAddr>,
     /// Create and send the offer at once (the side that opens the link).
     pub offer: bool,
 }
@@ -75,6 +78,13 @@ impl WebRtcPeer {
             let socket = UdpSocket::bind((ip, 0)).await.map_err(io)?;
             let addr = socket.local_addr().map_err(io)?;
             peer.add_host_candidate(addr)?;
+            if !options.stun.is_empty() {
+                let gather =
+                    super::srflx::gather(&socket, &options.stun, super::srflx::GATHER_TIMEOUT);
+                for mapped in gather.await {
+                    peer.add_srflx_candidate(mapped, addr)?;
+                }
+            }
             host = Some((socket, addr));
         }
         let mut relay = None;
