@@ -39,6 +39,8 @@ pub mod config;
 pub mod fleet;
 #[cfg(feature = "server")]
 pub mod http;
+#[cfg(feature = "server")]
+pub mod import;
 pub mod link;
 #[cfg(feature = "server")]
 pub mod logging;
@@ -46,6 +48,8 @@ pub mod logging;
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod net;
+#[cfg(feature = "server")]
+pub mod probe;
 pub mod proto;
 #[cfg(feature = "server")]
 pub mod registry;
