@@ -41,6 +41,8 @@ pub mod fleet;
 mod fuzz_seeds;
 #[cfg(feature = "server")]
 pub mod http;
+#[cfg(feature = "server")]
+pub mod import;
 pub mod link;
 #[cfg(feature = "server")]
 pub mod logging;
@@ -48,6 +50,8 @@ pub mod logging;
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod net;
+#[cfg(feature = "server")]
+pub mod probe;
 pub mod proto;
 #[cfg(feature = "server")]
 pub mod registry;
