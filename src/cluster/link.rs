@@ -73,8 +73,9 @@ pub async fn run(
     let mut forgotten = false;
     let mut logged = false;
     loop {
+        let mut linked = false;
         let outcome = tokio::select! {
-            outcome = session(&client, &state, &config, &notify, &health) => outcome,
+            outcome = session(&client, &state, &config, &notify, &health, &mut linked) => outcome,
             _ = stop.changed() => Ok(()),
         };
         if *stop.borrow() {
@@ -83,17 +84,17 @@ pub async fn run(
         }
         state.with(|core| core.cluster_link(false));
         health.set_cluster(Some(false));
-        match outcome {
-            Ok(()) => {}
-            Err(error) if !logged => {
+        if linked {
+            backoff = Duration::from_millis(200);
+            down_since = Instant::now();
+            forgotten = false;
+            logged = false;
+        }
+        if let Err(error) = outcome {
+            if !logged {
                 tracing::warn!(%error, "registry cluster: Redis unreachable; serving local peers only, retrying");
                 logged = true;
             }
-            Err(_) => {}
-        }
-        if backoff == Duration::from_millis(200) {
-            down_since = Instant::now();
-            forgotten = false;
         }
         let deadline = tokio::time::sleep(backoff);
         tokio::pin!(deadline);
@@ -114,21 +115,7 @@ pub async fn run(
             }
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
-        if probe(&client).await {
-            backoff = Duration::from_millis(200);
-            logged = false;
-        }
     }
-}
-
-async fn probe(client: &redis::Client) -> bool {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(EXCHANGE_TIMEOUT))
-        .set_response_timeout(Some(EXCHANGE_TIMEOUT));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .is_ok()
 }
 
 /// A clean stop: this node's presence is removed and the others told at once.
@@ -200,6 +187,7 @@ async fn session(
     config: &LinkConfig,
     notify: &Notify,
     health: &Health,
+    linked: &mut bool,
 ) -> redis::RedisResult<()> {
     let connection = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(EXCHANGE_TIMEOUT))
@@ -221,6 +209,7 @@ async fn session(
     flush(&mut conn, state, config).await?;
     refresh(&mut conn, state, config, &mut live, true).await?;
     health.set_cluster(Some(true));
+    *linked = true;
     tracing::info!(node = %config.node, "registry cluster: linked to Redis");
     let reads = Reads::default();
     // The reader never awaits anything but the next message, so that what redis-rs buffers
