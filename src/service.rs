@@ -119,6 +119,10 @@ async fn serve(
             http_state.set_demo(http::sdk::Demo::start(&config.registry, state));
         }
     }
+    if let Some(state) = &registry {
+        // The registry cluster: presence and forwarding through Redis.
+        crate::cluster::start(&config, state, health.clone(), stop_http.subscribe());
+    }
     http_state.set_admin(admin.clone(), registry.clone(), &config);
     let mut api = http::router(http_state.clone());
     // The registry (/v1/registry) rides on the same router, so also on TLS 443.

@@ -22,11 +22,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 mod admin;
+mod cluster;
 mod lifetime;
 mod membership;
 mod usage;
 
 pub use admin::PeerSummary;
+pub use cluster::{ClusterMetrics, ClusterOutput, ClusterSettings, Forward, Presence};
 pub use lifetime::{Authority, Lease, NoAuthority};
 
 use super::config::RegistryConfig;
@@ -119,6 +121,8 @@ pub struct Registry {
     per_ip: HashMap<IpAddr, u32>,
     wakes: Vec<ConnId>,
     to_close: Vec<(ConnId, CloseReason)>,
+    /// Peers of other nodes and what goes to them (`[cluster]`; idle without one).
+    cluster: cluster::Cluster,
 }
 
 impl Registry {
@@ -140,6 +144,7 @@ impl Registry {
             per_ip: HashMap::new(),
             wakes: Vec::new(),
             to_close: Vec::new(),
+            cluster: cluster::Cluster::default(),
         }
     }
 
@@ -292,6 +297,11 @@ impl Registry {
             .and_then(|p| p.peers.get(parsed.peer_id))
             .copied();
         let Some(target) = target else {
+            let out = build_relay(&from, parsed.sealed);
+            let to = parsed.peer_id.to_owned();
+            if self.forward_relay(conn, &project, &from, &to, out) {
+                return self.process_closes();
+            }
             self.metrics.count_drop(DropReason::UnknownPeer);
             let mut refusal = Refusal::new(
                 ErrorCode::UnknownPeer,
@@ -303,25 +313,7 @@ impl Registry {
             return self.process_closes();
         };
         let out = build_relay(&from, parsed.sealed);
-        let length = out.len() as u64;
-        let limits = self.queue_limits;
-        let queued = self
-            .conns
-            .get_mut(&target)
-            .is_some_and(|t| t.queue.push_relay(&limits, out));
-        if queued {
-            self.metrics.relay_blobs.fetch_add(1, Ordering::Relaxed);
-            self.metrics
-                .relay_bytes
-                .fetch_add(length, Ordering::Relaxed);
-            if let Some(p) = self.projects.get_mut(&project) {
-                p.usage.relay_blobs += 1;
-                p.usage.relay_bytes += length;
-            }
-            self.wake(target);
-        } else {
-            self.metrics.count_drop(DropReason::QueueFull);
-        }
+        self.queue_relay(&project, target, out);
     }
 
     /// Any frame from `conn` (a Pong included): it is alive.
@@ -485,6 +477,16 @@ impl Registry {
             .and_then(|p| p.peers.get(&to))
             .copied();
         let Some(target) = target else {
+            match self.forward_signal(conn, &project, &from, kind, &to, payload, id) {
+                Some(Ok(())) => {
+                    if let Some(p) = self.projects.get_mut(&project) {
+                        p.usage.signals += 1;
+                    }
+                    return;
+                }
+                Some(Err(refusal)) => return self.refuse(conn, refusal),
+                None => {}
+            }
             let refusal = refusal(
                 ErrorCode::UnknownPeer,
                 format!("no peer `{to}` in this project"),
@@ -554,6 +556,8 @@ impl Registry {
             };
             if self.conns.contains_key(&origin.sender) {
                 self.refuse(origin.sender, refusal);
+            } else {
+                self.undelivered_remote(origin.sender, refusal);
             }
         }
     }
