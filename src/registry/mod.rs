@@ -65,6 +65,8 @@ struct Shared {
     ice: OnceLock<Arc<ArcSwap<IceService>>>,
     /// A token secret accepted besides the configured keys, across reloads (the demo's).
     extra_secret: OnceLock<Vec<u8>>,
+    /// `max_payload_bytes`, for parsing text frames before taking the lock.
+    max_payload: usize,
 }
 
 #[derive(Debug)]
@@ -116,6 +118,7 @@ impl RegistryState {
                 closing: AtomicBool::new(false),
                 ice: OnceLock::new(),
                 extra_secret: OnceLock::new(),
+                max_payload: config.max_payload_bytes as usize,
             }),
         })
     }
@@ -151,6 +154,11 @@ impl RegistryState {
     /// True once [`RegistryState::shutdown`] was called.
     pub fn is_closing(&self) -> bool {
         self.shared.closing.load(Ordering::SeqCst)
+    }
+
+    /// `max_payload_bytes`, to parse text frames with ([`messages::parse_text`]).
+    pub(crate) fn max_payload(&self) -> usize {
+        self.shared.max_payload
     }
 
     /// The keys that verify tokens.
