@@ -774,12 +774,18 @@ impl Registry {
     /// Queues a relay frame for a local peer (counted as forwarded, or dropped when full).
     pub(super) fn queue_relay(&mut self, project: &str, target: ConnId, frame: Vec<u8>) {
         let length = frame.len() as u64;
+        if !self.fits(target, frame.len()) {
+            self.metrics
+                .count_drop(super::super::metrics::DropReason::OverBudget);
+            return;
+        }
         let limits = self.queue_limits;
         let queued = self
             .conns
             .get_mut(&target)
             .is_some_and(|t| t.queue.push_relay(&limits, frame));
         if queued {
+            self.account_add(length as usize);
             self.metrics.relay_blobs.fetch_add(1, Ordering::Relaxed);
             self.metrics
                 .relay_bytes
