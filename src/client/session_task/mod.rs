@@ -68,6 +68,9 @@ pub(crate) struct Task {
     p2p_rx: mpsc::Receiver<(String, u64, P2pOutput)>,
     /// Signaling payloads from p2p paths, sent on the next pump: (kind, to, payload).
     outgoing_signals: Vec<(SignalKind, String, serde_json::Value)>,
+    /// Since when, and how many times in a row, no valid token came (the callback failed, or
+    /// the registry refused its token); cleared by `reauthed` or a reconnection.
+    token_failures: Option<(Instant, u32)>,
 }
 
 fn now() -> Instant {
@@ -107,6 +110,7 @@ impl Task {
             p2p_tx,
             p2p_rx,
             outgoing_signals: Vec::new(),
+            token_failures: None,
         };
         task.on_welcome(welcome);
         task
@@ -467,16 +471,22 @@ impl Task {
             Event::Error { code, message, .. } => {
                 self.emit(SessionEvent::Error { code, message });
             }
-            Event::TokenExpiring { .. } => match self.config.token.token().await {
+            Event::TokenExpiring { expires_at } => match self.config.token.token().await {
                 Ok(token) => {
                     let _ = self.client.reauth(&token).await;
                 }
                 Err(message) => {
-                    let code = "token_expired".to_owned();
-                    self.emit(SessionEvent::Error { code, message });
+                    let expired = expires_at <= unix_now();
+                    if self.token_failed(message, expired) {
+                        self.end_links();
+                        self.client.close().await;
+                        self.emit(SessionEvent::Closed("no valid token".into()));
+                        return false;
+                    }
                 }
             },
             Event::Reauthed { expires_at, .. } => {
+                self.token_failures = None;
                 self.emit(SessionEvent::Reauthed { expires_at });
             }
             Event::RelayUsage { bytes_per_sec, .. } => {

@@ -156,10 +156,6 @@ impl Task {
             return false;
         };
         let mut backoff = FIRST_BACKOFF;
-        // Since when, and how often, the token callback failed (or its token was refused) in a
-        // row: past `token_retry_for` (and two attempts) the session ends (§7 `token_expired`).
-        let mut failing_since: Option<Instant> = None;
-        let mut failures = 0u32;
         loop {
             let sleep = tokio::time::sleep(backoff);
             tokio::pin!(sleep);
@@ -186,6 +182,7 @@ impl Task {
                             if let Some(welcome) = welcome {
                                 self.on_welcome(welcome);
                             }
+                            self.token_failures = None;
                             return true;
                         }
                         Err(ClientError::Refused {
@@ -202,29 +199,37 @@ impl Task {
                 }
                 Err(message) => message,
             };
-            failures += 1;
-            let since = *failing_since.get_or_insert_with(Instant::now);
-            let code = "token_expired".to_owned();
-            if failures >= 2 && since.elapsed() >= self.config.token_retry_for {
-                let message = format!(
-                    "no valid token for {} s ({failures} attempts; last: {refused}): the \
-                     session ends",
-                    since.elapsed().as_secs()
-                );
-                self.emit(SessionEvent::Error { code, message });
+            // No connection: the session cannot go on without a token.
+            if self.token_failed(refused, true) {
                 self.end_links();
                 self.emit(SessionEvent::Closed(reason));
                 return false;
             }
-            self.emit(SessionEvent::Error {
-                code,
-                message: refused,
-            });
         }
     }
 
+    /// Reports a failed token attempt (`token_expired`); `true` when the session must end:
+    /// the token has expired (or the connection is gone) and no valid token came for
+    /// `token_retry_for`, over two attempts at least. The last error says so.
+    pub(super) fn token_failed(&mut self, message: String, expired: bool) -> bool {
+        let (since, count) = self.token_failures.get_or_insert((Instant::now(), 0));
+        *count += 1;
+        let (since, count) = (*since, *count);
+        let code = "token_expired".to_owned();
+        if expired && count >= 2 && since.elapsed() >= self.config.token_retry_for {
+            let message = format!(
+                "no valid token for {} s ({count} attempts; last: {message}): the session ends",
+                since.elapsed().as_secs()
+            );
+            self.emit(SessionEvent::Error { code, message });
+            return true;
+        }
+        self.emit(SessionEvent::Error { code, message });
+        false
+    }
+
     /// The session ended without a registry: every link closes (`session_closed`).
-    fn end_links(&mut self) {
+    pub(super) fn end_links(&mut self) {
         let now = now();
         for entry in self.links.values_mut() {
             entry.core.close(now, CloseReason::SessionClosed);
