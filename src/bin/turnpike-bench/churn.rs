@@ -38,7 +38,7 @@ struct Tally {
     first_error: Option<String>,
 }
 
-/// One client thread: `waves` times, allocates `per_wave` times (a fresh socket each), waits
+/// One client thread: `waves` times, when told to, allocates `per_wave` times (a fresh socket each), waits
 /// with the others while the server is measured, releases them all.
 fn client(
     server: SocketAddr,
@@ -54,6 +54,7 @@ fn client(
         t.first_error.get_or_insert_with(|| format!("{e:#}"));
     };
     for _ in 0..waves {
+        barrier.wait(); // the server was measured at rest: go
         let mut held = Vec::with_capacity(per_wave);
         for _ in 0..per_wave {
             match UdpSocket::bind((client_ip, 0)) {
@@ -117,7 +118,8 @@ pub fn run(a: ChurnArgs) -> anyhow::Result<()> {
     let mut held_peak = Usage::default();
     let mut churn_start = Instant::now();
     for w in 0..waves {
-        barrier.wait();
+        barrier.wait(); // go
+        barrier.wait(); // all held
         let held = Usage::of(pid);
         held_peak.rss = held_peak.rss.max(held.rss);
         held_peak.fds = held_peak.fds.max(held.fds);

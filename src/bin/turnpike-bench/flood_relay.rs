@@ -193,6 +193,16 @@ pub fn run(a: FloodRelayArgs) -> anyhow::Result<()> {
             f.sent, r.sent
         ),
     );
+    // turnpike's default limits.unauthenticated_rate: 20 answers a second per source, bursts
+    // of 40.
+    let allowed = a.sources as f64 * (40.0 + 20.0 * f.elapsed.as_secs_f64());
+    v.check(
+        f.answered as f64 <= allowed,
+        format!(
+            "the flood answered within the 401 rate limit ({} <= {allowed:.0})",
+            f.answered
+        ),
+    );
     v.check(
         r.lost == 0,
         format!("the sessions lost nothing ({} of {})", r.lost, r.sent),

@@ -160,7 +160,9 @@ fn client(
                 }
             }
         }
-        // Relay until 300 ms pass without an echo.
+        // Relay until 300 ms pass without an echo. Only an echo through an allocation made
+        // after the restart counts as being back (not one the old process sent before dying).
+        let allocated_at = Instant::now();
         let mut last_echo = Instant::now();
         let mut next = Instant::now();
         let mut seq = 0u32;
@@ -184,7 +186,9 @@ fn client(
                         .map_err(|_| anyhow::anyhow!("poisoned"))?;
                     match restarted {
                         None => rec.relayed_before += 1,
-                        Some(at) if rec.back_after.is_none() => rec.back_after = Some(at.elapsed()),
+                        Some(at) if rec.back_after.is_none() && allocated_at > at => {
+                            rec.back_after = Some(at.elapsed())
+                        }
                         Some(_) => {}
                     }
                 }
