@@ -27,7 +27,7 @@ function fakeNodes(dead) {
   return { FakeWebSocket, opened };
 }
 
-test("connect tries the urls in order and reconnects to the next node", async () => {
+test("connect tries the urls in order and reconnects to the next node", { timeout: 10000 }, async () => {
   const urls = ["ws://a/v1/registry", "ws://b/v1/registry", "ws://c/v1/registry"];
   const dead = new Set([urls[0]]);
   const { FakeWebSocket, opened } = fakeNodes(dead);
