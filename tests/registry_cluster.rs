@@ -357,7 +357,19 @@ fn a_dead_node_leaves_presence_and_its_clients_move_on() {
     rt.block_on(async {
         expect(&mut alice, "peer_left erin", left("erin")).await;
         let alice_saw = killed.elapsed();
-        expect(&mut bob, "peer_left erin", left("erin")).await;
+        // bob also sees carol come back through node a, before or after erin leaves.
+        let mut carol_back = false;
+        loop {
+            let event = expect(&mut bob, "peer_left erin", |e| {
+                left("erin")(e) || joined("carol")(e)
+            })
+            .await;
+            if joined("carol")(&event) {
+                carol_back = true;
+            } else {
+                break;
+            }
+        }
         let bob_saw = killed.elapsed();
         eprintln!("peer_left of a dead node's peer after {alice_saw:?} (a) and {bob_saw:?} (b)");
         // The TTL, plus one refresh period of the observer (500 ms), plus 1 s of slack.
@@ -380,7 +392,9 @@ fn a_dead_node_leaves_presence_and_its_clients_move_on() {
             }
             _ => unreachable!(),
         }
-        expect(&mut bob, "carol again", joined("carol")).await;
+        if !carol_back {
+            expect(&mut bob, "carol again", joined("carol")).await;
+        }
         carol
             .signal(
                 SignalKind::Offer,

@@ -72,10 +72,12 @@ pub async fn run(
     let mut down_since = Instant::now();
     let mut forgotten = false;
     let mut logged = false;
+    // When each local peer joined (UNIX ms), by session: the version of its records.
+    let mut stamps: HashMap<u64, u64> = HashMap::new();
     loop {
         let mut linked = false;
         let outcome = tokio::select! {
-            outcome = session(&client, &state, &config, &notify, &health, &mut linked) => outcome,
+            outcome = session(&client, &state, &config, &notify, &health, &mut linked, &mut stamps) => outcome,
             _ = stop.changed() => Ok(()),
         };
         if *stop.borrow() {
@@ -188,6 +190,7 @@ async fn session(
     notify: &Notify,
     health: &Health,
     linked: &mut bool,
+    stamps: &mut HashMap<u64, u64>,
 ) -> redis::RedisResult<()> {
     let connection = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(EXCHANGE_TIMEOUT))
@@ -206,7 +209,7 @@ async fn session(
         .connects
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut live: BTreeSet<String> = BTreeSet::new();
-    flush(&mut conn, state, config).await?;
+    flush(&mut conn, state, config, stamps).await?;
     refresh(&mut conn, state, config, &mut live, true).await?;
     health.set_cluster(Some(true));
     *linked = true;
@@ -234,7 +237,7 @@ async fn session(
         let mut ticks = 0u32;
         loop {
             tokio::select! {
-                () = notify.notified() => flush(&mut conn, state, config).await?,
+                () = notify.notified() => flush(&mut conn, state, config, stamps).await?,
                 () = reads.wake.notified() => {
                     for node in reads.take() {
                         read_node(&mut conn, state, &node).await?;
@@ -261,14 +264,24 @@ fn on_event(state: &RegistryState, config: &LinkConfig, reads: &Reads, payload: 
     let Some(event) = Event::decode(payload) else {
         return;
     };
+    tracing::debug!(?event, "registry cluster: presence event");
     match event {
-        Event::Join { n, p, i, s, k, a } if n != config.node => {
+        Event::Join {
+            n,
+            p,
+            i,
+            s,
+            v,
+            k,
+            a,
+        } if n != config.node => {
             let peer = Presence {
                 project: p,
                 peer_id: i,
                 session: s,
                 public_key: k,
                 attestation: a,
+                version: v,
             };
             if crate::registry::messages::valid_id(&peer.project)
                 && crate::registry::messages::valid_id(&peer.peer_id)
@@ -298,6 +311,11 @@ async fn read_node(
         .iter()
         .filter_map(|(f, v)| wire::decode_record(f, v))
         .collect();
+    tracing::debug!(
+        node,
+        peers = peers.len(),
+        "registry cluster: read a node's presence"
+    );
     state.with(|core| core.cluster_node_view(node, peers));
     Ok(())
 }
@@ -332,6 +350,7 @@ async fn refresh(
         .into_iter()
         .collect();
     for gone in known.difference(&now_live) {
+        tracing::debug!(node = %gone, "registry cluster: a node left the live set");
         state.with(|core| core.cluster_node_view(gone, Vec::new()));
     }
     for node in &now_live {
@@ -350,9 +369,10 @@ async fn flush(
     conn: &mut MultiplexedConnection,
     state: &RegistryState,
     config: &LinkConfig,
+    stamps: &mut HashMap<u64, u64>,
 ) -> redis::RedisResult<()> {
     loop {
-        let (rewrite, batch) = state.with(|core| {
+        let (mut rewrite, mut batch) = state.with(|core| {
             let rewrite = core.take_cluster_rewrite();
             let mut batch = Vec::new();
             while batch.len() < BATCH {
@@ -365,6 +385,27 @@ async fn flush(
         });
         if rewrite.is_none() && batch.is_empty() {
             return Ok(());
+        }
+        let now = unix_ms();
+        if let Some(peers) = &mut rewrite {
+            let mut kept = HashMap::with_capacity(peers.len());
+            for peer in peers.iter_mut() {
+                peer.version = stamps.get(&peer.session).copied().unwrap_or(now);
+                kept.insert(peer.session, peer.version);
+            }
+            *stamps = kept;
+        }
+        for output in &mut batch {
+            match output {
+                ClusterOutput::Joined(peer) => {
+                    peer.version = now;
+                    stamps.insert(peer.session, now);
+                }
+                ClusterOutput::Left { session, .. } => {
+                    stamps.remove(session);
+                }
+                ClusterOutput::Send { .. } => {}
+            }
         }
         let mut pipe = redis::pipe();
         let key = wire::presence_key(&config.node);
@@ -400,6 +441,7 @@ async fn flush(
                         p: peer.project.clone(),
                         i: peer.peer_id.clone(),
                         s: peer.session,
+                        v: peer.version,
                         k: peer.public_key.clone(),
                         a: peer.attestation.clone(),
                     };

@@ -39,6 +39,8 @@ pub fn field(project: &str, peer_id: &str) -> String {
 #[derive(Serialize, Deserialize)]
 struct Record {
     s: u64,
+    #[serde(default)]
+    v: u64,
     k: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     a: Option<String>,
@@ -48,6 +50,7 @@ struct Record {
 pub fn encode_record(p: &Presence) -> String {
     serde_json::to_string(&Record {
         s: p.session,
+        v: p.version,
         k: p.public_key.clone(),
         a: p.attestation.clone(),
     })
@@ -65,6 +68,7 @@ pub fn decode_record(field: &str, value: &str) -> Option<Presence> {
         session: record.s,
         public_key: record.k,
         attestation: record.a,
+        version: record.v,
     })
 }
 
@@ -82,6 +86,9 @@ pub enum Event {
         i: String,
         /// The session.
         s: u64,
+        /// The version (when it joined, UNIX ms).
+        #[serde(default)]
+        v: u64,
         /// The public key.
         k: String,
         /// The attestation.
@@ -350,6 +357,7 @@ mod tests {
             session: 4,
             public_key: "k".into(),
             attestation: None,
+            version: 5,
         };
         assert_eq!(decode_record(&field("p", "a"), &encode_record(&p)), Some(p));
         assert_eq!(decode_record("nospace", "{\"s\":1,\"k\":\"k\"}"), None);

@@ -239,7 +239,7 @@ ice_servers_nodes = 5
     let merged = merge(&running, new.clone());
     let mut all: Vec<&str> = merged.live.iter().chain(&merged.restart).copied().collect();
     assert_eq!(merged.live.len(), 28, "{:?}", merged.live);
-    assert_eq!(merged.restart.len(), 46, "{:?}", merged.restart);
+    assert_eq!(merged.restart.len(), 49, "{:?}", merged.restart);
     all.sort_unstable();
     let before = all.len();
     all.dedup();

@@ -46,6 +46,9 @@ pub struct Presence {
     pub public_key: String,
     /// Its key attestation, forwarded unchanged.
     pub attestation: Option<String>,
+    /// Orders the joins of one peer id on different nodes: the latest wins. The cluster
+    /// layer stamps it (UNIX milliseconds when the peer joined); 0 in what the core emits.
+    pub version: u64,
 }
 
 /// What one node sends another.
@@ -294,6 +297,7 @@ impl ClusterMetrics {
 struct Remote {
     node: String,
     session: u64,
+    version: u64,
     public_key: String,
     attestation: Option<String>,
     /// Stands for the peer as the sender of the messages it forwards (an [`Origin`]).
@@ -492,6 +496,7 @@ impl Registry {
                     session: id,
                     public_key: public_key.clone(),
                     attestation: attestation.clone(),
+                    version: 0,
                 }),
                 _ => None,
             })
@@ -507,6 +512,10 @@ impl Registry {
         };
         if let Some(existing) = self.cluster.get(&peer.project, &peer.peer_id) {
             if existing.node == node && existing.session == peer.session {
+                return;
+            }
+            // A stale record (a dead node's, read after the peer moved on) never wins.
+            if (existing.version, existing.node.as_str()) > (peer.version, node) {
                 return;
             }
             self.cluster_leave_any(&peer.project, &peer.peer_id);
@@ -532,6 +541,7 @@ impl Registry {
             Remote {
                 node: node.to_owned(),
                 session: peer.session,
+                version: peer.version,
                 public_key: peer.public_key,
                 attestation: peer.attestation,
                 handle,
@@ -883,6 +893,7 @@ impl Registry {
             session: conn,
             public_key: public_key.clone(),
             attestation: attestation.clone(),
+            version: 0,
         };
         if let Some(old) = self.cluster.remove(&presence.project, &presence.peer_id) {
             let message = Forward::Replace {
