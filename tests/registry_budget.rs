@@ -86,10 +86,15 @@ async fn a_peer_that_does_not_read_is_closed_over_budget() {
         queued <= 65_536,
         "what is queued for the slow peer stays within its budget: {queued}"
     );
-    // Control messages for the slow peer (the answers to its own pings, 15 bytes each) soon
-    // no longer fit: it is closed with 4007, after what the kernel already holds.
-    for _ in 0..5000 {
-        send_json(&mut slow, &json!({"type": "ping"})).await;
+    // Control messages for the slow peer (the errors answering its own offers to nobody,
+    // about 150 bytes each) soon no longer fit: it is closed with 4007, after what the kernel
+    // already holds (long before the 2064 control messages of slow_consumer).
+    for id in 0..1500 {
+        send_json(
+            &mut slow,
+            &json!({"type": "webrtc_offer", "to_peer_id": "nobody", "payload": {}, "id": id}),
+        )
+        .await;
     }
     let close = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
