@@ -49,15 +49,20 @@ pub fn echo(input: &str) -> String {
     shorten(input, ECHO_BYTES)
 }
 
-/// A parser's error (serde_json's, which quotes the offending value) fit to be sent back:
-/// the description cut to 2 × [`ECHO_BYTES`], then its position.
+/// A parser's error (serde_json's, which quotes the offending value) fit to be sent back: what
+/// precedes the first quote, at most [`ECHO_BYTES`] after it, then the position.
 pub fn echo_json_error(error: &serde_json::Error) -> String {
     let text = error.to_string();
     let description = match text.rfind(" at line ") {
         Some(at) if error.line() > 0 => &text[..at],
         _ => text.as_str(),
     };
-    let mut out = shorten(description, 2 * ECHO_BYTES);
+    let quote = description
+        .find(['"', '`', '\''])
+        .map_or(description.len(), |at| at + 1);
+    let (head, quoted) = description.split_at(quote);
+    let mut out = shorten(head, 2 * ECHO_BYTES);
+    out.push_str(&echo(quoted));
     if error.line() > 0 {
         out.push_str(&format!(
             " (line {}, column {})",
