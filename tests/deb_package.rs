@@ -211,7 +211,8 @@ fn the_package_builds_installs_and_purges_cleanly() {
     }
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::copy("/bin/kill", root.join("bin/kill")).unwrap();
-    run(
+    // It prints nothing for a sound unit; a warning (an unknown value, a missing file) fails.
+    let said = run(
         "systemd-analyze",
         &[
             "verify",
@@ -219,6 +220,7 @@ fn the_package_builds_installs_and_purges_cleanly() {
             "/lib/systemd/system/turnpike.service",
         ],
     );
+    assert!(said.trim().is_empty(), "systemd-analyze verify:\n{said}");
 
     // Remove: the binary goes, the configuration (a conffile) and the user stay.
     std::fs::create_dir_all(root.join("var/lib/turnpike")).unwrap();
