@@ -371,14 +371,49 @@ impl Probe<'_> {
 
         let relay_a = self.allocate("allocate", &mut a)?;
         self.report.relayed_addresses = relay_a.iter().map(ToString::to_string).collect();
-        let conn = self.connect().map_err(|e| Failed("allocate 2", e))?;
-        let mut b = Session::new(conn, user.to_owned(), password.to_owned());
-        let relay_b = self.allocate("allocate 2", &mut b)?;
-        let (ra, rb) = (relay_a[0], relay_b[0]);
+        let second = self
+            .connect()
+            .map_err(|e| Failed("allocate 2", e))
+            .and_then(|conn| {
+                let mut b = Session::new(conn, user.to_owned(), password.to_owned());
+                let relay_b = self.allocate("allocate 2", &mut b)?;
+                Ok((b, relay_b))
+            });
+        let (mut b, relay_b) = match second {
+            Ok(second) => second,
+            Err(failed) => {
+                let _ = release(&mut a);
+                return Err(failed);
+            }
+        };
+        let relayed = self.relay(&mut a, &mut b, relay_a[0], relay_b[0]);
+        if relayed.is_err() {
+            // Leave nothing behind on the server (quotas count allocations).
+            let _ = release(&mut a);
+            let _ = release(&mut b);
+            return relayed;
+        }
 
         let started = Instant::now();
-        permit(&mut a, rb.ip()).map_err(|e| Failed("permission", e))?;
-        permit(&mut b, ra.ip()).map_err(|e| Failed("permission", e))?;
+        let released = [release(&mut a), release(&mut b)];
+        if let Some(Err(e)) = released.into_iter().find(Result::is_err) {
+            return Err(Failed("release", e));
+        }
+        self.ok("release", started, "both allocations ended".into());
+        Ok(())
+    }
+
+    /// Permissions both ways, then the timed round trips between the two allocations.
+    fn relay(
+        &mut self,
+        a: &mut Session,
+        b: &mut Session,
+        ra: SocketAddr,
+        rb: SocketAddr,
+    ) -> Result<(), Failed> {
+        let started = Instant::now();
+        permit(a, rb).map_err(|e| Failed("permission", e))?;
+        permit(b, ra).map_err(|e| Failed("permission", e))?;
         self.ok(
             "permission",
             started,
@@ -391,12 +426,12 @@ impl Probe<'_> {
             let t0 = Instant::now();
             let ping = format!("turnpike probe ping {round}");
             a.send_indication(rb, ping.as_bytes());
-            expect_data(&mut b, ra, ping.as_bytes()).map_err(|e| {
+            expect_data(b, ra, ping.as_bytes()).map_err(|e| {
                 Failed("relay", format!("{e} (sent through {ra} to {rb}; a firewall between the relay ports, or a peer policy that denies the server's own relayed addresses?)"))
             })?;
             let pong = format!("turnpike probe pong {round}");
             b.send_indication(ra, pong.as_bytes());
-            expect_data(&mut a, rb, pong.as_bytes()).map_err(|e| {
+            expect_data(a, rb, pong.as_bytes()).map_err(|e| {
                 Failed(
                     "relay",
                     format!("{e} (the answer sent through {rb} to {ra})"),
@@ -416,12 +451,6 @@ impl Probe<'_> {
             ),
         );
 
-        let started = Instant::now();
-        let released = [release(&mut a), release(&mut b)];
-        if let Some(Err(e)) = released.into_iter().find(Result::is_err) {
-            return Err(Failed("release", e));
-        }
-        self.ok("release", started, "both allocations ended".into());
         Ok(())
     }
 
@@ -461,14 +490,13 @@ impl Probe<'_> {
     }
 }
 
-fn permit(session: &mut Session, peer: IpAddr) -> Result<(), String> {
+/// A permission for `peer`'s IP address. The port is sent too: RFC 8656 ignores it, but a
+/// server may use it to tell its own live relayed address from another port of its host.
+fn permit(session: &mut Session, peer: SocketAddr) -> Result<(), String> {
     let answer = session
         .call(
             method::CREATE_PERMISSION,
-            &[Attr::Address(
-                attr::XOR_PEER_ADDRESS,
-                SocketAddr::new(peer, 0),
-            )],
+            &[Attr::Address(attr::XOR_PEER_ADDRESS, peer)],
         )
         .ok_or("no answer to CreatePermission")?;
     match answer.code {
@@ -548,11 +576,14 @@ fn describe(answer: &Answer) -> String {
         508 => "the server is out of capacity (or draining)",
         _ => "",
     };
-    let mut out = format!("{} {reason}", answer.code);
+    let mut out = answer.code.to_string();
+    if !reason.is_empty() {
+        out.push_str(&format!(" {reason}"));
+    }
     if !meaning.is_empty() {
         out.push_str(&format!(" ({meaning})"));
     }
-    out.trim().to_owned()
+    out
 }
 
 #[cfg(test)]
