@@ -186,7 +186,10 @@ fn a_flood_both_ways_on_the_relay_does_not_deadlock_the_cli() {
         assert!(
             events.iter().all(|e| e["event"] != "error"),
             "no error: {:?}",
-            events.iter().filter(|e| e["event"] == "error").collect::<Vec<_>>()
+            events
+                .iter()
+                .filter(|e| e["event"] == "error")
+                .collect::<Vec<_>>()
         );
     }
     for process in [&mut alice, &mut bob] {
@@ -286,5 +289,30 @@ async fn sessions_apply_back_pressure_and_flush() {
     assert_eq!(
         closed,
         Some(Incoming::Closed(turnpike::link::CloseReason::RemoteClosed))
+    );
+}
+
+/// The registry client under a flood its application does not read: once its event queue is
+/// full it stops reading the socket, but still serves the application's commands, so a
+/// `relay` (what the link session awaits while it is busy) returns instead of waiting for
+/// room in a queue that only the waiting application could empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_client_with_a_full_event_queue_still_serves_commands() {
+    let registry = TestRegistry::start("");
+    let (alice, _) = registry.client("alice", "demo").await;
+    let (bob, _) = registry.client("bob", "demo").await;
+    // More blobs than alice's event queue holds (1,024), none of them read.
+    for n in 0..1500u32 {
+        tokio::time::timeout(Duration::from_secs(5), bob.relay("alice", &n.to_be_bytes()))
+            .await
+            .expect("bob relays in time")
+            .expect("bob relays");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let answer =
+        tokio::time::timeout(Duration::from_secs(5), alice.relay("bob", b"still here")).await;
+    assert!(
+        matches!(answer, Ok(Ok(()))),
+        "alice's relay was served: {answer:?}"
     );
 }

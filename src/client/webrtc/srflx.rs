@@ -92,23 +92,21 @@ pub async fn gather(
             let _ = socket.send_to(&binding_request(*tid), server).await;
         }
         let resend = (tokio::time::Instant::now() + RESEND_EVERY).min(deadline);
-        loop {
-            match tokio::time::timeout_at(resend, socket.recv_from(&mut buf)).await {
-                Ok(Ok((n, from))) => {
-                    let Some(i) = pending.iter().position(|(s, _)| *s == from) else {
-                        continue;
-                    };
-                    if let Some(mapped) = mapped_address(&buf[..n], &pending[i].1) {
-                        pending.swap_remove(i);
-                        if mapped != local && !found.contains(&mapped) {
-                            found.push(mapped);
-                        }
-                        if pending.is_empty() {
-                            break;
-                        }
-                    }
+        // Until the resend time (or a socket error): answers in, anything else ignored.
+        while let Ok(Ok((n, from))) =
+            tokio::time::timeout_at(resend, socket.recv_from(&mut buf)).await
+        {
+            let Some(i) = pending.iter().position(|(s, _)| *s == from) else {
+                continue;
+            };
+            if let Some(mapped) = mapped_address(&buf[..n], &pending[i].1) {
+                pending.swap_remove(i);
+                if mapped != local && !found.contains(&mapped) {
+                    found.push(mapped);
                 }
-                Ok(Err(_)) | Err(_) => break,
+                if pending.is_empty() {
+                    break;
+                }
             }
         }
         if tokio::time::Instant::now() >= deadline {
