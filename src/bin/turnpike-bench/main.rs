@@ -9,6 +9,7 @@ mod flood;
 mod forwarder;
 mod load;
 mod proc;
+mod registry;
 mod servers;
 mod turn;
 
@@ -128,6 +129,34 @@ enum Command {
         /// Seconds the requests are spread over.
         #[arg(long, default_value_t = 2)]
         duration: u64,
+    },
+    /// The registry against a room relay on Node's `ws` (benches/node-ws-relay): signaling
+    /// throughput (messages per server CPU-second, wall time) and RSS per idle connection,
+    /// the servers interleaved round after round.
+    Registry {
+        /// Servers, comma-separated (the ratios are the first one's against each).
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "turnpike,node-ws"
+        )]
+        servers: Vec<registry::RegistryServer>,
+        /// Peers of the one project that exchange offers.
+        #[arg(long, default_value_t = 200)]
+        peers: usize,
+        /// Offers each peer sends.
+        #[arg(long, default_value_t = 1000)]
+        offers: usize,
+        /// Idle joined peers held for the memory measure (0: none).
+        #[arg(long, default_value_t = 10000)]
+        idle: usize,
+        /// Rounds (each runs every server once).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds one measure may take at most.
+        #[arg(long, default_value_t = 120)]
+        limit: u64,
     },
     /// A few seconds of relaying through turnpike, failing on loss or nonsense (for tests).
     Smoke,
@@ -419,6 +448,21 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Registry {
+            servers,
+            peers,
+            offers,
+            idle,
+            rounds,
+            limit,
+        } => registry::run(&registry::RegistrySpec {
+            servers,
+            peers,
+            offers,
+            idle,
+            rounds,
+            limit,
+        }),
         Command::Smoke => smoke(),
     }
 }
