@@ -38,6 +38,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The WebSocket read buffer of a connection (the most read from the socket at once).
 const READ_BUFFER: usize = 2048;
 
+/// Frames are gathered up to this many bytes before they are written (fewer system calls);
+/// the buffer keeps its largest size for the connection's life, so it stays small.
+const WRITE_BUFFER: usize = 4096;
+
 /// At most this many bytes of frames are taken from the core at once (under one lock), so
 /// what a connection holds outside its budget stays small.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -160,7 +164,7 @@ async fn upgrade(State(state): State<RegistryState>, request: Request) -> Respon
         // Allocated for every connection up front: small, so an idle peer costs little (a
         // larger frame reserves what it needs while it is read).
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(16 * 1024)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| serve(socket, guard, notify))
 }
 

@@ -151,6 +151,9 @@ enum Command {
         /// Idle joined peers held for the memory measure (0: none).
         #[arg(long, default_value_t = 10000)]
         idle: usize,
+        /// Peers per project among the idle ones.
+        #[arg(long, default_value_t = 100)]
+        idle_project: usize,
         /// Rounds (each runs every server once).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
@@ -453,6 +456,7 @@ fn main() -> anyhow::Result<()> {
             peers,
             offers,
             idle,
+            idle_project,
             rounds,
             limit,
         } => registry::run(&registry::RegistrySpec {
@@ -460,6 +464,7 @@ fn main() -> anyhow::Result<()> {
             peers,
             offers,
             idle,
+            idle_project,
             rounds,
             limit,
         }),

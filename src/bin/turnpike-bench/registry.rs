@@ -6,7 +6,8 @@
 //!   payload) to the others in turn, flat out; every offer must arrive. Reported: wall time
 //!   from the first offer sent to the last one received, server CPU time (user + system, from
 //!   /proc), and messages delivered per server CPU-second;
-//! - idle: `idle` peers connected and joined (projects of 100), doing nothing; reported: the
+//! - idle: `idle` peers connected and joined (projects of `idle_project`, default 100: each
+//!   welcome lists up to 99 peers, each peer hears of up to 99 joins), doing nothing; reported: the
 //!   server's RSS growth per connection.
 
 use std::path::PathBuf;
@@ -23,8 +24,6 @@ use turnpike::registry::auth::{Claims, mint_hs256};
 use crate::proc::{cpu_time, rss_bytes};
 
 const JWT_SECRET: &str = "bench-registry-secret";
-/// Peers per project in the idle measure (a welcome lists the project's peers).
-const IDLE_PROJECT: usize = 100;
 /// Handshakes in flight at once while connecting peers.
 const CONNECT_WINDOW: usize = 200;
 
@@ -53,6 +52,8 @@ pub struct RegistrySpec {
     pub peers: usize,
     pub offers: usize,
     pub idle: usize,
+    /// Peers per project in the idle measure (a welcome lists the project's peers).
+    pub idle_project: usize,
     pub rounds: usize,
     /// Seconds one measure may take at most.
     pub limit: u64,
@@ -348,7 +349,10 @@ async fn signaling(server: &Running, spec: &RegistrySpec) -> anyhow::Result<Sign
 async fn idle(server: &Running, spec: &RegistrySpec) -> anyhow::Result<f64> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_bytes(server.pid()).context("server RSS")?;
-    let sockets = join_all(server, spec.idle, |i| format!("idle{}", i / IDLE_PROJECT)).await?;
+    let sockets = join_all(server, spec.idle, |i| {
+        format!("idle{}", i / spec.idle_project.max(1))
+    })
+    .await?;
     // Keep answering pings while the server settles.
     let mut readers = Vec::with_capacity(sockets.len());
     for socket in sockets {

@@ -514,6 +514,11 @@ impl Registry {
         self.conns.len()
     }
 
+    /// Connections admitted since the registry started.
+    pub fn admitted(&self) -> u64 {
+        self.next_id - 1
+    }
+
     /// Projects with at least one joined peer.
     pub fn project_count(&self) -> usize {
         self.projects.len()
