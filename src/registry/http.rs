@@ -35,6 +35,17 @@ pub const PATH: &str = "/v1/registry";
 /// How long one frame may take to write before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The WebSocket read buffer of a connection (the most read from the socket at once).
+const READ_BUFFER: usize = 2048;
+
+/// Frames are gathered up to this many bytes before they are written (fewer system calls);
+/// the buffer keeps its largest size for the connection's life, so it stays small.
+const WRITE_BUFFER: usize = 4096;
+
+/// At most this many bytes of frames are taken from the core at once (under one lock), so
+/// what a connection holds outside its budget stays small.
+const BATCH_BYTES: usize = 64 * 1024;
+
 /// The registry's routes (`/v1/registry`), for the HTTP server to merge.
 pub fn routes(state: RegistryState) -> Router {
     Router::new().route(PATH, get(upgrade)).with_state(state)
@@ -150,8 +161,10 @@ async fn upgrade(State(state): State<RegistryState>, request: Request) -> Respon
     ws.protocols([SUBPROTOCOL])
         .max_message_size(MAX_WEBSOCKET_MESSAGE)
         .max_frame_size(MAX_WEBSOCKET_MESSAGE)
-        .read_buffer_size(16 * 1024)
-        .write_buffer_size(16 * 1024)
+        // Allocated for every connection up front: small, so an idle peer costs little (a
+        // larger frame reserves what it needs while it is read).
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| serve(socket, guard, notify))
 }
 
@@ -191,31 +204,39 @@ async fn serve(socket: WebSocket, admitted: Admitted, notify: Arc<Notify>) {
         }
     };
     let writer = async {
+        let mut batch = Vec::new();
         loop {
             let mut wrote = false;
-            while let Some(transmit) = state.with(|core| core.poll_transmit(conn)) {
-                let message = match transmit {
-                    Transmit::Text(text) => Message::Text(text.into()),
-                    Transmit::Binary(frame) => Message::Binary(frame.into()),
-                    Transmit::Ping => Message::Ping(Default::default()),
-                    Transmit::Close { code, reason } => {
-                        let frame = CloseFrame {
-                            code,
-                            reason: reason.into(),
-                        };
-                        let _ = tokio::time::timeout(
-                            WRITE_TIMEOUT,
-                            sink.send(Message::Close(Some(frame))),
-                        )
-                        .await;
-                        return;
+            loop {
+                state.with(|core| core.poll_transmits(conn, &mut batch, BATCH_BYTES));
+                if batch.is_empty() {
+                    break;
+                }
+                for transmit in batch.drain(..) {
+                    let message = match transmit {
+                        Transmit::Text(text) => Message::Text(text.into()),
+                        Transmit::Binary(frame) => Message::Binary(frame.into()),
+                        Transmit::Ping => Message::Ping(Default::default()),
+                        Transmit::Close { code, reason } => {
+                            let frame = CloseFrame {
+                                code,
+                                reason: reason.into(),
+                            };
+                            let _ = tokio::time::timeout(
+                                WRITE_TIMEOUT,
+                                sink.send(Message::Close(Some(frame))),
+                            )
+                            .await;
+                            return;
+                        }
+                    };
+                    match tokio::time::timeout(WRITE_TIMEOUT, sink.feed(message)).await {
+                        Ok(Ok(())) => wrote = true,
+                        _ => return,
                     }
-                };
-                match tokio::time::timeout(WRITE_TIMEOUT, sink.feed(message)).await {
-                    Ok(Ok(())) => wrote = true,
-                    _ => return,
                 }
             }
+            batch = Vec::new(); // an idle connection keeps no buffer
             if wrote
                 && !matches!(
                     tokio::time::timeout(WRITE_TIMEOUT, sink.flush()).await,

@@ -571,20 +571,33 @@ impl Control<'_> {
     }
 }
 
-/// A signaling message as the destination receives it.
+/// A signaling message as the destination receives it:
+/// `{"type":KIND,"from_peer_id":FROM,"payload":PAYLOAD}`, the payload copied byte for byte.
+/// Written by hand (one allocation, no serializer) because it is the registry's hot path; the
+/// bytes are those serde_json would write.
 pub fn forwarded_signal(kind: SignalKind, from: &str, payload: &RawValue) -> String {
-    #[derive(Serialize)]
-    struct Wire<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        from_peer_id: &'a str,
-        payload: &'a RawValue,
+    let payload = payload.get();
+    let mut out = String::with_capacity(48 + 2 * from.len() + payload.len());
+    out.push_str("{\"type\":\"");
+    out.push_str(kind.as_str());
+    out.push_str("\",\"from_peer_id\":");
+    if from.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        // Printable ASCII (every valid peer id): only `"` and `\` are escaped.
+        out.push('"');
+        for c in from.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    } else {
+        out.push_str(&encode(&from));
     }
-    encode(&Wire {
-        kind: kind.as_str(),
-        from_peer_id: from,
-        payload,
-    })
+    out.push_str(",\"payload\":");
+    out.push_str(payload);
+    out.push('}');
+    out
 }
 
 /// Encodes a message; our own types always encode.

@@ -96,6 +96,10 @@ const TICK: Duration = Duration::from_millis(500);
 /// their buffers used is handed back to the operating system.
 const TRIM_AFTER: usize = 64;
 
+/// When at least this many connections were admitted since the last trim and none in the last
+/// tick, freed memory is handed back too.
+const TRIM_AFTER_JOINS: u64 = 1024;
+
 /// Returns freed heap memory to the operating system. glibc keeps freed memory in its arenas
 /// (one per runtime thread), so after a burst of connections the process would stay at its
 /// peak size for good; `malloc_trim` releases the free pages of every arena.
@@ -291,19 +295,26 @@ impl RegistryState {
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(TICK);
             let mut peak = 0;
+            let (mut last_admitted, mut trimmed_at) = (0, 0);
             loop {
                 interval.tick().await;
                 let Some(shared) = weak.upgrade() else { break };
                 let state = RegistryState { shared };
-                let connections = state.with(|core| {
+                let (connections, admitted) = state.with(|core| {
                     core.handle_timeout(Instant::now());
-                    core.connection_count()
+                    (core.connection_count(), core.admitted())
                 });
                 peak = peak.max(connections);
-                if peak - connections >= TRIM_AFTER && connections <= peak / 2 {
+                // A burst of joins leaves the welcomes and peer_joined messages it sent freed
+                // but resident: trim once it is over.
+                let burst_over =
+                    admitted == last_admitted && admitted - trimmed_at >= TRIM_AFTER_JOINS;
+                if (peak - connections >= TRIM_AFTER && connections <= peak / 2) || burst_over {
                     release_free_memory();
                     peak = connections;
+                    trimmed_at = admitted;
                 }
+                last_admitted = admitted;
             }
         });
     }

@@ -7,6 +7,9 @@ use std::time::Instant;
 
 use super::messages::SignalKind;
 
+/// Entries a queue keeps room for once it is empty again.
+const SHRINK_ABOVE: usize = 4;
+
 /// What the WebSocket task must send next on one connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transmit {
@@ -155,6 +158,11 @@ impl OutQueue {
             }
         }
         if let Some(entry) = self.fifo.pop_front() {
+            if self.fifo.is_empty() && self.fifo.capacity() > SHRINK_ABOVE {
+                // A burst (the peer_joined of a whole project) is over: an idle peer keeps
+                // no large queue.
+                self.fifo.shrink_to(SHRINK_ABOVE);
+            }
             self.bytes -= entry.text.len();
             if entry.origin.is_some() {
                 self.signal_messages -= 1;

@@ -13,6 +13,7 @@ mod load;
 mod proc;
 mod reliability;
 mod restart;
+mod registry;
 mod servers;
 mod tcp_flood;
 mod tcp_turn;
@@ -147,6 +148,37 @@ enum Command {
     /// Reliability: SIGKILL the server while clients relay, restart it; every client relays
     /// again soon after.
     Restart(restart::RestartArgs),
+    /// The registry against a room relay on Node's `ws` (benches/node-ws-relay): signaling
+    /// throughput (messages per server CPU-second, wall time) and RSS per idle connection,
+    /// the servers interleaved round after round.
+    Registry {
+        /// Servers, comma-separated (the ratios are the first one's against each).
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "turnpike,node-ws"
+        )]
+        servers: Vec<registry::RegistryServer>,
+        /// Peers of the one project that exchange offers.
+        #[arg(long, default_value_t = 200)]
+        peers: usize,
+        /// Offers each peer sends.
+        #[arg(long, default_value_t = 1000)]
+        offers: usize,
+        /// Idle joined peers held for the memory measure (0: none).
+        #[arg(long, default_value_t = 10000)]
+        idle: usize,
+        /// Peers per project among the idle ones.
+        #[arg(long, default_value_t = 100)]
+        idle_project: usize,
+        /// Rounds (each runs every server once).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds one measure may take at most.
+        #[arg(long, default_value_t = 120)]
+        limit: u64,
+    },
     /// A few seconds of relaying through turnpike, failing on loss or nonsense (for tests).
     Smoke,
     /// (internal) The bare UDP forwarder process.
@@ -438,6 +470,23 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Registry {
+            servers,
+            peers,
+            offers,
+            idle,
+            idle_project,
+            rounds,
+            limit,
+        } => registry::run(&registry::RegistrySpec {
+            servers,
+            peers,
+            offers,
+            idle,
+            idle_project,
+            rounds,
+            limit,
+        }),
         Command::Smoke => smoke(),
         Command::Churn(a) => churn::run(a),
         Command::FloodRelay(a) => flood_relay::run(a),

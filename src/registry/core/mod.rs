@@ -23,12 +23,14 @@ use std::time::{Duration, Instant};
 
 mod admin;
 mod cluster;
+mod budget;
 mod lifetime;
 mod membership;
 mod usage;
 
 pub use admin::PeerSummary;
 pub use cluster::{ClusterMetrics, ClusterOutput, ClusterSettings, Forward, Presence};
+use budget::source_key;
 pub use lifetime::{Authority, Lease, NoAuthority};
 
 use super::config::RegistryConfig;
@@ -105,23 +107,6 @@ struct Project {
     usage: ProjectUsage,
     /// `project_messages_per_sec`, made at the project's first message.
     messages: Option<TokenBucket>,
-}
-
-/// The key a client address is counted under for `max_connections_per_ip`: the IPv4 address
-/// (IPv4-mapped addresses included), or the /64 of an IPv6 address (one host commonly holds a
-/// whole /64), as the TCP listeners count (`net::stream::limits`).
-fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut octets = v6.octets();
-                octets[8..].fill(0);
-                IpAddr::V6(octets.into())
-            }
-        },
-        v4 => v4,
-    }
 }
 
 /// Control messages a peer may have queued beyond its signaling bound, on top of two per peer
@@ -487,52 +472,38 @@ impl Registry {
         transmit
     }
 
+    /// Moves the next frames to send on `conn` into `out`, until `max_bytes` of them (at least
+    /// one frame when there is one) or the close: one call per batch instead of one per frame.
+    pub fn poll_transmits(&mut self, conn: ConnId, out: &mut Vec<Transmit>, max_bytes: usize) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let before = c.queue.bytes();
+        while before - c.queue.bytes() < max_bytes {
+            let Some(transmit) = c.queue.pop() else { break };
+            let last = matches!(transmit, Transmit::Close { .. });
+            out.push(transmit);
+            if last {
+                break;
+            }
+        }
+        let freed = before - c.queue.bytes();
+        self.account_sub(freed);
+    }
+
     /// Bytes queued for all peers.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }
 
-    /// True when `len` more bytes queued for `target` stay within its budget and the
-    /// registry's.
-    fn fits(&self, target: ConnId, len: usize) -> bool {
-        let queued = self.conns.get(&target).map_or(0, |t| t.queue.bytes());
-        (queued + len) as u64 <= self.config.peer_budget_bytes
-            && (self.queued_bytes + len) as u64 <= self.config.budget_bytes
-    }
-
-    fn account_add(&mut self, len: usize) {
-        self.queued_bytes += len;
-        self.metrics
-            .queued_bytes
-            .store(self.queued_bytes as i64, Ordering::Relaxed);
-    }
-
-    fn account_sub(&mut self, len: usize) {
-        self.queued_bytes = self.queued_bytes.saturating_sub(len);
-        self.metrics
-            .queued_bytes
-            .store(self.queued_bytes as i64, Ordering::Relaxed);
-    }
-
-    /// Takes one message from `project`'s `project_messages_per_sec` bucket; true when
-    /// allowed (always, with no project limit).
-    fn project_allows(&mut self, now: Instant, project: &str) -> bool {
-        let per_sec = self.config.project_messages_per_sec;
-        if per_sec == 0 {
-            return true;
-        }
-        let Some(p) = self.projects.get_mut(project) else {
-            return true;
-        };
-        let rate = f64::from(per_sec);
-        p.messages
-            .get_or_insert_with(|| TokenBucket::new(rate, 2.0 * rate, now))
-            .take(now, 1.0)
-    }
-
     /// Connections held, joined or not.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Connections admitted since the registry started.
+    pub fn admitted(&self) -> u64 {
+        self.next_id - 1
     }
 
     /// Projects with at least one joined peer.
