@@ -34,9 +34,13 @@ pub mod audit;
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "server")]
+pub mod cluster;
+#[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
 pub mod fleet;
+#[cfg(all(test, feature = "server"))]
+mod fuzz_seeds;
 #[cfg(feature = "server")]
 pub mod http;
 #[cfg(feature = "server")]

@@ -419,7 +419,8 @@ fn encode_registry(
     registry: &crate::registry::RegistryState,
 ) -> Result<(), std::fmt::Error> {
     use crate::registry::metrics::SampleKind;
-    let samples = registry.metrics().samples();
+    let mut samples = registry.metrics().samples();
+    samples.extend(registry.cluster_metrics().samples());
     let mut start = 0;
     while start < samples.len() {
         let first = &samples[start];

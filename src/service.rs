@@ -22,6 +22,7 @@ use crate::http::{self, Health, HttpState};
 use crate::logging::LogHandle;
 use crate::metrics::Metrics;
 use crate::net::addr::{advertisable_address, listener_addresses, named_interface_addresses};
+use crate::net::listeners::{ListenerInbox, WildcardListeners};
 use crate::net::live::CoreUpdates;
 use crate::net::ports::PortPool;
 use crate::net::relay::{RelayAddresses, RelaySet};
@@ -118,6 +119,10 @@ async fn serve(
         if config.http.demo {
             http_state.set_demo(http::sdk::Demo::start(&config.registry, state));
         }
+    }
+    if let Some(state) = &registry {
+        // The registry cluster: presence and forwarding through Redis.
+        crate::cluster::start(&config, state, health.clone(), stop_http.subscribe());
     }
     http_state.set_admin(admin.clone(), registry.clone(), &config);
     let mut api = http::router(http_state.clone());
@@ -234,6 +239,8 @@ pub struct Running {
     nonce_key: [u8; 32],
     /// The host's interface addresses read at start.
     interfaces: Vec<IpAddr>,
+    /// Wildcard UDP listeners, which gain sockets as the host gains addresses.
+    listeners: Option<WildcardListeners>,
 }
 
 impl Running {
@@ -287,6 +294,18 @@ impl Running {
                     .sum::<u64>()
             })
             .sum()
+    }
+
+    /// Binds the wildcard UDP listeners to the addresses in `interfaces` they lack, and wakes
+    /// the workers to serve them.
+    pub fn refresh_listeners(&self, interfaces: &[IpAddr]) {
+        if self
+            .listeners
+            .as_ref()
+            .is_some_and(|l| l.refresh(interfaces))
+        {
+            self.wake_workers();
+        }
     }
 
     /// Wakes every worker, so that it picks up what was published in [`Running::updates`]
@@ -448,6 +467,7 @@ pub fn start(
         relay_addrs: relay_addrs.clone(),
         nonce_key,
         interfaces,
+        listeners: None,
     };
     let own_ips: Vec<IpAddr> = [relay_addrs.advertised_v4, relay_addrs.advertised_v6]
         .into_iter()
@@ -455,6 +475,18 @@ pub fn start(
         .collect();
     let directory = Arc::new(RelayDirectory::new(own_ips));
     let handoffs = Arc::new(Handoffs::new(workers, HANDOFF_DEPTH));
+    let inboxes: Vec<Arc<ListenerInbox>> = (0..workers).map(|_| Arc::default()).collect();
+    running.listeners = Some(WildcardListeners::new(
+        config
+            .listen
+            .iter()
+            .filter(|l| l.transport == ListenTransport::Udp && l.address.ip().is_unspecified())
+            .map(|l| l.address)
+            .collect(),
+        bound.clone(),
+        inboxes.clone(),
+        buffer_bytes,
+    ));
     let mut polls = Vec::with_capacity(workers);
     let mut wakers = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -489,6 +521,7 @@ pub fn start(
             wakers: wakers.clone(),
             updates: updates.clone(),
             admin: admin.hub().clone(),
+            new_listeners: inboxes[index].clone(),
         };
         let worker = UdpWorker::new(poll, sockets, relays, core, handle.clone(), with_others)?;
         let thread = std::thread::Builder::new()

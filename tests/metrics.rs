@@ -566,3 +566,57 @@ fn metric_names(expr: &str) -> Vec<String> {
     }
     names
 }
+
+/// TCP/TLS clients' relay sends are counted when the kernel refuses them, as the UDP workers'
+/// batched sends are: a ChannelData frame from a TCP client to 127.255.255.255 (the loopback
+/// broadcast address, which a socket without SO_BROADCAST may not send to: EACCES) shows as
+/// `turnpike_dropped_packets_total{reason="send_failed"}`.
+#[test]
+fn a_tcp_clients_datagram_the_kernel_refuses_counts_as_send_failed() {
+    use common::turn_tcp::TurnTcp;
+    let server = Server::start(Conf {
+        tcp: true,
+        peers_allow: vec!["127.0.0.0/8".into()],
+        ..Conf::default()
+    });
+    let mut tcp = TurnTcp::connect(&server);
+    let auth = tcp.rest_auth(
+        "erin",
+        ALLOCATE,
+        &request(ALLOCATE, None, udp_transport),
+        &server,
+    );
+    let answer = tcp.transact(&request(ALLOCATE, Some(&auth), udp_transport), &server);
+    assert!(
+        Message::from_bytes(&answer)
+            .unwrap()
+            .has_class(MessageClass::Success),
+        "Allocate over TCP"
+    );
+    let broadcast: SocketAddr = "127.255.255.255:9".parse().unwrap();
+    let answer = tcp.transact(
+        &request(CHANNEL_BIND, Some(&auth), |m, id| {
+            add(m, &ChannelNumber::new(0x4000));
+            add(m, &XorPeerAddress::new(broadcast, id));
+        }),
+        &server,
+    );
+    assert!(
+        Message::from_bytes(&answer)
+            .unwrap()
+            .has_class(MessageClass::Success),
+        "ChannelBind to {broadcast} (127.0.0.0/8 allowed)"
+    );
+    assert_eq!(Scrape::take(&server).dropped("send_failed"), 0);
+    let frame = [0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4];
+    for _ in 0..3 {
+        tcp.write(&frame);
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut s = Scrape::take(&server);
+    while s.dropped("send_failed") < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        s = Scrape::take(&server);
+    }
+    assert_eq!(s.dropped("send_failed"), 3, "{}", s.text);
+}

@@ -266,3 +266,31 @@ fn several_relay_addresses_each_with_its_external_mapping() {
         "the first address's relays are advertised as their public mapping"
     );
 }
+
+/// An address added to the host after the start (a DHCP lease, a VPN, a failover IP) is
+/// served by the wildcard listener within the interface refresh (every 10 s): a client whose
+/// socket is connected to the new address, so that it hears only answers from there, gets its
+/// Binding answered.
+#[test]
+fn an_address_added_after_the_start_is_answered_from_that_address() {
+    const LATE: &str = "10.77.0.3";
+    let ns = lab();
+    let dir = tempfile::tempdir().unwrap();
+    let _server = start_server(&ns, dir.path(), FIRST, "");
+    let log = || fs::read_to_string(dir.path().join("turnpike.log")).unwrap_or_default();
+    let first = connected(&ns, CLIENT, SocketAddr::new(ip(FIRST), PORT));
+    wait_ready(&first, &log);
+    let late = connected(&ns, CLIENT, SocketAddr::new(ip(LATE), PORT));
+    ns.run(&["ip", "addr", "add", &format!("{LATE}/24"), "dev", "v0"]);
+    // The refresh runs every 10 s: wait up to 15 s for an answer from the new address.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut answered = false;
+    while !answered && Instant::now() < deadline {
+        answered = transact(&late, &binding(2)).is_some();
+    }
+    assert!(
+        answered,
+        "no Binding answer from {LATE}, added after the start\n{}",
+        log()
+    );
+}

@@ -9,8 +9,13 @@ export interface IceServer {
 
 /** Options of `connect`. */
 export interface ConnectOptions {
-  /** The registry's WebSocket URL, e.g. `wss://turn.example.com/v1/registry`. */
-  url: string;
+  /** The registry's WebSocket URL, e.g. `wss://turn.example.com/v1/registry` (or `urls`). */
+  url?: string;
+  /**
+   * The WebSocket URLs of several nodes of one registry cluster, tried in order at connect;
+   * a lost connection reconnects to the next one. Takes precedence over `url`.
+   */
+  urls?: string[];
   /** A JWT for the registry (`sub` = peer id, `project`). */
   token?: string;
   /** Called for a token at connect and at every reconnect and reauth; preferred over `token`. */
@@ -48,6 +53,7 @@ export type ErrorCode =
   | "session_closed"
   | "replaced"
   | "disconnected"
+  | "over_budget"
   | "bad_message"
   | (string & {});
 
@@ -123,6 +129,8 @@ export interface SessionEvents {
 
 /** A joined registry session. */
 export interface Session {
+  /** The registry URL in use: `url`, or the current node of `urls`. */
+  readonly url: string;
   readonly peerId: string;
   readonly project: string;
   readonly publicKey: string;

@@ -70,11 +70,10 @@ pub(super) fn trust(
 /// trusted peers.
 pub(super) async fn connect_and_join(
     config: &ClientConfig,
+    url: &str,
     peers: &mut HashMap<String, PublicKey>,
 ) -> Result<Joined, ClientError> {
-    let mut request = config
-        .url
-        .as_str()
+    let mut request = url
         .into_client_request()
         .map_err(|e| ClientError::Request(e.to_string()))?;
     let bearer = HeaderValue::from_str(&format!("Bearer {}", config.token))

@@ -34,6 +34,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 pub struct ClientConfig {
     /// `ws://HOST:PORT/v1/registry`.
     pub url: String,
+    /// Other nodes of the same registry cluster (`ws://.../v1/registry`), tried in turn after
+    /// [`ClientConfig::url`] when connecting and when a connection is lost: the client moves
+    /// on to the next live node. Empty by default.
+    pub fallback_urls: Vec<String>,
     /// The JWT (sent in `Authorization: Bearer`).
     pub token: String,
     /// This peer's key pair; its public key is announced in `join`.
@@ -53,10 +57,18 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// [`ClientConfig::url`] then [`ClientConfig::fallback_urls`].
+    pub fn urls(&self) -> Vec<String> {
+        std::iter::once(self.url.clone())
+            .chain(self.fallback_urls.iter().cloned())
+            .collect()
+    }
+
     /// A configuration that reconnects with back-off up to 30 s.
     pub fn new(url: impl Into<String>, token: impl Into<String>, keys: KeyPair) -> ClientConfig {
         ClientConfig {
             url: url.into(),
+            fallback_urls: Vec::new(),
             token: token.into(),
             keys,
             reconnect: true,
@@ -120,10 +132,24 @@ pub struct RegistryClient {
 
 impl RegistryClient {
     /// Connects, joins, and starts the background task. The first connection must succeed
-    /// (a refused token is returned as [`ClientError::Refused`]); later ones are retried.
+    /// with one of [`ClientConfig::urls`], tried in order (a refused token is returned at once
+    /// as [`ClientError::Refused`]); later ones are retried, moving on to the next URL.
     pub async fn connect(config: ClientConfig) -> Result<RegistryClient, ClientError> {
         let mut peers = HashMap::new();
-        let joined = connect_and_join(&config, &mut peers).await?;
+        let urls = config.urls();
+        let mut outcome = Err(ClientError::NotConnected);
+        let mut current = 0;
+        for (index, url) in urls.iter().enumerate() {
+            outcome = connect_and_join(&config, url, &mut peers).await;
+            match &outcome {
+                Ok(_) | Err(ClientError::Refused { status: 401, .. }) => {
+                    current = index;
+                    break;
+                }
+                Err(error) => tracing::debug!(%error, url, "registry: trying the next URL"),
+            }
+        }
+        let joined = outcome?;
         let (commands, command_rx) = mpsc::channel(256);
         let (event_tx, events) = mpsc::channel(1024);
         let ice_servers = Arc::new(Mutex::new(joined.ice_servers.clone()));
@@ -139,6 +165,8 @@ impl RegistryClient {
         let task = Task {
             sealer: Sealer::new(config.keys.clone(), start),
             config,
+            urls,
+            current,
             peers,
             project: joined.project,
             pending_token: None,
@@ -243,6 +271,10 @@ impl RegistryClient {
 /// The background task: one connection at a time, reconnecting with back-off.
 struct Task {
     config: ClientConfig,
+    /// `url` then `fallback_urls`.
+    urls: Vec<String>,
+    /// The index in `urls` of the latest connection.
+    current: usize,
     sealer: Sealer,
     /// The keys of the peers this client relays with (trusted ones only).
     peers: HashMap<String, PublicKey>,
@@ -290,6 +322,7 @@ impl Task {
     /// application went away or the server refuses the token.
     async fn reconnect(&mut self) -> Option<Socket> {
         let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 0;
         loop {
             let jitter = Duration::from_millis(rand::random::<u64>() % 100);
             let sleep = tokio::time::sleep(backoff + jitter);
@@ -306,8 +339,13 @@ impl Task {
                     },
                 }
             }
-            match connect_and_join(&self.config, &mut self.peers).await {
+            // The next URL first (its node is probably alive when this one died), then round.
+            attempt += 1;
+            let index = (self.current + attempt) % self.urls.len().max(1);
+            let url = self.urls.get(index).cloned().unwrap_or_default();
+            match connect_and_join(&self.config, &url, &mut self.peers).await {
                 Ok(joined) => {
+                    self.current = index;
                     self.project = joined.project;
                     self.set_ice_servers(joined.ice_servers);
                     let _ = self.events.send(joined.welcome).await;
@@ -323,16 +361,27 @@ impl Task {
                     let _ = self.events.send(Event::Closed { code: None, reason }).await;
                     return None;
                 }
-                Err(error) => tracing::debug!(%error, "registry reconnect failed"),
+                Err(error) => tracing::debug!(%error, url, "registry reconnect failed"),
             }
-            backoff = (backoff * 2).min(self.config.max_backoff);
+            if attempt % self.urls.len().max(1) == 0 {
+                backoff = (backoff * 2).min(self.config.max_backoff);
+            }
         }
     }
 
     async fn session(&mut self, socket: &mut Socket) -> End {
         loop {
+            // The socket is read only while the application's event queue has room; while it
+            // is full, commands are still served (a session that waits for a relay reply while
+            // its own events wait for room would otherwise deadlock under a flood).
+            let room = self.events.capacity() > 0;
             tokio::select! {
-                message = socket.next() => match message {
+                permit = self.events.clone().reserve_owned(), if !room => {
+                    if permit.is_err() {
+                        return End::Final(None, "the application is gone".into());
+                    }
+                }
+                message = socket.next(), if room => match message {
                     None => return End::Lost(None, "the connection ended".into()),
                     Some(Err(e)) => return End::Lost(None, e.to_string()),
                     Some(Ok(Message::Close(frame))) => {
@@ -456,7 +505,10 @@ impl Task {
         }
         let _ = self.events.send(event).await;
         if let Some(untrusted) = untrusted {
-            let _ = self.events.send(untrusted).await;
+            // Never waits: the loop made room for one event only.
+            if self.events.try_send(untrusted).is_err() {
+                tracing::warn!("registry client: peer_untrusted event dropped (queue full)");
+            }
         }
     }
 

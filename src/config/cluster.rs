@@ -6,13 +6,32 @@ use serde::Deserialize;
 use super::validate::{Invalid, invalid};
 
 /// The `[cluster]` section. Its `Debug` output never shows the Redis URL's password.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// The Redis the nodes share (`redis://[:PASSWORD@]HOST:PORT[/DB]`); unset: no cluster.
     pub redis_url: Option<String>,
     /// This node's name in the cluster, unique among its nodes; unset: the host name.
     pub node_id: Option<String>,
+    /// Seconds a node's registry presence lives in Redis without a refresh: the peers of a
+    /// node silent for longer (dead, or cut off from Redis) leave the other nodes' view.
+    pub presence_ttl_secs: u64,
+    /// The most bytes of registry messages and presence changes waiting to be sent to Redis.
+    pub forward_queue_bytes: u64,
+    /// The most peers of other nodes a node's registry keeps in its view.
+    pub max_remote_peers: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            redis_url: None,
+            node_id: None,
+            presence_ttl_secs: 10,
+            forward_queue_bytes: 4 * 1024 * 1024,
+            max_remote_peers: 100_000,
+        }
+    }
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -20,6 +39,9 @@ impl std::fmt::Debug for ClusterConfig {
         f.debug_struct("ClusterConfig")
             .field("redis_url", &self.redis_url.as_deref().map(redact_password))
             .field("node_id", &self.node_id)
+            .field("presence_ttl_secs", &self.presence_ttl_secs)
+            .field("forward_queue_bytes", &self.forward_queue_bytes)
+            .field("max_remote_peers", &self.max_remote_peers)
             .finish()
     }
 }
@@ -58,6 +80,21 @@ pub(super) fn validate(cluster: &ClusterConfig) -> Result<(), Invalid> {
             return Err(invalid("cluster.redis_url", "names no host"));
         }
     }
+    if !(1..=3600).contains(&cluster.presence_ttl_secs) {
+        return Err(invalid(
+            "cluster.presence_ttl_secs",
+            "must be between 1 and 3600 seconds",
+        ));
+    }
+    if !(64 * 1024..=1 << 30).contains(&cluster.forward_queue_bytes) {
+        return Err(invalid(
+            "cluster.forward_queue_bytes",
+            "must be between 65536 and 1073741824",
+        ));
+    }
+    if cluster.max_remote_peers == 0 {
+        return Err(invalid("cluster.max_remote_peers", "must be at least 1"));
+    }
     if let Some(id) = &cluster.node_id {
         let valid = !id.is_empty()
             && id.len() <= MAX_NODE_ID_LEN
@@ -82,6 +119,7 @@ mod tests {
         ClusterConfig {
             redis_url: url.map(str::to_owned),
             node_id: id.map(str::to_owned),
+            ..ClusterConfig::default()
         }
     }
 

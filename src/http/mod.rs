@@ -6,7 +6,7 @@
 //! | `GET /api/v1/turn-credentials` | the classic TURN REST API: `{"username","password","ttl","uris"}` |
 //! | `GET /metrics` | OpenMetrics text ([`crate::metrics`]) |
 //! | `GET /healthz` | 200 while the process serves |
-//! | `GET /readyz` | 200 when every listener is bound and not draining, else 503 |
+//! | `GET /readyz` | 200 when every listener is bound and not draining, else 503 (`?require=cluster`: also 503 while the registry cluster is unavailable) |
 //! | `GET /sdk/turnpike.js` | the browser SDK ([`sdk`]) |
 //! | `GET /check` | the TURN check page: credentials from an API key the person gives ([`check`]) |
 //! | `GET /demo`, `POST /demo/token` | the registry demo, when `http.demo` is on ([`sdk`]) |

@@ -8,6 +8,7 @@
 pub mod addr;
 pub mod admin;
 pub mod batch;
+pub mod listeners;
 pub mod live;
 pub mod ports;
 pub mod relay;

@@ -14,6 +14,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::admin::{AdminHub, CoreTicket};
 use super::batch::{RecvBatch, SendBatch};
+use super::listeners::ListenerInbox;
 use super::live::CoreUpdates;
 use super::relay::{RELAY_TOKEN_BASE, RelaySet};
 use super::shortcut::{HANDOFF_SLOT, Handoff, Handoffs, MAX_ROUTES, RelayDirectory, RouteNotice};
@@ -97,6 +98,8 @@ pub struct UdpWorker {
     updates_seen: u64,
     /// Admin commands (list, end allocations), answered between batches.
     admin: CoreTicket,
+    /// Listener sockets to adopt (addresses that appeared after the start).
+    new_listeners: Arc<ListenerInbox>,
 }
 
 /// What a worker shares with the others.
@@ -113,6 +116,9 @@ pub struct WorkerShared {
     pub updates: Arc<CoreUpdates>,
     /// Where admin commands come from (the service wakes the worker when one is posted).
     pub admin: Arc<AdminHub>,
+    /// Listener sockets for addresses that appeared after the start (the service wakes the
+    /// worker when it posts some).
+    pub new_listeners: Arc<ListenerInbox>,
 }
 
 impl UdpWorker {
@@ -158,6 +164,7 @@ impl UdpWorker {
             updates: shared.updates,
             updates_seen: 0,
             admin: shared.admin.register(),
+            new_listeners: shared.new_listeners,
         };
         Ok(worker)
     }
@@ -184,6 +191,8 @@ impl UdpWorker {
             self.updates.sync(&mut self.core, &mut self.updates_seen);
             // An admin command, if one is pending: one atomic load when none is.
             self.admin.serve(&mut self.core, &mut self.relays);
+            // New listener sockets, if the host gained an address: one atomic load when not.
+            self.adopt_listeners();
             if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "event loop failed");
@@ -225,6 +234,27 @@ impl UdpWorker {
         }
         self.core.close_all(&mut self.relays);
         self.handle.allocations.store(0, Ordering::Relaxed);
+    }
+
+    /// Registers the listener sockets the service posted, after the others (listeners are
+    /// known by position).
+    fn adopt_listeners(&mut self) {
+        for socket in self.new_listeners.take() {
+            let Ok(addr) = socket.local_addr() else {
+                continue;
+            };
+            let mut socket = UdpSocket::from_std(socket);
+            let token = Token(self.listeners.len());
+            if let Err(error) =
+                self.poll
+                    .registry()
+                    .register(&mut socket, token, Interest::READABLE)
+            {
+                tracing::warn!(%addr, %error, "cannot serve a new listener address");
+                continue;
+            }
+            self.listeners.push((addr, socket));
+        }
     }
 
     /// Reads from a listener until it would block or the budget is spent. Returns true when the

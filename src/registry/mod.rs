@@ -26,6 +26,8 @@ pub mod standalone;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_cluster;
+#[cfg(test)]
 mod tests_lifetime;
 
 use std::collections::HashMap;
@@ -38,7 +40,10 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
 pub use self::config::RegistryConfig;
-pub use self::core::{Authority, ConnId, Identity, Lease, PeerSummary, ProjectUsage, Registry};
+pub use self::core::{
+    Authority, ClusterMetrics, ClusterOutput, ClusterSettings, ConnId, Forward, Identity, Lease,
+    PeerSummary, Presence, ProjectUsage, Registry,
+};
 pub use self::http::routes;
 pub use self::metrics::RegistryMetrics;
 pub use self::queue::Transmit;
@@ -65,6 +70,10 @@ struct Shared {
     ice: OnceLock<Arc<ArcSwap<IceService>>>,
     /// A token secret accepted besides the configured keys, across reloads (the demo's).
     extra_secret: OnceLock<Vec<u8>>,
+    /// Wakes the cluster link (`crate::cluster`) when the core has outputs for it.
+    cluster: OnceLock<Arc<Notify>>,
+    /// `max_payload_bytes`, for parsing text frames before taking the lock.
+    max_payload: usize,
 }
 
 #[derive(Debug)]
@@ -116,6 +125,8 @@ impl RegistryState {
                 closing: AtomicBool::new(false),
                 ice: OnceLock::new(),
                 extra_secret: OnceLock::new(),
+                cluster: OnceLock::new(),
+                max_payload: config.max_payload_bytes as usize,
             }),
         })
     }
@@ -151,6 +162,24 @@ impl RegistryState {
     /// True once [`RegistryState::shutdown`] was called.
     pub fn is_closing(&self) -> bool {
         self.shared.closing.load(Ordering::SeqCst)
+    }
+
+    /// Makes this registry a node of a cluster (`crate::cluster` drives it); returns what
+    /// wakes the cluster link when the core has outputs for it. Set once, at start.
+    pub fn enable_cluster(&self, settings: ClusterSettings) -> Arc<Notify> {
+        let notify = self.shared.cluster.get_or_init(|| Arc::new(Notify::new()));
+        self.lock().core.enable_cluster(settings);
+        notify.clone()
+    }
+
+    /// The cluster's counters (all zero without a cluster).
+    pub fn cluster_metrics(&self) -> Arc<ClusterMetrics> {
+        self.lock().core.cluster_metrics().clone()
+    }
+
+    /// `max_payload_bytes`, to parse text frames with ([`messages::parse_text`]).
+    pub(crate) fn max_payload(&self) -> usize {
+        self.shared.max_payload
     }
 
     /// The keys that verify tokens.
@@ -220,6 +249,11 @@ impl RegistryState {
         while let Some(conn) = inner.core.poll_wake() {
             if let Some(notify) = inner.notifies.get(&conn) {
                 notify.notify_one();
+            }
+        }
+        if let Some(cluster) = self.shared.cluster.get() {
+            if inner.core.cluster_pending() {
+                cluster.notify_one();
             }
         }
         result

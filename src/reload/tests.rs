@@ -117,11 +117,18 @@ fn every_key_is_either_live_or_restart_only() {
                 ice_servers: _,
                 token_warning_secs: _,
                 relay_warn_bytes_per_sec: _,
+                peer_budget_bytes: _,
+                budget_bytes: _,
+                project_messages_per_sec: _,
             },
-        cluster: ClusterConfig {
-            redis_url: _,
-            node_id: _,
-        },
+        cluster:
+            ClusterConfig {
+                redis_url: _,
+                node_id: _,
+                presence_ttl_secs: _,
+                forward_queue_bytes: _,
+                max_remote_peers: _,
+            },
         fleet:
             FleetConfig {
                 alternate_servers: _,
@@ -217,6 +224,9 @@ relay_warn_bytes_per_sec = 6
 [cluster]
 redis_url = "redis://127.0.0.1:1"
 node_id = "n1"
+presence_ttl_secs = 3
+forward_queue_bytes = 70000
+max_remote_peers = 7
 
 [fleet]
 alternate_servers = ["turn:192.0.2.9:3478"]
@@ -229,7 +239,7 @@ ice_servers_nodes = 5
     let merged = merge(&running, new.clone());
     let mut all: Vec<&str> = merged.live.iter().chain(&merged.restart).copied().collect();
     assert_eq!(merged.live.len(), 28, "{:?}", merged.live);
-    assert_eq!(merged.restart.len(), 46, "{:?}", merged.restart);
+    assert_eq!(merged.restart.len(), 49, "{:?}", merged.restart);
     all.sort_unstable();
     let before = all.len();
     all.dedup();

@@ -86,8 +86,11 @@ pub(super) async fn supervise(
             }
             _ = interfaces.tick() => {
                 let addresses = crate::net::addr::interface_addresses();
-                if !addresses.is_empty() && reloader.set_interfaces(addresses) {
-                    running.wake_workers();
+                if !addresses.is_empty() {
+                    running.refresh_listeners(&addresses);
+                    if reloader.set_interfaces(addresses) {
+                        running.wake_workers();
+                    }
                 }
                 continue;
             }

@@ -1,6 +1,8 @@
 //! A real `redis-server` (Debian's) for the fleet tests, on a loopback port of its own
 //! [`PortBlock`], killed on drop; and the fleet's configuration for a test node.
 
+#![allow(dead_code)] // each test binary uses a different part
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -21,7 +23,24 @@ impl Redis {
     pub fn start() -> Redis {
         let ports = PortBlock::claim();
         let addr: SocketAddr = ([127, 0, 0, 1], ports.port(0)).into();
-        let child = Command::new("redis-server")
+        let child = Redis::spawn(addr);
+        let redis = Redis {
+            child,
+            addr,
+            _ports: ports,
+        };
+        redis.wait_pong();
+        redis
+    }
+
+    /// Starts a fresh (empty) Redis on the same port after [`Redis::kill`].
+    pub fn restart(&mut self) {
+        self.child = Redis::spawn(self.addr);
+        self.wait_pong();
+    }
+
+    fn spawn(addr: SocketAddr) -> Child {
+        Command::new("redis-server")
             .args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1"])
             .args([
                 "--save",
@@ -35,12 +54,11 @@ impl Redis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server (Debian package redis-server; scripts/test installs it)");
-        let redis = Redis {
-            child,
-            addr,
-            _ports: ports,
-        };
+            .expect("redis-server (Debian package redis-server; scripts/test installs it)")
+    }
+
+    fn wait_pong(&self) {
+        let redis = self;
         let deadline = Instant::now() + Duration::from_secs(10);
         while !redis.pings() {
             assert!(
@@ -49,7 +67,6 @@ impl Redis {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        redis
     }
 
     /// The URL nodes are given.

@@ -3668,11 +3668,16 @@ async function connect(options) {
 var Session = class extends Emitter {
   constructor(options) {
     super();
-    if (!options || typeof options.url !== "string") throw new TypeError("connect: `url` is required");
+    const urls = options && (Array.isArray(options.urls) ? options.urls : typeof options.url === "string" ? [options.url] : null);
+    if (!urls || urls.length === 0 || !urls.every((u) => typeof u === "string" && u.length > 0)) {
+      throw new TypeError("connect: `url` or a non-empty `urls` array is required");
+    }
     if (!options.token && typeof options.getToken !== "function") {
       throw new TypeError("connect: `token` or `getToken` is required");
     }
     this.options = { ...options };
+    this._urls = [...urls];
+    this._urlIndex = 0;
     const secret = options.secretKey ? fromBase64(options.secretKey) : null;
     if (options.secretKey && (!secret || secret.length !== 32)) throw new TypeError("connect: `secretKey` must be base64 of 32 bytes");
     this.keyPair = secret ? import_tweetnacl3.default.box.keyPair.fromSecretKey(secret) : import_tweetnacl3.default.box.keyPair();
@@ -3768,7 +3773,19 @@ var Session = class extends Emitter {
     } catch (e) {
       throw e instanceof TurnpikeError ? e : new TurnpikeError("token_expired", `getToken failed: ${e?.message || e}`);
     }
-    await this._open(token);
+    for (let i = 0; ; i++) {
+      try {
+        await this._open(token);
+        return;
+      } catch (e) {
+        if (e?.code !== "connect_failed" || i + 1 >= this._urls.length) throw e;
+        this._urlIndex = (this._urlIndex + 1) % this._urls.length;
+      }
+    }
+  }
+  /** The registry URL in use (the current node of `urls`). */
+  get url() {
+    return this._urls[this._urlIndex];
   }
   /** Opens the WebSocket and joins; resolves on `welcome`. */
   _open(token) {
@@ -3787,7 +3804,7 @@ var Session = class extends Emitter {
       }, CONNECT_TIMEOUT_MS);
       let ws;
       try {
-        ws = new WS(this.options.url, [SUBPROTOCOL, `turnpike.bearer.${token}`]);
+        ws = new WS(this.url, [SUBPROTOCOL, `turnpike.bearer.${token}`]);
       } catch (e) {
         fail(new TurnpikeError("connect_failed", String(e?.message || e)));
         return;
@@ -3850,6 +3867,9 @@ var Session = class extends Emitter {
       this._giveUp();
       return;
     }
+    if (code === 4007) {
+      this.emit("error", new TurnpikeError("over_budget", `the registry closed the connection: more was queued for this peer than its memory budget${reason ? " (" + reason + ")" : ""}`));
+    }
     if (code === 4003 && typeof this.options.getToken !== "function") {
       this.emit("error", new TurnpikeError("token_expired", "the token expired and no getToken was given"));
       this._giveUp();
@@ -3859,6 +3879,7 @@ var Session = class extends Emitter {
     this._scheduleReconnect();
   }
   _scheduleReconnect() {
+    this._urlIndex = (this._urlIndex + 1) % this._urls.length;
     const delay = this._reconnectDelay;
     this._reconnectDelay = Math.min(this._reconnectDelay * 2, RECONNECT_MAX_MS);
     this._reconnectTimer = setTimeout(async () => {

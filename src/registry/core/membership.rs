@@ -67,7 +67,10 @@ impl Registry {
                 public_key: &public_key,
             };
             if let Some(Err(why)) = authority.check_attestation(attestation, &expected) {
-                let message = format!("the attestation does not verify: {why}");
+                let message = format!(
+                    "the attestation does not verify: {}",
+                    super::super::messages::shorten(&why, 128)
+                );
                 return self.refuse(conn, refuse(ErrorCode::BadAttestation, &message));
             }
         }
@@ -88,6 +91,7 @@ impl Registry {
             self.to_close.push((previous, CloseReason::Replaced));
             self.process_closes();
         }
+        let replaces_remote = self.has_remote(&identity.project, &identity.peer_id);
         let ice_servers = self.conns.get_mut(&conn).and_then(|c| {
             c.state = State::Joined {
                 public_key: public_key.clone(),
@@ -104,6 +108,7 @@ impl Registry {
         self.metrics.peers.fetch_add(1, Ordering::Relaxed);
         let welcome = self.welcome(&identity, &others, ice_servers.as_deref());
         self.send_control(conn, welcome);
+        self.cluster_joined(conn);
         let joined = Control::PeerJoined {
             peer_id: &identity.peer_id,
             public_key: &public_key,
@@ -111,6 +116,14 @@ impl Registry {
         }
         .to_json();
         for other in others {
+            if replaces_remote {
+                // Their view held this peer id on another node: it left there.
+                let left = Control::PeerLeft {
+                    peer_id: &identity.peer_id,
+                }
+                .to_json();
+                self.send_control(other, left);
+            }
             self.send_control(other, joined.clone());
         }
         self.warn_if_due(now, conn);
@@ -138,6 +151,8 @@ impl Registry {
                 _ => None,
             })
             .collect();
+        let remote = self.remote_infos(&identity.project, &peers);
+        peers.extend(remote.into_iter().filter(|p| p.peer_id != identity.peer_id));
         peers.sort_by(|a, b| a.peer_id.cmp(b.peer_id));
         Control::Welcome {
             peer_id: &identity.peer_id,
@@ -177,6 +192,7 @@ impl Registry {
             self.projects.remove(&identity.project);
             self.metrics.projects.fetch_sub(1, Ordering::Relaxed);
         }
+        self.cluster_left(conn, &identity.project, &identity.peer_id);
         let left = Control::PeerLeft {
             peer_id: &identity.peer_id,
         }

@@ -32,3 +32,12 @@ export async function chat(url: string): Promise<LinkStats> {
   session.close();
   return stats;
 }
+
+// Several nodes of one registry cluster: the next one is used when the connection is lost.
+export async function clustered(): Promise<string> {
+  const session = await connect({
+    urls: ["wss://turn-1.example.org/v1/registry", "wss://turn-2.example.org/v1/registry"],
+    token: "token",
+  });
+  return session.url;
+}
