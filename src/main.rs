@@ -48,7 +48,8 @@ enum Command {
     /// the drain starts, and feeds the watchdog.
     /// It also serves the HTTP API ([http], default 127.0.0.1:9641): credentials for WebRTC
     /// apps (/api/v1/ice-servers), Prometheus metrics (/metrics), /healthz and /readyz, the
-    /// browser SDK (/sdk/turnpike.js), the registry (/v1/registry) when [registry] enabled and
+    /// browser SDK (/sdk/turnpike.js), the TURN check page (/check), the registry (/v1/registry)
+    /// when [registry] enabled and
     /// its demo (/demo) when [http] demo; a TLS listener with serve_http = true serves the
     /// same API on its port (443 shared).
     Serve {

@@ -8,6 +8,7 @@
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /readyz` | 200 when every listener is bound and not draining, else 503 (`?require=cluster`: also 503 while the registry cluster is unavailable) |
 //! | `GET /sdk/turnpike.js` | the browser SDK ([`sdk`]) |
+//! | `GET /check` | the TURN check page: credentials from an API key the person gives ([`check`]) |
 //! | `GET /demo`, `POST /demo/token` | the registry demo, when `http.demo` is on ([`sdk`]) |
 //! | `/admin/v1/...` | the admin API, behind `http.admin_keys` ([`admin`], docs/admin-api.md) |
 //!
@@ -18,6 +19,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod check;
 pub mod error;
 pub mod health;
 pub mod ice;
@@ -144,7 +146,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(scrape))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/sdk/turnpike.js", get(sdk::sdk_js));
+        .route("/sdk/turnpike.js", get(sdk::sdk_js))
+        .route("/check", get(check::check_page));
     if state.demo.is_some() {
         router = router
             .route("/demo", get(sdk::demo_page))

@@ -7,6 +7,7 @@
 
 mod cidr;
 mod coturn;
+mod options;
 #[cfg(test)]
 mod tests;
 
