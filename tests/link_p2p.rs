@@ -8,7 +8,9 @@
 //!    (`relay` on both sides);
 //! 2. 2,000 numbered messages while the link goes p2p -> relay -> p2p (`force_relay` on, then
 //!    off, on both ends): each delivered exactly once, in order, and bytes went on both paths;
-//! 3. ICE servers that cannot be reached: the link falls back to the relay and carries on.
+//! 3. ICE servers that cannot be reached: the link falls back to the relay and carries on;
+//! 4. `turns:` only (TLS on the port shared with HTTPS): p2p through it;
+//! 5. a close on p2p: the final ACK and CLOSE reach the peer.
 //!
 //! Every wait is bounded.
 
@@ -320,4 +322,37 @@ async fn two_rust_sessions_go_p2p_through_turns_on_the_shared_https_port() {
         tls_allocations >= 2.0,
         "TLS allocations: {tls_allocations}\n{metrics}"
     );
+}
+
+/// Closing on p2p: the final `ACK` and the `CLOSE` go out on the DataChannel before the path
+/// closes (they used to be dropped with it, and the peer waited for acks that never came).
+/// Bob's flush completes and bob sees `remote_closed`, promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_on_p2p_reaches_the_peer_with_its_last_ack() {
+    let registry = TestRegistry::start("");
+    let (_alice, _bob, to_bob, to_alice) = p2p_pair(&registry).await;
+    for i in 0..3 {
+        to_alice.send_text(format!("b{i}")).await.unwrap();
+    }
+    for i in 0..3 {
+        assert_eq!(next_text(&to_bob).await, format!("b{i}"));
+    }
+    // At once: the acknowledgement of b0..b2 may still be pending (acks wait up to 20 ms).
+    to_bob.close().await;
+    timeout(Duration::from_secs(5), to_alice.flush())
+        .await
+        .expect("bob's messages acknowledged in time")
+        .expect("acknowledged, not closed first");
+    let closed = timeout(Duration::from_secs(5), async {
+        loop {
+            match to_alice.recv().await {
+                Some(Incoming::Closed(reason)) => return reason,
+                Some(_) => {}
+                None => panic!("no close event"),
+            }
+        }
+    })
+    .await
+    .expect("bob learns of the close in time");
+    assert_eq!(closed.as_str(), "remote_closed");
 }
