@@ -173,10 +173,11 @@ pub fn run(a: FloodRelayArgs) -> anyhow::Result<()> {
     let kernel_drops = crate::proc::udp_rcvbuf_errors()
         .unwrap_or(0)
         .saturating_sub(drops_before);
+    let server_drops = crate::proc::udp_socket_drops(pid).unwrap_or(0);
     let base = at_start.load(Ordering::Relaxed);
     let peak_rss = sampler.take_peak(after).rss;
     println!(
-        "| figure | value |\n|---|---|\n| flood sent | {} in {:.1} s = {:.0}/s |\n| flood answers (401s, rate-limited) | {} |\n| session packets sent / lost | {} / {} |\n| session round trips p50 / p99 | {} / {} us |\n| server CPU during the flood | {:.2} s ({:.2} us per datagram received) |\n| datagrams the kernel dropped on full receive buffers (all sockets) | {} |\n| server RSS at flood start / peak / end | {:.1} / {:.1} / {:.1} MiB |",
+        "| figure | value |\n|---|---|\n| flood sent | {} in {:.1} s = {:.0}/s |\n| flood answers (401s, rate-limited) | {} |\n| session packets sent / lost | {} / {} |\n| session round trips p50 / p99 | {} / {} us |\n| server CPU during the flood | {:.2} s ({:.2} us per datagram received) |\n| datagrams the kernel dropped on full receive buffers: the server's sockets / all | {} / {} |\n| server RSS at flood start / peak / end | {:.1} / {:.1} / {:.1} MiB |",
         f.sent,
         f.elapsed.as_secs_f64(),
         f.sent as f64 / f.elapsed.as_secs_f64().max(1e-9),
@@ -187,6 +188,7 @@ pub fn run(a: FloodRelayArgs) -> anyhow::Result<()> {
         r.rtt_p99_us,
         r.server_cpu.as_secs_f64(),
         r.server_cpu.as_secs_f64() * 1e6 / (f.sent + r.sent).max(1) as f64,
+        server_drops,
         kernel_drops,
         mib(base),
         mib(peak_rss),

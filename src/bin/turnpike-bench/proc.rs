@@ -117,3 +117,35 @@ pub fn udp_rcvbuf_errors() -> Option<u64> {
     let i = names.iter().position(|n| *n == "RcvbufErrors")?;
     values.get(i)?.parse().ok()
 }
+
+/// Datagrams the kernel dropped on process `pid`'s own UDP sockets (full receive queues): the
+/// `drops` column of /proc/net/udp and udp6 for the sockets among its descriptors.
+pub fn udp_socket_drops(pid: u32) -> Option<u64> {
+    let mut inodes = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        if let Ok(link) = std::fs::read_link(entry.path()) {
+            let link = link.to_string_lossy();
+            if let Some(n) = link
+                .strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+            {
+                inodes.insert(n.to_string());
+            }
+        }
+    }
+    let mut drops = 0;
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let (Some(inode), Some(d)) = (f.get(9), f.last()) {
+                if inodes.contains(*inode) {
+                    drops += d.parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    Some(drops)
+}
