@@ -4,7 +4,6 @@
 //! `prometheus_client`), and every metric the Grafana dashboard queries exists.
 
 mod common;
-#[allow(dead_code)] // the metrics test uses Redis and node_conf only
 mod fleet_support;
 
 use common::scrape::Scrape;
