@@ -477,7 +477,7 @@ impl Registry {
             .and_then(|p| p.peers.get(&to))
             .copied();
         let Some(target) = target else {
-            match self.forward_signal(conn, &project, &from, kind, &to, payload, id) {
+            match self.forward_signal(conn, kind, &to, payload, id) {
                 Some(Ok(())) => {
                     if let Some(p) = self.projects.get_mut(&project) {
                         p.usage.signals += 1;
