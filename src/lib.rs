@@ -39,8 +39,12 @@ pub mod cluster;
 pub mod config;
 #[cfg(feature = "server")]
 pub mod fleet;
+#[cfg(all(test, feature = "server"))]
+mod fuzz_seeds;
 #[cfg(feature = "server")]
 pub mod http;
+#[cfg(feature = "server")]
+pub mod import;
 pub mod link;
 #[cfg(feature = "server")]
 pub mod logging;
@@ -48,6 +52,8 @@ pub mod logging;
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod net;
+#[cfg(feature = "server")]
+pub mod probe;
 pub mod proto;
 #[cfg(feature = "server")]
 pub mod registry;

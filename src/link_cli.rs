@@ -8,7 +8,8 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use tokio::io::AsyncBufReadExt as _;
 use turnpike::client::p2p::IceTransportPolicy;
-use turnpike::client::{Incoming, Session, SessionConfig, TokenSource};
+use turnpike::client::{Incoming, Session, SessionConfig, SessionEvent, TokenSource};
+use turnpike::link::SendError;
 
 use crate::peer_cli::RegistryArgs;
 
@@ -34,6 +35,12 @@ pub struct LinkArgs {
     /// every message; then exit 1 with an `unacknowledged` error event.
     #[arg(long, value_name = "SECS", default_value = "30")]
     flush_timeout: f64,
+
+    /// Once every message is acknowledged, keep receiving until the peer closes the link or
+    /// sent nothing for this many seconds (at most `--flush-timeout`): a peer that stops
+    /// writing at the same moment still gets its last lines to us before we close.
+    #[arg(long, value_name = "SECS", default_value = "1")]
+    linger: f64,
 }
 
 /// `--ice-transport-policy`.
@@ -44,6 +51,9 @@ pub enum Policy {
     /// TURN relay candidates only.
     Relay,
 }
+
+/// The longest wait of each step after the flush (stats, close, the printers).
+const STEP_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn emit(value: serde_json::Value) {
     let mut out = std::io::stdout().lock();
@@ -75,7 +85,11 @@ pub fn link(args: LinkArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting a runtime")?;
-    runtime.block_on(run(args))
+    let result = runtime.block_on(run(args));
+    // Bounded: a blocking read of standard input still pending (the link closed before
+    // standard input did) must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 async fn run(args: LinkArgs) -> anyhow::Result<()> {
@@ -98,6 +112,7 @@ async fn run(args: LinkArgs) -> anyhow::Result<()> {
         ));
     }
     let flush_timeout = seconds(args.flush_timeout, "--flush-timeout")?;
+    let linger = seconds(args.linger, "--linger")?;
     let session = match Session::connect(config).await {
         Ok(session) => session,
         Err(error) => {
@@ -105,8 +120,31 @@ async fn run(args: LinkArgs) -> anyhow::Result<()> {
             anyhow::bail!("cannot join the registry at {}: {error}", registry.url);
         }
     };
-    let link = session.link(&args.to).await?;
+    let session = std::sync::Arc::new(session);
+    let link = match session.link(&args.to).await {
+        Ok(link) => link,
+        Err(error) => {
+            error_event("bad_peer", &error.to_string());
+            session.close().await;
+            anyhow::bail!("{error}");
+        }
+    };
 
+    // Session events are drained all the time (while standard input blocks, while a send
+    // waits for room, while flushing), so the session never waits on us; its errors are
+    // printed as they come.
+    let events = session.clone();
+    let session_printer = tokio::spawn(async move {
+        while let Some(event) = events.next_event().await {
+            match event {
+                SessionEvent::Error { code, message } => error_event(&code, &message),
+                SessionEvent::RelayUsage { bytes_per_sec } => {
+                    tracing::info!(bytes_per_sec, "this peer relays more than the threshold");
+                }
+                _ => {}
+            }
+        }
+    });
     let mut modes = link.mode();
     let mode_printer = tokio::spawn(async move {
         loop {
@@ -119,8 +157,11 @@ async fn run(args: LinkArgs) -> anyhow::Result<()> {
     });
     let receiver = link.clone();
     let from = args.to.clone();
+    // When the peer's last message arrived (for `--linger`).
+    let (last_heard_tx, last_heard) = tokio::sync::watch::channel(tokio::time::Instant::now());
     let printer = tokio::spawn(async move {
         while let Some(incoming) = receiver.recv().await {
+            last_heard_tx.send_replace(tokio::time::Instant::now());
             match incoming {
                 Incoming::Message(message) => {
                     let text = match message.text() {
@@ -141,17 +182,40 @@ async fn run(args: LinkArgs) -> anyhow::Result<()> {
     let mut failed = false;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await.context("reading standard input")? {
-        if let Err(error) = link.send_text(line).await {
-            error_event(error.code(), &error.to_string());
-            failed = true;
+        match link.send_text(line).await {
+            Ok(()) => {}
+            Err(SendError::LinkClosed) => {
+                // Nothing more can go: say so once and stop reading.
+                error_event("link_closed", "the link closed before every line was sent");
+                failed = true;
+                break;
+            }
+            Err(error) => {
+                error_event(error.code(), &error.to_string());
+                failed = true;
+            }
         }
     }
+    let flush_started = tokio::time::Instant::now();
     let flushed = tokio::time::timeout(flush_timeout, link.flush()).await;
+    if matches!(flushed, Ok(Ok(()))) {
+        // Linger (bounded): until the peer closed, or was quiet for `--linger`.
+        let give_up = flush_started + flush_timeout;
+        loop {
+            let quiet_until = *last_heard.borrow() + linger;
+            let now = tokio::time::Instant::now();
+            if printer.is_finished() || now >= quiet_until || now >= give_up {
+                break;
+            }
+            tokio::time::sleep_until(quiet_until.min(give_up)).await;
+        }
+    }
     let outcome = match flushed {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(("link_closed", error.to_string())),
         Err(_) => {
-            let left = link.stats().await.map(|s| s.unacked_messages).unwrap_or(0);
+            let stats = tokio::time::timeout(STEP_TIMEOUT, link.stats()).await;
+            let left = stats.ok().flatten().map_or(0, |s| s.unacked_messages);
             let message = format!(
                 "{left} messages were not acknowledged by `{}` within {} s",
                 args.to,
@@ -160,11 +224,13 @@ async fn run(args: LinkArgs) -> anyhow::Result<()> {
             Err(("unacknowledged", message))
         }
     };
-    link.close().await;
+    // Every step of the way out is bounded: the final ACK and CLOSE go out, the registry
+    // connection closes (`CLOSE_TIMEOUT`), the printers finish.
+    let _ = tokio::time::timeout(STEP_TIMEOUT, link.close()).await;
     session.close().await;
-    // Let the CLOSE go out and the printers finish (bounded).
-    let _ = tokio::time::timeout(Duration::from_secs(2), printer).await;
+    let _ = tokio::time::timeout(STEP_TIMEOUT, printer).await;
     mode_printer.abort();
+    session_printer.abort();
     match outcome {
         Err((code, message)) => {
             error_event(code, &message);

@@ -69,6 +69,28 @@ enum Command {
         file: PathBuf,
     },
 
+    /// Convert a coturn turnserver.conf into a turnpike configuration.
+    ///
+    /// Writes the equivalent TOML (to standard output, or to --output with mode 0600, since it
+    /// may hold secrets) with a comment at its top for every option that has no equivalent or
+    /// changes meaning, and for the defaults that differ (turnpike denies private peers and
+    /// offers no TCP relays unless told). The result is checked as `check-config` would; the
+    /// notes are also printed to standard error. README: "Migrating from coturn".
+    ImportCoturn {
+        /// The coturn configuration file (turnserver.conf).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+
+        /// Where to write the TOML (refused if it exists, unless --force). Default: standard
+        /// output.
+        #[arg(short, long, value_name = "OUT")]
+        output: Option<PathBuf>,
+
+        /// Overwrite --output if it exists.
+        #[arg(long, requires = "output")]
+        force: bool,
+    },
+
     /// Mint a time-limited REST credential and print it as JSON.
     ///
     /// Prints {"username", "password", "ttl", "uris"}: username is "EXPIRY:USER", password is
@@ -200,6 +222,56 @@ enum Command {
     /// `unacknowledged` error and exits 1 (so a peer that never answers ends the command).
     #[cfg(feature = "webrtc")]
     Link(link_cli::LinkArgs),
+    /// Check that a TURN server works, as a WebRTC client would use it; exits 1 when it does not.
+    ///
+    /// Against any TURN server (turnpike, coturn, eturnal, ...): connects (TCP, and TLS for
+    /// turns: URLs, checking the certificate against the system's authorities and --ca),
+    /// asks for the STUN mapped address (Binding), allocates a UDP relay, allocates a second
+    /// one on a second connection, has each permit the other, sends data through the first to
+    /// the second's relayed address and back (three times, timed), and releases both. Prints
+    /// a table of the steps with their times and the relayed round-trip time (--json for
+    /// machines); the first step that fails ends the probe and says why (with the STUN error
+    /// code: 401 means the credentials were refused). Exits 0 when every step succeeded, 1
+    /// when one failed, 2 when the probe could not run (bad URL, unreadable --ca).
+    Probe {
+        /// The server: turn:HOST[:PORT][?transport=udp|tcp] (default port 3478, UDP) or
+        /// turns:HOST[:PORT] (TLS, default port 5349).
+        #[arg(value_name = "URL")]
+        url: String,
+
+        /// A REST shared secret (the probe mints a ten-minute credential for user "probe").
+        /// Prefer the environment variable.
+        #[arg(
+            long,
+            value_name = "SECRET",
+            env = "TURNPIKE_SECRET",
+            hide_env_values = true,
+            conflicts_with = "user"
+        )]
+        secret: Option<String>,
+
+        /// A long-term username, or a minted REST username (with --password).
+        #[arg(long, value_name = "USER", requires = "password")]
+        user: Option<String>,
+
+        /// The password of --user.
+        #[arg(
+            long,
+            value_name = "PASSWORD",
+            env = "TURNPIKE_PASSWORD",
+            hide_env_values = true
+        )]
+        password: Option<String>,
+
+        /// A PEM file of certificate authorities to trust for turns: (besides the system's).
+        #[arg(long, value_name = "PEM")]
+        ca: Option<PathBuf>,
+
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Check any TURN server from the outside, as an attacker would; exits 1 on an exposure.
     ///
     /// Measures the amplification of unauthenticated answers (Binding, and the 401 to an
@@ -253,6 +325,11 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve { config } => serve(config.as_deref()),
         Command::CheckConfig { file } => check_config(&file),
+        Command::ImportCoturn {
+            file,
+            output,
+            force,
+        } => import_coturn(&file, output.as_deref(), force),
         Command::Credentials {
             user,
             ttl,
@@ -292,6 +369,14 @@ fn main() -> ExitCode {
             password,
             json,
         } => return audit(&url, secret, user, password, json),
+        Command::Probe {
+            url,
+            secret,
+            user,
+            password,
+            ca,
+            json,
+        } => return probe(&url, secret, user, password, ca.as_deref(), json),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -345,6 +430,51 @@ fn audit(
     }
 }
 
+/// `turnpike probe`: 0 the server works, 1 a step failed, 2 the probe could not run.
+fn probe(
+    url: &str,
+    secret: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    ca: Option<&Path>,
+    json: bool,
+) -> ExitCode {
+    use turnpike::probe::{Credentials, run, tls_config};
+    let credentials = match (secret, user, password) {
+        (Some(secret), None, _) => Credentials::Secret(secret),
+        (None, Some(user), Some(password)) => Credentials::User { user, password },
+        _ => {
+            eprintln!("error: give --secret, or --user and --password");
+            return ExitCode::from(2);
+        }
+    };
+    let report = tls_config(ca).and_then(|tls| run(url, &credentials, Some(tls)));
+    match report {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => println!("{text}"),
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                print!("{}", report.table());
+            }
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Loads the configuration file, or the built-in one when there is none.
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
@@ -370,6 +500,57 @@ fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
 fn check_config(file: &Path) -> anyhow::Result<()> {
     Config::load(file)?;
     println!("{}: ok", file.display());
+    Ok(())
+}
+
+/// `turnpike import-coturn`: converts, checks, writes, and lists the notes on standard error.
+fn import_coturn(file: &Path, output: Option<&Path>, force: bool) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let import = turnpike::import::convert_coturn(&text, &file.display().to_string());
+    let origin = output.map_or_else(|| "(output)".to_owned(), |p| p.display().to_string());
+    Config::from_toml_str(&import.toml, &origin).context(
+        "the imported configuration does not load (a bug of the importer: please report it \
+         with the input file)",
+    )?;
+    match output {
+        None => print!("{}", import.toml),
+        Some(path) => {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).mode(0o600);
+            if force {
+                options.create(true).truncate(true);
+            } else {
+                options.create_new(true);
+            }
+            let mut out = options.open(path).with_context(|| {
+                format!("cannot create {} (--force overwrites)", path.display())
+            })?;
+            out.write_all(import.toml.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    for note in &import.notes {
+        match note.line {
+            0 => eprintln!("note: {}", note.message),
+            n => eprintln!(
+                "note: {}:{n}: {}: {}",
+                file.display(),
+                note.option,
+                note.message
+            ),
+        }
+    }
+    if let Some(path) = output {
+        eprintln!(
+            "{}: written ({} notes); check it with `turnpike check-config {}`",
+            path.display(),
+            import.notes.len(),
+            path.display()
+        );
+    }
     Ok(())
 }
 

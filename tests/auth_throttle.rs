@@ -298,3 +298,60 @@ fn tcp_guessers_get_no_more_credential_checks_than_the_rate() {
         "the rest dropped before any HMAC"
     );
 }
+
+/// Binding answers over IPv6 (::1), with the real binary: every answer to a request with an
+/// attribute (FINGERPRINT, or SOFTWARE as padding) is at most twice its size; a bare 20-byte
+/// request, whose answer cannot be (44 bytes: 2.2x), is answered only within the source's
+/// budget, so a flood of them gets the rate, not an answer each.
+#[test]
+fn ipv6_binding_answers_stay_within_twice_the_request_or_the_budget() {
+    let server = Server::start(Conf {
+        ipv6: true,
+        unauthenticated_rate: RATE,
+        verified_credit: 0,
+        ..Conf::default()
+    });
+    let to = server.udp6.expect("a listener on [::1]");
+    let s = UdpSocket::bind("[::1]:0").unwrap();
+    s.connect(to).unwrap();
+    let binding = |tid: u8, fingerprint: bool, software: usize| {
+        let mut req = Vec::new();
+        let mut w = Writer::new(&mut req, Class::Request, method::BINDING, [tid; 12]);
+        if software > 0 {
+            w.attr(attr::SOFTWARE, &vec![b'x'; software]);
+        }
+        if fingerprint {
+            w.fingerprint();
+        }
+        req
+    };
+    for (i, (fp, sw)) in [(true, 0), (false, 4), (true, 4), (false, 16)]
+        .into_iter()
+        .enumerate()
+    {
+        let req = binding(i as u8 + 1, fp, sw);
+        for _ in 0..30 {
+            let answer = transact(&s, &req).expect("a Binding within 2x is always answered");
+            assert!(
+                answer.len() <= 2 * req.len(),
+                "{} bytes for {} (FINGERPRINT {fp}, SOFTWARE {sw})",
+                answer.len(),
+                req.len()
+            );
+        }
+    }
+    let bare = binding(9, false, 0);
+    assert_eq!(bare.len(), 20);
+    let first = transact(&s, &bare).expect("a bare Binding is answered");
+    assert_eq!(first.len(), 44);
+    let start = Instant::now();
+    for _ in 0..200 {
+        s.send(&bare).unwrap();
+    }
+    let answered = count_answers(&s, 1000);
+    let allowed = (2 * RATE) as f64 + f64::from(RATE) * start.elapsed().as_secs_f64();
+    assert!(
+        answered as f64 <= allowed.ceil() && answered > 0,
+        "{answered} of 200 bare IPv6 Bindings answered, at most {allowed:.1}"
+    );
+}

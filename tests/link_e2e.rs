@@ -145,6 +145,56 @@ fn two_thousand_messages_each_way_exactly_once_in_order() {
     }
 }
 
+/// A flood both ways on the relay (no ICE servers, relay policy: p2p cannot start), while
+/// each CLI is itself blocked on back-pressure: 1,500 lines of 1,000 bytes each way, written
+/// at once. Each keeps reading its session's events and printing what arrives (no deadlock
+/// between the session, the registry client and the printers), every line arrives once, in
+/// order, and both exit 0 once standard input closed.
+#[test]
+fn a_flood_both_ways_on_the_relay_does_not_deadlock_the_cli() {
+    let registry = TestRegistry::start("ice_servers = false");
+    let flags = ["--fallback-after", "0.5", "--ice-transport-policy", "relay"];
+    let mut alice = LinkProcess::start(&registry, "alice", "bob", &flags);
+    let mut bob = LinkProcess::start(&registry, "bob", "alice", &flags);
+    const COUNT: usize = 1500;
+    let line = |name: &str, n: usize| format!("{name} {n:04} {}", "x".repeat(990));
+    let writers: Vec<_> = [(&mut alice, "alice"), (&mut bob, "bob")]
+        .into_iter()
+        .map(|(process, name)| {
+            let mut stdin = process.stdin.take().unwrap();
+            let name = name.to_owned();
+            std::thread::spawn(move || {
+                for n in 0..COUNT {
+                    // Blocks while the CLI applies back-pressure.
+                    writeln!(stdin, "{}", line(&name, n)).unwrap();
+                }
+                // stdin drops: the CLI flushes and exits.
+            })
+        })
+        .collect();
+    let enough = |events: &[Value]| messages(events).len() >= COUNT;
+    let at_alice = collect(&alice, Duration::from_secs(120), enough);
+    let at_bob = collect(&bob, Duration::from_secs(120), enough);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    for (events, from) in [(&at_alice, "bob"), (&at_bob, "alice")] {
+        let got = messages(events);
+        assert_eq!(got.len(), COUNT, "{} lines from {from}", got.len());
+        let want: Vec<String> = (0..COUNT).map(|n| line(from, n)).collect();
+        assert!(got == want, "in order, exactly once");
+        assert!(
+            events.iter().all(|e| e["event"] != "error"),
+            "no error: {:?}",
+            events.iter().filter(|e| e["event"] == "error").collect::<Vec<_>>()
+        );
+    }
+    for process in [&mut alice, &mut bob] {
+        let status = process.wait_exit(Duration::from_secs(30)).expect("exits");
+        assert!(status.success(), "{status:?}");
+    }
+}
+
 #[test]
 fn a_peer_that_never_answers_ends_with_an_error_not_a_hang() {
     let registry = TestRegistry::start("");

@@ -4,7 +4,8 @@
 //! through turnpike's own TURN, relay candidate to relay candidate):
 //!
 //! 1. both ends reach mode `p2p` (a probe round trip on the DataChannel) and messages flow
-//!    there, both ways, in order;
+//!    there, both ways, in order; `stats()` names the selected pair's candidate types
+//!    (`relay` on both sides);
 //! 2. 2,000 numbered messages while the link goes p2p -> relay -> p2p (`force_relay` on, then
 //!    off, on both ends): each delivered exactly once, in order, and bytes went on both paths;
 //! 3. ICE servers that cannot be reached: the link falls back to the relay and carries on.
@@ -15,6 +16,8 @@ mod common;
 mod registry_support;
 
 use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject as _;
 use std::time::Duration;
 
 use registry_support::TestRegistry;
@@ -120,6 +123,20 @@ async fn two_rust_sessions_go_p2p_through_turnpikes_turn() {
         after.relay_bytes, before.relay_bytes,
         "nothing more on the relay once p2p: {before:?} -> {after:?}"
     );
+    // `stats()` names the selected pair's candidate types, as the browser SDK's does: with
+    // the relay policy, TURN relay candidates on both sides.
+    for stats in [after, to_alice.stats().await.unwrap()] {
+        assert_eq!(
+            stats.local_candidate_type.as_deref(),
+            Some("relay"),
+            "{stats:?}"
+        );
+        assert_eq!(
+            stats.remote_candidate_type.as_deref(),
+            Some("relay"),
+            "{stats:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,4 +228,96 @@ async fn unreachable_ice_servers_fall_back_to_the_relay() {
     wait_mode(&to_alice, Mode::Relay, Duration::from_secs(10)).await;
     to_alice.send_text("and back").await.unwrap();
     assert_eq!(next_text(&to_bob).await, "and back");
+}
+
+/// `turns:` only: the registry's `welcome.ice_servers`, kept to its one `turns:` URL (the TLS
+/// listener shared with HTTPS, the port-443 set-up for networks that let nothing else out),
+/// with the welcome's own credentials. Both agents allocate over TLS, reach p2p through it
+/// (relay policy), and messages flow there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rust_sessions_go_p2p_through_turns_on_the_shared_https_port() {
+    use common::pki::Pki;
+    let pki = Pki::temporary();
+    let leaf = pki.leaf("turnpike");
+    let server = common::Server::start(common::Conf {
+        tls_http: true,
+        tls_files: leaf.tls_files(),
+        extra_toml: format!(
+            "[registry]\nenabled = true\njwt_secrets = [\"{}\"]\n",
+            registry_support::JWT_SECRET
+        ),
+        ..common::Conf::default()
+    });
+    let shared = server.tls_http.expect("the shared TLS listener");
+    let registry = TestRegistry {
+        addr: server.http,
+        server,
+    };
+    // The welcome's ice_servers, only the `turns:` URL of the shared port.
+    let (probe, _) = registry.client("probe", PROJECT).await;
+    let mut ice = probe.ice_servers().expect("welcome.ice_servers");
+    for server in &mut ice {
+        server
+            .urls
+            .retain(|u| u.starts_with("turns:") && u.contains(&format!(":{}", shared.port())));
+    }
+    ice.retain(|s| !s.urls.is_empty());
+    assert_eq!(ice.len(), 1, "one turns: URL: {ice:?}");
+    drop(probe);
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&pki.ca_pem).unwrap();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = turnpike::client::turn::tls_client_config(roots);
+    let session = |me: &'static str| {
+        let mut config = SessionConfig::new(
+            registry.url(),
+            TokenSource::Fixed(registry.token(me, PROJECT)),
+            KeyPair::generate(),
+        );
+        config.fallback_after = Duration::from_secs(5);
+        config.ice_transport_policy = IceTransportPolicy::Relay;
+        config.ice_servers = Some(ice.clone());
+        config.p2p = Some(Arc::new(WebRtcConnector::new().with_tls(tls.clone())));
+        async move {
+            timeout(Duration::from_secs(10), Session::connect(config))
+                .await
+                .expect("connect in time")
+                .expect("connect")
+        }
+    };
+    let (_alice, bob) = (session("alice").await, session("bob").await);
+    let to_bob = _alice.link("bob").await.unwrap();
+    to_bob.send_text("hello").await.unwrap();
+    let to_alice = accepted(&bob).await;
+    assert_eq!(next_text(&to_alice).await, "hello");
+    wait_mode(&to_bob, Mode::P2p, Duration::from_secs(20)).await;
+    wait_mode(&to_alice, Mode::P2p, Duration::from_secs(20)).await;
+    for i in 0..20 {
+        to_bob.send_text(format!("a{i}")).await.unwrap();
+    }
+    for i in 0..20 {
+        assert_eq!(next_text(&to_alice).await, format!("a{i}"));
+    }
+    let stats = to_bob.stats().await.unwrap();
+    assert_eq!(
+        stats.local_candidate_type.as_deref(),
+        Some("relay"),
+        "{stats:?}"
+    );
+    assert!(stats.p2p_bytes > 0, "{stats:?}");
+    // Both allocations were made over TLS.
+    let metrics = registry.metrics();
+    let tls_allocations: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("turnpike_allocations_created_total") && l.contains("transport=\"tls\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        tls_allocations >= 2.0,
+        "TLS allocations: {tls_allocations}\n{metrics}"
+    );
 }

@@ -4,7 +4,10 @@
 //! turnpike's TURN in a server namespace (`--ice-transport-policy relay`). A firewall rule that
 //! drops TURN (its listener and relay ports, not the registry's HTTP port) mid-session moves
 //! the link to the registry's relay; removing it brings the link back to p2p; numbered lines
-//! sent on standard input all the while arrive once each, in order. Root only (the namespaces,
+//! sent on standard input all the while arrive once each, in order. The allocations live 12 s
+//! and the block lasts longer, so the server forgets them: p2p comes back only because each
+//! agent allocates again (a fresh Allocate, new nonce) once TURN is reachable. Standard input
+//! then closes and both agents exit 0 (every line acknowledged). Root only (the namespaces,
 //! veths and iptables rules are made by the test and removed on drop): without the rights, the
 //! test fails, it does not skip. Every wait is bounded.
 //!
@@ -31,6 +34,9 @@ use link_support::calls::assert_exactly_once_in_order;
 use link_support::ns_server::{NsServer, RELAY_PORTS, TURN_PORT};
 use link_support::{peer_token, registry_conf};
 use serde_json::Value;
+
+/// The TURN allocations' lifetime on the server (the block lasts longer).
+const LIFETIME: Duration = Duration::from_secs(12);
 
 /// How often each side writes a line while the path fails and comes back.
 const PUMP_EVERY: Duration = Duration::from_millis(50);
@@ -184,11 +190,16 @@ impl Agent {
 }
 
 #[test]
-#[ignore = "flaky (1 of 7 runs): an agent sometimes does not exit within 40 s after its stdin \
-            closes, though every line arrived; run with --ignored until that is found"]
 fn rust_agents_move_to_the_relay_when_turn_is_blocked_and_back_when_it_returns() {
     let lab = NatLab::build();
-    let server = NsServer::start(&lab.server, SERVER_IP.into(), registry_conf(""));
+    let mut conf = registry_conf("");
+    // Allocations live 12 s (refreshed every 6 s): the block below outlasts them, so p2p can
+    // only come back through fresh allocations.
+    conf.limits_extra = vec![format!(
+        "default_allocation_lifetime_secs = {}",
+        LIFETIME.as_secs()
+    )];
+    let server = NsServer::start(&lab.server, SERVER_IP.into(), conf);
     let url = server.registry_url();
     let mut agents = [
         Agent::start(&lab.peers[0], &url, "alice", "bob"),
@@ -237,6 +248,10 @@ fn rust_agents_move_to_the_relay_when_turn_is_blocked_and_back_when_it_returns()
         assert_eq!(agent.mode(), Some("relay"), "{}", agent.name);
     }
     let block_held = blocked.elapsed();
+    assert!(
+        block_held > LIFETIME + LIFETIME / 2,
+        "the block outlasted the allocations: {block_held:?}"
+    );
 
     // The repair: the rules go; both ends return to p2p (ICE restarts with back-off).
     for rule in block {

@@ -4,6 +4,8 @@
 //! `prometheus_client`), and every metric the Grafana dashboard queries exists.
 
 mod common;
+#[allow(dead_code)] // the metrics test uses Redis and node_conf only
+mod fleet_support;
 
 use common::scrape::Scrape;
 use common::stun::{Auth, add, error_code, relayed_address, request, udp_transport};
@@ -446,7 +448,64 @@ fn exposition_is_valid_openmetrics_and_covers_the_dashboard() {
         assert!(names.iter().any(|n| n == expected), "{expected} not parsed");
     }
 
-    // Every metric a dashboard query names exists in the exposition.
+    // Every metric a dashboard query names exists in the exposition, except the fleet row's,
+    // which a node has only in a cluster (the next test).
+    for name in dashboard_metrics() {
+        if name.starts_with("turnpike_fleet_") {
+            continue;
+        }
+        assert!(
+            names.iter().any(|n| n == &name),
+            "the dashboard queries {name}, which /metrics does not have"
+        );
+    }
+}
+
+/// A node of a cluster (a real redis-server) has every metric the dashboard queries, the fleet
+/// row's included.
+#[test]
+fn a_clustered_node_covers_the_whole_dashboard() {
+    let redis = fleet_support::Redis::start();
+    let mut conf = fleet_support::node_conf("metrics-node", Some(&redis));
+    conf.extra_toml.push_str(
+        "\n[registry]\nenabled = true\njwt_secrets = [\"metrics-test-registry-secret\"]\n",
+    );
+    let server = Server::start(conf);
+    let used = dashboard_metrics();
+    assert!(
+        used.iter()
+            .filter(|n| n.starts_with("turnpike_fleet_"))
+            .count()
+            >= 5,
+        "the fleet row: {used:?}"
+    );
+    // The node publishes its load at start; the fleet's samples appear with the first one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let scrape = Scrape::take(&server);
+        let names = openmetrics_sample_names(&scrape.text);
+        let missing: Vec<&String> = used
+            .iter()
+            .filter(|name| !names.iter().any(|n| n == *name))
+            .collect();
+        if missing.is_empty() {
+            assert!(
+                scrape.text.contains("turnpike_fleet_redis_up 1"),
+                "{}",
+                scrape.text
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dashboard queries {missing:?}, which a clustered node's /metrics does not have"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The `turnpike_*` metrics the dashboard's queries name.
+fn dashboard_metrics() -> std::collections::BTreeSet<String> {
     let dashboard_path = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/turnpike.json");
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dashboard_path).unwrap())
@@ -465,12 +524,7 @@ fn exposition_is_valid_openmetrics_and_covers_the_dashboard() {
         }
     }
     assert!(used.len() >= 8, "the dashboard uses only {used:?}");
-    for name in &used {
-        assert!(
-            names.iter().any(|n| n == name),
-            "the dashboard queries {name}, which /metrics does not have"
-        );
-    }
+    used
 }
 
 /// Every `expr` string in a Grafana dashboard.
@@ -511,4 +565,58 @@ fn metric_names(expr: &str) -> Vec<String> {
         i = end;
     }
     names
+}
+
+/// TCP/TLS clients' relay sends are counted when the kernel refuses them, as the UDP workers'
+/// batched sends are: a ChannelData frame from a TCP client to 127.255.255.255 (the loopback
+/// broadcast address, which a socket without SO_BROADCAST may not send to: EACCES) shows as
+/// `turnpike_dropped_packets_total{reason="send_failed"}`.
+#[test]
+fn a_tcp_clients_datagram_the_kernel_refuses_counts_as_send_failed() {
+    use common::turn_tcp::TurnTcp;
+    let server = Server::start(Conf {
+        tcp: true,
+        peers_allow: vec!["127.0.0.0/8".into()],
+        ..Conf::default()
+    });
+    let mut tcp = TurnTcp::connect(&server);
+    let auth = tcp.rest_auth(
+        "erin",
+        ALLOCATE,
+        &request(ALLOCATE, None, udp_transport),
+        &server,
+    );
+    let answer = tcp.transact(&request(ALLOCATE, Some(&auth), udp_transport), &server);
+    assert!(
+        Message::from_bytes(&answer)
+            .unwrap()
+            .has_class(MessageClass::Success),
+        "Allocate over TCP"
+    );
+    let broadcast: SocketAddr = "127.255.255.255:9".parse().unwrap();
+    let answer = tcp.transact(
+        &request(CHANNEL_BIND, Some(&auth), |m, id| {
+            add(m, &ChannelNumber::new(0x4000));
+            add(m, &XorPeerAddress::new(broadcast, id));
+        }),
+        &server,
+    );
+    assert!(
+        Message::from_bytes(&answer)
+            .unwrap()
+            .has_class(MessageClass::Success),
+        "ChannelBind to {broadcast} (127.0.0.0/8 allowed)"
+    );
+    assert_eq!(Scrape::take(&server).dropped("send_failed"), 0);
+    let frame = [0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4];
+    for _ in 0..3 {
+        tcp.write(&frame);
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut s = Scrape::take(&server);
+    while s.dropped("send_failed") < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        s = Scrape::take(&server);
+    }
+    assert_eq!(s.dropped("send_failed"), 3, "{}", s.text);
 }

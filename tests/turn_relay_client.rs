@@ -2,7 +2,8 @@
 //! over UDP, TCP, TLS and the TLS port shared with HTTPS (what `turns:` on 443 meets), and
 //! coturn over UDP, TCP and TLS. Each test allocates, installs a permission, relays a round
 //! trip to an echo peer through a Send indication, binds a channel, relays another round trip
-//! as ChannelData, and releases the allocation.
+//! as ChannelData, and releases the allocation. A fake server on loopback sends garbage (the
+//! bad-input test): the allocation fails with a documented error, in bounded time.
 
 mod common;
 
@@ -145,4 +146,147 @@ async fn wrong_secret_is_unauthorized_and_a_stranger_certificate_is_refused() {
     )
     .await;
     assert!(matches!(r, Err(TurnError::Io(_))), "{:?}", r.err());
+}
+
+/// What a misbehaving TURN server answers to every request.
+#[derive(Clone, Copy, Debug)]
+enum Garbage {
+    /// Random bytes.
+    Random,
+    /// The first 30 bytes of a real answer (a header that promises more).
+    Truncated,
+    /// A well-formed 401 for another transaction.
+    WrongTransaction,
+    /// A stream frame header claiming 65,535 bytes that never come (streams only).
+    HugeLength,
+}
+
+/// A 401 Unauthorized answer (REALM, NONCE) to the request `req`, or with its transaction id
+/// changed.
+fn unauthorized(req: &[u8], same_tid: bool) -> Vec<u8> {
+    use turnpike::proto::stun::{Class, Writer, attr};
+    let mut tid: [u8; 12] = req
+        .get(8..20)
+        .and_then(|t| t.try_into().ok())
+        .unwrap_or([0; 12]);
+    if !same_tid {
+        tid[0] ^= 0xFF;
+    }
+    // The first request is always an Allocate.
+    let method = turnpike::proto::stun::method::ALLOCATE;
+    let mut buf = Vec::new();
+    let mut w = Writer::new(&mut buf, Class::Error, method, tid);
+    w.error_code(401, "Unauthorized");
+    w.attr(attr::REALM, b"bad.example");
+    w.attr(attr::NONCE, b"0123456789abcdef");
+    w.bytes().to_vec()
+}
+
+fn garbage(kind: Garbage, req: &[u8]) -> Vec<u8> {
+    match kind {
+        Garbage::Random => (0..200).map(|_| rand::random::<u8>()).collect(),
+        Garbage::Truncated => unauthorized(req, true)[..30].to_vec(),
+        Garbage::WrongTransaction => unauthorized(req, false),
+        Garbage::HugeLength => vec![0x01, 0x13, 0xFF, 0xFF, 0x21, 0x12, 0xA4, 0x42],
+    }
+}
+
+/// A UDP "TURN server" on loopback that answers each datagram with `kind` (twice).
+async fn bad_udp_server(kind: Garbage) -> SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            for _ in 0..2 {
+                let _ = socket.send_to(&garbage(kind, &buf[..n]), from).await;
+            }
+        }
+    });
+    addr
+}
+
+/// A TCP "TURN server" on loopback that answers the first request with `kind` and then keeps
+/// the connection open, silent.
+async fn bad_tcp_server(kind: Garbage) -> SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 2048];
+                let Ok(n) = stream.read(&mut buf).await else {
+                    return;
+                };
+                let _ = stream.write_all(&garbage(kind, &buf[..n])).await;
+                // Silent from here on: whatever else comes is read and ignored.
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Garbage from the TURN server: random bytes, truncated STUN, answers to another transaction,
+/// a stream header promising 64 KiB that never comes. Over UDP and TCP the allocation fails
+/// with `Timeout(Allocate)` (the documented "no answer from the TURN server": nothing it got
+/// was an answer), `Framing` when a stream carries what is neither STUN nor ChannelData, or
+/// `Io` when the stream breaks; never a panic, never a hang: within the configured timers.
+#[tokio::test]
+async fn garbage_from_the_turn_server_is_an_error_not_a_panic_or_a_hang() {
+    for kind in [
+        Garbage::Random,
+        Garbage::Truncated,
+        Garbage::WrongTransaction,
+    ] {
+        let addr = bad_udp_server(kind).await;
+        let mut config = TurnConfig::rest(SECRET_ONE.as_bytes(), "sdk", unix_now(), 600, false);
+        config.rto = Duration::from_millis(100);
+        config.max_transmits = 3;
+        config.last_wait_factor = 4;
+        let started = std::time::Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            TurnRelay::allocate(&server(addr, TurnTransport::Udp), config, None),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("UDP {kind:?}: allocate hangs"));
+        assert!(
+            matches!(r, Err(TurnError::Timeout(_))),
+            "UDP {kind:?}: {:?}",
+            r.err()
+        );
+        println!("UDP {kind:?}: {:?} after {:?}", r.err(), started.elapsed());
+    }
+    for kind in [
+        Garbage::Random,
+        Garbage::Truncated,
+        Garbage::WrongTransaction,
+        Garbage::HugeLength,
+    ] {
+        let addr = bad_tcp_server(kind).await;
+        let mut config = TurnConfig::rest(SECRET_ONE.as_bytes(), "sdk", unix_now(), 600, true);
+        config.stream_timeout = Duration::from_secs(1);
+        let started = std::time::Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            TurnRelay::allocate(&server(addr, TurnTransport::Tcp), config, None),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("TCP {kind:?}: allocate hangs"));
+        assert!(
+            matches!(
+                r,
+                Err(TurnError::Timeout(_) | TurnError::Io(_) | TurnError::Framing)
+            ),
+            "TCP {kind:?}: {:?}",
+            r.err()
+        );
+        println!("TCP {kind:?}: {:?} after {:?}", r.err(), started.elapsed());
+    }
 }

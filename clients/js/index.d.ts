@@ -53,6 +53,7 @@ export type ErrorCode =
   | "session_closed"
   | "replaced"
   | "disconnected"
+  | "over_budget"
   | "bad_message"
   | (string & {});
 

@@ -14,12 +14,31 @@ const ANSWER_WAIT: Duration = Duration::from_millis(1500);
 /// UDP retransmissions of one request.
 const UDP_TRIES: u32 = 3;
 
-/// The connection to the audited server.
+/// The connection to the audited (or probed) server.
 pub enum Conn {
     /// UDP, connected to the server.
     Udp(UdpSocket),
     /// TCP (STUN messages framed by their length).
     Tcp(TcpStream),
+    /// TLS over TCP (`turns:`), framed like TCP.
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+/// A byte stream whose reads can time out: TCP or TLS over TCP.
+trait Stream: Read + Write {
+    fn set_timeout(&self, timeout: Duration) -> io::Result<()>;
+}
+
+impl Stream for TcpStream {
+    fn set_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(timeout))
+    }
+}
+
+impl Stream for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn set_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.sock.set_read_timeout(Some(timeout))
+    }
 }
 
 /// An answer: the whole message and its error code (0 for success).
@@ -57,6 +76,63 @@ impl Conn {
         Ok(Conn::Tcp(stream))
     }
 
+    /// A TLS connection to `server`, checking its certificate for `name` with `config`; the
+    /// handshake completes before this returns (at most [`ANSWER_WAIT`] for the TCP connect
+    /// and as long again for the handshake).
+    pub fn tls(
+        server: SocketAddr,
+        name: rustls::pki_types::ServerName<'static>,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> io::Result<Conn> {
+        let stream = TcpStream::connect_timeout(&server, ANSWER_WAIT)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(ANSWER_WAIT))?;
+        stream.set_write_timeout(Some(ANSWER_WAIT))?;
+        let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        let mut tls = rustls::StreamOwned::new(conn, stream);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(Conn::Tls(Box::new(tls)))
+    }
+
+    /// The stream of a TCP or TLS connection.
+    fn stream(&mut self) -> Option<&mut dyn Stream> {
+        match self {
+            Conn::Udp(_) => None,
+            Conn::Tcp(s) => Some(s),
+            Conn::Tls(s) => Some(s.as_mut()),
+        }
+    }
+
+    /// Sends a message that gets no answer (an indication).
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Udp(s) => s.send(bytes).map(|_| ()),
+            other => match other.stream() {
+                Some(s) => s.write_all(bytes).and_then(|()| s.flush()),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Waits up to `wait` for the next STUN message from the server (of any class).
+    /// `None`: nothing arrived, or the connection failed.
+    pub fn receive(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        match self {
+            Conn::Udp(socket) => {
+                let mut buf = vec![0u8; 65536];
+                socket
+                    .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+                    .ok()?;
+                let n = socket.recv(&mut buf).ok()?;
+                buf.truncate(n);
+                Some(buf)
+            }
+            other => read_framed(other.stream()?, wait),
+        }
+    }
+
     /// Sends `request` (transaction `tid`) and waits for its answer. `None`: no answer.
     pub fn exchange(&mut self, request: &[u8], tid: [u8; 12]) -> Option<Answer> {
         match self {
@@ -77,19 +153,15 @@ impl Conn {
                 }
                 None
             }
-            Conn::Tcp(stream) => {
+            other => {
+                let stream = other.stream()?;
                 stream.write_all(request).ok()?;
+                stream.flush().ok()?;
                 let deadline = Instant::now() + ANSWER_WAIT;
                 // Bounded: at most 16 messages that are not the answer (indications).
                 for _ in 0..16 {
                     let left = deadline.checked_duration_since(Instant::now())?;
-                    stream.set_read_timeout(Some(left)).ok()?;
-                    let mut header = [0u8; 20];
-                    stream.read_exact(&mut header).ok()?;
-                    let len = u16::from_be_bytes([header[2], header[3]]) as usize;
-                    let mut bytes = header.to_vec();
-                    bytes.resize(20 + len, 0);
-                    stream.read_exact(&mut bytes[20..]).ok()?;
+                    let bytes = read_framed(stream, left)?;
                     if let Some(answer) = answer_for(&bytes, tid) {
                         return Some(answer);
                     }
@@ -98,6 +170,21 @@ impl Conn {
             }
         }
     }
+}
+
+/// Reads one STUN message framed by its length from a TCP or TLS stream, waiting at most
+/// `wait` for each read.
+fn read_framed(stream: &mut dyn Stream, wait: Duration) -> Option<Vec<u8>> {
+    stream
+        .set_timeout(wait.max(Duration::from_millis(1)))
+        .ok()?;
+    let mut header = [0u8; 20];
+    stream.read_exact(&mut header).ok()?;
+    let len = u16::from_be_bytes([header[2], header[3]]) as usize;
+    let mut bytes = header.to_vec();
+    bytes.resize(20 + len, 0);
+    stream.read_exact(&mut bytes[20..]).ok()?;
+    Some(bytes)
 }
 
 /// The answer to `tid` in `bytes`, if that is what they are.
@@ -214,10 +301,7 @@ impl Session {
         let mut w = Writer::new(&mut buf, Class::Indication, method::SEND, tid());
         w.xor_addr(attr::XOR_PEER_ADDRESS, peer)
             .attr(attr::DATA, data);
-        let _ = match &mut self.conn {
-            Conn::Udp(s) => s.send(&buf).map(|_| ()),
-            Conn::Tcp(s) => s.write_all(&buf),
-        };
+        let _ = self.conn.send(&buf);
     }
 }
 

@@ -14,7 +14,7 @@
 //!
 //! The report is a table or JSON; the command exits non-zero on any exposure.
 
-mod client;
+pub(crate) mod client;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -110,7 +110,9 @@ pub enum Event {
     },
     /// Any other text message (a later protocol version), untouched.
     Other(String),
-    /// The connection was lost; the client reconnects when configured to.
+    /// The connection was lost; the client reconnects when configured to. `code` 4007
+    /// (`over_budget`, [`close_code_name`]): more was queued for this peer than the server's
+    /// memory budget for it (it read too slowly).
     Disconnected {
         /// The close code, if the server sent one.
         code: Option<u16>,
@@ -125,6 +127,23 @@ pub enum Event {
         /// The reason.
         reason: String,
     },
+}
+
+/// The name of a registry close code (docs/registry-protocol.md §6), such as `over_budget`
+/// for 4007; `None` for codes the protocol does not define.
+pub fn close_code_name(code: u16) -> Option<&'static str> {
+    Some(match code {
+        1000 => "normal",
+        1001 => "going_away",
+        4001 => "replaced",
+        4002 => "idle_timeout",
+        4003 => "token_expired",
+        4004 => "join_timeout",
+        4005 => "slow_consumer",
+        4006 => "disconnected",
+        4007 => "over_budget",
+        _ => return None,
+    })
 }
 
 /// Reads one text message from the server into an [`Event`].

@@ -29,4 +29,7 @@ pub use crate::registry::attest::{
 pub use link_handle::{FlushError, Incoming, Link, MAX_UNREAD_BYTES};
 pub use registry::{ClientConfig, ClientError, Event, RegistryClient};
 pub use seal::{KeyPair, SealError, Sealer};
-pub use session::{Session, SessionConfig, SessionError, SessionEvent, TokenCallback, TokenSource};
+pub use session::{
+    CLOSE_TIMEOUT, EVENT_QUEUE, Session, SessionConfig, SessionError, SessionEvent,
+    TOKEN_CALLBACK_TIMEOUT, TokenCallback, TokenSource,
+};

@@ -371,8 +371,17 @@ impl Task {
 
     async fn session(&mut self, socket: &mut Socket) -> End {
         loop {
+            // The socket is read only while the application's event queue has room; while it
+            // is full, commands are still served (a session that waits for a relay reply while
+            // its own events wait for room would otherwise deadlock under a flood).
+            let room = self.events.capacity() > 0;
             tokio::select! {
-                message = socket.next() => match message {
+                permit = self.events.clone().reserve_owned(), if !room => {
+                    if permit.is_err() {
+                        return End::Final(None, "the application is gone".into());
+                    }
+                }
+                message = socket.next(), if room => match message {
                     None => return End::Lost(None, "the connection ended".into()),
                     Some(Err(e)) => return End::Lost(None, e.to_string()),
                     Some(Ok(Message::Close(frame))) => {
@@ -496,7 +505,10 @@ impl Task {
         }
         let _ = self.events.send(event).await;
         if let Some(untrusted) = untrusted {
-            let _ = self.events.send(untrusted).await;
+            // Never waits: the loop made room for one event only.
+            if self.events.try_send(untrusted).is_err() {
+                tracing::warn!("registry client: peer_untrusted event dropped (queue full)");
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::link_handle::Link;
 use super::p2p::{IceTransportPolicy, P2pConnector};
@@ -22,6 +22,9 @@ use super::session_task::Task;
 use crate::link::{SendError, Stats};
 use crate::proto::credentials::IceServer;
 use crate::registry::messages::SignalKind;
+
+/// How long a token callback may take; beyond, the attempt counts as failed.
+pub const TOKEN_CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A callback that mints a fresh token.
 pub type TokenCallback = Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
@@ -49,7 +52,15 @@ impl TokenSource {
     pub(crate) async fn token(&self) -> Result<String, String> {
         match self {
             TokenSource::Fixed(token) => Ok(token.clone()),
-            TokenSource::Callback(callback) => callback().await,
+            TokenSource::Callback(callback) => {
+                match tokio::time::timeout(TOKEN_CALLBACK_TIMEOUT, callback()).await {
+                    Ok(result) => result,
+                    Err(_) => Err(format!(
+                        "the token callback did not answer within {} s",
+                        TOKEN_CALLBACK_TIMEOUT.as_secs()
+                    )),
+                }
+            }
         }
     }
 }
@@ -84,6 +95,11 @@ pub struct SessionConfig {
     pub p2p: Option<Arc<dyn P2pConnector>>,
     /// The longest delay between reconnect attempts.
     pub max_backoff: Duration,
+    /// Without a registry connection, how long the session keeps asking a token callback
+    /// that fails (or whose tokens the registry refuses) before it ends: a last
+    /// `token_expired` error, then `Closed` (every link closes with `session_closed`).
+    /// Each failed attempt in between is reported as `token_expired` too.
+    pub token_retry_for: Duration,
 }
 
 impl std::fmt::Debug for SessionConfig {
@@ -114,6 +130,7 @@ impl SessionConfig {
             ice_transport_policy: IceTransportPolicy::All,
             p2p: None,
             max_backoff: Duration::from_secs(30),
+            token_retry_for: Duration::from_secs(60),
         }
     }
 
@@ -148,6 +165,12 @@ pub enum SessionEvent {
     RelayUsage {
         /// Relayed bytes per second over the window.
         bytes_per_sec: u64,
+    },
+    /// The registry accepted a fresh token (`reauth`, after `token_expiring` and the token
+    /// callback): the connection, and every link on it, now lasts until `expires_at`.
+    Reauthed {
+        /// The new token's `exp`, UNIX seconds.
+        expires_at: u64,
     },
     /// A session error (`token_expired`, or a registry error about no link).
     Error {
@@ -205,10 +228,20 @@ pub(crate) enum Command {
     Close,
 }
 
+/// Session events held for [`Session::next_event`]; beyond, new events are dropped (and
+/// logged) rather than stopping the session's links.
+pub const EVENT_QUEUE: usize = 256;
+
+/// How long [`Session::close`] waits for the session's task to send its `CLOSE` frames and
+/// close the registry connection.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A connected session.
 pub struct Session {
     commands: mpsc::Sender<Command>,
     events: Mutex<mpsc::Receiver<SessionEvent>>,
+    /// Closed (its sender dropped) when the session's task ended.
+    ended: watch::Receiver<()>,
     peer_id: String,
 }
 
@@ -227,7 +260,8 @@ impl Session {
         let mut client = RegistryClient::connect(config.client_config(token)).await?;
         let welcome = client.next_event().await.ok_or(SessionError::Closed)?;
         let (commands, command_rx) = mpsc::channel(256);
-        let (event_tx, events) = mpsc::channel(256);
+        let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (ended_tx, ended) = watch::channel(());
         let task = Task::new(
             config,
             client,
@@ -237,10 +271,14 @@ impl Session {
             event_tx,
         );
         let peer_id = task.peer_id().to_owned();
-        tokio::spawn(task.run());
+        tokio::spawn(async move {
+            task.run().await;
+            drop(ended_tx);
+        });
         Ok(Session {
             commands,
             events: Mutex::new(events),
+            ended,
             peer_id,
         })
     }
@@ -269,8 +307,14 @@ impl Session {
         self.events.lock().await.recv().await
     }
 
-    /// Closes every link (`CLOSE` to each peer) and the registry connection.
+    /// Closes every link (`CLOSE` to each peer) and the registry connection; returns once the
+    /// session's task ended, or after [`CLOSE_TIMEOUT`].
     pub async fn close(&self) {
-        let _ = self.commands.send(Command::Close).await;
+        let mut ended = self.ended.clone();
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            let _ = self.commands.send(Command::Close).await;
+            while ended.changed().await.is_ok() {}
+        })
+        .await;
     }
 }

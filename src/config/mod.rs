@@ -12,6 +12,7 @@
 
 mod cluster;
 mod fleet;
+pub mod fuzzing;
 mod http;
 mod schema;
 #[cfg(test)]

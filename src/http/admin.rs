@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::net::admin::{MAX_PAGE, Outcome};
 use crate::proto::credentials::parse_rest_username;
 use crate::proto::server::{AllocationId, AllocationInfo, Direction, End, RevokeError, Subject};
+use crate::registry::messages::{echo, shorten};
 
 /// The default page size of a listing.
 pub const DEFAULT_PAGE: usize = 100;
@@ -249,7 +250,7 @@ fn check_user(user: &Option<String>) -> Result<(), ApiError> {
 }
 
 fn query_error(e: axum::extract::rejection::QueryRejection) -> ApiError {
-    ApiError::bad_request(format!("bad query string: {}", e.body_text()))
+    ApiError::bad_request(format!("bad query string: {}", shorten(&e.body_text(), 96)))
 }
 
 async fn list_allocations(
@@ -269,7 +270,8 @@ async fn list_allocations(
     let after = match &q.after {
         Some(a) => Some(a.parse::<AllocationId>().map_err(|_| {
             ApiError::bad_request(format!(
-                "`after` must be an allocation id such as 203.0.113.7:50000 or tcp/203.0.113.7:50000, not `{a}`"
+                "`after` must be an allocation id such as 203.0.113.7:50000 or tcp/203.0.113.7:50000, not `{}`",
+                echo(a)
             ))
         })?),
         None => None,
@@ -321,15 +323,16 @@ async fn end_allocations(
     let (which, what) = match (q.user, q.id) {
         (Some(u), None) => (
             End::Subject(Subject::User(u.clone())),
-            format!("user `{u}`"),
+            format!("user `{}`", echo(&u)),
         ),
         (None, Some(id)) => {
             let parsed = id.parse::<AllocationId>().map_err(|_| {
                 ApiError::bad_request(format!(
-                    "`id` must be an allocation id such as 203.0.113.7:50000 or tcp/203.0.113.7:50000, not `{id}`"
+                    "`id` must be an allocation id such as 203.0.113.7:50000 or tcp/203.0.113.7:50000, not `{}`",
+                    echo(&id)
                 ))
             })?;
-            (End::Allocation(parsed), format!("allocation {id}"))
+            (End::Allocation(parsed), format!("allocation {}", echo(&id)))
         }
         _ => {
             return Err(ApiError::bad_request("give exactly one of `user` and `id`"));
@@ -470,7 +473,11 @@ async fn unrevoke(
         Ok(false) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_revoked",
-            format!("{} `{}` is not revoked", subject.kind(), subject.name()),
+            format!(
+                "{} `{}` is not revoked",
+                subject.kind(),
+                echo(subject.name())
+            ),
         )),
         Err(e) => Err(ApiError::internal(e.to_string())),
     }
@@ -513,7 +520,7 @@ fn no_project(project: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "no_project",
-        format!("project `{project}` has no peer on this node"),
+        format!("project `{}` has no peer on this node", echo(project)),
     )
 }
 
@@ -571,7 +578,11 @@ async fn disconnect_peer(
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "no_peer",
-            format!("no peer `{peer}` in project `{}`", q.project),
+            format!(
+                "no peer `{}` in project `{}`",
+                echo(&peer),
+                echo(&q.project)
+            ),
         ));
     }
     Ok(Json(DisconnectedJson {

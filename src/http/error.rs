@@ -19,12 +19,22 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// An error with `status`, `code` and `message`.
+    /// An error with `status`, `code` and `message` (cut to 256 bytes: a message that
+    /// quotes a request must not reflect it back in full).
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        let message = if message.len() > crate::registry::messages::MAX_MESSAGE_BYTES {
+            crate::registry::messages::shorten(
+                &message,
+                crate::registry::messages::MAX_MESSAGE_BYTES,
+            )
+        } else {
+            message
+        };
         ApiError {
             status,
             code,
-            message: message.into(),
+            message,
         }
     }
 

@@ -259,7 +259,8 @@ pub async fn ice_servers(
     if !body.iter().all(u8::is_ascii_whitespace) {
         let from_body: IceRequest = serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(format!(
-                "the body must be a JSON object like {{\"user\": \"alice\", \"ttl\": 3600}}: {e}"
+                "the body must be a JSON object like {{\"user\": \"alice\", \"ttl\": 3600}}: {}",
+                crate::registry::messages::echo_json_error(&e)
             ))
         })?;
         request.user = from_body.user.or(request.user);

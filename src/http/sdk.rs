@@ -240,7 +240,8 @@ async fn mint_demo_token(state: &HttpState, request: Request) -> Result<DemoToke
         .unwrap_or_else(|_| Bytes::new());
     let asked: DemoTokenRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
-            "the body must be a JSON object like {{\"peer_id\": \"alice\"}}: {e}"
+            "the body must be a JSON object like {{\"peer_id\": \"alice\"}}: {}",
+            crate::registry::messages::echo_json_error(&e)
         ))
     })?;
     if !valid_id(&asked.peer_id) {

@@ -1,15 +1,20 @@
 //! Entry point for the `link_frames` fuzz target in `fuzz/`: bytes decoded as one frame, then
 //! cut into frames fed to a link end on both paths (with the epochs of the stream's first
 //! frame, so the deep paths are reachable), with timers fired and every output polled.
+//! Besides "no panic": decoding is exact (a decoded frame encodes back to the same bytes) and
+//! every frame the link sends decodes and fits the frame size limit.
 
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
+use super::frame::MAX_FRAME_BYTES;
 use super::{Frame, Link, LinkConfig, P2pEvent, Path};
 
 /// Feeds `data` to the frame parser and to a link end; must never panic.
 pub fn link_frames(data: &[u8]) {
-    let _ = Frame::decode(data);
+    if let Ok(frame) = Frame::decode(data) {
+        assert_eq!(frame.encode(), data, "a decoded frame encodes back");
+    }
     let start = Instant::now();
     let epoch = NonZeroU32::new(0x0a0b_0c0d).expect("non-zero");
     let mut link = Link::new(LinkConfig::default(), start, epoch, 1);
@@ -42,7 +47,12 @@ pub fn link_frames(data: &[u8]) {
                 link.handle_timeout(now);
             }
         }
-        while link.poll_transmit(now).is_some() {}
+        while let Some(transmit) = link.poll_transmit(now) {
+            assert!(transmit.bytes.len() <= MAX_FRAME_BYTES);
+            if let Err(e) = Frame::decode(&transmit.bytes) {
+                panic!("the link sent a bad frame ({e}): {:02x?}", transmit.bytes);
+            }
+        }
         while link.poll_event().is_some() {}
         let _ = link.stats();
     }

@@ -164,4 +164,10 @@ pub struct Stats {
     pub unacked_messages: usize,
     /// Bytes held by the unacked buffer.
     pub buffered_bytes: usize,
+    /// The type of our candidate in the p2p path's selected pair (`host`, `srflx`, `prflx`,
+    /// `relay`; as `localCandidateType`), once a pair carried the DataChannel. The pure core
+    /// knows no candidates: the session fills it from its p2p path.
+    pub local_candidate_type: Option<String>,
+    /// The type of the peer's candidate in that pair (`remoteCandidateType`).
+    pub remote_candidate_type: Option<String>,
 }

@@ -63,6 +63,15 @@ pub struct RegistryConfig {
     /// Relayed bytes per second (averaged over 10 s) above which a peer is sent
     /// `relay_usage` (0: never).
     pub relay_warn_bytes_per_sec: u64,
+    /// Bytes queued for one peer (control, signaling and relay frames together): beyond it a
+    /// relay blob is dropped, a signaling message refused (`over_budget`), and a peer whose
+    /// control messages no longer fit is closed (4007 `over_budget`).
+    pub peer_budget_bytes: u64,
+    /// Bytes queued for all peers together, with the same effects as `peer_budget_bytes`.
+    pub budget_bytes: u64,
+    /// Text messages the joined peers of one project may send per second together (burst:
+    /// twice as many); 0: no project limit.
+    pub project_messages_per_sec: u32,
 }
 
 impl Default for RegistryConfig {
@@ -89,6 +98,9 @@ impl Default for RegistryConfig {
             ice_servers: true,
             token_warning_secs: 60,
             relay_warn_bytes_per_sec: 262_144,
+            peer_budget_bytes: 4 * 1024 * 1024,
+            budget_bytes: 512 * 1024 * 1024,
+            project_messages_per_sec: 10_000,
         }
     }
 }
@@ -120,6 +132,9 @@ impl fmt::Debug for RegistryConfig {
             .field("ice_servers", &self.ice_servers)
             .field("token_warning_secs", &self.token_warning_secs)
             .field("relay_warn_bytes_per_sec", &self.relay_warn_bytes_per_sec)
+            .field("peer_budget_bytes", &self.peer_budget_bytes)
+            .field("budget_bytes", &self.budget_bytes)
+            .field("project_messages_per_sec", &self.project_messages_per_sec)
             .finish()
     }
 }
@@ -222,6 +237,23 @@ pub fn validate(config: &RegistryConfig, demo: bool) -> Result<(), Invalid> {
             "must hold at least one message of max_payload_bytes plus 4096",
         ));
     }
+    let largest_frame = (config.max_payload_bytes as usize + TEXT_OVERHEAD_BYTES)
+        .max(config.max_relay_frame_bytes as usize) as u64;
+    if config.peer_budget_bytes < largest_frame {
+        return Err(invalid(
+            "registry.peer_budget_bytes",
+            format!(
+                "must hold at least one of the largest frames ({largest_frame} bytes: \
+                 max_payload_bytes plus 4096, or max_relay_frame_bytes)"
+            ),
+        ));
+    }
+    if config.budget_bytes < config.peer_budget_bytes {
+        return Err(invalid(
+            "registry.budget_bytes",
+            "must be at least registry.peer_budget_bytes",
+        ));
+    }
     if config.idle_timeout_secs <= config.ping_interval_secs {
         return Err(invalid(
             "registry.idle_timeout_secs",
@@ -298,6 +330,11 @@ mod tests {
                 "[registry]\ntoken_warning_secs = 86401",
                 "registry.token_warning_secs",
             ),
+            (
+                "[registry]\npeer_budget_bytes = 1000",
+                "registry.peer_budget_bytes",
+            ),
+            ("[registry]\nbudget_bytes = 100000", "registry.budget_bytes"),
             ("[http]\ndemo = true", "http.demo"),
         ] {
             assert_eq!(invalid_key(text), key, "{text}");

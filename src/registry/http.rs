@@ -24,7 +24,7 @@ use super::auth::find_token;
 use super::config::MAX_WEBSOCKET_MESSAGE;
 use super::core::ConnId;
 use super::core::{Authority, Identity, Lease};
-use super::messages::SUBPROTOCOL;
+use super::messages::{SUBPROTOCOL, parse_text};
 use super::metrics::{AuthFailure, ConnectRefusal};
 use super::queue::Transmit;
 use super::{RegistryState, unix_time};
@@ -177,8 +177,10 @@ async fn serve(socket: WebSocket, admitted: Admitted, notify: Arc<Notify>) {
             let now = Instant::now();
             match message {
                 Message::Text(text) => {
+                    // Parsed before taking the registry's lock, which every connection shares.
+                    let parsed = parse_text(&text, state.max_payload());
                     let gate = Gate { state: &state, now };
-                    state.with(|core| core.handle_text(now, conn, &text, &gate))
+                    state.with(|core| core.handle_parsed(now, conn, parsed, &gate))
                 }
                 Message::Binary(bytes) => state.with(|core| core.handle_binary(now, conn, &bytes)),
                 Message::Ping(_) | Message::Pong(_) => {

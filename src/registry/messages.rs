@@ -24,6 +24,55 @@ pub const TEXT_OVERHEAD_BYTES: usize = 4096;
 /// Seconds of clock skew tolerated on `exp` and `nbf` (tokens and key attestations).
 pub const LEEWAY_SECS: u64 = 30;
 
+/// The most bytes of a client's input that an error message quotes.
+pub const ECHO_BYTES: usize = 32;
+/// The longest `message` of an `error` (the text for people), in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 256;
+
+/// Cuts `text` to at most `max` bytes, on a character boundary, with control characters
+/// removed and `…` appended when something was cut.
+pub fn shorten(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out: String = text[..end].chars().filter(|c| !c.is_control()).collect();
+    if end < text.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// A short prefix of client input to quote in an error message: at most [`ECHO_BYTES`]
+/// bytes (see [`shorten`]), so that an error never reflects a client's input back in full.
+pub fn echo(input: &str) -> String {
+    shorten(input, ECHO_BYTES)
+}
+
+/// A parser's error (serde_json's, which quotes the offending value) fit to be sent back: what
+/// precedes the first quote, at most [`ECHO_BYTES`] after it, then the position.
+pub fn echo_json_error(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let description = match text.rfind(" at line ") {
+        Some(at) if error.line() > 0 => &text[..at],
+        _ => text.as_str(),
+    };
+    let quote = description
+        .find(['"', '`', '\''])
+        .map_or(description.len(), |at| at + 1);
+    let (head, quoted) = description.split_at(quote);
+    let mut out = shorten(head, 2 * ECHO_BYTES);
+    out.push_str(&echo(quoted));
+    if error.line() > 0 {
+        out.push_str(&format!(
+            " (line {}, column {})",
+            error.line(),
+            error.column()
+        ));
+    }
+    out
+}
+
 /// True when `id` is a valid peer id or project name: 1 to 64 bytes of printable ASCII.
 pub fn valid_id(id: &str) -> bool {
     (1..=MAX_ID_BYTES).contains(&id.len()) && id.bytes().all(|b| (0x21..=0x7e).contains(&b))
@@ -52,11 +101,13 @@ pub enum ErrorCode {
     InvalidToken,
     IdentityMismatch,
     BadAttestation,
+    OverBudget,
+    ProjectRateLimited,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the protocol document (metrics use this order).
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
@@ -76,6 +127,8 @@ impl ErrorCode {
         ErrorCode::InvalidToken,
         ErrorCode::IdentityMismatch,
         ErrorCode::BadAttestation,
+        ErrorCode::OverBudget,
+        ErrorCode::ProjectRateLimited,
     ];
 
     /// The code as it appears on the wire.
@@ -100,6 +153,8 @@ impl ErrorCode {
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::IdentityMismatch => "identity_mismatch",
             ErrorCode::BadAttestation => "bad_attestation",
+            ErrorCode::OverBudget => "over_budget",
+            ErrorCode::ProjectRateLimited => "project_rate_limited",
         }
     }
 
@@ -126,11 +181,13 @@ pub enum CloseReason {
     TokenExpired,
     /// An operator disconnected the peer through the admin API (4006).
     Disconnected,
+    /// What was queued for the peer reached its byte budget or the registry's (4007).
+    OverBudget,
 }
 
 impl CloseReason {
     /// The reasons counted in metrics, in a fixed order.
-    pub const ALL: [CloseReason; 7] = [
+    pub const ALL: [CloseReason; 8] = [
         CloseReason::Replaced,
         CloseReason::IdleTimeout,
         CloseReason::JoinTimeout,
@@ -138,6 +195,7 @@ impl CloseReason {
         CloseReason::GoingAway,
         CloseReason::TokenExpired,
         CloseReason::Disconnected,
+        CloseReason::OverBudget,
     ];
 
     /// The WebSocket close code.
@@ -150,6 +208,7 @@ impl CloseReason {
             CloseReason::GoingAway => 1001,
             CloseReason::TokenExpired => 4003,
             CloseReason::Disconnected => 4006,
+            CloseReason::OverBudget => 4007,
         }
     }
 
@@ -163,6 +222,7 @@ impl CloseReason {
             CloseReason::GoingAway => "going_away",
             CloseReason::TokenExpired => "token_expired",
             CloseReason::Disconnected => "disconnected",
+            CloseReason::OverBudget => "over_budget",
         }
     }
 }
@@ -247,14 +307,14 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    /// A refusal with no id and no destination. `refers_to` is cut to 64 bytes: an unknown
-    /// type is echoed, and the echo must stay small.
+    /// A refusal with no id and no destination. `refers_to` is cut to [`ECHO_BYTES`]: an
+    /// unknown type is echoed, and the echo must stay small.
     pub fn new(code: ErrorCode, message: impl Into<String>, refers_to: Option<&str>) -> Refusal {
         Refusal {
             code,
             message: message.into(),
             refers_to: refers_to.map(|r| {
-                let mut end = r.len().min(MAX_ID_BYTES);
+                let mut end = r.len().min(ECHO_BYTES);
                 while !r.is_char_boundary(end) {
                     end -= 1;
                 }
@@ -283,7 +343,7 @@ impl Refusal {
         encode(&Wire {
             kind: "error",
             code: self.code.as_str(),
-            message: &self.message,
+            message: &shorten(&self.message, MAX_MESSAGE_BYTES),
             refers_to: self.refers_to.as_deref(),
             id: self.id,
             to_peer_id: self.to_peer_id.as_deref(),
@@ -333,7 +393,10 @@ pub fn parse_text(text: &str, max_payload: usize) -> Result<Incoming<'_>, Refusa
             let refers_to = type_of(text);
             return Err(Refusal::new(
                 ErrorCode::BadMessage,
-                format!("the message is not of the documented shape: {error}"),
+                format!(
+                    "the message is not of the documented shape: {}",
+                    echo_json_error(&error)
+                ),
                 refers_to.as_deref(),
             ));
         }
@@ -369,11 +432,9 @@ pub fn parse_text(text: &str, max_payload: usize) -> Result<Incoming<'_>, Refusa
         return Ok(Incoming::Ping);
     }
     let Some(signal) = SignalKind::from_type(&kind) else {
-        let mut shown: String = kind.chars().take(MAX_ID_BYTES).collect();
-        shown.retain(|c| !c.is_control());
         let mut refusal = Refusal::new(
             ErrorCode::UnknownType,
-            format!("unknown message type `{shown}`"),
+            format!("unknown message type `{}`", echo(&kind)),
             Some(&kind),
         );
         refusal.id = envelope.id;

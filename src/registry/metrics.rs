@@ -19,16 +19,19 @@ pub enum DropReason {
     Malformed,
     /// The sender had not joined.
     NotJoined,
+    /// The destination's byte budget (or the registry's) had no room for it.
+    OverBudget,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::QueueFull,
         DropReason::RateLimited,
         DropReason::UnknownPeer,
         DropReason::Malformed,
         DropReason::NotJoined,
+        DropReason::OverBudget,
     ];
 
     /// The metrics label.
@@ -39,6 +42,7 @@ impl DropReason {
             DropReason::UnknownPeer => "unknown_peer",
             DropReason::Malformed => "malformed",
             DropReason::NotJoined => "not_joined",
+            DropReason::OverBudget => "over_budget",
         }
     }
 }
@@ -147,7 +151,9 @@ pub struct RegistryMetrics {
     pub(crate) signals: [AtomicU64; 3],
     pub(crate) relay_blobs: AtomicU64,
     pub(crate) relay_bytes: AtomicU64,
-    pub(crate) relay_drops: [AtomicU64; 5],
+    pub(crate) relay_drops: [AtomicU64; DropReason::ALL.len()],
+    /// Bytes queued for all peers (what `budget_bytes` bounds).
+    pub(crate) queued_bytes: AtomicI64,
     pub(crate) errors: [AtomicU64; ErrorCode::ALL.len()],
     pub(crate) auth_failures: [AtomicU64; AuthFailure::ALL.len()],
     pub(crate) refused: [AtomicU64; 2],
@@ -219,6 +225,13 @@ impl RegistryMetrics {
             Gauge,
             None,
             self.projects.load(Ordering::Relaxed),
+        );
+        push(
+            "turnpike_registry_queued_bytes",
+            "Bytes queued for all peers (control, signaling and relay frames), bounded by budget_bytes.",
+            Gauge,
+            None,
+            self.queued_bytes.load(Ordering::Relaxed),
         );
         for kind in SignalKind::ALL {
             push(

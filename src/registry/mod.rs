@@ -72,6 +72,8 @@ struct Shared {
     extra_secret: OnceLock<Vec<u8>>,
     /// Wakes the cluster link (`crate::cluster`) when the core has outputs for it.
     cluster: OnceLock<Arc<Notify>>,
+    /// `max_payload_bytes`, for parsing text frames before taking the lock.
+    max_payload: usize,
 }
 
 #[derive(Debug)]
@@ -124,6 +126,7 @@ impl RegistryState {
                 ice: OnceLock::new(),
                 extra_secret: OnceLock::new(),
                 cluster: OnceLock::new(),
+                max_payload: config.max_payload_bytes as usize,
             }),
         })
     }
@@ -172,6 +175,11 @@ impl RegistryState {
     /// The cluster's counters (all zero without a cluster).
     pub fn cluster_metrics(&self) -> Arc<ClusterMetrics> {
         self.lock().core.cluster_metrics().clone()
+    }
+
+    /// `max_payload_bytes`, to parse text frames with ([`messages::parse_text`]).
+    pub(crate) fn max_payload(&self) -> usize {
+        self.shared.max_payload
     }
 
     /// The keys that verify tokens.

@@ -57,6 +57,8 @@ pub(crate) struct OutQueue {
     signal_bytes: usize,
     control_messages: usize,
     relay: VecDeque<Vec<u8>>,
+    /// Bytes of every queued frame (text and binary), counted against the budgets.
+    bytes: usize,
     ping: bool,
     close: Option<(u16, &'static str)>,
     /// Alternates between the FIFO and the relay queue so neither starves the other.
@@ -74,6 +76,7 @@ impl OutQueue {
         }
         self.signal_messages += 1;
         self.signal_bytes += text.len();
+        self.bytes += text.len();
         self.fifo.push_back(Entry {
             text,
             origin: Some(origin),
@@ -90,6 +93,7 @@ impl OutQueue {
             return false;
         }
         self.control_messages += 1;
+        self.bytes += text.len();
         self.fifo.push_back(Entry { text, origin: None });
         true
     }
@@ -99,6 +103,7 @@ impl OutQueue {
         if self.close.is_some() || self.relay.len() >= limits.relay_blobs {
             return false;
         }
+        self.bytes += frame.len();
         self.relay.push_back(frame);
         true
     }
@@ -112,6 +117,7 @@ impl OutQueue {
     pub fn close(&mut self, code: u16, reason: &'static str) -> Vec<Origin> {
         self.close = Some((code, reason));
         let unsent = self.drain_unsent();
+        self.bytes -= self.relay.iter().map(Vec::len).sum::<usize>();
         self.relay.clear();
         self.relay.shrink_to_fit();
         self.ping = false;
@@ -120,6 +126,7 @@ impl OutQueue {
 
     /// Empties the queue; returns the signaling messages never sent.
     pub fn drain_unsent(&mut self) -> Vec<Origin> {
+        self.bytes -= self.fifo.iter().map(|e| e.text.len()).sum::<usize>();
         let unsent = self.fifo.drain(..).filter_map(|e| e.origin).collect();
         self.fifo.shrink_to_fit();
         self.signal_messages = 0;
@@ -143,10 +150,12 @@ impl OutQueue {
         self.relay_turn = !self.relay_turn;
         if self.relay_turn {
             if let Some(frame) = self.relay.pop_front() {
+                self.bytes -= frame.len();
                 return Some(Transmit::Binary(frame));
             }
         }
         if let Some(entry) = self.fifo.pop_front() {
+            self.bytes -= entry.text.len();
             if entry.origin.is_some() {
                 self.signal_messages -= 1;
                 self.signal_bytes -= entry.text.len();
@@ -155,7 +164,14 @@ impl OutQueue {
             }
             return Some(Transmit::Text(entry.text));
         }
-        self.relay.pop_front().map(Transmit::Binary)
+        let frame = self.relay.pop_front()?;
+        self.bytes -= frame.len();
+        Some(Transmit::Binary(frame))
+    }
+
+    /// Bytes of the frames queued (text and binary), what the budgets count.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 

@@ -2,8 +2,6 @@
 //! of its own (`[registry] listen`), beside the HTTP API's listeners, which also serve
 //! [`super::routes`] (on `http.address`, and on TLS listeners that serve HTTP).
 
-use std::net::SocketAddr;
-
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,24 +18,9 @@ pub fn state(config: &RegistryConfig) -> anyhow::Result<Option<RegistryState>> {
         .map(Some)
 }
 
-/// Serves [`routes`] on `listener` until `shutdown` holds true.
-pub async fn serve(
-    listener: TcpListener,
-    state: RegistryState,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let app = routes(state).into_make_service_with_connect_info::<SocketAddr>();
-    let stop = async move {
-        while !*shutdown.borrow_and_update() {
-            if shutdown.changed().await.is_err() {
-                return;
-            }
-        }
-    };
-    if let Err(error) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::error!(%error, "the registry listener failed");
-    }
+/// Serves [`routes`] on `listener` until `shutdown` holds true, as the HTTP API's listener
+/// serves its routes ([`crate::http::serve`]): the same header timeout, the same cap on
+/// connections in the HTTP handshake, the client's address for the per-IP limits.
+pub async fn serve(listener: TcpListener, state: RegistryState, shutdown: watch::Receiver<bool>) {
+    crate::http::serve(listener, routes(state), shutdown).await;
 }

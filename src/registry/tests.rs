@@ -255,8 +255,13 @@ fn bad_messages_get_their_documented_errors() {
     assert_eq!(error["code"], "unknown_type");
     assert_eq!(
         error["ref"],
-        "é".repeat(32),
-        "the echoed type is cut to 64 bytes"
+        "é".repeat(16),
+        "the echoed type is cut to 32 bytes"
+    );
+    assert_eq!(
+        error["message"],
+        format!("unknown message type `{}…`", "é".repeat(16)),
+        "the message quotes a 32-byte prefix"
     );
     // Still serving: a ping is answered.
     h.text(conn, json!({"type": "ping"}));

@@ -117,6 +117,9 @@ fn every_key_is_either_live_or_restart_only() {
                 ice_servers: _,
                 token_warning_secs: _,
                 relay_warn_bytes_per_sec: _,
+                peer_budget_bytes: _,
+                budget_bytes: _,
+                project_messages_per_sec: _,
             },
         cluster:
             ClusterConfig {

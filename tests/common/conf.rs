@@ -48,6 +48,9 @@ pub struct Conf {
     pub http_extra: Vec<String>,
     /// Extra `key = value` lines for the `[auth]` section (such as `nonce_key`).
     pub auth_extra: Vec<String>,
+    /// Extra `key = value` lines for the `[limits]` section (such as
+    /// `default_allocation_lifetime_secs`).
+    pub limits_extra: Vec<String>,
     /// Extra TOML appended at the end (whole sections, such as `[server]`).
     pub extra_toml: String,
     /// `[relay] bind_ip` (a server in a network namespace relays on that namespace's address).
@@ -81,6 +84,7 @@ impl Default for Conf {
             idle_timeout_secs: 60,
             http_extra: Vec::new(),
             auth_extra: Vec::new(),
+            limits_extra: Vec::new(),
             extra_toml: String::new(),
             relay_ip: "127.0.0.1".into(),
         }
@@ -158,6 +162,9 @@ impl Conf {
             self.bandwidth_bps
         )
         .unwrap();
+        for line in &self.limits_extra {
+            writeln!(t, "{line}").unwrap();
+        }
         writeln!(t, "\n[log]\nlevel = {:?}", self.log_level).unwrap();
         writeln!(
             t,

@@ -66,6 +66,11 @@ impl TurnTcp {
         );
     }
 
+    /// Writes raw bytes (ChannelData frames, say) on the connection.
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send over TCP");
+    }
+
     /// Sends `unauthenticated` (a `method` request without credentials), expects a 401 and
     /// returns REST credentials for `user` with the realm and nonce it carried.
     pub fn rest_auth(

@@ -3867,6 +3867,9 @@ var Session = class extends Emitter {
       this._giveUp();
       return;
     }
+    if (code === 4007) {
+      this.emit("error", new TurnpikeError("over_budget", `the registry closed the connection: more was queued for this peer than its memory budget${reason ? " (" + reason + ")" : ""}`));
+    }
     if (code === 4003 && typeof this.options.getToken !== "function") {
       this.emit("error", new TurnpikeError("token_expired", "the token expired and no getToken was given"));
       this._giveUp();

@@ -260,6 +260,11 @@ export class Session extends Emitter {
       this._giveUp();
       return;
     }
+    if (code === 4007) {
+      // The server's memory budget for this peer ran out (it read too slowly): say so, then
+      // reconnect like after any lost connection (what was queued for it is gone).
+      this.emit("error", new TurnpikeError("over_budget", `the registry closed the connection: more was queued for this peer than its memory budget${reason ? " (" + reason + ")" : ""}`));
+    }
     if (code === 4003 && typeof this.options.getToken !== "function") {
       this.emit("error", new TurnpikeError("token_expired", "the token expired and no getToken was given"));
       this._giveUp();

@@ -5,11 +5,17 @@
 //! because the machines it runs on are shared and noisy. See docs/performance.md.
 
 mod alloc;
+mod churn;
 mod flood;
+mod flood_relay;
 mod forwarder;
 mod load;
 mod proc;
+mod reliability;
+mod restart;
 mod servers;
+mod tcp_flood;
+mod tcp_turn;
 mod turn;
 
 use std::net::{IpAddr, SocketAddr};
@@ -129,6 +135,18 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         duration: u64,
     },
+    /// Reliability: allocations created and released (a million by default); the server's
+    /// RSS and open descriptors must come back to their baseline.
+    Churn(churn::ChurnArgs),
+    /// Reliability: a spoofed flood of unauthenticated Allocates while authenticated sessions
+    /// relay; RSS must stay flat and the sessions lose nothing.
+    FloodRelay(flood_relay::FloodRelayArgs),
+    /// Reliability: thousands of TCP connections sending garbage or guessing passwords while
+    /// authenticated TCP clients allocate and relay; memory bounded, the clients served.
+    TcpFlood(tcp_flood::TcpFloodArgs),
+    /// Reliability: SIGKILL the server while clients relay, restart it; every client relays
+    /// again soon after.
+    Restart(restart::RestartArgs),
     /// A few seconds of relaying through turnpike, failing on loss or nonsense (for tests).
     Smoke,
     /// (internal) The bare UDP forwarder process.
@@ -215,6 +233,7 @@ fn start_with_ports(
         realm: "bench".into(),
         workers,
         forward_to: Some(peer.addr),
+        tcp: false,
     };
     let server = servers::start(kind, &spec)?;
     Ok(Target {
@@ -420,6 +439,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Smoke => smoke(),
+        Command::Churn(a) => churn::run(a),
+        Command::FloodRelay(a) => flood_relay::run(a),
+        Command::TcpFlood(a) => tcp_flood::run(a),
+        Command::Restart(a) => restart::run(a),
     }
 }
 

@@ -57,6 +57,8 @@ pub struct ServerSpec {
     pub workers: usize,
     /// For the forwarder: where it sends everything.
     pub forward_to: Option<SocketAddr>,
+    /// turnpike only: a TCP listener on the same address as the UDP one.
+    pub tcp: bool,
 }
 
 impl Server {
@@ -182,7 +184,7 @@ pub fn start(kind: Kind, spec: &ServerSpec) -> anyhow::Result<Server> {
                      [auth]\nsecrets = [\"{secret}\"]\n[peers]\nallow = [\"127.0.0.0/8\"]\n\
                      [limits]\nallocations_per_user = 0\nallocations_total = 1000000\n\
                      [server]\nworkers = {workers}\n[log]\nlevel = \"warn\"\n\
-                     [http]\naddress = \"{http}\"\n",
+                     [http]\naddress = \"{http}\"\n{tcp}",
                     realm = spec.realm,
                     listen = spec.listen,
                     ip = spec.listen.ip(),
@@ -191,6 +193,14 @@ pub fn start(kind: Kind, spec: &ServerSpec) -> anyhow::Result<Server> {
                     secret = spec.secret,
                     workers = spec.workers,
                     http = http,
+                    tcp = if spec.tcp {
+                        format!(
+                            "[[listen]]\ntransport = \"tcp\"\naddress = \"{}\"\n",
+                            spec.listen
+                        )
+                    } else {
+                        String::new()
+                    },
                 ),
             )?;
             let program = if kind == Kind::TurnpikeAlt {

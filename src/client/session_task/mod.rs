@@ -43,6 +43,8 @@ struct LinkEntry {
     generation: u64,
     signal_epoch: Option<u32>,
     unknown_peer_reported: bool,
+    /// The p2p path's selected pair: (local, remote) candidate types, for `stats()`.
+    candidate_types: Option<(String, String)>,
 }
 
 struct PeerInfo {
@@ -66,6 +68,9 @@ pub(crate) struct Task {
     p2p_rx: mpsc::Receiver<(String, u64, P2pOutput)>,
     /// Signaling payloads from p2p paths, sent on the next pump: (kind, to, payload).
     outgoing_signals: Vec<(SignalKind, String, serde_json::Value)>,
+    /// Since when, and how many times in a row, no valid token came (the callback failed, or
+    /// the registry refused its token); cleared by `reauthed` or a reconnection.
+    token_failures: Option<(Instant, u32)>,
 }
 
 fn now() -> Instant {
@@ -105,6 +110,7 @@ impl Task {
             p2p_tx,
             p2p_rx,
             outgoing_signals: Vec::new(),
+            token_failures: None,
         };
         task.on_welcome(welcome);
         task
@@ -112,6 +118,15 @@ impl Task {
 
     pub(crate) fn peer_id(&self) -> &str {
         &self.peer_id
+    }
+
+    /// Queues a session event without waiting: an application that does not read its session
+    /// events must not stop its links. Beyond [`super::session::EVENT_QUEUE`] unread events,
+    /// new ones are dropped (and logged).
+    fn emit(&self, event: SessionEvent) {
+        if let Err(error) = self.events.try_send(event) {
+            tracing::warn!(event = ?error.into_inner(), "link session: event dropped (unread)");
+        }
     }
 
     pub(crate) async fn run(mut self) {
@@ -219,7 +234,12 @@ impl Task {
             }
             Command::Stats { peer, reply } => {
                 if let Some(entry) = self.links.get(&peer) {
-                    let _ = reply.send(entry.core.stats());
+                    let mut stats = entry.core.stats();
+                    if let Some((local, remote)) = &entry.candidate_types {
+                        stats.local_candidate_type = Some(local.clone());
+                        stats.remote_candidate_type = Some(remote.clone());
+                    }
+                    let _ = reply.send(stats);
                 }
             }
             Command::CloseLink { peer } => {
@@ -254,7 +274,7 @@ impl Task {
                 let handle = Link {
                     shared: entry.shared.clone(),
                 };
-                let _ = self.events.try_send(SessionEvent::Link(handle));
+                self.emit(SessionEvent::Link(handle));
             }
             self.links.insert(peer.to_owned(), entry);
             self.check_attestation(peer);
@@ -296,6 +316,7 @@ impl Task {
             generation,
             signal_epoch: None,
             unknown_peer_reported: false,
+            candidate_types: None,
         }
     }
 
@@ -411,11 +432,11 @@ impl Task {
                     entry.unknown_peer_reported = false;
                 }
                 self.check_attestation(&peer_id);
-                let _ = self.events.send(SessionEvent::PeerJoined(peer_id)).await;
+                self.emit(SessionEvent::PeerJoined(peer_id));
             }
             Event::PeerLeft { peer_id } => {
                 self.peers.remove(&peer_id);
-                let _ = self.events.send(SessionEvent::PeerLeft(peer_id)).await;
+                self.emit(SessionEvent::PeerLeft(peer_id));
             }
             Event::Relay { from, message } => {
                 if let Some(entry) = self.ensure_link(&from, false) {
@@ -437,10 +458,7 @@ impl Task {
                     "unknown_peer" => ErrorCode::UnknownPeer,
                     "undelivered" => ErrorCode::Undelivered,
                     _ => {
-                        let _ = self
-                            .events
-                            .send(SessionEvent::Error { code, message })
-                            .await;
+                        self.emit(SessionEvent::Error { code, message });
                         return true;
                     }
                 };
@@ -451,28 +469,28 @@ impl Task {
                 }
             }
             Event::Error { code, message, .. } => {
-                let _ = self
-                    .events
-                    .send(SessionEvent::Error { code, message })
-                    .await;
+                self.emit(SessionEvent::Error { code, message });
             }
-            Event::TokenExpiring { .. } => match self.config.token.token().await {
+            Event::TokenExpiring { expires_at } => match self.config.token.token().await {
                 Ok(token) => {
                     let _ = self.client.reauth(&token).await;
                 }
                 Err(message) => {
-                    let code = "token_expired".to_owned();
-                    let _ = self
-                        .events
-                        .send(SessionEvent::Error { code, message })
-                        .await;
+                    let expired = expires_at <= unix_now();
+                    if self.token_failed(message, expired) {
+                        self.end_links();
+                        self.client.close().await;
+                        self.emit(SessionEvent::Closed("no valid token".into()));
+                        return false;
+                    }
                 }
             },
+            Event::Reauthed { expires_at, .. } => {
+                self.token_failures = None;
+                self.emit(SessionEvent::Reauthed { expires_at });
+            }
             Event::RelayUsage { bytes_per_sec, .. } => {
-                let _ = self
-                    .events
-                    .send(SessionEvent::RelayUsage { bytes_per_sec })
-                    .await;
+                self.emit(SessionEvent::RelayUsage { bytes_per_sec });
             }
             Event::Closed { reason, .. } => return self.reconnect(reason).await,
             _ => {}
@@ -493,7 +511,7 @@ impl Task {
                 from,
                 payload,
             };
-            let _ = self.events.send(event).await;
+            self.emit(event);
             return;
         };
         let new_incarnation = self
@@ -548,7 +566,9 @@ impl Task {
                     self.outgoing_signals.push((kind, peer.to_owned(), payload));
                 }
             }
-            P2pOutput::SelectedPair { .. } => {}
+            P2pOutput::SelectedPair { local, remote } => {
+                entry.candidate_types = Some((local, remote));
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! handles, and the session's end (close, reconnect).
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Incoming, MAX_UNREAD_BYTES, Task, now};
 use crate::client::registry::{ClientError, RegistryClient};
@@ -49,6 +49,7 @@ impl Task {
             entry.shared.unread.load(Ordering::Acquire) >= MAX_UNREAD_BYTES
         };
         entry.core.hold_messages(behind(entry));
+        let mut close_path = false;
         while let Some(event) = entry.core.poll_event() {
             match event {
                 link::Event::Message(message) => {
@@ -74,9 +75,7 @@ impl Task {
                     for send in entry.waiting.drain(..) {
                         let _ = send.reply.send(Err(SendError::LinkClosed));
                     }
-                    if let Some(mut path) = entry.path.take() {
-                        path.close();
-                    }
+                    close_path = true;
                 }
             }
         }
@@ -108,6 +107,14 @@ impl Task {
                 },
             }
         }
+        // The p2p path closes only after the last frames (the final ACK and the CLOSE) went
+        // onto it: closing it first dropped them, and the peer then waited for acks that
+        // never came (the `turnpike link` exit flake).
+        if close_path {
+            if let Some(mut path) = entry.path.take() {
+                path.close();
+            }
+        }
         let progress = super::Progress {
             unacked: entry.core.unacked_messages() + entry.waiting.len(),
             closed: entry.core.mode() == Mode::Closed,
@@ -127,10 +134,7 @@ impl Task {
         }
         self.pump_all().await;
         self.client.close().await;
-        let _ = self
-            .events
-            .send(SessionEvent::Closed(reason.to_owned()))
-            .await;
+        self.emit(SessionEvent::Closed(reason.to_owned()));
     }
 
     /// The registry client stopped (refused token, replaced, closed): with a token callback,
@@ -143,15 +147,12 @@ impl Task {
                 "session_closed"
             };
             let message = reason.clone();
-            let _ = self
-                .events
-                .send(SessionEvent::Error {
-                    code: code.to_owned(),
-                    message,
-                })
-                .await;
+            self.emit(SessionEvent::Error {
+                code: code.to_owned(),
+                message,
+            });
             self.end_links();
-            let _ = self.events.send(SessionEvent::Closed(reason)).await;
+            self.emit(SessionEvent::Closed(reason));
             return false;
         };
         let mut backoff = FIRST_BACKOFF;
@@ -164,7 +165,7 @@ impl Task {
                     command = self.commands.recv() => match command {
                         None | Some(crate::client::session::Command::Close) => {
                             self.end_links();
-                            let _ = self.events.send(SessionEvent::Closed(reason)).await;
+                            self.emit(SessionEvent::Closed(reason));
                             return false;
                         }
                         Some(command) => self.on_command(command),
@@ -172,33 +173,63 @@ impl Task {
                 }
             }
             backoff = (backoff * 2).min(self.config.max_backoff);
-            let token = match self.config.token.token().await {
-                Ok(token) => token,
-                Err(message) => {
-                    let code = "token_expired".to_owned();
-                    let _ = self
-                        .events
-                        .send(SessionEvent::Error { code, message })
-                        .await;
-                    continue;
-                }
-            };
-            match RegistryClient::connect(self.config.client_config(token)).await {
-                Ok(mut client) => {
-                    let welcome = client.next_event().await;
-                    self.client = client;
-                    if let Some(welcome) = welcome {
-                        self.on_welcome(welcome);
+            let refused = match self.config.token.token().await {
+                Ok(token) => {
+                    match RegistryClient::connect(self.config.client_config(token)).await {
+                        Ok(mut client) => {
+                            let welcome = client.next_event().await;
+                            self.client = client;
+                            if let Some(welcome) = welcome {
+                                self.on_welcome(welcome);
+                            }
+                            self.token_failures = None;
+                            return true;
+                        }
+                        Err(ClientError::Refused {
+                            status: 401, error, ..
+                        }) => {
+                            format!("the registry refused the fresh token: {error}")
+                        }
+                        Err(error) => {
+                            // The network, not the token: keep trying.
+                            tracing::debug!(%error, "link session: reconnect failed");
+                            continue;
+                        }
                     }
-                    return true;
                 }
-                Err(error) => tracing::debug!(%error, "link session: reconnect failed"),
+                Err(message) => message,
+            };
+            // No connection: the session cannot go on without a token.
+            if self.token_failed(refused, true) {
+                self.end_links();
+                self.emit(SessionEvent::Closed(reason));
+                return false;
             }
         }
     }
 
+    /// Reports a failed token attempt (`token_expired`); `true` when the session must end:
+    /// the token has expired (or the connection is gone) and no valid token came for
+    /// `token_retry_for`, over two attempts at least. The last error says so.
+    pub(super) fn token_failed(&mut self, message: String, expired: bool) -> bool {
+        let (since, count) = self.token_failures.get_or_insert((Instant::now(), 0));
+        *count += 1;
+        let (since, count) = (*since, *count);
+        let code = "token_expired".to_owned();
+        if expired && count >= 2 && since.elapsed() >= self.config.token_retry_for {
+            let message = format!(
+                "no valid token for {} s ({count} attempts; last: {message}): the session ends",
+                since.elapsed().as_secs()
+            );
+            self.emit(SessionEvent::Error { code, message });
+            return true;
+        }
+        self.emit(SessionEvent::Error { code, message });
+        false
+    }
+
     /// The session ended without a registry: every link closes (`session_closed`).
-    fn end_links(&mut self) {
+    pub(super) fn end_links(&mut self) {
         let now = now();
         for entry in self.links.values_mut() {
             entry.core.close(now, CloseReason::SessionClosed);

@@ -6,7 +6,8 @@
 //!   own): every `turn:` / `turns:` URL with its minted credentials is a TURN option, UDP first,
 //!   then TCP, then TLS (a network that drops UDP still gets a relay candidate over TLS on 443).
 //! - `iceTransportPolicy: relay` offers only the relay candidate; `all` adds a host candidate on
-//!   the address the system routes toward the first TURN server.
+//!   the address the system routes toward the first TURN server, and a server-reflexive one
+//!   for each distinct address the `stun:` servers see it as (behind a NAT).
 //! - A peer connection whose DataChannel closed cannot reopen it (the channel is negotiated):
 //!   the next ICE restart (offering side) or the next offer with a new DTLS fingerprint
 //!   (answering side) starts a new peer connection, as the browser SDK does.
@@ -23,6 +24,7 @@ use super::WebRtcError;
 use super::driver::{TurnOption, WebRtcOptions, WebRtcPeer};
 use super::peer::{IceState as PeerIce, PeerEvent, RtcPeerConfig};
 use super::signal::LinkSignal;
+use super::srflx;
 use crate::client::p2p::{
     IceTransportPolicy, P2pConnector, P2pOutput, P2pParams, P2pPath, P2pSink,
 };
@@ -31,6 +33,8 @@ use crate::link::{IceState, P2pEvent};
 use crate::proto::credentials::IceServer;
 use crate::registry::messages::SignalKind;
 
+/// How long resolving a `stun:` server's name may take.
+const STUN_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Signaling payloads held while the peer connection is being created.
 const MAX_HELD_SIGNALS: usize = 300;
 /// How often a path re-reads the DataChannel's buffered amount while it is not zero (the link
@@ -124,6 +128,16 @@ impl WebRtcConnector {
     }
 }
 
+/// The `stun:` servers among `servers` (at most [`srflx::MAX_STUN_SERVERS`]).
+fn stun_servers(servers: &[IceServer]) -> Vec<(String, u16)> {
+    servers
+        .iter()
+        .flat_map(|s| s.urls.iter())
+        .filter_map(|url| srflx::stun_host_port(url))
+        .take(srflx::MAX_STUN_SERVERS)
+        .collect()
+}
+
 /// Adds the certificates of the system bundle (Debian, Fedora, Alpine paths), if any.
 fn add_system_roots(roots: &mut rustls::RootCertStore) {
     use rustls::pki_types::CertificateDer;
@@ -157,6 +171,7 @@ impl P2pConnector for WebRtcConnector {
                 epoch: params.local_epoch,
                 relay_only,
                 polite: params.polite,
+                sctp_max_buffered: super::SCTP_MAX_BUFFERED,
             },
             host: if relay_only {
                 HostCandidate::None
@@ -164,6 +179,11 @@ impl P2pConnector for WebRtcConnector {
                 self.host
             },
             turn,
+            stun: if relay_only {
+                Vec::new()
+            } else {
+                stun_servers(&params.ice_servers)
+            },
         };
         tokio::spawn(run(base, params.offerer, rx, queued.clone(), sink));
         Box::new(WebRtcPath { tx, queued })
@@ -233,6 +253,8 @@ struct Base {
     peer: RtcPeerConfig,
     host: HostCandidate,
     turn: Vec<TurnOption>,
+    /// `stun:` servers (host, port), resolved when a peer connection starts.
+    stun: Vec<(String, u16)>,
 }
 
 impl Base {
@@ -240,16 +262,27 @@ impl Base {
         let peer = self.peer;
         let turn = self.turn.clone();
         let host = self.host;
+        let stun_urls = self.stun.clone();
         Box::pin(async move {
             let host = match host {
                 HostCandidate::Fixed(ip) => Some(ip),
                 HostCandidate::None => None,
                 HostCandidate::Auto => route_toward(turn.first()).await,
             };
+            let mut stun = Vec::new();
+            if host.is_some() {
+                for (name, port) in stun_urls.iter().take(srflx::MAX_STUN_SERVERS) {
+                    let lookup = tokio::net::lookup_host((name.as_str(), *port));
+                    if let Ok(Ok(addrs)) = tokio::time::timeout(STUN_LOOKUP_TIMEOUT, lookup).await {
+                        stun.extend(addrs.take(2));
+                    }
+                }
+            }
             WebRtcPeer::start(WebRtcOptions {
                 peer,
                 host,
                 turn,
+                stun,
                 offer,
             })
             .await
@@ -460,6 +493,9 @@ async fn run(
                         P2pOutput::Event(P2pEvent::BufferedAmount(reported_buffered as u64))
                     }
                     Some(PeerEvent::RemoteCandidate(_)) => continue,
+                    Some(PeerEvent::SelectedPair { local, remote }) => {
+                        P2pOutput::SelectedPair { local, remote }
+                    }
                 };
                 if !sink.report(output).await {
                     return;

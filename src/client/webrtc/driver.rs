@@ -4,7 +4,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -38,6 +40,9 @@ pub struct WebRtcOptions {
     pub host: Option<IpAddr>,
     /// TURN servers for relay candidates (the first that allocates is used).
     pub turn: Vec<TurnOption>,
+    /// STUN servers asked for our server-reflexive address through the host socket (none
+    /// without a host candidate); see [`super::srflx`].
+    pub stun: Vec<SocketAddr>,
     /// Create and send the offer at once (the side that opens the link).
     pub offer: bool,
 }
@@ -75,6 +80,13 @@ impl WebRtcPeer {
             let socket = UdpSocket::bind((ip, 0)).await.map_err(io)?;
             let addr = socket.local_addr().map_err(io)?;
             peer.add_host_candidate(addr)?;
+            if !options.stun.is_empty() {
+                let gather =
+                    super::srflx::gather(&socket, &options.stun, super::srflx::GATHER_TIMEOUT);
+                for mapped in gather.await {
+                    peer.add_srflx_candidate(mapped, addr)?;
+                }
+            }
             host = Some((socket, addr));
         }
         let mut relay = None;
@@ -102,7 +114,12 @@ impl WebRtcPeer {
         let buffered = Arc::new(AtomicUsize::new(0));
         let queued = Arc::new(AtomicUsize::new(0));
         let counters = (buffered.clone(), queued.clone());
-        tokio::spawn(run(peer, host, relay, cmd_rx, ev_tx, counters));
+        let paths = Paths {
+            host,
+            relay,
+            turn: options.turn,
+        };
+        tokio::spawn(run(peer, paths, cmd_rx, ev_tx, counters));
         Ok(WebRtcPeer {
             commands: cmd_tx,
             events: ev_rx,
@@ -165,16 +182,55 @@ impl Drop for WebRtcPeer {
     }
 }
 
+/// The first delay before allocating again after the TURN allocation was lost; it doubles up
+/// to [`REALLOCATE_MAX_BACKOFF`].
+const REALLOCATE_FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest delay between two attempts to allocate again.
+const REALLOCATE_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Remote candidate addresses remembered (to install permissions on a new allocation).
+const MAX_REMOTE_ADDRS: usize = 256;
+
+/// The driver's sockets: the host candidate's, and the TURN allocation (with the servers to
+/// allocate on again when it is lost).
+struct Paths {
+    host: Option<(UdpSocket, SocketAddr)>,
+    relay: Option<TurnRelay>,
+    turn: Vec<TurnOption>,
+}
+
+/// A fresh allocation on the first server that grants one (new transaction, new nonce).
+async fn allocate_any(turn: Vec<TurnOption>) -> Result<TurnRelay, String> {
+    let mut failures = Vec::new();
+    for t in &turn {
+        match TurnRelay::allocate(&t.server, t.config.clone(), t.tls.clone()).await {
+            Ok(r) => return Ok(r),
+            Err(e) => failures.push(format!("{}:{}: {e}", t.server.host, t.server.port)),
+        }
+    }
+    Err(failures.join("; "))
+}
+
 async fn run(
     mut peer: RtcPeer,
-    host: Option<(UdpSocket, SocketAddr)>,
-    mut relay: Option<TurnRelay>,
+    Paths {
+        host,
+        mut relay,
+        turn,
+    }: Paths,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<PeerEvent>,
     (buffered, queued): (Arc<AtomicUsize>, Arc<AtomicUsize>),
 ) {
     let mut buf = vec![0u8; 65_536];
-    let relayed = relay.as_ref().map(TurnRelay::relayed);
+    let mut relayed = relay.as_ref().map(TurnRelay::relayed);
+    // A lost allocation (the server unreachable past its lifetime, a failed refresh) is made
+    // again, with back-off: a new relay candidate is trickled, and permissions for every
+    // remote candidate are installed on it; the link's ICE restarts then find the new pairs.
+    let mut dead_relayed: Vec<SocketAddr> = Vec::new();
+    let mut remote_addrs: Vec<SocketAddr> = Vec::new();
+    let mut reallocating: Option<BoxFuture<'static, Result<TurnRelay, String>>> = None;
+    let mut reallocate_at: Option<tokio::time::Instant> = None;
+    let mut backoff = REALLOCATE_FIRST_BACKOFF;
     // Messages the channel refused (its buffer full): sent first, in order, as room comes.
     let mut held: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
     let mut held_bytes = 0usize;
@@ -204,11 +260,16 @@ async fn run(
                         if let Some(r) = &relay {
                             let _ = r.send_to(destination, data);
                         }
+                    } else if dead_relayed.contains(&source) {
+                        // A pair on a lost allocation: nowhere to send from.
                     } else if let Some((socket, _)) = &host {
                         let _ = socket.send_to(&data, destination).await;
                     }
                 }
                 PeerOutput::Event(PeerEvent::RemoteCandidate(addr)) => {
+                    if remote_addrs.len() < MAX_REMOTE_ADDRS && !remote_addrs.contains(&addr) {
+                        remote_addrs.push(addr);
+                    }
                     if let (Some(r), Some(ours)) = (&relay, relayed) {
                         if ours.is_ipv4() == addr.is_ipv4() {
                             // Also installs the permission; the relay keeps both fresh.
@@ -249,8 +310,16 @@ async fn run(
             r = relay_recv => match (r, relayed) {
                 (Ok((from, data)), Some(to)) => peer.handle_receive(Instant::now(), from, to, &data),
                 (Err(e), _) => {
-                    tracing::debug!(error = %e, "TURN relay lost");
+                    tracing::debug!(error = %e, "TURN relay lost; allocating again");
                     relay = None;
+                    if let Some(old) = relayed.take() {
+                        if dead_relayed.len() < 16 {
+                            dead_relayed.push(old);
+                        }
+                    }
+                    if !turn.is_empty() {
+                        reallocate_at = Some(tokio::time::Instant::now() + backoff);
+                    }
                 }
                 _ => {}
             },
@@ -285,6 +354,45 @@ async fn run(
                     return;
                 }
             },
+            () = async {
+                match reallocate_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                reallocate_at = None;
+                reallocating = Some(Box::pin(allocate_any(turn.clone())));
+            }
+            result = async {
+                match reallocating.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                reallocating = None;
+                match result {
+                    Ok(r) => {
+                        let addr = r.relayed();
+                        tracing::debug!(%addr, "TURN allocation made again");
+                        match peer.add_relay_candidate(addr) {
+                            Ok(()) => {
+                                for remote in remote_addrs.iter().filter(|a| a.is_ipv4() == addr.is_ipv4()) {
+                                    r.bind_channel_later(*remote);
+                                }
+                                relayed = Some(addr);
+                                relay = Some(r);
+                                backoff = REALLOCATE_FIRST_BACKOFF;
+                            }
+                            Err(e) => tracing::debug!(error = %e, "relay candidate refused"),
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "allocating again failed");
+                        backoff = (backoff * 2).min(REALLOCATE_MAX_BACKOFF);
+                        reallocate_at = Some(tokio::time::Instant::now() + backoff);
+                    }
+                }
+            }
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
         peer.handle_timeout(Instant::now());

@@ -1,6 +1,8 @@
 //! The link's direct path: a WebRTC peer on str0m (sans-IO) with one negotiated DataChannel
 //! (`docs/link-protocol.md` §1) and the signaling payloads of §6.
 //!
+//! - [`srflx`]: server-reflexive candidates (a STUN Binding request to each `stun:` server
+//!   through the host socket).
 //! - [`signal`]: the JSON payloads (`webrtc_offer`, `webrtc_answer`, `webrtc_ice_candidate`).
 //! - [`RtcPeer`]: the sans-IO peer (str0m's `Rtc`, the channel, candidate queues, ICE restart,
 //!   the relay-only policy).
@@ -15,10 +17,11 @@ mod connector;
 mod driver;
 mod peer;
 pub mod signal;
+pub mod srflx;
 
 pub use connector::{HostCandidate, WebRtcConnector};
 pub use driver::{TurnOption, WebRtcOptions, WebRtcPeer};
-pub use peer::{IceState, PeerEvent, PeerOutput, RtcPeer, RtcPeerConfig};
+pub use peer::{IceState, PeerEvent, PeerOutput, RtcPeer, RtcPeerConfig, SCTP_MAX_BUFFERED};
 pub use signal::{CandidateInit, LinkSignal, SessionDescription};
 
 /// The DataChannel's label and protocol (link protocol v1).

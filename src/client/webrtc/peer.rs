@@ -28,6 +28,9 @@ pub struct RtcPeerConfig {
     pub relay_only: bool,
     /// Perfect negotiation: the polite side drops its own offer on glare and answers.
     pub polite: bool,
+    /// SCTP bytes str0m buffers before it refuses a write ([`SCTP_MAX_BUFFERED`] by
+    /// default); a refused frame is held by the driver and sent when room comes, in order.
+    pub sctp_max_buffered: usize,
 }
 
 /// The ICE connection state (as `RTCPeerConnection.iceConnectionState`).
@@ -64,6 +67,14 @@ pub enum PeerEvent {
     BufferedAmountLow,
     /// A remote candidate was added (the driver installs TURN permissions for it).
     RemoteCandidate(SocketAddr),
+    /// The candidate pair that carries the DataChannel changed (`stats()`): the types of its
+    /// local and remote candidates (`host`, `srflx`, `prflx`, `relay`).
+    SelectedPair {
+        /// Our candidate's type.
+        local: String,
+        /// The other side's candidate's type (`prflx` when it never signaled that address).
+        remote: String,
+    },
 }
 
 /// What to do next.
@@ -99,6 +110,11 @@ pub struct RtcPeer {
     pending_offer: Option<SdpPendingOffer>,
     remote_description: bool,
     queued: Vec<Candidate>,
+    /// The remote candidates' addresses and types (bounded: [`MAX_QUEUED_CANDIDATES`]).
+    remote_kinds: Vec<(SocketAddr, String)>,
+    /// The (source, destination) of the last DTLS/SCTP datagram str0m sent: the pair it
+    /// nominated (str0m 0.24 has no event for it; connectivity checks are STUN and skipped).
+    selected: Option<(SocketAddr, SocketAddr)>,
     events: VecDeque<PeerEvent>,
     dropped_inputs: u64,
     /// The latest time an input brought (for a bounded poll that must yield).
@@ -113,13 +129,24 @@ fn mid_of(sdp: &str) -> Option<String> {
 }
 
 /// SCTP bytes str0m buffers before it refuses a write: above what the link core lets out
-/// (1 MiB of `bufferedAmount` plus a frame), so a frame it sends is never refused.
-const SCTP_MAX_BUFFERED: usize = 2 << 20;
+/// (1 MiB of `bufferedAmount` plus a frame), so a frame it sends is rarely refused (and one
+/// that is, is held and sent later: see the driver).
+pub const SCTP_MAX_BUFFERED: usize = 2 << 20;
 
-fn new_rtc(now: Instant) -> Rtc {
+fn new_rtc(now: Instant, sctp_max_buffered: usize) -> Rtc {
     Rtc::builder()
-        .set_sctp_max_buffered_amount(SCTP_MAX_BUFFERED)
+        .set_sctp_max_buffered_amount(sctp_max_buffered)
         .build(now)
+}
+
+/// A local candidate's type as the selected pair's: a relayed address is `relay`; a datagram
+/// from a host socket is `host` (server-reflexive candidates send from their base, the host
+/// socket, so a pair through one reports `host`, as RFC 8445 §6.1.2.4 prunes them to it).
+fn kind_of_local(c: &Candidate) -> String {
+    match c.kind() {
+        str0m::CandidateKind::Relayed => "relay".to_owned(),
+        _ => "host".to_owned(),
+    }
 }
 
 fn channel_config() -> ChannelConfig {
@@ -135,7 +162,7 @@ fn channel_config() -> ChannelConfig {
 impl RtcPeer {
     /// A peer with no description yet.
     pub fn new(now: Instant, config: RtcPeerConfig) -> Self {
-        let rtc = new_rtc(now);
+        let rtc = new_rtc(now, config.sctp_max_buffered);
         RtcPeer {
             rtc,
             config,
@@ -147,6 +174,8 @@ impl RtcPeer {
             pending_offer: None,
             remote_description: false,
             queued: Vec::new(),
+            remote_kinds: Vec::new(),
+            selected: None,
             events: VecDeque::new(),
             dropped_inputs: 0,
             now,
@@ -164,6 +193,23 @@ impl RtcPeer {
             return Ok(());
         }
         let c = Candidate::host(addr, "udp").map_err(|e| WebRtcError::Rtc(e.to_string()))?;
+        self.add_local(c);
+        Ok(())
+    }
+
+    /// Adds a server-reflexive candidate (`mapped`: our address as a STUN server saw it;
+    /// `base`: the host socket it was learned through, which str0m sends from) and trickles
+    /// it; ignored under the relay-only policy.
+    pub fn add_srflx_candidate(
+        &mut self,
+        mapped: SocketAddr,
+        base: SocketAddr,
+    ) -> Result<(), WebRtcError> {
+        if self.config.relay_only {
+            return Ok(());
+        }
+        let c = Candidate::server_reflexive(mapped, base, "udp")
+            .map_err(|e| WebRtcError::Rtc(e.to_string()))?;
         self.add_local(c);
         Ok(())
     }
@@ -320,7 +366,8 @@ impl RtcPeer {
     }
 
     fn rebuild(&mut self) {
-        self.rtc = new_rtc(self.now);
+        self.rtc = new_rtc(self.now, self.config.sctp_max_buffered);
+        self.selected = None;
         self.mid = None; // their offer names it
         self.channel = None;
         self.channel_open = false;
@@ -340,6 +387,9 @@ impl RtcPeer {
 
     fn add_remote(&mut self, c: Candidate) {
         let addr = c.addr();
+        if self.remote_kinds.len() < MAX_QUEUED_CANDIDATES {
+            self.remote_kinds.push((addr, c.kind().to_string()));
+        }
         self.rtc.add_remote_candidate(c);
         self.events.push_back(PeerEvent::RemoteCandidate(addr));
     }
@@ -401,6 +451,7 @@ impl RtcPeer {
             match out {
                 Output::Timeout(t) => return PeerOutput::Timeout(t),
                 Output::Transmit(t) => {
+                    self.note_pair(t.source, t.destination, &t.contents);
                     return PeerOutput::Transmit {
                         source: t.source,
                         destination: t.destination,
@@ -415,6 +466,35 @@ impl RtcPeer {
             }
         }
         PeerOutput::Timeout(self.now)
+    }
+
+    /// Notes the pair a DTLS/SCTP datagram goes out on (RFC 7983: first byte 20-63); a new
+    /// one is reported as [`PeerEvent::SelectedPair`].
+    fn note_pair(&mut self, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        if !data.first().is_some_and(|b| (20..=63).contains(b)) {
+            return; // STUN checks go out on every pair
+        }
+        if self.selected == Some((source, destination)) {
+            return;
+        }
+        self.selected = Some((source, destination));
+        let local = self
+            .local_candidates
+            .iter()
+            .find(|c| c.local() == source)
+            .map_or_else(|| "host".to_owned(), kind_of_local);
+        let remote = self
+            .remote_kinds
+            .iter()
+            .find(|(addr, _)| *addr == destination)
+            .map_or_else(|| "prflx".to_owned(), |(_, kind)| kind.clone());
+        self.events
+            .push_back(PeerEvent::SelectedPair { local, remote });
+    }
+
+    /// The selected pair's (local, remote) addresses, once a DTLS/SCTP datagram went out.
+    pub fn selected_pair(&self) -> Option<(SocketAddr, SocketAddr)> {
+        self.selected
     }
 
     fn map_event(&mut self, e: Event) -> Option<PeerEvent> {

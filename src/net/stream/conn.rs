@@ -31,8 +31,8 @@ use crate::net::relay::RelayAddresses;
 use crate::net::udp::now;
 use crate::proto::framing::{Frame, MAX_FRAME, next_frame};
 use crate::proto::server::{
-    CONNECT_TIMEOUT, ClientOutput, ConnectionId, FiveTuple, PEER_HEADROOM, PEER_TAILROOM,
-    PeerOutput, Server, Shared, Stats, TcpEvent,
+    CONNECT_TIMEOUT, ClientOutput, ConnectionId, DropReason, FiveTuple, PEER_HEADROOM,
+    PEER_TAILROOM, PeerOutput, Server, Shared, Stats, TcpEvent,
 };
 
 /// Above this many unsent bytes, the connection stops reading from the client and the relays.
@@ -337,7 +337,11 @@ impl Conn {
                     relay,
                     peer,
                     payload,
-                } => self.relays.send(relay, &data[payload], peer),
+                } => {
+                    if !self.relays.send(relay, &data[payload], peer) {
+                        self.ctx.stats.dropped(DropReason::SendFailed);
+                    }
+                }
                 ClientOutput::Connect { id, relay, peer } => self.connect(id, relay, peer),
                 ClientOutput::ConnectionBind { id, username } => {
                     ending = self

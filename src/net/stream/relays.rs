@@ -106,13 +106,18 @@ impl StreamRelays {
     }
 
     /// Sends a datagram from UDP relay `id` without waiting: a full socket buffer drops it, as
-    /// UDP would.
-    pub fn send(&self, id: RelayId, data: &[u8], peer: SocketAddr) {
-        if let Some(relay) = self.udp.iter().find(|r| r.id == id) {
-            // Straight to the kernel: tokio's `try_send_to` would first consult its cached
-            // write readiness, which a socket that never waited for writability lacks.
-            let _ = socket2::SockRef::from(&relay.socket).send_to(data, &peer.into());
-        }
+    /// UDP would. False when it was not sent (the kernel refused it, or the relay is gone), so
+    /// the caller counts it (`turnpike_dropped_packets_total{reason="send_failed"}`).
+    #[must_use]
+    pub fn send(&self, id: RelayId, data: &[u8], peer: SocketAddr) -> bool {
+        let Some(relay) = self.udp.iter().find(|r| r.id == id) else {
+            return false;
+        };
+        // Straight to the kernel: tokio's `try_send_to` would first consult its cached write
+        // readiness, which a socket that never waited for writability lacks.
+        socket2::SockRef::from(&relay.socket)
+            .send_to(data, &peer.into())
+            .is_ok()
     }
 
     /// A socket bound to TCP relay `id`'s address, ready to connect to a peer (RFC 6062

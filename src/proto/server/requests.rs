@@ -30,7 +30,7 @@ impl Server {
         io: &mut impl RelayIo,
     ) -> ClientOutput {
         if msg.method() == method::BINDING {
-            return self.binding(ft, msg);
+            return self.binding(now, ft, msg);
         }
         if !matches!(
             msg.method(),
@@ -131,8 +131,12 @@ impl Server {
     }
 
     /// Binding (RFC 8489): answered without authentication, with XOR-MAPPED-ADDRESS only (and
-    /// FINGERPRINT if the request had one), so the answer is at most 2x a minimal request.
-    fn binding(&mut self, ft: FiveTuple, msg: &Message<'_>) -> ClientOutput {
+    /// FINGERPRINT if the request had one), so the answer is at most 2x the request. The one
+    /// exception is an IPv6 client's bare 20-byte request: its XOR-MAPPED-ADDRESS alone makes
+    /// the answer 44 bytes (2.2x). Such an answer, more than twice its request, is sent only
+    /// within the source's unauthenticated budget (as a 401 is): a STUN client's few Bindings
+    /// are answered, a spoofed flood's are not.
+    fn binding(&mut self, now: Now, ft: FiveTuple, msg: &Message<'_>) -> ClientOutput {
         let mut w = Writer::new(
             &mut self.reply,
             Class::Success,
@@ -160,6 +164,13 @@ impl Server {
         }
         if msg.has_fingerprint() {
             w.fingerprint();
+        }
+        if self.reply.len() > 2 * msg.as_bytes().len()
+            && !self.limiter.allow(ft.client.ip(), now.instant)
+        {
+            self.reply.clear();
+            self.stats.dropped(DropReason::RateLimit);
+            return ClientOutput::Nothing;
         }
         self.stats.request(RequestMethod::Binding, result);
         ClientOutput::Reply

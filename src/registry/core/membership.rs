@@ -67,7 +67,10 @@ impl Registry {
                 public_key: &public_key,
             };
             if let Some(Err(why)) = authority.check_attestation(attestation, &expected) {
-                let message = format!("the attestation does not verify: {why}");
+                let message = format!(
+                    "the attestation does not verify: {}",
+                    super::super::messages::shorten(&why, 128)
+                );
                 return self.refuse(conn, refuse(ErrorCode::BadAttestation, &message));
             }
         }

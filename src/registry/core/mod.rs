@@ -103,6 +103,25 @@ struct Conn {
 struct Project {
     peers: BTreeMap<String, ConnId>,
     usage: ProjectUsage,
+    /// `project_messages_per_sec`, made at the project's first message.
+    messages: Option<TokenBucket>,
+}
+
+/// The key a client address is counted under for `max_connections_per_ip`: the IPv4 address
+/// (IPv4-mapped addresses included), or the /64 of an IPv6 address (one host commonly holds a
+/// whole /64), as the TCP listeners count (`net::stream::limits`).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(octets.into())
+            }
+        },
+        v4 => v4,
+    }
 }
 
 /// Control messages a peer may have queued beyond its signaling bound, on top of two per peer
@@ -123,6 +142,8 @@ pub struct Registry {
     to_close: Vec<(ConnId, CloseReason)>,
     /// Peers of other nodes and what goes to them (`[cluster]`; idle without one).
     cluster: cluster::Cluster,
+    /// Bytes queued for all peers (bounded by `budget_bytes`).
+    queued_bytes: usize,
 }
 
 impl Registry {
@@ -145,6 +166,7 @@ impl Registry {
             wakes: Vec::new(),
             to_close: Vec::new(),
             cluster: cluster::Cluster::default(),
+            queued_bytes: 0,
         }
     }
 
@@ -162,9 +184,12 @@ impl Registry {
         identity: Identity,
         lease: Lease,
     ) -> Result<ConnId, ConnectRefusal> {
+        let source = source_key(ip);
         let refusal = if self.conns.len() >= self.config.max_connections as usize {
             Some(ConnectRefusal::ServerFull)
-        } else if self.per_ip.get(&ip).copied().unwrap_or(0) >= self.config.max_connections_per_ip {
+        } else if self.per_ip.get(&source).copied().unwrap_or(0)
+            >= self.config.max_connections_per_ip
+        {
             Some(ConnectRefusal::TooManyConnections)
         } else {
             None
@@ -175,7 +200,7 @@ impl Registry {
         }
         let id = self.next_id;
         self.next_id += 1;
-        *self.per_ip.entry(ip).or_insert(0) += 1;
+        *self.per_ip.entry(source).or_insert(0) += 1;
         let rate = f64::from(self.config.messages_per_sec);
         let bytes = self.config.relay_bytes_per_sec as f64;
         let relay_burst = bytes.max(f64::from(self.config.max_relay_frame_bytes));
@@ -211,12 +236,31 @@ impl Registry {
         text: &str,
         authority: &dyn Authority,
     ) {
-        let max_payload = self.config.max_payload_bytes as usize;
+        let parsed = parse_text(text, self.config.max_payload_bytes as usize);
+        self.handle_parsed(now, conn, parsed, authority);
+    }
+
+    /// A text frame from `conn`, already parsed with [`parse_text`] (with
+    /// `max_payload_bytes`): the WebSocket task parses outside the registry's lock.
+    pub fn handle_parsed(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        parsed: Result<Incoming<'_>, Refusal>,
+        authority: &dyn Authority,
+    ) {
         let Some(c) = self.live(conn) else { return };
         c.last_seen = now;
         let allowed = c.messages.take(now, 1.0);
-        let parsed = parse_text(text, max_payload);
-        if !allowed {
+        let joined = matches!(c.state, State::Joined { .. });
+        let project = joined.then(|| c.identity.project.clone());
+        let mut code = ErrorCode::RateLimited;
+        if let (true, Some(project)) = (allowed, project) {
+            if !self.project_allows(now, &project) {
+                code = ErrorCode::ProjectRateLimited;
+            }
+        }
+        if !allowed || code == ErrorCode::ProjectRateLimited {
             let (refers_to, id, to) = match &parsed {
                 Ok(Incoming::Join { .. }) => (Some("join".to_owned()), None, None),
                 Ok(Incoming::Reauth { .. }) => (Some("reauth".to_owned()), None, None),
@@ -226,12 +270,22 @@ impl Registry {
                 }
                 Err(refusal) => (refusal.refers_to.clone(), refusal.id, None),
             };
-            let per_sec = self.config.messages_per_sec;
+            let message = if code == ErrorCode::RateLimited {
+                format!(
+                    "more than {} messages per second",
+                    self.config.messages_per_sec
+                )
+            } else {
+                format!(
+                    "the project sends more than {} messages per second",
+                    self.config.project_messages_per_sec
+                )
+            };
             self.refuse(
                 conn,
                 Refusal {
-                    code: ErrorCode::RateLimited,
-                    message: format!("more than {per_sec} messages per second"),
+                    code,
+                    message,
                     refers_to,
                     id,
                     to_peer_id: to,
@@ -268,6 +322,13 @@ impl Registry {
             c.window.add(frame.len());
         }
         let allowed = joined && parsed.is_ok() && c.relay.take(now, frame.len() as f64);
+        // Frames that only earn an error answer (before `join`, malformed) count against the
+        // text message rate: beyond it they are dropped unanswered, so a flood of them costs
+        // the server no more than a flood of text.
+        if (!joined || parsed.is_err()) && !c.messages.take(now, 1.0) {
+            self.metrics.count_drop(DropReason::RateLimited);
+            return;
+        }
         if !joined {
             self.metrics.count_drop(DropReason::NotJoined);
             let refusal = Refusal::new(
@@ -332,11 +393,13 @@ impl Registry {
         let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };
+        self.account_sub(c.queue.bytes());
         let unsent = c.queue.drain_unsent();
-        if let Some(count) = self.per_ip.get_mut(&c.ip) {
+        let source = source_key(c.ip);
+        if let Some(count) = self.per_ip.get_mut(&source) {
             *count -= 1;
             if *count == 0 {
-                self.per_ip.remove(&c.ip);
+                self.per_ip.remove(&source);
             }
         }
         self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
@@ -416,7 +479,55 @@ impl Registry {
 
     /// The next frame to send on `conn`, if any.
     pub fn poll_transmit(&mut self, conn: ConnId) -> Option<Transmit> {
-        self.conns.get_mut(&conn)?.queue.pop()
+        let queue = &mut self.conns.get_mut(&conn)?.queue;
+        let before = queue.bytes();
+        let transmit = queue.pop();
+        let freed = before - queue.bytes();
+        self.account_sub(freed);
+        transmit
+    }
+
+    /// Bytes queued for all peers.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// True when `len` more bytes queued for `target` stay within its budget and the
+    /// registry's.
+    fn fits(&self, target: ConnId, len: usize) -> bool {
+        let queued = self.conns.get(&target).map_or(0, |t| t.queue.bytes());
+        (queued + len) as u64 <= self.config.peer_budget_bytes
+            && (self.queued_bytes + len) as u64 <= self.config.budget_bytes
+    }
+
+    fn account_add(&mut self, len: usize) {
+        self.queued_bytes += len;
+        self.metrics
+            .queued_bytes
+            .store(self.queued_bytes as i64, Ordering::Relaxed);
+    }
+
+    fn account_sub(&mut self, len: usize) {
+        self.queued_bytes = self.queued_bytes.saturating_sub(len);
+        self.metrics
+            .queued_bytes
+            .store(self.queued_bytes as i64, Ordering::Relaxed);
+    }
+
+    /// Takes one message from `project`'s `project_messages_per_sec` bucket; true when
+    /// allowed (always, with no project limit).
+    fn project_allows(&mut self, now: Instant, project: &str) -> bool {
+        let per_sec = self.config.project_messages_per_sec;
+        if per_sec == 0 {
+            return true;
+        }
+        let Some(p) = self.projects.get_mut(project) else {
+            return true;
+        };
+        let rate = f64::from(per_sec);
+        p.messages
+            .get_or_insert_with(|| TokenBucket::new(rate, 2.0 * rate, now))
+            .take(now, 1.0)
     }
 
     /// Connections held, joined or not.
@@ -494,6 +605,14 @@ impl Registry {
             return self.refuse(conn, refusal);
         };
         let text = forwarded_signal(kind, &from, payload);
+        if !self.fits(target, text.len()) {
+            let refusal = refusal(
+                ErrorCode::OverBudget,
+                format!("`{to}` has more queued than its memory budget"),
+            );
+            return self.refuse(conn, refusal);
+        }
+        let length = text.len();
         let limits = self.queue_limits;
         let origin = Origin {
             sender: conn,
@@ -509,6 +628,7 @@ impl Registry {
             let refusal = refusal(ErrorCode::QueueFull, format!("the queue of `{to}` is full"));
             return self.refuse(conn, refusal);
         }
+        self.account_add(length);
         self.metrics.signals[kind as usize].fetch_add(1, Ordering::Relaxed);
         if let Some(p) = self.projects.get_mut(&project) {
             p.usage.signals += 1;
@@ -523,12 +643,22 @@ impl Registry {
     }
 
     /// Queues a control message; a peer whose control queue overflows is closed.
+    /// A peer whose control messages no longer fit its byte budget (or the registry's) is
+    /// closed with `over_budget`.
     fn send_control(&mut self, conn: ConnId, text: String) {
         let limits = self.queue_limits;
+        let length = text.len();
+        let fits = self.fits(conn, length);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.queue.push_control(&limits, text) {
+        if matches!(c.state, State::Closing) {
+            return; // nothing more is sent on a closing connection
+        }
+        if !fits {
+            self.to_close.push((conn, CloseReason::OverBudget));
+        } else if c.queue.push_control(&limits, text) {
+            self.account_add(length);
             self.wake(conn);
         } else {
             self.to_close.push((conn, CloseReason::SlowConsumer));
@@ -576,7 +706,10 @@ impl Registry {
                 continue;
             };
             c.state = State::Closing;
+            let before = c.queue.bytes();
             let unsent = c.queue.close(reason.code(), reason.as_str());
+            let freed = before - c.queue.bytes();
+            self.account_sub(freed);
             self.metrics.count_close(reason);
             self.wake(conn);
             self.undelivered(unsent);

@@ -310,3 +310,31 @@ fn an_allocation_keeps_refreshing_while_its_source_is_out_of_failures() {
     let bytes = other.request(method::REFRESH, tid, &[]);
     assert_eq!(h.send(owner.ft, &bytes), None);
 }
+
+/// Binding answers stay within twice their request, except an IPv6 client's bare 20-byte
+/// request (its XOR-MAPPED-ADDRESS makes the answer 44 bytes, 2.2x): those answers are held
+/// to the source's budget, as 401s are, while a Binding with FINGERPRINT from the same source
+/// (28 bytes, answered with 52) and IPv4 Bindings (20, answered with 32) are always answered.
+#[test]
+fn binding_answers_beyond_twice_the_request_are_held_to_the_source_budget() {
+    let mut h = harness(0);
+    let mut bare = Vec::new();
+    Writer::new(&mut bare, Class::Request, method::BINDING, [1; 12]);
+    let mut signed = Vec::new();
+    Writer::new(&mut signed, Class::Request, method::BINDING, [2; 12]).fingerprint();
+    let v6 = ft("[2001:db8:5::7]:40000");
+    let answered = (0..100).filter(|_| h.send(v6, &bare).is_some()).count();
+    assert!(
+        (1..=2 * RATE as usize + 1).contains(&answered),
+        "{answered} of 100 bare IPv6 Bindings answered"
+    );
+    for _ in 0..100 {
+        let answer = h.send(v6, &signed).expect("within 2x: always answered");
+        assert!(answer.len() <= 2 * signed.len(), "{} bytes", answer.len());
+    }
+    let v4 = ft("198.51.100.7:40000");
+    for _ in 0..100 {
+        let answer = h.send(v4, &bare).expect("IPv4: always answered");
+        assert!(answer.len() <= 2 * bare.len(), "{} bytes", answer.len());
+    }
+}

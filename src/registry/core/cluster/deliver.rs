@@ -43,6 +43,14 @@ impl Registry {
                     .get(&project, &from)
                     .filter(|r| r.node == from_node && r.session == session)
                     .map_or(0, |r| r.handle);
+                if !self.fits(target, text.len()) {
+                    let refusal = refusal(
+                        ErrorCode::OverBudget,
+                        format!("`{to}` has more queued than its memory budget"),
+                    );
+                    return self.answer_remote(from_node, &project, &from, session, refusal);
+                }
+                let length = text.len();
                 let limits = self.queue_limits;
                 let origin = Origin {
                     sender,
@@ -59,6 +67,7 @@ impl Registry {
                         refusal(ErrorCode::QueueFull, format!("the queue of `{to}` is full"));
                     return self.answer_remote(from_node, &project, &from, session, refusal);
                 }
+                self.account_add(length);
                 self.metrics.signals[kind as usize].fetch_add(1, Ordering::Relaxed);
                 if let Some(p) = self.projects.get_mut(&project) {
                     p.usage.signals += 1;
@@ -161,12 +170,18 @@ impl Registry {
         frame: Vec<u8>,
     ) {
         let length = frame.len() as u64;
+        if !self.fits(target, frame.len()) {
+            self.metrics
+                .count_drop(super::super::super::metrics::DropReason::OverBudget);
+            return;
+        }
         let limits = self.queue_limits;
         let queued = self
             .conns
             .get_mut(&target)
             .is_some_and(|t| t.queue.push_relay(&limits, frame));
         if queued {
+            self.account_add(length as usize);
             self.metrics.relay_blobs.fetch_add(1, Ordering::Relaxed);
             self.metrics
                 .relay_bytes

@@ -1,0 +1,57 @@
+//! Entry point for the `config` fuzz target in `fuzz/`: bytes as the text of a configuration
+//! file, through the loader ([`Config::from_toml_str`]: TOML, the schema, validation) and, when
+//! accepted, through what start-up derives from it. Besides "no panic": an error names a
+//! position inside the text (or a key), an accepted configuration parses the same way twice.
+
+use super::{Config, ConfigError, client_uris, redact_password};
+
+/// Feeds `data` to the configuration loader; must never panic.
+pub fn config(data: &[u8]) {
+    // A file that is not UTF-8 is refused by `Config::load` before parsing.
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match Config::from_toml_str(text, "fuzz.toml") {
+        Ok(config) => {
+            let again = Config::from_toml_str(text, "fuzz.toml").ok();
+            assert!(again.as_ref() == Some(&config), "parsed twice, differently");
+            let _ = config.peer_policy();
+            let _ = config.relay.external_mappings();
+            let _ = client_uris(&config);
+            if let Some(url) = &config.cluster.redis_url {
+                let _ = redact_password(url);
+            }
+        }
+        Err(error) => {
+            let message = error.to_string();
+            assert!(message.starts_with("fuzz.toml"), "{message}");
+            match error {
+                ConfigError::Parse { line, column, .. } => {
+                    let lines = text.split('\n').count();
+                    assert!(line <= lines, "line {line} of {lines}");
+                    assert!(column <= text.chars().count() + 1, "column {column}");
+                }
+                ConfigError::Invalid { key, message, .. } => {
+                    assert!(!key.is_empty() && !message.is_empty(), "{key}: {message}");
+                }
+                ConfigError::Read { .. } => panic!("no file was read"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_entry_point_survives_samples() {
+        for sample in [
+            &b""[..],
+            b"[",
+            b"[relay]\nports = \"9-1\"\n",
+            b"[auth]\nsecrets = [\"x\"]\nrealm = \"\xc3\xa9\"\n",
+            include_bytes!("../../config/turnpike.toml"),
+        ] {
+            super::config(sample);
+        }
+    }
+}
