@@ -18,6 +18,12 @@
 //! blobs, errors and replacements for the peers of NODE. One publishing connection per node,
 //! one subscribing connection per node: messages from one sender reach their destination in
 //! the order it sent them.
+//!
+//! Bounds: what waits to go to Redis is bounded in bytes in the core
+//! (`cluster.forward_queue_bytes`); what comes from Redis is handed to the core as it arrives
+//! (whose per-peer queues are bounded), and a subscriber that falls behind is cut off by Redis
+//! itself (`client-output-buffer-limit pubsub`, 32 MB by default), which ends the session: the
+//! node reconnects and rebuilds its presence.
 
 pub mod link;
 pub mod wire;

@@ -136,5 +136,10 @@ mod tests {
         assert_eq!(h.readiness(), Readiness::Ready);
         h.set_draining(true);
         assert_eq!(h.readiness(), Readiness::Draining);
+        assert_eq!(h.cluster(), None);
+        h.set_cluster(Some(false));
+        assert_eq!(h.cluster(), Some(ClusterState::ClusterUnavailable));
+        h.set_cluster(Some(true));
+        assert_eq!(h.cluster(), Some(ClusterState::Ok));
     }
 }

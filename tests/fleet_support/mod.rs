@@ -33,10 +33,24 @@ impl Redis {
         redis
     }
 
-    /// Starts a fresh (empty) Redis on the same port after [`Redis::kill`].
+    /// Starts a fresh (empty) Redis on the same port after [`Redis::kill`] (at most three
+    /// attempts, should one exit at once).
     pub fn restart(&mut self) {
-        self.child = Redis::spawn(self.addr);
-        self.wait_pong();
+        for _ in 0..3 {
+            self.child = Redis::spawn(self.addr);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if self.pings() {
+                    return;
+                }
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            self.kill();
+        }
+        panic!("redis-server did not start again on {}", self.addr);
     }
 
     fn spawn(addr: SocketAddr) -> Child {

@@ -11,6 +11,10 @@
 //! `reauth` token or a key attestation) comes in from the caller: a [`Lease`] with each
 //! connection, an [`Authority`] with each text message.
 //!
+//! With a cluster ([`Registry::enable_cluster`], driven by `crate::cluster`), the core also
+//! holds the peers of other nodes and emits what goes to them ([`ClusterOutput`]); see the
+//! `cluster` submodule.
+//!
 //! Every table is bounded: connections by `max_connections`, the per-IP table by the
 //! connections, projects by `max_projects`, peers by `max_peers_per_project`, and each queue by
 //! its limits.
@@ -559,7 +563,7 @@ impl Registry {
             .and_then(|p| p.peers.get(&to))
             .copied();
         let Some(target) = target else {
-            match self.forward_signal(conn, &project, &from, kind, &to, payload, id) {
+            match self.forward_signal(conn, kind, &to, payload, id) {
                 Some(Ok(())) => {
                     if let Some(p) = self.projects.get_mut(&project) {
                         p.usage.signals += 1;
