@@ -225,9 +225,11 @@ type Socket =
 
 /// Connects and joins `peer` of `project`; returns the socket once the welcome came.
 async fn join(server: &Running, peer: &str, project: &str) -> anyhow::Result<Socket> {
-    let (mut socket, _) = tokio_tungstenite::connect_async(server.request(peer, project))
-        .await
-        .with_context(|| format!("connecting {peer}"))?;
+    // TCP_NODELAY, as browsers and the servers themselves set it.
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async_with_config(server.request(peer, project), None, true)
+            .await
+            .with_context(|| format!("connecting {peer}"))?;
     // Any 32-byte key: the relay never reads it.
     let join = r#"{"type":"join","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#;
     socket.send(Message::text(join)).await?;
