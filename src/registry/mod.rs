@@ -26,6 +26,8 @@ pub mod standalone;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_budget;
+#[cfg(test)]
 mod tests_lifetime;
 
 use std::collections::HashMap;
