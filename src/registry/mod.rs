@@ -28,6 +28,8 @@ mod tests;
 #[cfg(test)]
 mod tests_cluster;
 #[cfg(test)]
+mod tests_budget;
+#[cfg(test)]
 mod tests_lifetime;
 
 use std::collections::HashMap;

@@ -225,9 +225,11 @@ type Socket =
 
 /// Connects and joins `peer` of `project`; returns the socket once the welcome came.
 async fn join(server: &Running, peer: &str, project: &str) -> anyhow::Result<Socket> {
-    let (mut socket, _) = tokio_tungstenite::connect_async(server.request(peer, project))
-        .await
-        .with_context(|| format!("connecting {peer}"))?;
+    // TCP_NODELAY, as browsers and the servers themselves set it.
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async_with_config(server.request(peer, project), None, true)
+            .await
+            .with_context(|| format!("connecting {peer}"))?;
     // Any 32-byte key: the relay never reads it.
     let join = r#"{"type":"join","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#;
     socket.send(Message::text(join)).await?;
@@ -380,14 +382,17 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
+/// Per server, per round: wall seconds, server CPU seconds, offers per CPU-second, RSS bytes
+/// per idle connection.
+type Samples = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
+
 /// Runs the bench; prints one line per run and a summary with ratios to the first server.
 pub fn run(spec: &RegistrySpec) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let mut results: Vec<(Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> =
-        vec![Default::default(); spec.servers.len()];
+    let mut results: Vec<Samples> = vec![Default::default(); spec.servers.len()];
     for round in 1..=spec.rounds {
         for (index, &kind) in spec.servers.iter().enumerate() {
             let server = start(kind)?;
