@@ -26,9 +26,9 @@ pub mod standalone;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_cluster;
-#[cfg(test)]
 mod tests_budget;
+#[cfg(test)]
+mod tests_cluster;
 #[cfg(test)]
 mod tests_lifetime;
 

@@ -26,15 +26,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 mod admin;
-mod cluster;
 mod budget;
+mod cluster;
 mod lifetime;
 mod membership;
 mod usage;
 
 pub use admin::PeerSummary;
-pub use cluster::{ClusterMetrics, ClusterOutput, ClusterSettings, Forward, Presence};
 use budget::source_key;
+pub use cluster::{ClusterMetrics, ClusterOutput, ClusterSettings, Forward, Presence};
 pub use lifetime::{Authority, Lease, NoAuthority};
 
 use super::config::RegistryConfig;
