@@ -201,13 +201,13 @@ pub fn stream(data: &[u8]) {
         ..FT
     };
     let (mut core, mut io, now, _) = prepared(stream_server, ft);
-    let mut chunks = Chunks {
+    let chunks = Chunks {
         state: u32::from(u16::from_be_bytes(*seed)) | 0x1_0000,
         max: usize::from(seed[0] % 64) * 64 + 1,
         rest: bytes,
     };
     let mut input: Vec<u8> = Vec::new();
-    while let Some(chunk) = chunks.next() {
+    for chunk in chunks {
         input.extend_from_slice(chunk);
         let mut used = 0;
         loop {
