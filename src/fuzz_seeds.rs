@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use crate::registry::fuzzing::JOIN;
 use crate::registry::messages::build_relay;
 
-/// A fuzz target's entry function: one input, no result (it panics on a broken invariant).
-pub type FuzzEntry = fn(&[u8]);
+/// A fuzz target's entry function.
+type Entry = fn(&[u8]);
 
 /// Every fuzz target and its entry function (the names of `fuzz/Cargo.toml`'s binaries).
-pub const TARGETS: [(&str, FuzzEntry); 6] = [
+pub const TARGETS: [(&str, Entry); 6] = [
     ("datagram", crate::proto::fuzzing::datagram),
     ("stream", crate::proto::fuzzing::stream),
     ("registry_text", crate::registry::fuzzing::registry_text),

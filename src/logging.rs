@@ -68,6 +68,7 @@ pub fn init(log: &LogConfig) -> Result<LogHandle, LogError> {
     // The parser's error repeats its cause in its own message: format it, do not chain it.
     let filter = match &env {
         Some(directives) => EnvFilter::builder()
+            .with_regex(false)
             .parse(directives)
             .map_err(|e| LogError::Env {
                 directives: directives.clone(),
@@ -105,7 +106,9 @@ pub fn init(log: &LogConfig) -> Result<LogHandle, LogError> {
 }
 
 fn parse_level(level: &str) -> Result<EnvFilter, LogError> {
+    // Literal field values, as `config::validate` checks them (regexes could take minutes).
     EnvFilter::builder()
+        .with_regex(false)
         .parse(level)
         .map_err(|e| LogError::Level {
             level: level.to_owned(),

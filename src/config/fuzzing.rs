@@ -43,6 +43,16 @@ pub fn config(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn a_log_filter_with_a_huge_regex_loads_quickly() {
+        // Found by the fuzzer: a `log.level` whose field filter, compiled as a regex, took
+        // minutes and over 2 GB; field values are now literal.
+        let input = include_bytes!("../../fuzz/corpus/config/regression-log-level-regex");
+        let started = std::time::Instant::now();
+        super::config(input);
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    }
+
+    #[test]
     fn the_entry_point_survives_samples() {
         for sample in [
             &b""[..],

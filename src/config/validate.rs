@@ -437,7 +437,10 @@ fn validate_log(config: &Config) -> Result<(), Invalid> {
             "must not be empty; `info` is the default",
         ));
     }
+    // Field values are matched literally, not as regular expressions: a crafted value made the
+    // regex compiler take minutes and gigabytes (found by the `config` fuzz target).
     tracing_subscriber::EnvFilter::builder()
+        .with_regex(false)
         .parse(level)
         .map_err(|e| invalid("log.level", format!("`{level}` is not a valid filter: {e}")))?;
     Ok(())
