@@ -64,7 +64,7 @@ impl std::fmt::Debug for LogHandle {
 pub fn init(log: &LogConfig) -> Result<LogHandle, LogError> {
     let env = std::env::var(EnvFilter::DEFAULT_ENV)
         .ok()
-        .filter(|d| !d.trim().is_empty());
+        .filter(|d| !d.trim().is_empty() && d.is_ascii());
     // The parser's error repeats its cause in its own message: format it, do not chain it.
     let filter = match &env {
         Some(directives) => EnvFilter::builder()
@@ -106,6 +106,13 @@ pub fn init(log: &LogConfig) -> Result<LogHandle, LogError> {
 }
 
 fn parse_level(level: &str) -> Result<EnvFilter, LogError> {
+    // The directive parser panics on some non-ASCII text (see `config::validate`).
+    if !level.is_ascii() {
+        return Err(LogError::Level {
+            level: level.to_owned(),
+            reason: "not ASCII".to_owned(),
+        });
+    }
     // Literal field values, as `config::validate` checks them (regexes could take minutes).
     EnvFilter::builder()
         .with_regex(false)

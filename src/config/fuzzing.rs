@@ -53,6 +53,16 @@ mod tests {
     }
 
     #[test]
+    fn a_non_ascii_log_filter_is_refused() {
+        // Found by the fuzzer: tracing-subscriber's parser panicked on it.
+        let input = include_bytes!("../../fuzz/corpus/config/regression-log-level-non-ascii");
+        super::config(input);
+        let text = "[log]\nlevel = \"b[{a=\u{0411}}]=debug\"\n";
+        let refused = crate::config::Config::from_toml_str(text, "t.toml").unwrap_err();
+        assert!(refused.to_string().contains("log.level"), "{refused}");
+    }
+
+    #[test]
     fn the_entry_point_survives_samples() {
         for sample in [
             &b""[..],

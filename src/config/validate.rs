@@ -437,6 +437,14 @@ fn validate_log(config: &Config) -> Result<(), Invalid> {
             "must not be empty; `info` is the default",
         ));
     }
+    // tracing-subscriber 0.3's directive parser panics on some non-ASCII text (it slices at a
+    // byte that is not a char boundary; found by the `config` fuzz target): refuse it first.
+    if !level.is_ascii() {
+        return Err(invalid(
+            "log.level",
+            "must be ASCII (targets, levels and field filters)",
+        ));
+    }
     // Field values are matched literally, not as regular expressions: a crafted value made the
     // regex compiler take minutes and gigabytes (found by the `config` fuzz target).
     tracing_subscriber::EnvFilter::builder()
