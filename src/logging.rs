@@ -64,7 +64,7 @@ impl std::fmt::Debug for LogHandle {
 pub fn init(log: &LogConfig) -> Result<LogHandle, LogError> {
     let env = std::env::var(EnvFilter::DEFAULT_ENV)
         .ok()
-        .filter(|d| !d.trim().is_empty() && d.is_ascii());
+        .filter(|d| !d.trim().is_empty() && crate::config::check_log_directives(d).is_ok());
     // The parser's error repeats its cause in its own message: format it, do not chain it.
     let filter = match &env {
         Some(directives) => EnvFilter::builder()
@@ -106,11 +106,12 @@ pub fn init(log: &LogConfig) -> Result<LogHandle, LogError> {
 }
 
 fn parse_level(level: &str) -> Result<EnvFilter, LogError> {
-    // The directive parser panics on some non-ASCII text (see `config::validate`).
-    if !level.is_ascii() {
+    // The grammar `config::validate` checks (tracing's parser misbehaves on some span and
+    // field filters).
+    if let Err(reason) = crate::config::check_log_directives(level) {
         return Err(LogError::Level {
             level: level.to_owned(),
-            reason: "not ASCII".to_owned(),
+            reason,
         });
     }
     // Literal field values, as `config::validate` checks them (regexes could take minutes).

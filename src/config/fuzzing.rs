@@ -63,6 +63,46 @@ mod tests {
     }
 
     #[test]
+    fn a_log_filter_that_breaks_tracings_ordering_is_refused() {
+        // Found by the fuzzer: span filters whose directives compare equal with different
+        // fields tripped tracing-subscriber's ordering assertion (a panic in debug builds).
+        let input = include_bytes!("../../fuzz/corpus/config/regression-log-level-ordering");
+        super::config(input);
+        let text = std::str::from_utf8(input).unwrap();
+        let refused = crate::config::Config::from_toml_str(text, "t.toml").unwrap_err();
+        assert!(
+            refused.to_string().contains("span and field filters"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn log_filters_are_levels_and_targets() {
+        use crate::config::check_log_directives as check;
+        for ok in [
+            "info",
+            "WARN",
+            "info,turnpike=debug",
+            " debug , turnpike::net=trace,",
+            "turnpike",
+            "hyper-util=off",
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "b[{a=1}]=debug",
+            "[span]",
+            "turnpike=loud",
+            "a=b=c",
+            "tur npike=info",
+            "=info",
+            "\u{411}",
+        ] {
+            assert!(check(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_entry_point_survives_samples() {
         for sample in [
             &b""[..],

@@ -32,6 +32,7 @@ pub use schema::{
     default_listeners,
 };
 pub use uris::client_uris;
+pub(crate) use validate::check_log_directives;
 
 /// The reference configuration, with every option and its default, compiled into the binary.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/turnpike.toml");
