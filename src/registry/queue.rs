@@ -59,7 +59,13 @@ pub(crate) struct OutQueue {
     signal_messages: usize,
     signal_bytes: usize,
     control_messages: usize,
-    relay: VecDeque<Vec<u8>>,
+    /// Relay frames, each with the number of FIFO entries queued before it: a frame never
+    /// overtakes a message queued earlier (a sender's `peer_joined` reaches the peer before
+    /// the sender's first relay blob).
+    relay: VecDeque<(Vec<u8>, u64)>,
+    /// FIFO entries ever queued, and ever taken out (sent or dropped).
+    fifo_in: u64,
+    fifo_out: u64,
     /// Bytes of every queued frame (text and binary), counted against the budgets.
     bytes: usize,
     ping: bool,
@@ -84,6 +90,7 @@ impl OutQueue {
             text,
             origin: Some(origin),
         });
+        self.fifo_in += 1;
         true
     }
 
@@ -98,6 +105,7 @@ impl OutQueue {
         self.control_messages += 1;
         self.bytes += text.len();
         self.fifo.push_back(Entry { text, origin: None });
+        self.fifo_in += 1;
         true
     }
 
@@ -107,7 +115,7 @@ impl OutQueue {
             return false;
         }
         self.bytes += frame.len();
-        self.relay.push_back(frame);
+        self.relay.push_back((frame, self.fifo_in));
         true
     }
 
@@ -120,7 +128,7 @@ impl OutQueue {
     pub fn close(&mut self, code: u16, reason: &'static str) -> Vec<Origin> {
         self.close = Some((code, reason));
         let unsent = self.drain_unsent();
-        self.bytes -= self.relay.iter().map(Vec::len).sum::<usize>();
+        self.bytes -= self.relay.iter().map(|(f, _)| f.len()).sum::<usize>();
         self.relay.clear();
         self.relay.shrink_to_fit();
         self.ping = false;
@@ -131,6 +139,7 @@ impl OutQueue {
     pub fn drain_unsent(&mut self) -> Vec<Origin> {
         self.bytes -= self.fifo.iter().map(|e| e.text.len()).sum::<usize>();
         let unsent = self.fifo.drain(..).filter_map(|e| e.origin).collect();
+        self.fifo_out = self.fifo_in;
         self.fifo.shrink_to_fit();
         self.signal_messages = 0;
         self.signal_bytes = 0;
@@ -151,13 +160,18 @@ impl OutQueue {
             return Some(Transmit::Ping);
         }
         self.relay_turn = !self.relay_turn;
-        if self.relay_turn {
-            if let Some(frame) = self.relay.pop_front() {
+        let relay_ready = self
+            .relay
+            .front()
+            .is_some_and(|&(_, before)| before <= self.fifo_out);
+        if self.relay_turn && relay_ready {
+            if let Some((frame, _)) = self.relay.pop_front() {
                 self.bytes -= frame.len();
                 return Some(Transmit::Binary(frame));
             }
         }
         if let Some(entry) = self.fifo.pop_front() {
+            self.fifo_out += 1;
             if self.fifo.is_empty() && self.fifo.capacity() > SHRINK_ABOVE {
                 // A burst (the peer_joined of a whole project) is over: an idle peer keeps
                 // no large queue.
@@ -172,7 +186,7 @@ impl OutQueue {
             }
             return Some(Transmit::Text(entry.text));
         }
-        let frame = self.relay.pop_front()?;
+        let (frame, _) = self.relay.pop_front()?;
         self.bytes -= frame.len();
         Some(Transmit::Binary(frame))
     }
@@ -214,5 +228,46 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod ordering_tests {
+    use super::*;
+
+    const LIMITS: QueueLimits = QueueLimits {
+        signal_messages: 8,
+        signal_bytes: 1 << 16,
+        control_messages: 8,
+        relay_blobs: 8,
+    };
+
+    fn order(q: &mut OutQueue) -> Vec<String> {
+        std::iter::from_fn(|| q.pop())
+            .map(|t| match t {
+                Transmit::Text(text) => text,
+                Transmit::Binary(frame) => String::from_utf8(frame).unwrap(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_relay_frame_never_overtakes_a_message_queued_before_it() {
+        let mut q = OutQueue::default();
+        assert!(q.push_control(&LIMITS, "peer_joined".into()));
+        assert!(q.push_relay(&LIMITS, b"blob1".to_vec()));
+        assert!(q.push_relay(&LIMITS, b"blob2".to_vec()));
+        assert_eq!(order(&mut q), ["peer_joined", "blob1", "blob2"]);
+    }
+
+    #[test]
+    fn otherwise_the_queues_take_turns() {
+        let mut q = OutQueue::default();
+        assert!(q.push_relay(&LIMITS, b"r1".to_vec()));
+        assert!(q.push_relay(&LIMITS, b"r2".to_vec()));
+        assert!(q.push_control(&LIMITS, "c1".into()));
+        assert!(q.push_control(&LIMITS, "c2".into()));
+        assert_eq!(order(&mut q), ["r1", "c1", "r2", "c2"]);
     }
 }
