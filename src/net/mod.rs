@@ -8,10 +8,12 @@
 pub mod addr;
 pub mod admin;
 pub mod batch;
+mod client_batch;
 pub mod listeners;
 pub mod live;
 pub mod ports;
 pub mod relay;
+mod send_batch;
 pub mod shortcut;
 pub mod socket;
 pub mod stream;

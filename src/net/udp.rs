@@ -1,6 +1,9 @@
 //! The UDP worker: one thread, one mio event loop, its listener sockets, its relay sockets and
-//! its core. Packets are read into one reused buffer and sent from it: no allocation and no
-//! lock per relayed packet.
+//! its core. Packets are read into a pool of receive slots and sent from the slots they
+//! arrived in (the send batches point into them: the core writes a ChannelData or Data
+//! indication header into the headroom in front of a peer's datagram, and a client's
+//! ChannelData payload leaves as a sub-slice of its frame): no copy, no allocation and no lock
+//! per relayed packet.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,6 +17,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::admin::{AdminHub, CoreTicket};
 use super::batch::{RecvBatch, SendBatch};
+use super::client_batch::{ClientBatch, flush_relay};
 use super::listeners::ListenerInbox;
 use super::live::CoreUpdates;
 use super::relay::{RELAY_TOKEN_BASE, RelaySet};
@@ -32,8 +36,6 @@ pub const WAKER_TOKEN: Token = Token(RELAY_TOKEN_BASE - 1);
 const READ_BUDGET: usize = 256;
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65535;
-/// Longest a frame for a client waits in a batch for others to share its `sendmmsg`.
-const MAX_BATCH_DELAY: Duration = Duration::from_micros(20);
 /// Datagrams per recvmmsg/sendmmsg.
 const BATCH: usize = 32;
 /// A receive slot: room for headers in front, the largest datagram, padding after.
@@ -68,9 +70,11 @@ pub struct UdpWorker {
     relays: RelaySet,
     core: Server,
     handle: Arc<WorkerHandle>,
-    /// Datagrams from clients (at offset 0) and from peers (at PEER_HEADROOM).
+    /// Datagrams from clients (at offset 0) and from peers (at PEER_HEADROOM), in a pool of
+    /// slots: the frames `to_clients` holds keep theirs until sent.
     recv: RecvBatch,
-    /// Datagrams for one relay socket (to peers), sent with one sendmmsg.
+    /// Datagrams for one relay socket (to peers), sent with one sendmmsg from the receive
+    /// slots of the batch being handled (flushed before the next receive).
     to_peers: SendBatch,
     /// Frames for clients, gathered from the relay sockets served in a loop turn.
     to_clients: ClientBatch,
@@ -145,10 +149,13 @@ impl UdpWorker {
             relays,
             core,
             handle,
-            recv: RecvBatch::new(BATCH, SLOT, 0),
-            to_peers: SendBatch::new(BATCH, MAX_DATAGRAM),
+            // Spare slots for the frames `to_clients` holds (at most BATCH), so that a full
+            // receive is always possible.
+            recv: RecvBatch::new(BATCH, SLOT, 0).with_spare(BATCH),
+            to_peers: SendBatch::borrowing(BATCH),
             to_clients: ClientBatch {
-                send: SendBatch::new(BATCH, MAX_DATAGRAM + PEER_HEADROOM),
+                send: SendBatch::borrowing(BATCH),
+                held: Vec::with_capacity(BATCH),
                 listener: None,
                 since: None,
             },
@@ -223,7 +230,7 @@ impl UdpWorker {
                 }
             }
             self.ready = ready;
-            self.to_clients.flush(&self.listeners);
+            self.to_clients.flush(&self.listeners, &mut self.recv);
             self.count_send_failures();
             self.wake_others();
             let t = now();
@@ -282,6 +289,7 @@ impl UdpWorker {
             // relay go out in one sendmmsg; answers go back on the listener.
             let mut pending_relay: Option<RelayId> = None;
             for i in 0..n {
+                let base = self.recv.slot_start(i);
                 let (slot, len, client) = self.recv.slot(i);
                 let Some(client) = client else { continue };
                 let ft = FiveTuple {
@@ -332,10 +340,11 @@ impl UdpWorker {
                                     payload.clone(),
                                 );
                                 if let Some(frame) = framed {
-                                    self.to_clients.push(
+                                    self.to_clients.push_held(
                                         &self.listeners,
-                                        li,
-                                        &slot[frame],
+                                        &mut self.recv,
+                                        (li, i),
+                                        frame,
                                         route.five_tuple.client,
                                     );
                                     continue;
@@ -368,14 +377,19 @@ impl UdpWorker {
                             }
                         }
                         if pending_relay.is_some_and(|p| p != relay) || self.to_peers.is_full() {
-                            flush_relay(&mut self.to_peers, &self.relays, pending_relay);
+                            let buf = self.recv.buffer();
+                            flush_relay(&mut self.to_peers, &self.relays, pending_relay, buf);
                         }
                         pending_relay = Some(relay);
-                        self.to_peers.push(&slot[payload], peer);
+                        // The payload is sent from the receive slot, after the 4-byte header
+                        // (or out of the Send indication).
+                        self.to_peers
+                            .push_ref(base + payload.start, payload.len(), peer);
                     }
                 }
             }
-            flush_relay(&mut self.to_peers, &self.relays, pending_relay);
+            let buf = self.recv.buffer();
+            flush_relay(&mut self.to_peers, &self.relays, pending_relay, buf);
             self.count_send_failures();
             let mut local = std::mem::take(&mut self.local);
             for item in local.drain(..) {
@@ -409,8 +423,14 @@ impl UdpWorker {
                 .iter()
                 .position(|(a, _)| *a == five_tuple.server)
             {
-                self.to_clients
-                    .push(&self.listeners, li, &item.buf[frame], five_tuple.client);
+                // The hand-off buffer goes back at once: the frame is copied (this path only).
+                self.to_clients.push_copy(
+                    &self.listeners,
+                    &mut self.recv,
+                    li,
+                    &item.buf[frame],
+                    five_tuple.client,
+                );
             }
             self.publish_route(now, item.from, item.to);
         }
@@ -508,75 +528,20 @@ impl UdpWorker {
                 else {
                     continue;
                 };
-                self.to_clients
-                    .push(&self.listeners, li, &slot[frame], five_tuple.client);
+                self.to_clients.push_held(
+                    &self.listeners,
+                    &mut self.recv,
+                    (li, i),
+                    frame,
+                    five_tuple.client,
+                );
             }
             if n < self.recv.capacity() {
                 break;
             }
         }
-        self.to_clients.flush_if_late(&self.listeners);
+        self.to_clients
+            .flush_if_late(&self.listeners, &mut self.recv);
         budget == 0
-    }
-}
-
-/// Frames for clients, gathered from every relay socket served in a loop turn and sent with
-/// one `sendmmsg` per listener: at the end of the turn, when full, or once the oldest frame has
-/// waited [`MAX_BATCH_DELAY`] (so a long turn does not hold the first answers of a burst).
-struct ClientBatch {
-    send: SendBatch,
-    /// The listener the queued frames leave from.
-    listener: Option<usize>,
-    /// When the oldest queued frame was queued.
-    since: Option<Instant>,
-}
-
-impl ClientBatch {
-    fn push(
-        &mut self,
-        listeners: &[(SocketAddr, UdpSocket)],
-        listener: usize,
-        frame: &[u8],
-        to: SocketAddr,
-    ) {
-        if self.listener.is_some_and(|l| l != listener) || self.send.is_full() {
-            self.flush(listeners);
-        }
-        self.listener = Some(listener);
-        self.since.get_or_insert_with(Instant::now);
-        self.send.push(frame, to);
-    }
-
-    fn flush_if_late(&mut self, listeners: &[(SocketAddr, UdpSocket)]) {
-        if self.since.is_some_and(|t| t.elapsed() >= MAX_BATCH_DELAY) {
-            self.flush(listeners);
-        }
-    }
-
-    fn flush(&mut self, listeners: &[(SocketAddr, UdpSocket)]) {
-        self.since = None;
-        flush_listener(&mut self.send, listeners, self.listener.take());
-    }
-}
-
-fn flush_relay(send: &mut SendBatch, relays: &RelaySet, relay: Option<RelayId>) {
-    match relay.and_then(|r| relays.socket(r)) {
-        Some(socket) => {
-            send.flush(socket.as_raw_fd());
-        }
-        None => send.discard(),
-    }
-}
-
-fn flush_listener(
-    send: &mut SendBatch,
-    listeners: &[(SocketAddr, UdpSocket)],
-    index: Option<usize>,
-) {
-    match index.and_then(|i| listeners.get(i)) {
-        Some((_, socket)) => {
-            send.flush(socket.as_raw_fd());
-        }
-        None => send.discard(),
     }
 }

@@ -9,6 +9,7 @@ mod churn;
 mod flood;
 mod flood_relay;
 mod forwarder;
+mod kmem;
 mod load;
 mod proc;
 mod registry;
@@ -98,6 +99,9 @@ enum Command {
         /// Seconds of relaying after allocating.
         #[arg(long, default_value_t = 3)]
         duration: u64,
+        /// After allocating, watch the server idle this many seconds and report its CPU.
+        #[arg(long, default_value_t = 0)]
+        idle: u64,
     },
     /// Allocations from one source address, each client handshaking on its own (a 401, then
     /// a signed Allocate), as the clients of one NAT do: the servers interleaved, round after
@@ -429,13 +433,17 @@ fn main() -> anyhow::Result<()> {
             count,
             then_sessions,
             duration,
+            idle,
         } => {
             let peer = EchoPeer::start(ip(PEER_IP), 1)?;
             // Relays on 127.0.0.1 across most of the port space; clients on 127.0.0.2-8.
             let mut target = start_with_ports(server, 0, &peer, (10000, 65000))?;
             let pid = target.server.pid;
             let client_ips: Vec<IpAddr> = (2..=8).map(|i| IpAddr::from([127, 0, 0, i])).collect();
+            // The kernel's memory is read with the RSS (after the client sockets exist).
+            let kernel = std::cell::RefCell::new(Vec::new());
             let (r, _held) = alloc::run(target.listen, SECRET, count, &client_ips, &|| {
+                kernel.borrow_mut().push(kmem::snapshot());
                 proc::rss_bytes(pid).unwrap_or(0)
             })?;
             println!(
@@ -447,6 +455,8 @@ fn main() -> anyhow::Result<()> {
                 r.rate(),
                 r.rss_per_allocation
             );
+            kmem::report(&kernel.borrow(), r.allocated, r.rss_per_allocation);
+            kmem::idle_cpu(pid, idle, r.allocated);
             if then_sessions > 0 {
                 let args = LoadArgs {
                     sessions_n: then_sessions,

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::tcp::{TcpBandwidth, TcpConnection};
+use super::tcp::{TcpBandwidth, TcpConnection, TcpState};
 use super::{DIRECTIONS, FiveTuple, RelayId};
 use crate::proto::ratelimit::TokenBucket;
 use crate::proto::stun::Integrity;
@@ -240,6 +240,30 @@ impl Allocation {
     pub fn prune(&mut self, now: Instant) {
         self.permissions.retain(|p| p.expires > now);
         self.channels.retain(|c| c.expires + CHANNEL_COOLDOWN > now);
+    }
+
+    /// The earliest moment after `now` when something of this allocation changes state: it
+    /// expires, a permission expires, a channel expires or its cooldown ends, or an RFC 6062
+    /// peer connection's wait for ConnectionBind ends. Costs one pass over its (bounded)
+    /// permissions, channels and connections. Call after [`Allocation::prune`], so that
+    /// everything that counts lies after `now`.
+    pub fn next_deadline(&self, now: Instant) -> Instant {
+        let permissions = self.permissions.iter().map(|p| p.expires);
+        let channels = self.channels.iter().map(|c| {
+            if c.expires > now {
+                c.expires
+            } else {
+                c.expires + CHANNEL_COOLDOWN
+            }
+        });
+        let connections = self.tcp_connections.iter().filter_map(|c| match c.state {
+            TcpState::Pending { expires } => Some(expires),
+            _ => None,
+        });
+        permissions
+            .chain(channels)
+            .chain(connections)
+            .fold(self.expires, Instant::min)
     }
 }
 

@@ -10,10 +10,12 @@
 mod admin;
 mod allocation;
 mod auth;
+mod expiry;
 mod indication;
 mod own;
 mod permissions;
 mod quota;
+mod relay_slots;
 mod requests;
 mod revoked;
 mod route;
@@ -21,6 +23,7 @@ mod stats;
 mod tcp;
 #[cfg(test)]
 mod tests;
+mod timers;
 mod types;
 
 use std::collections::{HashMap, VecDeque};
@@ -35,6 +38,7 @@ pub use allocation::{
     Allocation, CHANNEL_LIFETIME, PERMISSION_LIFETIME, Permission, Traffic, family_index,
 };
 pub use auth::{AuthFailure, Authenticated, Authenticator, long_term_key};
+pub use expiry::EXPIRY_BUDGET;
 pub use own::LiveRelays;
 pub use quota::{Quota, QuotaError, Reservations, Shared};
 pub use revoked::{MAX_REVOCATIONS, RevocationList, RevokeError, Revoked, Subject};
@@ -67,14 +71,18 @@ pub struct Server {
     alternates: Arc<crate::proto::alternate::Alternates>,
     allocations: Vec<Option<Allocation>>,
     free_slots: Vec<u32>,
-    /// Allocation slots by client 5-tuple and by relay socket: looked up once per relayed
-    /// packet, so hashed with foldhash (fast, randomly seeded) rather than SipHash.
+    /// Allocation slots by client 5-tuple: looked up once per relayed packet, so hashed with
+    /// foldhash (fast, randomly seeded) rather than SipHash.
     by_tuple: HashMap<FiveTuple, u32, FastHash>,
-    by_relay: HashMap<RelayId, u32, FastHash>,
+    /// Allocation slots by relay socket: indexed by the relay id (the I/O layer's slab key).
+    by_relay: relay_slots::RelaySlots,
     /// Relay sockets by their advertised address, for the relay-to-relay short-circuit.
     by_relay_addr: HashMap<SocketAddr, RelayId, FastHash>,
     reply: Vec<u8>,
-    next_sweep: Instant,
+    /// When each allocation next needs its expiry looked at (see `expiry.rs`).
+    timers: timers::TimerQueue,
+    /// When the shared EVEN-PORT reservations are next swept.
+    next_reservation_sweep: Instant,
     indication_counter: u64,
     stats: Arc<Stats>,
     /// The latest time the I/O layer passed in: ends allocations closed without a time
@@ -87,7 +95,7 @@ pub struct Server {
 /// The hasher of the per-packet lookup tables: foldhash, fast and randomly seeded.
 pub type FastHash = foldhash::fast::RandomState;
 
-/// How often expired allocations, permissions and channels are swept.
+/// How often expired EVEN-PORT reservations are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an EVEN-PORT reservation is held (RFC 8656 §7.2 suggests about 30 s).
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
@@ -155,10 +163,11 @@ impl Server {
             allocations: Vec::new(),
             free_slots: Vec::new(),
             by_tuple: HashMap::default(),
-            by_relay: HashMap::default(),
+            by_relay: relay_slots::RelaySlots::default(),
             by_relay_addr: HashMap::default(),
             reply: Vec::with_capacity(256),
-            next_sweep: now + SWEEP_INTERVAL,
+            timers: timers::TimerQueue::default(),
+            next_reservation_sweep: now + SWEEP_INTERVAL,
             indication_counter: 0,
             stats,
             last_seen: now,
@@ -236,11 +245,6 @@ impl Server {
     /// Number of live allocations in this core.
     pub fn allocation_count(&self) -> usize {
         self.by_tuple.len()
-    }
-
-    /// When [`Server::handle_timeout`] should next be called.
-    pub fn poll_timeout(&self) -> Instant {
-        self.next_sweep
     }
 
     /// Handles bytes from a client (one datagram, or one framed message from a stream).
@@ -411,8 +415,8 @@ impl Server {
         self.last_seen = now;
         let Some(alloc) = self
             .by_relay
-            .get(&relay)
-            .and_then(|&i| self.allocations[i as usize].as_mut())
+            .get(relay)
+            .and_then(|i| self.allocations[i as usize].as_mut())
         else {
             self.stats.dropped(DropReason::NoAllocation);
             return PeerOutput::Nothing;
@@ -485,7 +489,7 @@ impl Server {
 
     /// The advertised address of relay socket `id`, if it belongs to a live allocation.
     pub fn relay_addr(&self, id: RelayId) -> Option<SocketAddr> {
-        let slot = *self.by_relay.get(&id)?;
+        let slot = self.by_relay.get(id)?;
         let alloc = self.allocations[slot as usize].as_ref()?;
         alloc
             .relays
@@ -493,35 +497,6 @@ impl Server {
             .flatten()
             .find(|r| r.id == id)
             .map(|r| r.addr)
-    }
-
-    /// Expires allocations, permissions, channels and reservations.
-    pub fn handle_timeout(&mut self, now: Now, io: &mut impl RelayIo) {
-        self.last_seen = now.instant;
-        if now.instant < self.next_sweep {
-            return;
-        }
-        self.next_sweep = now.instant + SWEEP_INTERVAL;
-        let expired: Vec<u32> = self
-            .allocations
-            .iter()
-            .enumerate()
-            .filter_map(|(i, a)| {
-                a.as_ref()
-                    .filter(|a| a.expires <= now.instant)
-                    .map(|_| i as u32)
-            })
-            .collect();
-        for slot in expired {
-            self.remove_allocation(slot, io);
-        }
-        for alloc in self.allocations.iter_mut().flatten() {
-            alloc.prune(now.instant);
-        }
-        self.expire_tcp(now.instant);
-        for addr in self.shared.reservations.expire(now.instant) {
-            io.release_reserved(addr);
-        }
     }
 
     /// Ends every allocation (on shutdown), closing its relays.
@@ -555,6 +530,8 @@ impl Server {
             self.shared.live_relays.set(relay.addr, true);
         }
         self.stats.allocation_created(alloc.five_tuple.transport);
+        self.timers
+            .schedule(slot, alloc.next_deadline(self.last_seen));
         self.allocations[slot as usize] = Some(alloc);
         slot
     }
@@ -568,12 +545,13 @@ impl Server {
             self.tcp_events.push_back(TcpEvent::Close(conn.id));
         }
         for relay in alloc.relays.iter().flatten() {
-            self.by_relay.remove(&relay.id);
+            self.by_relay.remove(relay.id);
             self.by_relay_addr.remove(&relay.addr);
             self.shared.live_relays.set(relay.addr, false);
             io.close(relay.id);
         }
         self.shared.quota.release(&alloc.quota_user);
+        self.timers.cancel(slot);
         self.free_slots.push(slot);
         self.stats.allocation_ended(
             alloc.five_tuple.transport,

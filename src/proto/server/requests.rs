@@ -103,6 +103,11 @@ impl Server {
             Ok(out) => out,
             Err(reject) => self.answer(msg, &auth, Err(reject), |_| {}),
         };
+        if let Some(&slot) = self.by_tuple.get(&ft) {
+            // A new allocation, a shorter lifetime, a new permission or channel: its earliest
+            // deadline may have come forward.
+            self.reschedule(slot, now.instant);
+        }
         if out != ClientOutput::Reply {
             // Connect and ConnectionBind are answered later (and streams never retransmit).
             return out;

@@ -56,7 +56,7 @@ impl Server {
         to: SocketAddr,
     ) -> Option<DirectRoute> {
         let relay = self.by_relay_addr.get(&to)?;
-        let slot = *self.by_relay.get(relay)?;
+        let slot = self.by_relay.get(*relay)?;
         let alloc = self.allocations.get_mut(slot as usize)?.as_mut()?;
         if alloc.five_tuple.transport != Transport::Udp || alloc.bandwidth.is_some() {
             return None;

@@ -201,6 +201,7 @@ impl Server {
             alloc.tcp_connections[index].state = TcpState::Pending {
                 expires: now.instant + BIND_TIMEOUT,
             };
+            self.reschedule(slot as u32, now.instant);
             Ok(())
         } else {
             alloc.tcp_connections.swap_remove(index);
@@ -228,7 +229,7 @@ impl Server {
         relay: super::RelayId,
         peer: SocketAddr,
     ) -> Option<ConnectionId> {
-        let slot = *self.by_relay.get(&relay)?;
+        let slot = self.by_relay.get(relay)?;
         let max = self.settings.limits.permissions_per_allocation;
         let allowed = self.settings.tcp_allocations && self.peer_allowed(peer);
         let alloc = self.allocations[slot as usize].as_mut()?;
@@ -252,6 +253,7 @@ impl Server {
                 expires: now.instant + BIND_TIMEOUT,
             },
         });
+        self.reschedule(slot, now.instant);
         self.indication_counter = self.indication_counter.wrapping_add(1);
         let mut tid = [0u8; 12];
         tid[..4].copy_from_slice(&id.0.to_be_bytes());
@@ -362,19 +364,6 @@ impl Server {
             .flatten()
             .map(|a| a.tcp_connections.len())
             .sum()
-    }
-
-    /// Expires peer connections whose ConnectionBind did not come (from `handle_timeout`).
-    pub(super) fn expire_tcp(&mut self, now: Instant) {
-        for alloc in self.allocations.iter_mut().flatten() {
-            alloc.tcp_connections.retain(|c| match c.state {
-                TcpState::Pending { expires } if expires <= now => {
-                    self.tcp_events.push_back(TcpEvent::Close(c.id));
-                    false
-                }
-                _ => true,
-            });
-        }
     }
 
     fn find_tcp(&self, id: ConnectionId) -> Option<(usize, usize)> {

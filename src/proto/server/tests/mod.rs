@@ -17,6 +17,7 @@ mod admin;
 mod allocate;
 mod auth;
 mod counting;
+mod expiry;
 mod limits;
 mod relay;
 mod reload;
@@ -236,7 +237,7 @@ impl Client {
     }
 
     fn tid(&mut self) -> [u8; 12] {
-        self.next_tid += 1;
+        self.next_tid = self.next_tid.wrapping_add(1);
         [self.next_tid; 12]
     }
 
