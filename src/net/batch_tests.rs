@@ -136,3 +136,76 @@ fn sockaddr_round_trips() {
         assert_eq!(from_sockaddr(&to_sockaddr(addr).0), Some(addr));
     }
 }
+
+#[test]
+fn held_slots_are_sent_from_in_place_and_skipped_by_later_receives() {
+    let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    b.set_nonblocking(true).unwrap();
+    c.set_nonblocking(true).unwrap();
+    let mut inb = RecvBatch::new(4, 64, 8).with_spare(4);
+    let receive = |inb: &mut RecvBatch, want: usize| {
+        for _ in 0..200 {
+            match inb.recv(b.as_raw_fd()) {
+                Ok(n) => {
+                    assert_eq!(n, want);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("nothing received");
+    };
+    for i in 0..4u8 {
+        a.send_to(&[i; 10], b.local_addr().unwrap()).unwrap();
+    }
+    receive(&mut inb, 4);
+    // Hold every datagram and queue it from where it lies, 8 bytes in (offset 8).
+    let mut out = SendBatch::borrowing(8);
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let start = inb.slot_start(i) + 8;
+        held.push(inb.hold(i));
+        assert!(out.push_ref(start, 10, c.local_addr().unwrap()));
+    }
+    // A second receive lands in the spare slots, leaving the held ones alone.
+    for i in 10..14u8 {
+        a.send_to(&[i; 10], b.local_addr().unwrap()).unwrap();
+    }
+    receive(&mut inb, 4);
+    for i in 0..4 {
+        assert!(
+            !held.contains(&inb.hold(i)),
+            "a held slot was received into"
+        );
+    }
+    // Out of bounds is dropped and counted, never read.
+    assert!(out.push_ref(inb.buffer().len() - 4, 10, c.local_addr().unwrap()));
+    assert_eq!(out.flush_from(a.as_raw_fd(), inb.buffer()), 4);
+    assert_eq!(out.take_dropped(), 1);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    for _ in 0..200 {
+        match c.recv(&mut buf) {
+            Ok(n) => got.push(buf[..n].to_vec()),
+            Err(_) if got.len() < 4 => std::thread::sleep(std::time::Duration::from_millis(5)),
+            Err(_) => break,
+        }
+    }
+    let want: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 10]).collect();
+    assert_eq!(got, want);
+    // Every slot is held now: a receive finds no room, until slots are released.
+    assert_eq!(
+        inb.recv(b.as_raw_fd()).unwrap_err().kind(),
+        io::ErrorKind::WouldBlock
+    );
+    for slot in held {
+        inb.release(slot);
+    }
+    a.send_to(&[9; 10], b.local_addr().unwrap()).unwrap();
+    receive(&mut inb, 1);
+}

@@ -25,7 +25,7 @@ pub struct SendBatch {
     dropped: u64,
     /// Use UDP GSO (one segmented send for a run of equal-size datagrams to one destination)
     /// until the kernel refuses it once.
-    gso: bool,
+    pub(in crate::net) gso: bool,
 }
 
 /// `SOL_UDP` / `UDP_SEGMENT` (Linux 4.18+): the segment size of a GSO send.
