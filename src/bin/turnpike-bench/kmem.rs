@@ -117,13 +117,14 @@ pub fn report(snapshots: &[Snapshot], allocated: usize, rss_per_allocation: f64)
         .map(|(c, b)| format!("{c} {b:.0}"))
         .collect();
     println!(
-        "kernel per allocation: {:.0} bytes in socket slabs ({}), {:.0} bytes of UDP buffers in use; \
-         all slabs {:.0} bytes (other processes included); RSS + socket slabs = {:.0} bytes",
+        "kernel per allocation: {:.0} bytes in socket slabs ({}); RSS + socket slabs = {:.0} bytes; \
+         all slabs {:.0} bytes (other processes included); UDP buffer pages charged on the host \
+         {:.0} bytes (both ends: the load generator's sockets received the answers)",
         k.socket_slabs,
         caches.join(", "),
-        k.udp_buffers,
+        rss_per_allocation + k.socket_slabs,
         k.all_slabs,
-        rss_per_allocation + k.socket_slabs + k.udp_buffers
+        k.udp_buffers,
     );
 }
 
