@@ -214,8 +214,9 @@ static __always_inline int lookup_via(struct xdp_md *ctx, struct bpf_fib_lookup 
 	fib->ipv4_src = src;
 	fib->ipv4_dst = dst;
 	fib->ifindex = oif;
-	// An output lookup, as for a datagram the host sends itself (the relay is an endpoint:
-	// an input lookup would need IP forwarding on, which a TURN server must not need).
+	// An output lookup, as for a datagram the host sends itself (the relay is an endpoint).
+	// The kernel answers only for an interface with forwarding on
+	// (net.ipv4.conf.IFACE.forwarding=1); turnpike warns at start when it is off.
 	return bpf_fib_lookup(ctx, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT) ==
 	       BPF_FIB_LKUP_RET_SUCCESS;
 }

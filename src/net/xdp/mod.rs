@@ -130,6 +130,15 @@ pub fn start(interfaces: &[String]) -> Option<Arc<FastPath>> {
     }
     match FastPath::load(interfaces) {
         Ok(fast) => {
+            for name in interfaces {
+                let path = format!("/proc/sys/net/ipv4/conf/{name}/forwarding");
+                if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "0") {
+                    tracing::warn!(
+                        interface = %name,
+                        "the kernel's route lookup for XDP answers only with forwarding on: set net.ipv4.conf.{name}.forwarding=1 (and a FORWARD policy of DROP), or every packet goes through user space"
+                    );
+                }
+            }
             tracing::info!(
                 interfaces = ?interfaces,
                 "XDP fast path attached (native mode): channel data of UDP clients is relayed in the kernel"
