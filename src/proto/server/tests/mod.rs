@@ -17,6 +17,7 @@ mod admin;
 mod allocate;
 mod auth;
 mod counting;
+mod fast_path;
 mod limits;
 mod relay;
 mod reload;
