@@ -106,7 +106,7 @@ fn config(xdp: &[&str], peers_deny: &str, limits: &str) -> String {
          [peers]\nallow = [{allow}]\ndeny = [{peers_deny}]\n\
          [limits]\n{limits}\n\
          [http]\naddress = \"{SERVER}:{HTTP_PORT}\"\n\
-         [log]\nlevel = \"info\"\n",
+         [log]\nlevel = \"info,turnpike::net::xdp=debug\"\n",
         xdp.join(", ")
     )
 }
@@ -431,12 +431,10 @@ fn uclient_relays_through_xdp_with_no_loss() {
         all_out >= payload && all_back >= payload,
         "relayed_bytes counts the fast path: {all_out} / {all_back}\n{metrics}"
     );
-    // The kernel carried the traffic (the first packets of a flow may go through user space
-    // while neighbours resolve). Peer to client, nearly all of it; client to peer, one of
-    // uclient's two sessions reaches user space too (seen: 49% through XDP; not yet explained,
-    // see docs/performance.md).
+    // The kernel carried nearly all of it (the first packets of a flow may go through user
+    // space while neighbours resolve).
     assert!(
-        xdp_back * 10 >= all_back * 9 && xdp_out > 0 && xdp_out <= all_out,
+        xdp_out * 10 >= all_out * 9 && xdp_back * 10 >= all_back * 9,
         "XDP relayed {xdp_out} of {all_out} bytes out and {xdp_back} of {all_back} back\n{metrics}"
     );
 }

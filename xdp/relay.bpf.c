@@ -453,7 +453,9 @@ int turnpike_relay(struct xdp_md *ctx)
 	    (void *)ip + tot_len > end)
 		return XDP_PASS;
 	__u8 *payload = (void *)(udp + 1);
-	if ((void *)(payload + 1) <= end && (payload[0] & 0xf0) == 0x40) {
+	// Channel numbers 0x4000-0x7FFF (RFC 8656 narrowed them to 0x4FFF; RFC 5766 clients such
+	// as coturn's still use the rest, and the core accepts them): first byte 0x40-0x7F.
+	if ((void *)(payload + 1) <= end && (payload[0] & 0xc0) == 0x40) {
 		int rc = client_to_peer(ctx, ip, udp, payload, end);
 		if (rc >= 0)
 			return rc;

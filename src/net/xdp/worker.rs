@@ -133,6 +133,15 @@ impl XdpWorker {
             return;
         }
         drop(maps);
+        tracing::debug!(
+            client = %addresses.client,
+            server = %addresses.server,
+            relay = %addresses.relay,
+            peer = %addresses.peer,
+            channel = e.channel,
+            slot,
+            "XDP entry installed"
+        );
         self.entries.insert(
             key,
             Installed {
@@ -158,6 +167,7 @@ impl XdpWorker {
         let Some(installed) = self.entries.remove(&(five_tuple, channel)) else {
             return;
         };
+
         let mut maps = self.shared.lock();
         maps.remove(&installed.entry);
         // Read after the removal: nothing counts into the slot any more.
@@ -165,6 +175,13 @@ impl XdpWorker {
         maps.release_slot(installed.slot);
         drop(maps);
         self.shared.counters.entries.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(
+            client = %five_tuple.client,
+            channel,
+            packets = ?last.packets,
+            bytes = ?last.bytes,
+            "XDP entry removed"
+        );
         self.report(core, five_tuple, &installed.seen, &last);
     }
 
