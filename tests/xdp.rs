@@ -479,6 +479,11 @@ fn entries_go_when_the_allocation_expires_and_when_a_reload_denies_the_peer() {
     eventually("the reload applied", &server, || {
         server.metric(&lab, "turnpike_config_reloads_total{result=\"ok\"}") > reloads
     });
+    // The workers take the new settings at their next loop turn, and remove the entry before
+    // they read another packet.
+    eventually("the denied peer's entry removed", &server, || {
+        server.metric(&lab, "turnpike_xdp_entries ") == 0
+    });
     let received = peer.received.load(Ordering::Relaxed);
     for _ in 0..5 {
         assert!(!client.echo(b"after the deny"), "relayed after the deny");

@@ -201,6 +201,11 @@ impl UdpWorker {
             self.handoffs.woke_up(self.index);
             // Before anything read in this turn is handled: one atomic load when unchanged.
             self.updates.sync(&mut self.core, &mut self.updates_seen);
+            // A reload that denied peers: their fast-path entries go before any packet is read.
+            #[cfg(feature = "xdp")]
+            if let Some(xdp) = self.xdp.as_mut() {
+                xdp.apply(&mut self.core, &self.relays, Instant::now());
+            }
             // An admin command, if one is pending: one atomic load when none is.
             self.admin.serve(&mut self.core, &mut self.relays);
             // New listener sockets, if the host gained an address: one atomic load when not.

@@ -59,6 +59,15 @@ impl XdpWorker {
     /// Applies the core's pending announcements; about twice a second, also reads the kernel's
     /// counters into the core and removes entries past their expiry. Called once per loop turn.
     pub fn sync(&mut self, core: &mut Server, relays: &RelaySet, now: Instant) {
+        self.apply(core, relays, now);
+        if now >= self.next_poll {
+            self.next_poll = now + POLL_INTERVAL;
+            self.poll(core, now);
+        }
+    }
+
+    /// Applies the core's pending announcements to the kernel maps.
+    pub fn apply(&mut self, core: &mut Server, relays: &RelaySet, now: Instant) {
         while let Some(event) = core.poll_fast_path() {
             match event {
                 FastPathEvent::Install(entry) => self.install(core, relays, &entry, now),
@@ -67,10 +76,6 @@ impl XdpWorker {
                     channel,
                 } => self.remove(core, five_tuple, channel),
             }
-        }
-        if now >= self.next_poll {
-            self.next_poll = now + POLL_INTERVAL;
-            self.poll(core, now);
         }
     }
 
