@@ -35,6 +35,7 @@ pub struct C2pKey {
     pad: u16,
 }
 
+/// Client → peer value: the datagram to send instead, and the entry's counters and expiry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct C2pVal {
@@ -56,6 +57,7 @@ pub struct P2cKey {
     relay_port: u16,
 }
 
+/// Peer → client value: the ChannelData to send instead, and the entry's counters and expiry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct P2cVal {
@@ -341,5 +343,60 @@ pub fn v4(addr: std::net::SocketAddr) -> Option<SocketAddrV4> {
             .ip()
             .to_ipv4_mapped()
             .map(|ip: Ipv4Addr| SocketAddrV4::new(ip, a.port())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes<T: Pod>(v: &T) -> Vec<u8> {
+        // SAFETY: T is Pod (plain integers, no padding the compiler adds: sizes checked below).
+        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
+            .to_vec()
+    }
+
+    #[test]
+    fn layouts_match_the_program() {
+        // The sizes of struct c2p_key, c2p_val, p2c_key, p2c_val and counters in relay.bpf.c.
+        assert_eq!(std::mem::size_of::<C2pKey>(), 16);
+        assert_eq!(std::mem::size_of::<C2pVal>(), 24);
+        assert_eq!(std::mem::size_of::<P2cKey>(), 12);
+        assert_eq!(std::mem::size_of::<P2cVal>(), 32);
+        assert_eq!(std::mem::size_of::<Counters>(), 32);
+    }
+
+    #[test]
+    fn keys_hold_addresses_ports_and_channels_as_on_the_wire() {
+        let a = Addresses {
+            client: "192.0.2.1:1000".parse().unwrap(),
+            server: "192.0.2.2:3478".parse().unwrap(),
+            relay: "198.51.100.1:50000".parse().unwrap(),
+            peer: "198.51.100.2:7000".parse().unwrap(),
+        };
+        let e = Entry::new(&a, 0x4001, 5, 99);
+        assert_eq!(
+            bytes(&e.c2p.0),
+            [
+                192, 0, 2, 1, 192, 0, 2, 2, 0x03, 0xe8, 0x0d, 0x96, 0x40, 0x01, 0, 0
+            ]
+        );
+        assert_eq!(
+            bytes(&e.p2c.0),
+            [198, 51, 100, 2, 198, 51, 100, 1, 0x1b, 0x58, 0xc3, 0x50]
+        );
+        assert_eq!(e.c2p.1.slot, 5);
+        assert_eq!(e.p2c.1.expires_ns, 99);
+        assert!(e.same_keys(&Entry::new(&a, 0x4001, 6, 100)));
+        assert!(!e.same_keys(&Entry::new(&a, 0x4002, 5, 99)));
+    }
+
+    #[test]
+    fn mapped_addresses_count_as_ipv4() {
+        assert_eq!(
+            v4("[::ffff:192.0.2.1]:5".parse().unwrap()),
+            Some("192.0.2.1:5".parse().unwrap())
+        );
+        assert_eq!(v4("[2001:db8::1]:5".parse().unwrap()), None);
     }
 }

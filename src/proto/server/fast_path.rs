@@ -123,15 +123,10 @@ impl Server {
         else {
             return;
         };
+        // No bandwidth bucket to charge: capped allocations never get an entry.
         for d in 0..2 {
             alloc.traffic.bytes[d] = alloc.traffic.bytes[d].wrapping_add(traffic.bytes[d]);
             alloc.traffic.packets[d] = alloc.traffic.packets[d].wrapping_add(traffic.packets[d]);
-        }
-        if let Some(buckets) = alloc.bandwidth.as_mut() {
-            // Not installed for capped allocations; kept right should the cap come later.
-            for (d, bucket) in buckets.iter_mut().enumerate() {
-                let _ = bucket.take(self.last_seen, traffic.bytes[d]);
-            }
         }
     }
 
