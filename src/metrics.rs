@@ -38,6 +38,9 @@ pub struct Metrics {
     admin: RwLock<Option<Arc<crate::net::admin::AdminHub>>>,
     /// Configuration reloads that were applied, and that were refused.
     reloads: [AtomicU64; 2],
+    /// The XDP fast path, when attached (`turnpike_xdp_*`).
+    #[cfg(feature = "xdp")]
+    xdp: RwLock<Option<Arc<crate::net::xdp::FastPath>>>,
 }
 
 impl Metrics {
@@ -52,12 +55,20 @@ impl Metrics {
             health: RwLock::new(None),
             admin: RwLock::new(None),
             reloads: [AtomicU64::new(0), AtomicU64::new(0)],
+            #[cfg(feature = "xdp")]
+            xdp: RwLock::new(None),
         }
     }
 
     /// Reports the allocations the admin API ended as `turnpike_admin_allocations_ended_total`.
     pub fn set_admin(&self, hub: Arc<crate::net::admin::AdminHub>) {
         *self.admin.write().unwrap_or_else(|e| e.into_inner()) = Some(hub);
+    }
+
+    /// Reports the XDP fast path's counters as `turnpike_xdp_*`.
+    #[cfg(feature = "xdp")]
+    pub fn set_xdp(&self, xdp: Arc<crate::net::xdp::FastPath>) {
+        *self.xdp.write().unwrap_or_else(|e| e.into_inner()) = Some(xdp);
     }
 
     /// Reports `health`'s draining flag as `turnpike_draining`.
@@ -121,10 +132,10 @@ impl Metrics {
     }
 }
 
-type Labels<'a> = Vec<(&'static str, Cow<'a, str>)>;
+pub(crate) type Labels<'a> = Vec<(&'static str, Cow<'a, str>)>;
 
 /// Writes one metric family: a descriptor, then one sample per label set.
-fn family<'a, V>(
+pub(crate) fn family<'a, V>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -339,6 +350,14 @@ impl Collector for Metrics {
             "Allocations ended through the admin API (kill, and the revocations that ended them)",
             MetricType::Counter,
             [(Labels::new(), admin_ended)],
+        )?;
+        #[cfg(feature = "xdp")]
+        crate::net::xdp::encode_metrics(
+            &mut encoder,
+            self.xdp
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_deref(),
         )?;
         let mut info =
             encoder.encode_descriptor("build", "The running build", None, MetricType::Info)?;

@@ -335,6 +335,7 @@ pub fn merge(running: &Config, new: Config) -> Merged {
         "relay.bind_ips" => relay.bind_ips,
         "relay.external_ips" => relay.external_ips,
         "relay.ports" => relay.ports,
+        "relay.xdp" => relay.xdp,
         "server.workers" => server.workers,
         "server.socket_buffer_bytes" => server.socket_buffer_bytes,
         "server.bind_retry_secs" => server.bind_retry_secs,

@@ -186,6 +186,10 @@ async fn serve(
         ));
     }
     metrics.set_port_pool(running.ports.clone());
+    #[cfg(feature = "xdp")]
+    if let Some(xdp) = &running.xdp {
+        metrics.set_xdp(xdp.clone());
+    }
     health.set_listening(true);
     let targets = Targets {
         updates: running.updates.clone(),
@@ -241,6 +245,9 @@ pub struct Running {
     interfaces: Vec<IpAddr>,
     /// Wildcard UDP listeners, which gain sockets as the host gains addresses.
     listeners: Option<WildcardListeners>,
+    /// The XDP fast path, when `relay.xdp` is set and it attached.
+    #[cfg(feature = "xdp")]
+    pub xdp: Option<Arc<crate::net::xdp::FastPath>>,
 }
 
 impl Running {
@@ -468,6 +475,8 @@ pub fn start(
         nonce_key,
         interfaces,
         listeners: None,
+        #[cfg(feature = "xdp")]
+        xdp: None,
     };
     let own_ips: Vec<IpAddr> = [relay_addrs.advertised_v4, relay_addrs.advertised_v6]
         .into_iter()
@@ -487,6 +496,18 @@ pub fn start(
         inboxes.clone(),
         buffer_bytes,
     ));
+    #[cfg(feature = "xdp")]
+    let xdp = crate::net::xdp::start(&config.relay.xdp);
+    #[cfg(feature = "xdp")]
+    {
+        running.xdp = xdp.clone();
+    }
+    #[cfg(not(feature = "xdp"))]
+    if !config.relay.xdp.is_empty() {
+        tracing::warn!(
+            "relay.xdp is set but this binary was built without the xdp feature; relaying in user space"
+        );
+    }
     let mut polls = Vec::with_capacity(workers);
     let mut wakers = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -522,6 +543,8 @@ pub fn start(
             updates: updates.clone(),
             admin: admin.hub().clone(),
             new_listeners: inboxes[index].clone(),
+            #[cfg(feature = "xdp")]
+            xdp: xdp.clone(),
         };
         let worker = UdpWorker::new(poll, sockets, relays, core, handle.clone(), with_others)?;
         let thread = std::thread::Builder::new()

@@ -164,6 +164,9 @@ pub struct RelayConfig {
     /// since browsers never use them and they let a client open TCP connections to any peer
     /// the policy permits.
     pub tcp_allocations: bool,
+    /// Interfaces to attach the XDP fast path for channel data to (native mode); empty (the
+    /// default) keeps every packet in user space.
+    pub xdp: Vec<String>,
 }
 
 impl Default for RelayConfig {
@@ -177,6 +180,7 @@ impl Default for RelayConfig {
             external_ips: Vec::new(),
             ports: PortRange::default(),
             tcp_allocations: false,
+            xdp: Vec::new(),
         }
     }
 }

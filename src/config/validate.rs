@@ -284,6 +284,29 @@ fn validate_relay(relay: &RelayConfig) -> Result<(), Invalid> {
             format!("the range {ports} is empty: the first port must not exceed the last"),
         ));
     }
+    let mut seen = HashSet::new();
+    for (i, name) in relay.xdp.iter().enumerate() {
+        // Linux interface names: 1-15 bytes (IFNAMSIZ - 1), no '/', ':' or whitespace.
+        let valid = !name.is_empty()
+            && name.len() <= 15
+            && name != "."
+            && name != ".."
+            && !name
+                .bytes()
+                .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
+        if !valid {
+            return Err(invalid(
+                format!("relay.xdp[{i}]"),
+                format!("{name:?} is not an interface name (1-15 bytes, no '/', ':' or spaces)"),
+            ));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(invalid(
+                format!("relay.xdp[{i}]"),
+                format!("{name:?} is listed twice"),
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -18,3 +18,5 @@ pub mod shortcut;
 pub mod socket;
 pub mod stream;
 pub mod udp;
+#[cfg(feature = "xdp")]
+pub mod xdp;

@@ -104,6 +104,9 @@ pub struct UdpWorker {
     admin: CoreTicket,
     /// Listener sockets to adopt (addresses that appeared after the start).
     new_listeners: Arc<ListenerInbox>,
+    /// The XDP fast path's entries of this worker's channels, when `relay.xdp` is on.
+    #[cfg(feature = "xdp")]
+    xdp: Option<crate::net::xdp::XdpWorker>,
 }
 
 /// What a worker shares with the others.
@@ -123,6 +126,9 @@ pub struct WorkerShared {
     /// Listener sockets for addresses that appeared after the start (the service wakes the
     /// worker when it posts some).
     pub new_listeners: Arc<ListenerInbox>,
+    /// The XDP fast path, when `relay.xdp` is set and it attached.
+    #[cfg(feature = "xdp")]
+    pub xdp: Option<Arc<crate::net::xdp::FastPath>>,
 }
 
 impl UdpWorker {
@@ -131,10 +137,14 @@ impl UdpWorker {
         poll: Poll,
         listeners: Vec<std::net::UdpSocket>,
         relays: RelaySet,
-        core: Server,
+        #[allow(unused_mut)] mut core: Server,
         handle: Arc<WorkerHandle>,
         shared: WorkerShared,
     ) -> io::Result<Self> {
+        #[cfg(feature = "xdp")]
+        let xdp = shared
+            .xdp
+            .map(|fast| crate::net::xdp::XdpWorker::new(fast, &mut core, Instant::now()));
         let mut registered = Vec::with_capacity(listeners.len());
         for (i, socket) in listeners.into_iter().enumerate() {
             let addr = socket.local_addr()?;
@@ -172,6 +182,8 @@ impl UdpWorker {
             updates_seen: 0,
             admin: shared.admin.register(),
             new_listeners: shared.new_listeners,
+            #[cfg(feature = "xdp")]
+            xdp,
         };
         Ok(worker)
     }
@@ -196,6 +208,11 @@ impl UdpWorker {
             self.handoffs.woke_up(self.index);
             // Before anything read in this turn is handled: one atomic load when unchanged.
             self.updates.sync(&mut self.core, &mut self.updates_seen);
+            // A reload that denied peers: their fast-path entries go before any packet is read.
+            #[cfg(feature = "xdp")]
+            if let Some(xdp) = self.xdp.as_mut() {
+                xdp.apply(&mut self.core, &self.relays, Instant::now());
+            }
             // An admin command, if one is pending: one atomic load when none is.
             self.admin.serve(&mut self.core, &mut self.relays);
             // New listener sockets, if the host gained an address: one atomic load when not.
@@ -235,11 +252,20 @@ impl UdpWorker {
             self.wake_others();
             let t = now();
             self.core.handle_timeout(t, &mut self.relays);
+            #[cfg(feature = "xdp")]
+            if let Some(xdp) = self.xdp.as_mut() {
+                xdp.sync(&mut self.core, &self.relays, t.instant);
+            }
             self.handle
                 .allocations
                 .store(self.core.allocation_count() as u64, Ordering::Relaxed);
         }
         self.core.close_all(&mut self.relays);
+        #[cfg(feature = "xdp")]
+        if let Some(xdp) = self.xdp.as_mut() {
+            xdp.sync(&mut self.core, &self.relays, Instant::now());
+            xdp.clear(&mut self.core);
+        }
         self.handle.allocations.store(0, Ordering::Relaxed);
     }
 

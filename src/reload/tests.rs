@@ -27,6 +27,7 @@ fn every_key_is_either_live_or_restart_only() {
                 external_ips: _,
                 ports: _,
                 tcp_allocations: _,
+                xdp: _,
             },
         auth:
             AuthConfig {
@@ -149,6 +150,7 @@ bind_ipv6 = "::1"
 external_ip = "203.0.113.7"
 external_ipv6 = "2001:db8::7"
 ports = "50000-50100"
+xdp = ["eth9"]
 [auth]
 secrets = ["b"]
 users = {{ bob = "pw" }}
@@ -239,7 +241,7 @@ ice_servers_nodes = 5
     let merged = merge(&running, new.clone());
     let mut all: Vec<&str> = merged.live.iter().chain(&merged.restart).copied().collect();
     assert_eq!(merged.live.len(), 28, "{:?}", merged.live);
-    assert_eq!(merged.restart.len(), 49, "{:?}", merged.restart);
+    assert_eq!(merged.restart.len(), 50, "{:?}", merged.restart);
     all.sort_unstable();
     let before = all.len();
     all.dedup();

@@ -19,6 +19,7 @@ mod servers;
 mod tcp_flood;
 mod tcp_turn;
 mod turn;
+mod xdp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -185,6 +186,9 @@ enum Command {
     },
     /// A few seconds of relaying through turnpike, failing on loss or nonsense (for tests).
     Smoke,
+    /// The XDP fast path (`relay.xdp`) against the user-space path, interleaved, in network
+    /// namespaces it makes (root): whole-machine CPU minus the load generator's (docs/performance.md).
+    Xdp(xdp::XdpArgs),
     /// (internal) The bare UDP forwarder process.
     Forwarder {
         /// Listen address.
@@ -498,6 +502,7 @@ fn main() -> anyhow::Result<()> {
             limit,
         }),
         Command::Smoke => smoke(),
+        Command::Xdp(a) => xdp::compare(a),
         Command::Churn(a) => churn::run(a),
         Command::FloodRelay(a) => flood_relay::run(a),
         Command::TcpFlood(a) => tcp_flood::run(a),

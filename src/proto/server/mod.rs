@@ -11,6 +11,7 @@ mod admin;
 mod allocation;
 mod auth;
 mod expiry;
+mod fast_path;
 mod indication;
 mod own;
 mod permissions;
@@ -39,6 +40,7 @@ pub use allocation::{
 };
 pub use auth::{AuthFailure, Authenticated, Authenticator, long_term_key};
 pub use expiry::EXPIRY_BUDGET;
+pub use fast_path::{FastPathEntry, FastPathEvent, FastPathTraffic};
 pub use own::LiveRelays;
 pub use quota::{Quota, QuotaError, Reservations, Shared};
 pub use revoked::{MAX_REVOCATIONS, RevocationList, RevokeError, Revoked, Subject};
@@ -90,6 +92,8 @@ pub struct Server {
     last_seen: Instant,
     tcp_events: VecDeque<TcpEvent>,
     pending_bind: Option<tcp::PendingBind>,
+    /// Announcements for the I/O layer's kernel fast path (off unless it asked for them).
+    fast_path: fast_path::FastPathQueue,
 }
 
 /// The hasher of the per-packet lookup tables: foldhash, fast and randomly seeded.
@@ -173,6 +177,7 @@ impl Server {
             last_seen: now,
             tcp_events: VecDeque::new(),
             pending_bind: None,
+            fast_path: Default::default(),
         }
     }
 
@@ -198,6 +203,7 @@ impl Server {
             self.limiter = SourceLimit::shared(self.shared.source_limiter(new, self.last_seen));
         }
         self.settings = settings;
+        self.announce_revocations();
         let revoked = self.revoke_denied();
         if revoked > 0 {
             tracing::info!(
@@ -541,6 +547,7 @@ impl Server {
             return;
         };
         self.by_tuple.remove(&alloc.five_tuple);
+        self.announce_removal(&alloc);
         for conn in &alloc.tcp_connections {
             self.tcp_events.push_back(TcpEvent::Close(conn.id));
         }

@@ -90,6 +90,7 @@ impl Server {
         for (ip, check_port) in ips.into_iter().zip(checks) {
             alloc.add_permission(ip, now.instant, max, check_port);
         }
+        self.announce_channels(slot, now.instant);
         Ok(self.answer(msg, auth, Ok(()), |_| {}))
     }
 
@@ -162,6 +163,7 @@ impl Server {
         }
         // Room was checked above.
         alloc.add_permission(peer.ip(), now_i, max_perms, check_port);
+        self.announce_channels(slot, now_i);
         Ok(self.answer(msg, auth, Ok(()), |_| {}))
     }
 }

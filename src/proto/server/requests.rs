@@ -537,6 +537,7 @@ impl Server {
             return Ok(out);
         }
         alloc.expires = now.instant + lifetime;
+        self.announce_channels(slot, now.instant);
         Ok(self.answer(msg, auth, Ok(()), |w| {
             w.u32_attr(attr::LIFETIME, lifetime.as_secs() as u32);
         }))

@@ -289,6 +289,23 @@ impl Stats {
         self.add(&self.relayed_packets[d][t], 1);
     }
 
+    /// Counts `packets` relayed packets of `bytes` payload bytes in all (what a kernel fast
+    /// path relayed since it last reported).
+    pub fn relayed_many(
+        &self,
+        direction: Direction,
+        transport: Transport,
+        packets: u64,
+        bytes: u64,
+    ) {
+        if packets == 0 && bytes == 0 {
+            return;
+        }
+        let (d, t) = (direction as usize, transport_index(transport));
+        self.add(&self.relayed_bytes[d][t], bytes);
+        self.add(&self.relayed_packets[d][t], packets);
+    }
+
     /// Counts a dropped packet.
     #[inline]
     pub fn dropped(&self, reason: DropReason) {

@@ -18,6 +18,7 @@ mod allocate;
 mod auth;
 mod counting;
 mod expiry;
+mod fast_path;
 mod limits;
 mod relay;
 mod reload;
