@@ -38,8 +38,10 @@ pub const PATH: &str = "/v1/registry";
 /// How long one frame may take to write before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The WebSocket read buffer of a connection (the most read from the socket at once).
-const READ_BUFFER: usize = 2048;
+/// tungstenite's read buffer of a connection, allocated up front and kept (it grows to the
+/// largest frame the client sent): small, since the socket is read in larger chunks into a
+/// buffer freed once idle (`super::ws::Gather`).
+const READ_BUFFER: usize = 512;
 
 /// At most this many bytes of frames are taken from the core at once (under one lock), so
 /// what a connection holds outside its budget stays small.
@@ -164,8 +166,6 @@ async fn upgrade(State(state): State<RegistryState>, request: Request) -> Respon
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_WEBSOCKET_MESSAGE))
         .max_frame_size(Some(MAX_WEBSOCKET_MESSAGE))
-        // Allocated for every connection up front: small, so an idle peer costs little (a
-        // larger frame reserves what it needs while it is read).
         .read_buffer_size(READ_BUFFER);
     tokio::spawn(async move {
         match upgrade.finish(config).await {

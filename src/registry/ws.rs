@@ -2,12 +2,15 @@
 //! cannot send a message in fragments): the upgrade handshake (RFC 6455 §4.2) and a
 //! connection whose write buffers never keep the size of a burst or of a large message.
 //!
-//! Why: tungstenite keeps its write buffer's largest capacity for the connection's life, and
-//! an idle peer is mostly buffers. So large messages are sent in fragments of at most
+//! Why: tungstenite keeps its buffers' largest capacity for the connection's life, and an
+//! idle peer is mostly buffers. So large messages are sent in fragments of at most
 //! [`FRAGMENT_BYTES`] (RFC 6455 §5.4: every client reassembles them; browsers, tungstenite and
 //! Python's `websockets` do), tungstenite writes every frame straight through (its buffer holds
 //! one fragment at most), and [`Gather`] collects the frames of a batch into one write and
-//! frees its buffer once it is written out.
+//! frees its buffer once it is written out. On the read side, tungstenite's own buffer is
+//! small (the caller's `read_buffer_size`) and [`Gather`] reads the socket in chunks of
+//! [`READ_CHUNK_BYTES`] into a buffer it frees as soon as the socket has nothing more, so
+//! bursts still take few system calls.
 
 use std::io;
 use std::pin::Pin;
@@ -36,6 +39,10 @@ pub const FRAGMENT_BYTES: usize = 1024;
 
 /// [`Gather`] writes to the socket once it holds this many bytes (and on every flush).
 const GATHER_BYTES: usize = 16 * 1024;
+
+/// [`Gather`] reads the socket this many bytes at a time (into a buffer it keeps only while
+/// data keeps coming).
+const READ_CHUNK_BYTES: usize = 8 * 1024;
 
 /// An accepted registry WebSocket.
 pub type Socket = WebSocketStream<Gather<TokioIo<hyper::upgrade::Upgraded>>>;
@@ -164,13 +171,19 @@ pub fn fragments(payload: Bytes, text: bool) -> impl Iterator<Item = Message> {
 }
 
 /// A stream that collects small writes and writes them to `inner` together, like tokio's
-/// `BufWriter`, but frees its buffer once it is written out (on every flush), so that an
-/// idle connection holds no write buffer at all.
+/// `BufWriter`, but frees its buffer once it is written out (on every flush), and reads
+/// `inner` in chunks, like `BufReader`, but frees its buffer once `inner` has nothing more to
+/// read: an idle connection holds no buffer here at all.
 pub struct Gather<S> {
     inner: S,
     buf: Vec<u8>,
     /// How much of `buf` is already written.
     written: usize,
+    /// Bytes read from `inner` (empty, or [`READ_CHUNK_BYTES`] long)...
+    read: Vec<u8>,
+    /// ... of which `read[read_from..read_to]` are not handed out yet.
+    read_from: usize,
+    read_to: usize,
 }
 
 impl<S> Gather<S> {
@@ -179,6 +192,9 @@ impl<S> Gather<S> {
             inner,
             buf: Vec::new(),
             written: 0,
+            read: Vec::new(),
+            read_from: 0,
+            read_to: 0,
         }
     }
 }
@@ -203,9 +219,36 @@ impl<S: AsyncRead + Unpin> AsyncRead for Gather<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
+        out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        if this.read_from == this.read_to {
+            if out.remaining() >= READ_CHUNK_BYTES {
+                return Pin::new(&mut this.inner).poll_read(cx, out);
+            }
+            if this.read.len() != READ_CHUNK_BYTES {
+                this.read = vec![0; READ_CHUNK_BYTES];
+            }
+            let mut chunk = ReadBuf::new(&mut this.read);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut chunk) {
+                Poll::Pending => {
+                    // Nothing more for now: an idle connection keeps no read buffer.
+                    this.read = Vec::new();
+                    this.read_from = 0;
+                    this.read_to = 0;
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Ready(Ok(())) => {
+                    this.read_from = 0;
+                    this.read_to = chunk.filled().len();
+                }
+            }
+        }
+        let n = out.remaining().min(this.read_to - this.read_from);
+        out.put_slice(&this.read[this.read_from..this.read_from + n]);
+        this.read_from += n;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -278,6 +321,34 @@ mod tests {
         assert_eq!(got.len(), 3);
         assert_eq!(got[0].0, OpCode::Data(Data::Binary));
         assert!(got[2].1);
+    }
+
+    #[tokio::test]
+    async fn gather_reads_in_chunks_and_frees_its_buffer_when_nothing_is_left() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        let mut gather = Gather::new(a);
+        let sent: Vec<u8> = (0..3 * READ_CHUNK_BYTES + 5).map(|i| i as u8).collect();
+        b.write_all(&sent).await.expect("write");
+        let mut got = vec![0; sent.len()];
+        // Small reads, as tungstenite makes with a small buffer.
+        for piece in got.chunks_mut(300) {
+            gather.read_exact(piece).await.expect("read");
+        }
+        assert_eq!(got, sent);
+        assert_eq!(gather.read.len(), READ_CHUNK_BYTES);
+        // Nothing more: the read is pending and the buffer gone.
+        let mut more = [0u8; 10];
+        let pending =
+            tokio::time::timeout(std::time::Duration::from_millis(50), gather.read(&mut more))
+                .await;
+        assert!(pending.is_err(), "nothing to read");
+        assert_eq!(gather.read.capacity(), 0);
+        b.write_all(b"again").await.expect("write");
+        gather.read_exact(&mut more[..5]).await.expect("read");
+        assert_eq!(&more[..5], b"again");
+        drop(b);
+        assert_eq!(gather.read(&mut more).await.expect("end"), 0);
     }
 
     #[tokio::test]
