@@ -171,3 +171,41 @@ async fn a_large_welcome_and_a_large_relay_blob_arrive_in_fragments_and_intact()
     drop(wire);
     drop(fillers);
 }
+
+/// The handshake the registry now checks itself (src/registry/ws.rs): a request with a valid
+/// token but no WebSocket upgrade, or a wrong version, is refused with a JSON error.
+#[test]
+fn a_request_that_is_not_a_websocket_upgrade_is_refused() {
+    let registry = TestRegistry::start("");
+    let bearer = format!("Bearer {}", registry.token("plain", "big"));
+    let ask = |headers: &[(&str, &str)]| {
+        let mut all = vec![("Authorization", bearer.as_str())];
+        all.extend_from_slice(headers);
+        common::http::request(registry.addr, "GET", "/v1/registry", &all, None).expect("answer")
+    };
+    let plain = ask(&[]);
+    assert_eq!(plain.status, 400, "{plain:?}");
+    assert_eq!(plain.error_code(), "not_a_websocket");
+    let upgrade = [
+        ("Upgrade", "websocket"),
+        ("Connection", "keep-alive, Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    let old = ask(&[upgrade.as_slice(), &[("Sec-WebSocket-Version", "8")]].concat());
+    assert_eq!(old.status, 400, "{old:?}");
+    assert!(old.body.contains("Version must be 13"), "{old:?}");
+    // The same request with version 13 is upgraded (`Connection` lists several tokens).
+    let mut stream = TcpStream::connect(registry.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = format!("GET /v1/registry HTTP/1.1\r\nHost: x\r\nAuthorization: {bearer}\r\n");
+    for (name, value) in upgrade {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("Sec-WebSocket-Version: 13\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).expect("an answer");
+    assert_eq!(&answer, b"HTTP/1.1 101");
+}

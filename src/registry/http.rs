@@ -141,7 +141,7 @@ async fn upgrade(State(state): State<RegistryState>, request: Request) -> Respon
     };
     let upgrade = match super::ws::check(&mut parts) {
         Ok(upgrade) => upgrade,
-        Err(refusal) => return refusal,
+        Err(refused) => return super::ws::refusal(refused),
     };
     let (conn, notify) = match state.connect(ip, identity) {
         Ok(admitted) => admitted,

@@ -53,25 +53,23 @@ pub struct Upgrade {
     on_upgrade: OnUpgrade,
 }
 
-/// Checks the handshake of `parts` (RFC 6455 §4.2.1); the refusal is an HTTP response.
-pub fn check(parts: &mut Parts) -> Result<Upgrade, Response> {
-    let refuse = |status: StatusCode, message: &str| {
-        crate::http::ApiError::new(status, "not_a_websocket", message).into_response()
-    };
+/// Checks the handshake of `parts` (RFC 6455 §4.2.1); the refusal is the HTTP status and a
+/// message, for [`refusal`].
+pub fn check(parts: &mut Parts) -> Result<Upgrade, (StatusCode, &'static str)> {
     if parts.method != Method::GET {
-        return Err(refuse(
+        return Err((
             StatusCode::METHOD_NOT_ALLOWED,
             "a WebSocket upgrade is a GET",
         ));
     }
     if !header_has_token(&parts.headers, CONNECTION, "upgrade") {
-        return Err(refuse(
+        return Err((
             StatusCode::BAD_REQUEST,
             "the Connection header does not include `upgrade`",
         ));
     }
     if !header_has_token(&parts.headers, UPGRADE, "websocket") {
-        return Err(refuse(
+        return Err((
             StatusCode::BAD_REQUEST,
             "the Upgrade header is not `websocket`",
         ));
@@ -81,21 +79,23 @@ pub fn check(parts: &mut Parts) -> Result<Upgrade, Response> {
         .get(SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v.as_bytes() != b"13")
     {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "Sec-WebSocket-Version must be 13",
-        ));
+        return Err((StatusCode::BAD_REQUEST, "Sec-WebSocket-Version must be 13"));
     }
     let Some(key) = parts.headers.get(SEC_WEBSOCKET_KEY).cloned() else {
-        return Err(refuse(StatusCode::BAD_REQUEST, "no Sec-WebSocket-Key"));
+        return Err((StatusCode::BAD_REQUEST, "no Sec-WebSocket-Key"));
     };
     let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
-        return Err(refuse(
+        return Err((
             StatusCode::UPGRADE_REQUIRED,
             "this connection cannot be upgraded",
         ));
     };
     Ok(Upgrade { key, on_upgrade })
+}
+
+/// The JSON answer to a request [`check`] refused (code `not_a_websocket`).
+pub fn refusal((status, message): (StatusCode, &'static str)) -> Response {
+    crate::http::ApiError::new(status, "not_a_websocket", message).into_response()
 }
 
 /// Whether the comma-separated `name` header lists `token` (ASCII case-insensitive).
