@@ -8,7 +8,8 @@
 //!    messages each way, in order.
 //! 2. ICE servers that cannot be reached (a TURN URL to a closed loopback port): mode `relay`
 //!    within fallbackAfterMs + 2 s, messages flow through the registry's encrypted relay, and
-//!    its relay counters in /metrics grow.
+//!    its relay counters in /metrics grow. Twenty peers with long ids are joined first, so the
+//!    pages' welcomes, like their 1 KiB relay blobs, arrive as fragmented WebSocket messages.
 //! 3. 2,000 numbered messages while the link goes p2p -> relay -> p2p (`forceRelay` on, then
 //!    off): each delivered exactly once, in order.
 //!
