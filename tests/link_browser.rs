@@ -8,7 +8,8 @@
 //!    messages each way, in order.
 //! 2. ICE servers that cannot be reached (a TURN URL to a closed loopback port): mode `relay`
 //!    within fallbackAfterMs + 2 s, messages flow through the registry's encrypted relay, and
-//!    its relay counters in /metrics grow.
+//!    its relay counters in /metrics grow. Twenty peers with long ids are joined first, so the
+//!    pages' welcomes, like their 1 KiB relay blobs, arrive as fragmented WebSocket messages.
 //! 3. 2,000 numbered messages while the link goes p2p -> relay -> p2p (`forceRelay` on, then
 //!    off): each delivered exactly once, in order.
 //!
@@ -23,11 +24,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use registry_support::{JWT_SECRET, claims, token};
+use registry_support::{JWT_SECRET, claims, join_client, token};
 use serde_json::Value;
 use turnpike::proto::credentials;
 
 const FALLBACK_MS: u64 = 2000;
+/// Peers joined before the relay case's pages (see there).
+const FILLERS: usize = 20;
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -136,6 +139,20 @@ fn chromium_links_p2p_through_turn_fall_back_to_the_relay_and_switch_back() {
         "username": credential.username,
         "credential": credential.password,
     }]);
+    // Peers with long ids in the project first: the pages' welcomes, like their 1 KiB relay
+    // blobs, are larger than a fragment (src/registry/ws.rs), so the SDK reads messages the
+    // server sent in fragments.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("ws://{}/v1/registry", server.http);
+    let fillers: Vec<_> = runtime.block_on(async {
+        let mut fillers = Vec::new();
+        for i in 0..FILLERS {
+            let id = format!("filler-{i:02}-{}", "x".repeat(50));
+            let keys = turnpike::client::KeyPair::generate();
+            fillers.push(join_client(&url, &id, "link-relay", keys).await.0);
+        }
+        fillers
+    });
     let blobs_before = counter(&server, "turnpike_registry_relay_blobs_total");
     let bytes_before = counter(&server, "turnpike_registry_relay_bytes_total");
     let v = run_case(
@@ -154,6 +171,10 @@ fn chromium_links_p2p_through_turn_fall_back_to_the_relay_and_switch_back() {
     );
     assert_eq!(v["b"]["received"], 1001, "{v}");
     assert_eq!(v["a"]["mode"], "relay", "{v}");
+    // The fillers and the other page.
+    assert_eq!(v["a"]["knownPeers"], FILLERS + 1, "{v}");
+    assert_eq!(v["b"]["knownPeers"], FILLERS + 1, "{v}");
+    drop(fillers);
     let blobs = counter(&server, "turnpike_registry_relay_blobs_total") - blobs_before;
     let bytes = counter(&server, "turnpike_registry_relay_bytes_total") - bytes_before;
     assert!(blobs >= 1001, "relayed blobs grew by {blobs}: {v}");

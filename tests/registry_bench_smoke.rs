@@ -1,6 +1,7 @@
 //! The registry bench's smoke run: `turnpike-bench registry` with small counts against the
-//! real binary and the Node `ws` relay (benches/node-ws-relay), so that the bench stays
-//! runnable. Correctness only (every offer delivered, figures that make sense): performance
+//! real binary, a two-node cluster of it on a `redis-server` the bench starts (Debian's;
+//! scripts/test installs it) and the Node `ws` relay (benches/node-ws-relay), so that the
+//! bench stays runnable. Correctness only (every offer delivered, figures that make sense): performance
 //! is measured with the full bench (docs/performance.md), never in tests.
 
 use std::process::{Command, Stdio};
@@ -12,7 +13,9 @@ fn registry_bench_smoke_run_delivers_every_offer() {
         .args([
             "registry",
             "--servers",
-            "turnpike,node-ws",
+            "turnpike,turnpike-cluster,node-ws",
+            "--nodes",
+            "2",
             "--peers",
             "10",
             "--offers",
@@ -47,7 +50,7 @@ fn registry_bench_smoke_run_delivers_every_offer() {
         "the bench failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for server in ["turnpike", "node-ws"] {
+    for server in ["turnpike ", "turnpike-cluster ", "node-ws "] {
         assert!(
             stdout
                 .lines()
@@ -55,5 +58,16 @@ fn registry_bench_smoke_run_delivers_every_offer() {
             "{server}: every offer delivered:\n{stdout}"
         );
     }
+    // A figure for each node.
+    let cluster = stdout
+        .lines()
+        .find(|l| l.starts_with("round 1 turnpike-cluster "))
+        .expect("the cluster's line");
+    let per_node = cluster
+        .split("per node: ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("per-node figures: {cluster}"));
+    assert_eq!(per_node.split(", ").count(), 2, "{cluster}");
     assert!(stdout.contains("registry bench: ok"), "{stdout}");
 }

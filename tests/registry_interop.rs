@@ -31,7 +31,16 @@ async fn pynacl_peer_and_rust_client_open_each_others_blobs() {
         String::from_utf8_lossy(&check.stderr)
     );
     let registry = TestRegistry::start("");
-    let (mut rust, _) = registry.client("rust", "p1").await;
+    // Peers with long ids first: the welcomes of `rust` and of the Python peer, and the blob
+    // `rust` seals, are larger than a fragment (src/registry/ws.rs), so both read messages
+    // sent in fragments.
+    let mut fillers = Vec::new();
+    for i in 0..20 {
+        let id = format!("filler-{i:02}-{}", "x".repeat(50));
+        fillers.push(registry.client(&id, "p1").await.0);
+    }
+    let (mut rust, peers) = registry.client("rust", "p1").await;
+    assert_eq!(peers.len(), 20, "{peers:?}");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/registry_peer.py");
     let child = Command::new(python())
         .args([script, "--url", &registry.url(), "--token"])
@@ -60,6 +69,7 @@ async fn pynacl_peer_and_rust_client_open_each_others_blobs() {
     };
     let joined = line("joined");
     assert_eq!(joined["peer_id"], "py");
+    assert_eq!(joined["peers"], 21, "{joined}");
     match next(&mut rust).await {
         Event::PeerJoined {
             peer_id,
@@ -75,12 +85,11 @@ async fn pynacl_peer_and_rust_client_open_each_others_blobs() {
     }
 
     // Rust seals, PyNaCl opens.
-    rust.relay("py", "hello from rust ✓".as_bytes())
-        .await
-        .unwrap();
+    let hello = "hello from rust ✓ ".repeat(100);
+    rust.relay("py", hello.as_bytes()).await.unwrap();
     let received = line("received");
     assert_eq!(received["sender"], "rust");
-    assert_eq!(received["message"], "hello from rust ✓");
+    assert_eq!(received["message"], hello.as_str());
 
     // PyNaCl seals, Rust opens; the replayed copy is rejected.
     match next(&mut rust).await {
@@ -105,6 +114,7 @@ async fn pynacl_peer_and_rust_client_open_each_others_blobs() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).ok();
     assert!(status.success(), "the Python peer failed: {stderr}");
+    drop(fillers);
 }
 
 /// The registry on a TLS listener that also serves HTTP (port 443 shared with TURN): a Python

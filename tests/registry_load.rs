@@ -83,17 +83,18 @@ async fn a_thousand_peers_a_flood_and_memory_back_to_baseline() {
         "max_connections = 2000\nmax_connections_per_ip = 2000\nmessages_per_sec = 20",
     );
 
-    // Baseline: after a warm-up round, so that runtime threads and buffers exist.
+    // Baseline: after a warm-up round of the same 1,000 peers, so that runtime threads, the
+    // allocator's arenas and the tables sized for the peak exist (they stay, whatever the
+    // connections cost): what must come back is what the connections themselves held.
     {
-        let mut warm = Vec::new();
-        for i in 0..50 {
-            warm.push(registry.client(&format!("warm-{i}"), "warm").await.0);
-        }
-        for client in &warm {
-            client.close().await;
+        let warm = connect_all(&registry).await;
+        for clients in &warm {
+            for client in clients {
+                client.close().await;
+            }
         }
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let baseline = registry.rss_kib();
 
     let started = Instant::now();
@@ -232,14 +233,15 @@ async fn a_thousand_peers_a_flood_and_memory_back_to_baseline() {
         }
     }
     drop(projects);
-    // The measurement means something only if 1,000 peers cost memory; then at most a quarter
-    // of what they cost (and at least 4 MiB of slack) may stay.
+    // The measurement means something only if 1,000 peers cost memory (about 3 MiB above the
+    // warmed baseline); then at most a quarter of what they cost (and at least 1.5 MiB of
+    // slack: 0.04-0.7 MiB stayed in runs on a loaded machine) may stay.
     let growth = connected.saturating_sub(baseline);
     assert!(
-        growth >= 4 * 1024,
+        growth >= 1024,
         "1,000 peers cost only {growth} KiB: nothing to measure"
     );
-    let tolerance = (growth / 4).max(4 * 1024);
+    let tolerance = (growth / 4).max(1536);
     let mut after = registry.rss_kib();
     for _ in 0..50 {
         if after <= baseline + tolerance {

@@ -10,14 +10,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use super::attest::{Expected, verify_attestation};
 use super::auth::find_token;
@@ -27,6 +29,7 @@ use super::core::{Authority, Identity, Lease};
 use super::messages::{SUBPROTOCOL, parse_text};
 use super::metrics::{AuthFailure, ConnectRefusal};
 use super::queue::Transmit;
+use super::ws::{Socket, fragments};
 use super::{RegistryState, unix_time};
 
 /// The path of the endpoint.
@@ -35,12 +38,10 @@ pub const PATH: &str = "/v1/registry";
 /// How long one frame may take to write before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The WebSocket read buffer of a connection (the most read from the socket at once).
-const READ_BUFFER: usize = 2048;
-
-/// Frames are gathered up to this many bytes before they are written (fewer system calls);
-/// the buffer keeps its largest size for the connection's life, so it stays small.
-const WRITE_BUFFER: usize = 4096;
+/// tungstenite's read buffer of a connection, allocated up front and kept (it grows to the
+/// largest frame the client sent): small, since the socket is read in larger chunks into a
+/// buffer freed once idle (`super::ws::Gather`).
+const READ_BUFFER: usize = 512;
 
 /// At most this many bytes of frames are taken from the core at once (under one lock), so
 /// what a connection holds outside its budget stays small.
@@ -138,9 +139,9 @@ async fn upgrade(State(state): State<RegistryState>, request: Request) -> Respon
         Ok(identity) => identity,
         Err(reason) => return auth_failure(reason),
     };
-    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(ws) => ws,
-        Err(rejection) => return rejection.into_response(),
+    let upgrade = match super::ws::check(&mut parts) {
+        Ok(upgrade) => upgrade,
+        Err(refused) => return super::ws::refusal(refused),
     };
     let (conn, notify) = match state.connect(ip, identity) {
         Ok(admitted) => admitted,
@@ -158,14 +159,21 @@ async fn upgrade(State(state): State<RegistryState>, request: Request) -> Respon
     };
     // Dropped without being run when the upgrade fails: the slot is given back either way.
     let guard = Admitted { state, conn };
-    ws.protocols([SUBPROTOCOL])
-        .max_message_size(MAX_WEBSOCKET_MESSAGE)
-        .max_frame_size(MAX_WEBSOCKET_MESSAGE)
-        // Allocated for every connection up front: small, so an idle peer costs little (a
-        // larger frame reserves what it needs while it is read).
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| serve(socket, guard, notify))
+    // The subprotocol is named only to a client that offered it (a client that offered none
+    // would fail the connection).
+    let protocol = (!protocols.is_empty()).then_some(SUBPROTOCOL);
+    let response = upgrade.response(protocol);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_WEBSOCKET_MESSAGE))
+        .max_frame_size(Some(MAX_WEBSOCKET_MESSAGE))
+        .read_buffer_size(READ_BUFFER);
+    tokio::spawn(async move {
+        match upgrade.finish(config).await {
+            Ok(socket) => serve(socket, guard, notify).await,
+            Err(error) => tracing::debug!(%error, "registry upgrade failed"),
+        }
+    });
+    response
 }
 
 /// An admitted connection; dropping it tells the core the connection is gone.
@@ -181,7 +189,7 @@ impl Drop for Admitted {
 }
 
 /// Runs one WebSocket: reads into the core, writes what the core hands out.
-async fn serve(socket: WebSocket, admitted: Admitted, notify: Arc<Notify>) {
+async fn serve(socket: Socket, admitted: Admitted, notify: Arc<Notify>) {
     let state = admitted.state.clone();
     let conn = admitted.conn;
     let (mut sink, mut stream) = socket.split();
@@ -200,6 +208,7 @@ async fn serve(socket: WebSocket, admitted: Admitted, notify: Arc<Notify>) {
                     state.with(|core| core.handle_activity(now, conn))
                 }
                 Message::Close(_) => break,
+                Message::Frame(_) => {} // never read: tungstenite reassembles
             }
         }
     };
@@ -213,13 +222,19 @@ async fn serve(socket: WebSocket, admitted: Admitted, notify: Arc<Notify>) {
                     break;
                 }
                 for transmit in batch.drain(..) {
-                    let message = match transmit {
-                        Transmit::Text(text) => Message::Text(text.into()),
-                        Transmit::Binary(frame) => Message::Binary(frame.into()),
-                        Transmit::Ping => Message::Ping(Default::default()),
+                    let (payload, text) = match transmit {
+                        Transmit::Text(text) => (Bytes::from(text), true),
+                        Transmit::Binary(frame) => (Bytes::from(frame), false),
+                        Transmit::Ping => {
+                            if !feed(&mut sink, Message::Ping(Bytes::new())).await {
+                                return;
+                            }
+                            wrote = true;
+                            continue;
+                        }
                         Transmit::Close { code, reason } => {
                             let frame = CloseFrame {
-                                code,
+                                code: code.into(),
                                 reason: reason.into(),
                             };
                             let _ = tokio::time::timeout(
@@ -230,10 +245,12 @@ async fn serve(socket: WebSocket, admitted: Admitted, notify: Arc<Notify>) {
                             return;
                         }
                     };
-                    match tokio::time::timeout(WRITE_TIMEOUT, sink.feed(message)).await {
-                        Ok(Ok(())) => wrote = true,
-                        _ => return,
+                    for message in fragments(payload, text) {
+                        if !feed(&mut sink, message).await {
+                            return;
+                        }
                     }
+                    wrote = true;
                 }
             }
             batch = Vec::new(); // an idle connection keeps no buffer
@@ -253,4 +270,12 @@ async fn serve(socket: WebSocket, admitted: Admitted, notify: Arc<Notify>) {
         () = writer => {}
     }
     drop(admitted);
+}
+
+/// Hands `message` to the WebSocket; false if it failed or took longer than [`WRITE_TIMEOUT`].
+async fn feed(sink: &mut SplitSink<Socket, Message>, message: Message) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, sink.feed(message)).await,
+        Ok(Ok(()))
+    )
 }

@@ -31,6 +31,7 @@ mod tests_budget;
 mod tests_cluster;
 #[cfg(test)]
 mod tests_lifetime;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

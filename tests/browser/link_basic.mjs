@@ -74,6 +74,7 @@ async function setup({ url, token, iceServers, fallbackAfterMs, peer, opens }) {
     errors: t.errors.slice(0, 10),
     stats: t.link && t.link.stats(),
     welcomeIce: session.welcomeIceServers,
+    knownPeers: session._peers.size,
   });
   // Sends `n` numbered messages from `from`, awaiting each send (back-pressure); `onIndex`
   // lets the test switch paths in the middle: [[index, "on"|"off"]].

@@ -57,7 +57,7 @@ def main():
         welcome = json.loads(recv(ws, deadline))
         assert welcome["type"] == "welcome", welcome
         keys = {p["peer_id"]: p["public_key"] for p in welcome["peers"]}
-        emit(event="joined", peer_id=welcome["peer_id"], public_key=public)
+        emit(event="joined", peer_id=welcome["peer_id"], public_key=public, peers=len(keys))
 
         last_counter = -1
         while True:

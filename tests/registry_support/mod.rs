@@ -85,15 +85,17 @@ impl TestRegistry {
         join_client(&self.url(), sub, project, keys).await
     }
 
-    /// The server's resident memory in KiB, from /proc.
+    /// The server's resident anonymous memory (its heap, stacks and buffers) in KiB, from
+    /// /proc: `RssAnon`, not `VmRSS`, which also counts the pages of the binary's code as they
+    /// are first run and never drops them (tens of MiB in a debug build).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.server.pid()))
             .expect("read /proc/PID/status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix("RssAnon:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+            .expect("RssAnon")
     }
 }
 

@@ -13,6 +13,7 @@ mod kmem;
 mod load;
 mod proc;
 mod registry;
+mod registry_servers;
 mod reliability;
 mod restart;
 mod servers;
@@ -165,6 +166,10 @@ enum Command {
             default_value = "turnpike,node-ws"
         )]
         servers: Vec<registry::RegistryServer>,
+        /// Nodes of `turnpike-cluster` (each with the registry, sharing one `redis-server`
+        /// the bench starts; its CPU counts as the server's).
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
         /// Peers of the one project that exchange offers.
         #[arg(long, default_value_t = 200)]
         peers: usize,
@@ -486,6 +491,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Registry {
             servers,
+            nodes,
             peers,
             offers,
             idle,
@@ -494,6 +500,7 @@ fn main() -> anyhow::Result<()> {
             limit,
         } => registry::run(&registry::RegistrySpec {
             servers,
+            nodes,
             peers,
             offers,
             idle,

@@ -9,46 +9,32 @@
 //! - idle: `idle` peers connected and joined (projects of `idle_project`, default 100: each
 //!   welcome lists up to 99 peers, each peer hears of up to 99 joins), doing nothing; reported: the
 //!   server's RSS growth per connection.
+//!
+//! `turnpike-cluster` runs `--nodes` turnpike nodes sharing a `redis-server` the bench starts
+//! (registry_servers.rs); peer `i` joins node `i mod nodes`, so most offers cross nodes through
+//! Redis. Its server CPU is that of every node and of redis-server; its RSS per idle
+//! connection is each node's growth over the connections it holds (the mean, and each node).
+//! Before the offers, every peer waits until it has heard of all the others.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use turnpike::registry::auth::{Claims, mint_hs256};
 
 use crate::proc::{cpu_time, rss_bytes};
+use crate::registry_servers::Deployment;
+pub use crate::registry_servers::RegistryServer;
 
-const JWT_SECRET: &str = "bench-registry-secret";
 /// Handshakes in flight at once while connecting peers.
 const CONNECT_WINDOW: usize = 200;
-
-/// A server the registry bench can start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum RegistryServer {
-    /// `turnpike serve` with the registry on its HTTP listener.
-    Turnpike,
-    /// benches/node-ws-relay/relay.js on Node's `ws`.
-    NodeWs,
-}
-
-impl RegistryServer {
-    fn name(self) -> &'static str {
-        match self {
-            RegistryServer::Turnpike => "turnpike",
-            RegistryServer::NodeWs => "node-ws",
-        }
-    }
-}
 
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct RegistrySpec {
     pub servers: Vec<RegistryServer>,
+    /// Nodes of `turnpike-cluster`.
+    pub nodes: usize,
     pub peers: usize,
     pub offers: usize,
     pub idle: usize,
@@ -59,184 +45,47 @@ pub struct RegistrySpec {
     pub limit: u64,
 }
 
-/// One started server.
-struct Running {
-    kind: RegistryServer,
-    child: Child,
-    port: u16,
-    _dir: tempdir::Dir,
-}
-
-mod tempdir {
-    /// A scratch directory removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Running {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The WebSocket request for `peer` of `project`.
-    fn request(
-        &self,
-        peer: &str,
-        project: &str,
-    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-        match self.kind {
-            RegistryServer::Turnpike => {
-                let mut request = format!("ws://127.0.0.1:{}/v1/registry", self.port)
-                    .into_client_request()
-                    .expect("a valid URL");
-                let token = mint_hs256(
-                    JWT_SECRET.as_bytes(),
-                    &Claims {
-                        sub: Some(peer.into()),
-                        project: Some(project.into()),
-                        exp: Some(
-                            std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0, |d| d.as_secs())
-                                + 3600,
-                        ),
-                        nbf: None,
-                        pk: None,
-                    },
-                );
-                request.headers_mut().insert(
-                    "authorization",
-                    HeaderValue::from_str(&format!("Bearer {token}")).expect("a header"),
-                );
-                request
-            }
-            RegistryServer::NodeWs => format!(
-                "ws://127.0.0.1:{}/?peer={peer}&project={project}",
-                self.port
-            )
-            .into_client_request()
-            .expect("a valid URL"),
-        }
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// The directory of the Node relay (with its `node_modules`, from `npm ci`).
-fn relay_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/node-ws-relay")
-}
-
-fn start(kind: RegistryServer) -> anyhow::Result<Running> {
-    let port = free_port()?;
-    let dir = std::env::temp_dir().join(format!(
-        "turnpike-bench-registry-{}-{port}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    let log = std::fs::File::create(dir.join("server.log"))?;
-    let child = match kind {
-        RegistryServer::Turnpike => {
-            let config = dir.join("turnpike.toml");
-            // Limits out of the way: the bench measures the relay, not its refusals.
-            std::fs::write(
-                &config,
-                format!(
-                    "[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:{udp}\"\n\
-                     [auth]\nsecrets = [\"bench\"]\n[log]\nlevel = \"warn\"\n\
-                     [http]\naddress = \"127.0.0.1:{port}\"\n\
-                     [registry]\nenabled = true\njwt_secrets = [\"{JWT_SECRET}\"]\n\
-                     ice_servers = false\nmax_connections = 100000\n\
-                     max_connections_per_ip = 100000\nmax_peers_per_project = 10000\n\
-                     messages_per_sec = 1000000\nproject_messages_per_sec = 0\n\
-                     signal_queue_messages = 1000000\nsignal_queue_bytes = 1000000000\n\
-                     peer_budget_bytes = 1000000000\nbudget_bytes = 4000000000\n\
-                     token_warning_secs = 0\n",
-                    udp = free_port()?,
-                ),
-            )?;
-            let program = std::env::current_exe()?.with_file_name("turnpike");
-            if !program.exists() {
-                bail!(
-                    "{} not found: build it with cargo build --release",
-                    program.display()
-                );
-            }
-            Command::new(program)
-                .arg("serve")
-                .arg("--config")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()?
-        }
-        RegistryServer::NodeWs => {
-            let relay = relay_dir();
-            if !relay.join("node_modules/ws").exists() {
-                bail!(
-                    "{} has no node_modules/ws: run `npm ci` there",
-                    relay.display()
-                );
-            }
-            Command::new("node")
-                .arg(relay.join("relay.js"))
-                .arg(port.to_string())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .context("starting node (Debian's nodejs)")?
-        }
-    };
-    let running = Running {
-        kind,
-        child,
-        port,
-        _dir: tempdir::Dir(dir),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("{} did not listen on {port} within 10 s", kind.name());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(running)
+/// User + system CPU time of each server process so far (the nodes, then Redis).
+fn server_cpu(server: &Deployment) -> anyhow::Result<Vec<Duration>> {
+    server
+        .server_pids()
+        .into_iter()
+        .map(|pid| cpu_time(pid).context("server CPU time"))
+        .collect()
 }
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Connects and joins `peer` of `project`; returns the socket once the welcome came.
-async fn join(server: &Running, peer: &str, project: &str) -> anyhow::Result<Socket> {
+/// Connects `peer` of `project` to node `node` and joins; returns the socket once the welcome
+/// came, with how many peers the welcome listed.
+async fn join(
+    server: &Deployment,
+    node: usize,
+    peer: &str,
+    project: &str,
+) -> anyhow::Result<(Socket, usize)> {
     // TCP_NODELAY, as browsers and the servers themselves set it.
-    let (mut socket, _) =
-        tokio_tungstenite::connect_async_with_config(server.request(peer, project), None, true)
-            .await
-            .with_context(|| format!("connecting {peer}"))?;
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(
+        server.request(node, peer, project),
+        None,
+        true,
+    )
+    .await
+    .with_context(|| format!("connecting {peer}"))?;
     // Any 32-byte key: the relay never reads it.
     let join = r#"{"type":"join","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#;
     socket.send(Message::text(join)).await?;
     loop {
         match socket.next().await {
             Some(Ok(Message::Text(text))) if text.as_str().contains("\"welcome\"") => {
-                return Ok(socket);
+                // Every listed peer has a peer_id, and so has the welcome itself.
+                let listed = text
+                    .as_str()
+                    .matches("\"peer_id\"")
+                    .count()
+                    .saturating_sub(1);
+                return Ok((socket, listed));
             }
             Some(Ok(Message::Text(text))) if text.as_str().contains("\"error\"") => {
                 bail!("{peer}: {}", text.as_str())
@@ -247,17 +96,19 @@ async fn join(server: &Running, peer: &str, project: &str) -> anyhow::Result<Soc
     }
 }
 
-/// Joins `count` peers (`peer{i}` of `project(i)`), at most [`CONNECT_WINDOW`] at once.
+/// Joins `count` peers (`peer{i}` of `project(i)`, on node `i mod nodes`), at most
+/// [`CONNECT_WINDOW`] at once.
 async fn join_all(
-    server: &Running,
+    server: &Deployment,
     count: usize,
     project: impl Fn(usize) -> String,
-) -> anyhow::Result<Vec<Socket>> {
-    let names: Vec<(String, String)> = (0..count)
-        .map(|i| (format!("peer{i}"), project(i)))
+) -> anyhow::Result<Vec<(Socket, usize)>> {
+    let nodes = server.node_count();
+    let names: Vec<(usize, String, String)> = (0..count)
+        .map(|i| (i % nodes, format!("peer{i}"), project(i)))
         .collect();
     futures_util::stream::iter(names.iter())
-        .map(|(peer, project)| join(server, peer, project))
+        .map(|(node, peer, project)| join(server, *node, peer, project))
         .buffered(CONNECT_WINDOW)
         .collect::<Vec<_>>()
         .await
@@ -265,24 +116,61 @@ async fn join_all(
         .collect()
 }
 
+/// Reads each socket's `peer_joined` until it knows `others` peers (with a cluster, peers of
+/// the other nodes appear once their presence crossed Redis), so that no offer goes to a peer
+/// its sender's node does not know yet.
+async fn settle(
+    sockets: &mut [(Socket, usize)],
+    others: usize,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let all =
+        futures_util::future::try_join_all(sockets.iter_mut().map(|(socket, known)| async move {
+            while *known < others {
+                match socket.next().await {
+                    Some(Ok(Message::Text(text)))
+                        if text.as_str().starts_with(r#"{"type":"peer_joined""#) =>
+                    {
+                        *known += 1;
+                    }
+                    Some(Ok(Message::Text(text))) if text.as_str().contains("\"error\"") => {
+                        bail!("while settling: {}", text.as_str())
+                    }
+                    Some(Ok(_)) => {}
+                    other => bail!("the connection ended while settling: {other:?}"),
+                }
+            }
+            anyhow::Ok(())
+        }));
+    tokio::time::timeout(limit, all)
+        .await
+        .context("the peers did not all see each other in time")??;
+    Ok(())
+}
+
 /// The figures of one signaling run.
 struct SignalRun {
     wall: Duration,
+    /// All server processes together.
     cpu: Duration,
+    /// Each server process (the nodes, then Redis).
+    cpu_each: Vec<Duration>,
     delivered: usize,
 }
 
-async fn signaling(server: &Running, spec: &RegistrySpec) -> anyhow::Result<SignalRun> {
+async fn signaling(server: &Deployment, spec: &RegistrySpec) -> anyhow::Result<SignalRun> {
     let n = spec.peers;
     if n < 2 {
         bail!("--peers must be at least 2");
     }
-    let sockets = join_all(server, n, |_| "bench".to_owned()).await?;
+    let limit = Duration::from_secs(spec.limit);
+    let mut sockets = join_all(server, n, |_| "bench".to_owned()).await?;
+    settle(&mut sockets, n - 1, limit).await?;
     let sdp = "a".repeat(384);
-    let cpu_before = cpu_time(server.pid()).context("server CPU time")?;
+    let cpu_before = server_cpu(server)?;
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(n);
-    for (i, socket) in sockets.into_iter().enumerate() {
+    for (i, (socket, _)) in sockets.into_iter().enumerate() {
         let (mut sink, mut stream) = socket.split();
         let offers = spec.offers;
         let texts: Vec<String> = (0..offers)
@@ -322,7 +210,6 @@ async fn signaling(server: &Running, spec: &RegistrySpec) -> anyhow::Result<Sign
         });
         tasks.push((writer, reader));
     }
-    let limit = Duration::from_secs(spec.limit);
     let mut delivered = 0;
     let mut last = started;
     let mut keep = Vec::new();
@@ -338,34 +225,41 @@ async fn signaling(server: &Running, spec: &RegistrySpec) -> anyhow::Result<Sign
         keep.push((sink, stream));
     }
     let wall = last - started;
-    let cpu = cpu_time(server.pid()).context("server CPU time")? - cpu_before;
+    let cpu_each: Vec<Duration> = server_cpu(server)?
+        .into_iter()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before))
+        .collect();
     drop(keep);
     Ok(SignalRun {
         wall,
-        cpu,
+        cpu: cpu_each.iter().sum(),
+        cpu_each,
         delivered,
     })
 }
 
-/// RSS growth per idle joined connection, in bytes.
-async fn idle(server: &Running, spec: &RegistrySpec) -> anyhow::Result<f64> {
+/// RSS growth per idle joined connection, in bytes, for each node (peers join the nodes in
+/// turn).
+async fn idle(server: &Deployment, spec: &RegistrySpec) -> anyhow::Result<Vec<f64>> {
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_bytes(server.pid()).context("server RSS")?;
+    let nodes = server.node_count();
+    let rss = |node| rss_bytes(server.node_pid(node)).context("server RSS");
+    let before = (0..nodes).map(rss).collect::<anyhow::Result<Vec<u64>>>()?;
     let sockets = join_all(server, spec.idle, |i| {
         format!("idle{}", i / spec.idle_project.max(1))
     })
     .await?;
     // Keep answering pings while the server settles.
     let mut readers = Vec::with_capacity(sockets.len());
-    for socket in sockets {
+    for (socket, _) in sockets {
         readers.push(tokio::spawn(async move {
             let mut socket = socket;
             while let Some(Ok(_)) = socket.next().await {}
         }));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_bytes(server.pid()).context("server RSS")?;
-    let held = spec.idle;
+    let after = (0..nodes).map(rss).collect::<anyhow::Result<Vec<u64>>>()?;
     for reader in &readers {
         if reader.is_finished() {
             bail!("an idle connection ended before the measure");
@@ -374,7 +268,13 @@ async fn idle(server: &Running, spec: &RegistrySpec) -> anyhow::Result<f64> {
     for reader in readers {
         reader.abort();
     }
-    Ok(after.saturating_sub(before) as f64 / held as f64)
+    Ok((0..nodes)
+        .map(|node| {
+            // Peers node, node + nodes, ... joined this node.
+            let held = (spec.idle + nodes - 1 - node) / nodes;
+            after[node].saturating_sub(before[node]) as f64 / held.max(1) as f64
+        })
+        .collect())
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -395,7 +295,7 @@ pub fn run(spec: &RegistrySpec) -> anyhow::Result<()> {
     let mut results: Vec<Samples> = vec![Default::default(); spec.servers.len()];
     for round in 1..=spec.rounds {
         for (index, &kind) in spec.servers.iter().enumerate() {
-            let server = start(kind)?;
+            let server = Deployment::start(kind, spec.nodes)?;
             let signal = runtime.block_on(signaling(&server, spec))?;
             let expected = spec.peers * spec.offers;
             if signal.delivered != expected {
@@ -407,15 +307,31 @@ pub fn run(spec: &RegistrySpec) -> anyhow::Result<()> {
             }
             let per_cpu = signal.delivered as f64 / signal.cpu.as_secs_f64().max(1e-3);
             drop(server);
-            let per_idle = if spec.idle > 0 {
-                let server = start(kind)?;
+            let per_node = if spec.idle > 0 {
+                let server = Deployment::start(kind, spec.nodes)?;
                 runtime.block_on(idle(&server, spec))?
             } else {
-                0.0
+                vec![0.0]
+            };
+            let per_idle = per_node.iter().sum::<f64>() / per_node.len() as f64;
+            let nodes = if signal.cpu_each.len() > 1 {
+                let each: Vec<String> = per_node.iter().map(|b| format!("{b:.0}")).collect();
+                let cpu: Vec<String> = signal
+                    .cpu_each
+                    .iter()
+                    .map(|c| format!("{:.2}", c.as_secs_f64()))
+                    .collect();
+                format!(
+                    " (per node: {}; CPU s of each node, then redis-server: {})",
+                    each.join(", "),
+                    cpu.join(", ")
+                )
+            } else {
+                String::new()
             };
             println!(
-                "round {round} {:<9} signaling: {} offers, wall {:.2} s, server CPU {:.2} s, \
-                 {:.0} msg per CPU-s; idle: {} peers, {:.0} B RSS per connection",
+                "round {round} {:<16} signaling: {} offers, wall {:.2} s, server CPU {:.2} s, \
+                 {:.0} msg per CPU-s; idle: {} peers, {:.0} B RSS per connection{nodes}",
                 kind.name(),
                 signal.delivered,
                 signal.wall.as_secs_f64(),
@@ -445,7 +361,7 @@ pub fn run(spec: &RegistrySpec) -> anyhow::Result<()> {
             median(&mut r.3),
         );
         println!(
-            "  {:<9} wall {wall:.2} s, server CPU {cpu:.2} s, {rate:.0} msg per CPU-s, \
+            "  {:<16} wall {wall:.2} s, server CPU {cpu:.2} s, {rate:.0} msg per CPU-s, \
              {:.1} KiB per idle connection; {} against it: {:.2}x per CPU-s, {:.2}x in wall time",
             kind.name(),
             idle / 1024.0,
