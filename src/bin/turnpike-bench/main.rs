@@ -18,6 +18,7 @@ mod servers;
 mod tcp_flood;
 mod tcp_turn;
 mod turn;
+mod uclient;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -179,6 +180,10 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         limit: u64,
     },
+    /// TURN over TCP and TLS, turnpike against coturn under coturn's own load generator
+    /// (`turnutils_uclient` to a `turnutils_peer` echo peer), interleaved round after round:
+    /// relayed packets per server CPU-second and loss.
+    Uclient(uclient::UclientArgs),
     /// A few seconds of relaying through turnpike, failing on loss or nonsense (for tests).
     Smoke,
     /// (internal) The bare UDP forwarder process.
@@ -492,6 +497,7 @@ fn main() -> anyhow::Result<()> {
         Command::FloodRelay(a) => flood_relay::run(a),
         Command::TcpFlood(a) => tcp_flood::run(a),
         Command::Restart(a) => restart::run(a),
+        Command::Uclient(a) => uclient::run(a),
     }
 }
 
