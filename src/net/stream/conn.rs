@@ -41,8 +41,6 @@ pub const OUT_HIGH: usize = 256 * 1024;
 const READ_CHUNK: usize = 4096;
 /// Largest datagram a relay socket receives.
 const MAX_DATAGRAM: usize = 65535;
-/// Datagrams taken from the relay sockets in one wake-up, at most.
-const RELAY_BATCH: usize = 64;
 /// Control messages (binds, closes) queued to one owner task.
 const CONTROL_QUEUE: usize = 16;
 
@@ -255,12 +253,46 @@ impl Conn {
                     Some(vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM].into());
             }
             let peer_buf: &mut [u8] = self.peer_buf.as_deref_mut().unwrap_or_default();
-            // Biased: the rare events first (so a busy connection still serves them), then
-            // input from the client and the relays while there is any, and only then the
-            // write, so that everything ready in one wake-up leaves in one write (one TLS
-            // record batch, one system call) instead of one write per frame.
             tokio::select! {
-                biased;
+                read = rd.read_buf(&mut input), if room => {
+                    if read? == 0 {
+                        return Ok(Ending::Closed);
+                    }
+                    last_read = Instant::now();
+                }
+                (relay, received) = self.relays.recv(
+                    peer_buf.get_mut(PEER_HEADROOM..PEER_HEADROOM + MAX_DATAGRAM).unwrap_or_default()
+                ), if room && self.relays.has_udp() => {
+                    if let Ok((len, peer)) = received {
+                        let t = Instant::now();
+                        if let PeerOutput::ToClient { frame, .. } =
+                            self.core.handle_peer(t, relay, peer, peer_buf, len)
+                        {
+                            self.out.push(&peer_buf[frame]);
+                        }
+                    }
+                }
+                (relay, accepted) = self.relays.accept(), if self.relays.has_tcp() => {
+                    if let Ok((stream, peer)) = accepted {
+                        self.peer_connected(relay, stream, peer);
+                    }
+                }
+                written = write_or_flush(wr, self.out.pending()), if self.out.len() > 0 || needs_flush => {
+                    match written? {
+                        Some(0) => return Ok(Ending::Closed),
+                        Some(n) => {
+                            self.out.consume(n);
+                            last_write = Instant::now();
+                            needs_flush = true;
+                        }
+                        None => needs_flush = false,
+                    }
+                }
+                Some(joined) = self.connects.join_next(), if !self.connects.is_empty() => {
+                    if let Ok((id, result)) = joined {
+                        self.connect_finished(id, result);
+                    }
+                }
                 Some(msg) = control_rx.recv() => self.control(msg),
                 // Served at the top of the loop.
                 _ = self.admin.changed() => {}
@@ -276,82 +308,7 @@ impl Conn {
                     }
                     self.core.handle_timeout(now(), &mut self.relays);
                 }
-                Some(joined) = self.connects.join_next(), if !self.connects.is_empty() => {
-                    if let Ok((id, result)) = joined {
-                        self.connect_finished(id, result);
-                    }
-                }
-                (relay, accepted) = self.relays.accept(), if self.relays.has_tcp() => {
-                    if let Ok((stream, peer)) = accepted {
-                        self.peer_connected(relay, stream, peer);
-                    }
-                }
-                read = rd.read_buf(&mut input), if room => {
-                    if read? == 0 {
-                        return Ok(Ending::Closed);
-                    }
-                    last_read = Instant::now();
-                }
-                (relay, received) = self.relays.recv(
-                    peer_buf.get_mut(PEER_HEADROOM..PEER_HEADROOM + MAX_DATAGRAM).unwrap_or_default()
-                ), if room && self.relays.has_udp() => {
-                    if let Ok((len, peer)) = received {
-                        self.datagram_from_peer(relay, peer, len);
-                    }
-                    // Whatever else the relays hold now joins the same write.
-                    self.drain_relays();
-                }
-                written = write_or_flush(wr, self.out.pending()), if self.out.len() > 0 || needs_flush => {
-                    match written? {
-                        Some(0) => return Ok(Ending::Closed),
-                        Some(n) => {
-                            self.out.consume(n);
-                            last_write = Instant::now();
-                            needs_flush = true;
-                        }
-                        None => needs_flush = false,
-                    }
-                }
             }
-        }
-    }
-
-    /// A datagram of `len` bytes from `peer` arrived on `relay` (in the peer buffer, after
-    /// its headroom): frame it for the client.
-    fn datagram_from_peer(
-        &mut self,
-        relay: crate::proto::server::RelayId,
-        peer: SocketAddr,
-        len: usize,
-    ) {
-        let Some(peer_buf) = self.peer_buf.as_deref_mut() else {
-            return;
-        };
-        if let PeerOutput::ToClient { frame, .. } =
-            self.core
-                .handle_peer(Instant::now(), relay, peer, peer_buf, len)
-        {
-            self.out.push(&peer_buf[frame]);
-        }
-    }
-
-    /// Takes the datagrams the relay sockets hold now, without waiting, until they are empty,
-    /// [`RELAY_BATCH`] were taken or the output buffer is full.
-    fn drain_relays(&mut self) {
-        for _ in 0..RELAY_BATCH {
-            if self.out.len() >= OUT_HIGH {
-                return;
-            }
-            let Some(peer_buf) = self.peer_buf.as_deref_mut() else {
-                return;
-            };
-            let room = peer_buf
-                .get_mut(PEER_HEADROOM..PEER_HEADROOM + MAX_DATAGRAM)
-                .unwrap_or_default();
-            let Some((relay, len, peer)) = self.relays.try_recv(room) else {
-                return;
-            };
-            self.datagram_from_peer(relay, peer, len);
         }
     }
 

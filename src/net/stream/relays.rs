@@ -92,20 +92,6 @@ impl StreamRelays {
         .await
     }
 
-    /// Receives one datagram that a UDP relay holds now into `buf`, without waiting: `None`
-    /// when none has one (or on an error, which the next [`StreamRelays::recv`] reports).
-    pub fn try_recv(&self, buf: &mut [u8]) -> Option<(RelayId, usize, SocketAddr)> {
-        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        let n = self.udp.len();
-        (0..n).find_map(|k| {
-            let relay = &self.udp[(turn + k) % n];
-            match relay.socket.try_recv_from(buf) {
-                Ok((len, from)) => Some((relay.id, len, from)),
-                Err(_) => None,
-            }
-        })
-    }
-
     /// Accepts one peer connection on any TCP relay. Pending forever when there is none.
     pub async fn accept(&self) -> (RelayId, io::Result<(TcpStream, SocketAddr)>) {
         poll_fn(|cx| {
