@@ -20,6 +20,7 @@ mod servers;
 mod tcp_flood;
 mod tcp_turn;
 mod turn;
+mod uclient;
 mod xdp;
 
 use std::net::{IpAddr, SocketAddr};
@@ -189,6 +190,10 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         limit: u64,
     },
+    /// TURN over TCP and TLS, turnpike against coturn under coturn's own load generator
+    /// (`turnutils_uclient` to a `turnutils_peer` echo peer), interleaved round after round:
+    /// relayed packets per server CPU-second and loss.
+    Uclient(uclient::UclientArgs),
     /// A few seconds of relaying through turnpike, failing on loss or nonsense (for tests).
     Smoke,
     /// The XDP fast path (`relay.xdp`) against the user-space path, interleaved, in network
@@ -514,6 +519,7 @@ fn main() -> anyhow::Result<()> {
         Command::FloodRelay(a) => flood_relay::run(a),
         Command::TcpFlood(a) => tcp_flood::run(a),
         Command::Restart(a) => restart::run(a),
+        Command::Uclient(a) => uclient::run(a),
     }
 }
 
