@@ -154,11 +154,7 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this without it: a short
     // smoke run then, so the test suite checks the bench still works without paying for it.
     let benching = std::env::args().any(|a| a == "--bench");
-    let (default_n, default_rounds) = if benching {
-        (100_000, 200)
-    } else {
-        (5_000, 2)
-    };
+    let (default_n, default_rounds) = if benching { (100_000, 200) } else { (5_000, 2) };
     let n = args.first().copied().unwrap_or(default_n);
     let rounds = args.get(1).copied().unwrap_or(default_rounds);
     let t0 = Instant::now();
