@@ -12,17 +12,14 @@ use std::time::Instant;
 use criterion::{Criterion, criterion_group, criterion_main};
 use turnpike::proto::Transport;
 use turnpike::proto::credentials::mint;
-use turnpike::proto::nonce::NonceKey;
-use turnpike::proto::policy::PeerPolicy;
 use turnpike::proto::server::{
-    Authenticator, ClientOutput, Family, FiveTuple, Limits, Now, OpenedRelay, PEER_HEADROOM,
-    PEER_TAILROOM, RelayId, RelayIo, RelayOpenError, RelayRequest, Server, Settings, Shared,
-    long_term_key,
+    ClientOutput, Family, FiveTuple, Now, OpenedRelay, PEER_HEADROOM, PEER_TAILROOM, RelayId,
+    RelayIo, RelayOpenError, RelayRequest, Server, Shared, long_term_key,
 };
-use turnpike::proto::stun::{Class, Integrity, Message, Writer, attr, method};
+use turnpike::proto::stun::{Class, Message, Writer, attr, method};
 
-const REALM: &str = "bench";
-const UNIX: u64 = 1_800_000_000;
+mod support;
+use support::{REALM, UNIX, settings};
 
 struct CountingIo(u32);
 
@@ -75,22 +72,7 @@ fn fixture() -> Fixture {
         instant: Instant::now(),
         unix: UNIX,
     };
-    let settings = Settings {
-        auth: Authenticator::new(
-            REALM.into(),
-            vec![b"secret".to_vec()],
-            &Default::default(),
-            NonceKey::new([3; 32], 3600),
-        ),
-        policy: PeerPolicy::new(vec![], vec![]),
-        own_relay_ips: vec![],
-        relay_ports: (10000, 60000),
-        own_addresses: vec![],
-        tcp_allocations: false,
-        limits: Limits::default(),
-        software: None,
-        families: [true, true],
-    };
+    let settings = settings([true, true]);
     let core = Server::new(settings, Arc::new(Shared::new(0, 1_000_000)), now.instant);
     let cred = mint(b"secret", "bench", UNIX, 86400);
     let key = long_term_key(&cred.username, REALM, &cred.password);
@@ -120,14 +102,7 @@ fn fixture() -> Fixture {
 
 impl Fixture {
     fn signed(&self, m: u16, tid: [u8; 12], body: impl FnOnce(&mut Writer<'_>)) -> Vec<u8> {
-        let mut buf = Vec::new();
-        let mut w = Writer::new(&mut buf, Class::Request, m, tid);
-        body(&mut w);
-        w.attr(attr::USERNAME, self.username.as_bytes())
-            .attr(attr::REALM, REALM.as_bytes())
-            .attr(attr::NONCE, &self.nonce)
-            .integrity(Integrity::Sha1, &self.key);
-        buf
+        support::signed(m, tid, &self.username, &self.key, &self.nonce, body)
     }
 
     /// Allocates for `ft` and binds channel 0x4000 to `peer`.

@@ -11,16 +11,14 @@ use std::time::{Duration, Instant};
 
 use turnpike::proto::Transport;
 use turnpike::proto::credentials::mint;
-use turnpike::proto::nonce::NonceKey;
-use turnpike::proto::policy::PeerPolicy;
 use turnpike::proto::server::{
-    Authenticator, ClientOutput, Family, FiveTuple, Limits, Now, OpenedRelay, RelayId, RelayIo,
-    RelayOpenError, RelayRequest, Server, Settings, Shared, long_term_key,
+    ClientOutput, Family, FiveTuple, Now, OpenedRelay, RelayId, RelayIo, RelayOpenError,
+    RelayRequest, Server, Shared, long_term_key,
 };
-use turnpike::proto::stun::{Class, Integrity, Message, Writer, attr, method};
+use turnpike::proto::stun::{Class, Message, attr, method};
 
-const REALM: &str = "bench";
-const UNIX: u64 = 1_800_000_000;
+mod support;
+use support::{REALM, UNIX, settings, signed};
 
 /// Relay "sockets" as numbers (dense ids, like the UDP worker's slab).
 struct CountingIo(u32);
@@ -58,43 +56,10 @@ fn client(i: u32) -> FiveTuple {
     }
 }
 
-fn signed(
-    m: u16,
-    tid: [u8; 12],
-    user: &str,
-    key: &[u8; 16],
-    nonce: &[u8],
-    body: impl FnOnce(&mut Writer<'_>),
-) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let mut w = Writer::new(&mut buf, Class::Request, m, tid);
-    body(&mut w);
-    w.attr(attr::USERNAME, user.as_bytes())
-        .attr(attr::REALM, REALM.as_bytes())
-        .attr(attr::NONCE, nonce)
-        .integrity(Integrity::Sha1, key);
-    buf
-}
-
 /// A core holding `n` allocations, each with one permission and one channel, all due in
 /// 600 s or later.
 fn populated(n: u32, now: Now) -> (Server, CountingIo) {
-    let settings = Settings {
-        auth: Authenticator::new(
-            REALM.into(),
-            vec![b"secret".to_vec()],
-            &Default::default(),
-            NonceKey::new([3; 32], 3600),
-        ),
-        policy: PeerPolicy::new(vec![], vec![]),
-        own_relay_ips: vec![],
-        relay_ports: (10000, 60000),
-        own_addresses: vec![],
-        tcp_allocations: false,
-        limits: Limits::default(),
-        software: None,
-        families: [true, false],
-    };
+    let settings = settings([true, false]);
     let mut core = Server::new(settings, Arc::new(Shared::new(0, n + 1)), now.instant);
     let mut io = CountingIo(0);
     let cred = mint(b"secret", "bench", UNIX, 86400);
