@@ -221,6 +221,16 @@ static __always_inline int lookup_via(struct xdp_md *ctx, struct bpf_fib_lookup 
 	       BPF_FIB_LKUP_RET_SUCCESS;
 }
 
+// Whether the program can send out of the interface a lookup answered: the ingress interface
+// (XDP_TX) or another attached one (XDP_REDIRECT through TX_PORTS). Any other egress (policy
+// routing can name one the lookup was not bound to) leaves the packet to user space: a
+// redirect to an interface missing from the devmap would drop it.
+static __always_inline int can_send(struct xdp_md *ctx, struct bpf_fib_lookup *fib)
+{
+	__u32 out = fib->ifindex;
+	return out == ctx->ingress_ifindex || bpf_map_lookup_elem(&TX_PORTS, &out) != NULL;
+}
+
 // The next hop for src -> dst: the route out of the ingress interface if there is one, else
 // out of the first other attached interface that has one (an output lookup is bound to the
 // interface it names). Returns 0 with fib->ifindex, dmac and smac set, or -1.
@@ -229,19 +239,15 @@ static __always_inline int route(struct xdp_md *ctx, struct bpf_fib_lookup *fib,
 {
 	__u32 ingress = ctx->ingress_ifindex;
 	if (lookup_via(ctx, fib, src, dst, tot_len, ingress))
-		return 0;
+		return can_send(ctx, fib) ? 0 : -1;
 	for (__u32 i = 0; i < MAX_IFACES; i++) {
 		__u32 *oif = bpf_map_lookup_elem(&IFACES, &i);
 		if (!oif || *oif == 0)
 			break;
 		if (*oif == ingress)
 			continue;
-		if (lookup_via(ctx, fib, src, dst, tot_len, *oif)) {
-			__u32 out = fib->ifindex;
-			if (!bpf_map_lookup_elem(&TX_PORTS, &out))
-				return -1;
-			return 0;
-		}
+		if (lookup_via(ctx, fib, src, dst, tot_len, *oif))
+			return can_send(ctx, fib) ? 0 : -1;
 	}
 	return -1;
 }

@@ -197,9 +197,14 @@ impl UdpWorker {
                 .heartbeat_ms
                 .store(t.unix * 1000, Ordering::Relaxed);
             let timeout = if self.pending.is_empty() && self.handoffs.going_to_sleep(self.index) {
-                self.core
-                    .poll_timeout()
-                    .saturating_duration_since(t.instant)
+                let wake = self.core.poll_timeout();
+                // The fast path's counters and expired entries are read every 500 ms.
+                #[cfg(feature = "xdp")]
+                let wake = match self.xdp.as_ref().and_then(|xdp| xdp.next_poll()) {
+                    Some(poll) => wake.min(poll),
+                    None => wake,
+                };
+                wake.saturating_duration_since(t.instant)
                     .min(Duration::from_secs(1))
             } else {
                 Duration::ZERO

@@ -66,6 +66,12 @@ impl XdpWorker {
         }
     }
 
+    /// When the next reading of the kernel's counters is due: the worker's loop sleeps no longer
+    /// (with no entry installed, nothing is due).
+    pub fn next_poll(&self) -> Option<Instant> {
+        (!self.entries.is_empty()).then_some(self.next_poll)
+    }
+
     /// Applies the core's pending announcements to the kernel maps.
     pub fn apply(&mut self, core: &mut Server, relays: &RelaySet, now: Instant) {
         while let Some(event) = core.poll_fast_path() {
