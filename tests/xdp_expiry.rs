@@ -5,8 +5,8 @@
 //! channel's 600 s (§12) in 3 s. Both lifetimes are fixed by the RFC, not configurable.
 //!
 //! - An idle channel: its kernel entry goes when its permission expires (about 300 s of server
-//!   time after the ChannelBind, well before the channel's 600 s), and after that a ChannelData
-//!   does not reach the peer, nor a datagram of the peer's the client.
+//!   time after the ChannelBind, well before the channel's 600 s); after that, a ChannelData
+//!   does not reach the peer and a datagram from the peer does not reach the client.
 //! - A "keeper" that refreshes its allocation (Refresh) and its permission (CreatePermission)
 //!   every 40 s of server time but never its ChannelBind: its entry outlives the first
 //!   permission lifetime (and still relays in the kernel then) and goes when the channel
@@ -22,8 +22,8 @@
 //! real clock (`bpf_ktime_get_ns`), while the server computes that expiry from its faked
 //! monotonic clock, far ahead of the real one. So here the program never finds an entry
 //! expired by itself: these tests prove the user-space removal of entries (the worker's poll,
-//! the authoritative path), not the program's check, which the 2 s allocation lifetime of
-//! tests/xdp.rs meets on a real clock.
+//! the authoritative path), not the program's own check (which only matters between an expiry
+//! and the worker's next poll; no test isolates it).
 
 mod common;
 mod xdp_support;
