@@ -48,6 +48,7 @@ fn libfaketime() -> String {
         std::env::consts::ARCH
     )
 }
+
 /// How much faster the server's clocks run than the real ones.
 const SPEED: u32 = 200;
 /// The keeper's refresh period: 200 ms real, 40 s of server time (a permission lasts 300 s).
