@@ -81,7 +81,7 @@ async fn connect_all(registry: &TestRegistry) -> Vec<Vec<RegistryClient>> {
 /// Returns the server's RSS (KiB) while the 1,000 were connected.
 async fn join_flood_leave(registry: &TestRegistry) -> u64 {
     let started = Instant::now();
-    let mut projects = connect_all(&registry).await;
+    let mut projects = connect_all(registry).await;
     eprintln!("1,000 peers joined in {:?}", started.elapsed());
     let connected = registry.rss_kib();
 
