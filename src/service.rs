@@ -162,12 +162,11 @@ async fn serve(
         tokio::spawn(http::serve(listener, api.clone(), stopped));
     }
     let start_config = config.clone();
-    let running = tokio::task::spawn_blocking(move || start(&start_config, api, &admin))
-        .await
-        .context("start-up failed")??;
-    for stats in &running.stats {
-        metrics.register(stats.clone());
-    }
+    let start_metrics = metrics.clone();
+    let running =
+        tokio::task::spawn_blocking(move || start(&start_config, api, &admin, &start_metrics))
+            .await
+            .context("start-up failed")??;
     if let Some(fleet) = fleet {
         tracing::info!(
             node = fleet.node(),
@@ -184,11 +183,6 @@ async fn serve(
             },
             stop_http.subscribe(),
         ));
-    }
-    metrics.set_port_pool(running.ports.clone());
-    #[cfg(feature = "xdp")]
-    if let Some(xdp) = &running.xdp {
-        metrics.set_xdp(xdp.clone());
     }
     health.set_listening(true);
     let targets = Targets {
@@ -229,7 +223,7 @@ pub struct Running {
     pub bound: Vec<SocketAddr>,
     /// The TCP and TLS listeners, when configured.
     pub streams: Option<crate::net::stream::Streams>,
-    /// Each worker core's live counters, for the metrics collector.
+    /// Every core's live counters (each UDP worker's, and the one the connections share).
     pub stats: Vec<Arc<Stats>>,
     /// The relay port pool every worker takes from.
     pub ports: Arc<PortPool>,
@@ -332,12 +326,15 @@ impl Running {
 }
 
 /// Binds every listener, builds one core per worker and starts the workers, and the TCP/TLS
-/// listeners on the current tokio runtime (their HTTP side serves `http_router`). Returns once
-/// all are serving (and has told systemd READY=1).
+/// listeners on the current tokio runtime (their HTTP side serves `http_router`). Every core's
+/// counters, the port pool and the fast path are in `metrics` before the first packet can be
+/// served, so no scrape misses what a client was already answered. Returns once all are
+/// serving (and has told systemd READY=1).
 pub fn start(
     config: &Config,
     http_router: axum::Router,
     admin: &crate::admin::Admin,
+    metrics: &Metrics,
 ) -> anyhow::Result<Running> {
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism()
@@ -450,6 +447,8 @@ pub fn start(
         nonce_key,
     ))));
     let stream_stats = Arc::new(Stats::shared());
+    metrics.register(stream_stats.clone());
+    metrics.set_port_pool(pool.clone());
     let streams = crate::net::stream::start(
         config,
         crate::net::stream::Resources {
@@ -499,8 +498,9 @@ pub fn start(
     #[cfg(feature = "xdp")]
     let xdp = crate::net::xdp::start(&config.relay.xdp);
     #[cfg(feature = "xdp")]
-    {
-        running.xdp = xdp.clone();
+    if let Some(xdp) = &xdp {
+        running.xdp = Some(xdp.clone());
+        metrics.set_xdp(xdp.clone());
     }
     #[cfg(not(feature = "xdp"))]
     if !config.relay.xdp.is_empty() {
@@ -534,6 +534,7 @@ pub fn start(
             Arc::new(Stats::single_writer()),
         );
         running.stats.push(core.stats().clone());
+        metrics.register(core.stats().clone());
         let handle = Arc::new(WorkerHandle::default());
         let with_others = WorkerShared {
             index,
