@@ -11,6 +11,7 @@ mod flood_relay;
 mod forwarder;
 mod kmem;
 mod load;
+mod netns;
 mod proc;
 mod registry;
 mod registry_servers;
@@ -210,6 +211,9 @@ enum Command {
         /// Threads (0 = one per core).
         #[arg(long, default_value_t = 0)]
         workers: usize,
+        /// Address of the upstream sockets (default: the listener's).
+        #[arg(long)]
+        relay_ip: Option<IpAddr>,
     },
 }
 
@@ -284,6 +288,7 @@ fn start_with_ports(
         workers,
         forward_to: Some(peer.addr),
         tcp: false,
+        netns: None,
     };
     let server = servers::start(kind, &spec)?;
     Ok(Target {
@@ -357,7 +362,8 @@ fn main() -> anyhow::Result<()> {
             listen,
             to,
             workers,
-        } => forwarder::run(listen, to, workers),
+            relay_ip,
+        } => forwarder::run(listen, to, workers, relay_ip),
         Command::Run { server, load } => {
             let peers = if load.distinct_peers {
                 load.sessions_n
