@@ -197,8 +197,9 @@ enum Command {
     Uclient(uclient::UclientArgs),
     /// A few seconds of relaying through turnpike, failing on loss or nonsense (for tests).
     Smoke,
-    /// The XDP fast path (`relay.xdp`) against the user-space path, interleaved, in network
-    /// namespaces it makes (root): whole-machine CPU minus the load generator's (docs/performance.md).
+    /// The XDP fast path (`relay.xdp`) against the user-space path, the bare forwarder and
+    /// coturn, interleaved, in network namespaces it makes (root); CPU: every thread of the
+    /// machine but the load generator's, with threaded NAPI (docs/performance.md).
     Xdp(xdp::XdpArgs),
     /// (internal) The bare UDP forwarder process.
     Forwarder {
