@@ -3,7 +3,7 @@
 //! all: recvmmsg, a hash lookup, sendmmsg.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use mio::net::UdpSocket;
@@ -13,8 +13,14 @@ use turnpike::net::socket::{UdpOptions, bind_udp};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 
-/// Runs `workers` forwarding threads (SO_REUSEPORT) on `listen`, forwarding to `to`. Never returns.
-pub fn run(listen: SocketAddr, to: SocketAddr, workers: usize) -> anyhow::Result<()> {
+/// Runs `workers` forwarding threads (SO_REUSEPORT) on `listen`, forwarding to `to` from
+/// upstream sockets on `relay_ip` (default: the listener's address). Never returns.
+pub fn run(
+    listen: SocketAddr,
+    to: SocketAddr,
+    workers: usize,
+    relay_ip: Option<IpAddr>,
+) -> anyhow::Result<()> {
     let workers = if workers == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -32,7 +38,8 @@ pub fn run(listen: SocketAddr, to: SocketAddr, workers: usize) -> anyhow::Result
                 dont_fragment: false,
             },
         )?;
-        threads.push(std::thread::spawn(move || worker(sock, to)));
+        let relay_ip = relay_ip.unwrap_or(listen.ip());
+        threads.push(std::thread::spawn(move || worker(sock, to, relay_ip)));
     }
     for t in threads {
         let _ = t.join();
@@ -40,12 +47,11 @@ pub fn run(listen: SocketAddr, to: SocketAddr, workers: usize) -> anyhow::Result
     Ok(())
 }
 
-fn worker(sock: std::net::UdpSocket, to: SocketAddr) -> anyhow::Result<()> {
+fn worker(sock: std::net::UdpSocket, to: SocketAddr, relay_ip: IpAddr) -> anyhow::Result<()> {
     let mut poll = Poll::new()?;
     let mut listener = UdpSocket::from_std(sock);
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
-    let local_ip = listener.local_addr()?.ip();
     let mut by_client: HashMap<SocketAddr, usize> = HashMap::new();
     let mut upstream: Vec<(UdpSocket, SocketAddr)> = Vec::new();
     let mut events = Events::with_capacity(1024);
@@ -64,7 +70,7 @@ fn worker(sock: std::net::UdpSocket, to: SocketAddr) -> anyhow::Result<()> {
                             Some(&i) => i,
                             None => {
                                 let s = bind_udp(
-                                    SocketAddr::new(local_ip, 0),
+                                    SocketAddr::new(relay_ip, 0),
                                     UdpOptions {
                                         reuse_port: false,
                                         buffer_bytes: 1 << 20,

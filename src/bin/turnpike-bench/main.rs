@@ -11,6 +11,7 @@ mod flood_relay;
 mod forwarder;
 mod kmem;
 mod load;
+mod netns;
 mod proc;
 mod registry;
 mod registry_servers;
@@ -196,8 +197,9 @@ enum Command {
     Uclient(uclient::UclientArgs),
     /// A few seconds of relaying through turnpike, failing on loss or nonsense (for tests).
     Smoke,
-    /// The XDP fast path (`relay.xdp`) against the user-space path, interleaved, in network
-    /// namespaces it makes (root): whole-machine CPU minus the load generator's (docs/performance.md).
+    /// The XDP fast path (`relay.xdp`) against the user-space path, the bare forwarder and
+    /// coturn, interleaved, in network namespaces it makes (root); CPU: every thread of the
+    /// machine but the load generator's, with threaded NAPI (docs/performance.md).
     Xdp(xdp::XdpArgs),
     /// (internal) The bare UDP forwarder process.
     Forwarder {
@@ -210,6 +212,9 @@ enum Command {
         /// Threads (0 = one per core).
         #[arg(long, default_value_t = 0)]
         workers: usize,
+        /// Address of the upstream sockets (default: the listener's).
+        #[arg(long)]
+        relay_ip: Option<IpAddr>,
     },
 }
 
@@ -284,6 +289,7 @@ fn start_with_ports(
         workers,
         forward_to: Some(peer.addr),
         tcp: false,
+        netns: None,
     };
     let server = servers::start(kind, &spec)?;
     Ok(Target {
@@ -357,7 +363,8 @@ fn main() -> anyhow::Result<()> {
             listen,
             to,
             workers,
-        } => forwarder::run(listen, to, workers),
+            relay_ip,
+        } => forwarder::run(listen, to, workers, relay_ip),
         Command::Run { server, load } => {
             let peers = if load.distinct_peers {
                 load.sessions_n

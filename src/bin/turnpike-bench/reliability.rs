@@ -30,6 +30,7 @@ pub fn spec(tcp: bool, forward_to: SocketAddr) -> anyhow::Result<ServerSpec> {
         workers: 0,
         forward_to: Some(forward_to),
         tcp,
+        netns: None,
     })
 }
 
