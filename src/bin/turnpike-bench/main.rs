@@ -265,10 +265,19 @@ struct Target {
     server: servers::Server,
 }
 
-fn start(kind: Kind, index: u16, workers: usize, peer: &EchoPeer) -> anyhow::Result<Target> {
-    // Above the test suite's port blocks (10000-31999).
-    let lo = 40000 + index * 8000;
-    start_with_ports(kind, workers, peer, (lo, lo + 7999))
+/// Starts server `index` of `count`, each with a relay port block of its own in 40000-63999
+/// (above the test suite's blocks, 10000-31999).
+fn start(
+    kind: Kind,
+    index: usize,
+    count: usize,
+    workers: usize,
+    peer: &EchoPeer,
+) -> anyhow::Result<Target> {
+    let block = 24_000 / count.max(1);
+    let lo = 40_000 + index * block;
+    let (lo, hi) = (lo as u16, (lo + block - 1) as u16);
+    start_with_ports(kind, workers, peer, (lo, hi))
 }
 
 fn start_with_ports(
@@ -372,7 +381,7 @@ fn main() -> anyhow::Result<()> {
                 1
             };
             let peer = EchoPeer::start(ip(PEER_IP), peers)?;
-            let mut target = start(server, 0, load.workers, &peer)?;
+            let mut target = start(server, 0, 3, load.workers, &peer)?;
             let spec = spec_of(&load, load.sessions_n, load.size, load.carrier);
             let r = measure(&mut target, &spec, &peer)?;
             print_result(server, &r);
@@ -547,7 +556,7 @@ fn compare(
     let mut targets: Vec<Target> = servers
         .iter()
         .enumerate()
-        .map(|(i, k)| start(*k, i as u16, load.workers, &peer))
+        .map(|(i, k)| start(*k, i, servers.len(), load.workers, &peer))
         .collect::<anyhow::Result<_>>()?;
     println!(
         "# turnpike-bench compare: rounds={rounds} duration={}s window={} rate={} relay_to_relay={}",
@@ -645,7 +654,7 @@ fn compare(
 fn smoke() -> anyhow::Result<()> {
     // Sessions spread over a few echo addresses (several peers per allocation's worker).
     let peer = EchoPeer::start(ip(PEER_IP), 3)?;
-    let mut target = start(Kind::Turnpike, 0, 2, &peer)?;
+    let mut target = start(Kind::Turnpike, 0, 3, 2, &peer)?;
     for (carrier, r2r) in [
         (Carrier::Channel, false),
         (Carrier::Send, false),
