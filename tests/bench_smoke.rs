@@ -8,31 +8,8 @@ use std::time::Duration;
 
 #[test]
 fn load_generator_smoke_run_relays_without_loss() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_turnpike-bench"))
-        .arg("smoke")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("turnpike-bench runs");
-    // Bounded: the smoke run takes a few seconds; give it a minute on a loaded machine.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("turnpike-bench smoke did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let out = child.wait_with_output().expect("output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        status.success(),
-        "smoke failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (status, stdout, stderr) = run_bench(&["smoke"]);
+    assert!(status.success(), "smoke failed:\n{stdout}\n{stderr}");
     assert_eq!(
         stdout
             .lines()
@@ -57,34 +34,12 @@ fn xdp_mode_smoke_run_with_every_server_kind() {
         return;
     }
     let servers = ["turnpike-xdp", "turnpike", "forwarder", "coturn"];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_turnpike-bench"))
-        .args(["xdp", "--servers", &servers.join(",")])
-        .args(["--duration", "1", "--rounds", "1", "--sessions", "4"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("turnpike-bench runs");
-    // About 12 s on an idle machine; a minute on a loaded one.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            // SIGTERM: the bench deletes its namespaces before it exits.
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
-            panic!("turnpike-bench xdp did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let out = child.wait_with_output().expect("output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let args = ["xdp", "--servers", &servers.join(",")];
+    let more = ["--duration", "1", "--rounds", "1", "--sessions", "4"];
+    let (status, stdout, stderr) = run_bench(&[&args[..], &more[..]].concat());
     assert!(
         status.success(),
-        "turnpike-bench xdp failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "turnpike-bench xdp failed:\n{stdout}\n{stderr}"
     );
     for name in servers {
         let line = stdout
@@ -102,6 +57,34 @@ fn xdp_mode_smoke_run_with_every_server_kind() {
     }
     let left = namespaces_left_behind();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
+}
+
+/// Runs `turnpike-bench ARGS` for at most 60 s (a few seconds on an idle machine, a minute on a
+/// loaded one); its exit status, stdout and stderr. Past the limit it gets SIGTERM (the xdp
+/// mode then deletes its namespaces before it exits) and the test fails.
+fn run_bench(args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_turnpike-bench"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("turnpike-bench runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+            panic!("turnpike-bench {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().expect("output");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (status, text(&out.stdout), text(&out.stderr))
 }
 
 /// Namespaces of `turnpike-bench xdp` runs (`tpb<pid>…`) whose process is gone.

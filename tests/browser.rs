@@ -12,29 +12,17 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::browser::{browser_dir, require_chromium};
 use common::pki::Pki;
 use common::*;
 use serde_json::Value;
 use turnpike::proto::credentials;
 
 const MESSAGES: u64 = 200;
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// Fails with the fix when a prerequisite is missing: a test must not pass by skipping.
-fn require(path: &Path, what: &str) {
-    assert!(
-        path.exists(),
-        "{} is missing: {what} (scripts/test installs it)",
-        path.display()
-    );
-}
 
 /// A HOME whose NSS database trusts `ca` for TLS servers.
 fn nss_home(ca: &Path) -> tempfile::TempDir {
@@ -69,11 +57,7 @@ fn nss_home(ca: &Path) -> tempfile::TempDir {
 /// Runs the page once with `url`; returns the script's JSON.
 fn relay_in_chromium(url: &str, home: &Path, server: &Server) -> Value {
     let script = browser_dir().join("webrtc_relay.mjs");
-    require(Path::new("/usr/bin/chromium"), "Debian's chromium package");
-    require(
-        &browser_dir().join("node_modules/playwright-core"),
-        "npm ci in tests/browser",
-    );
+    require_chromium();
     let profile = tempfile::tempdir().unwrap();
     let credential = credentials::mint(SECRET_ONE.as_bytes(), "browser", unix_now(), 3600);
     let out = tempfile::NamedTempFile::new().unwrap();

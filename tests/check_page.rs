@@ -7,18 +7,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::browser::{browser_dir, require_chromium};
 use common::*;
 use serde_json::Value;
 
 const API_KEY: &str = "check-page-test-api-key";
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
 
 /// A HOME whose NSS database trusts `ca` for TLS servers (certutil from libnss3-tools), so
 /// Chromium trusts the test server's certificate for turns:, as tests/browser.rs does.
@@ -55,22 +52,7 @@ fn nss_home(ca: &Path) -> tempfile::TempDir {
 /// Runs tests/browser/check_page.mjs against `server` with `key` (Chromium's HOME is `home`);
 /// its JSON line.
 fn run_page(server: &Server, key: &str, home: &Path) -> Value {
-    for (path, what) in [
-        (
-            PathBuf::from("/usr/bin/chromium"),
-            "Debian's chromium package",
-        ),
-        (
-            browser_dir().join("node_modules/playwright-core"),
-            "npm ci in tests/browser",
-        ),
-    ] {
-        assert!(
-            path.exists(),
-            "{} is missing: {what} (scripts/test installs it)",
-            path.display()
-        );
-    }
+    require_chromium();
     let profile = tempfile::tempdir().unwrap();
     let out = tempfile::NamedTempFile::new().unwrap();
     let mut command = Command::new("node");

@@ -19,10 +19,10 @@
 mod common;
 mod registry_support;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::browser::{browser_dir, require_chromium};
 use common::*;
 use registry_support::{JWT_SECRET, claims, join_client, token};
 use serde_json::Value;
@@ -31,19 +31,6 @@ use turnpike::proto::credentials;
 const FALLBACK_MS: u64 = 2000;
 /// Peers joined before the relay case's pages (see there).
 const FILLERS: usize = 20;
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// Fails with the fix when a prerequisite is missing: a test must not pass by skipping.
-fn require(path: &Path, what: &str) {
-    assert!(
-        path.exists(),
-        "{} is missing: {what} (scripts/test installs it)",
-        path.display()
-    );
-}
 
 fn start_server() -> Server {
     Server::start(Conf {
@@ -55,11 +42,7 @@ fn start_server() -> Server {
 /// Runs tests/browser/link_basic.mjs with `case`; returns its JSON (asserting `ok`).
 fn run_case(server: &Server, case: &str, project: &str, extra: &[(&str, String)]) -> Value {
     let script = browser_dir().join("link_basic.mjs");
-    require(Path::new("/usr/bin/chromium"), "Debian's chromium package");
-    require(
-        &browser_dir().join("node_modules/playwright-core"),
-        "npm ci in tests/browser",
-    );
+    require_chromium();
     let profile = tempfile::tempdir().unwrap();
     let out = tempfile::NamedTempFile::new().unwrap();
     let mut command = Command::new("node");

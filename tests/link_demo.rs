@@ -10,34 +10,17 @@
 mod common;
 mod registry_support;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::browser::{browser_dir, require_chromium};
 use common::*;
 use registry_support::JWT_SECRET;
 use serde_json::Value;
 
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// Fails with the fix when a prerequisite is missing: a test must not pass by skipping.
-fn require(path: &Path, what: &str) {
-    assert!(
-        path.exists(),
-        "{} is missing: {what} (scripts/test installs it)",
-        path.display()
-    );
-}
-
 #[test]
 fn chromium_uses_the_demo_page_chat_file_and_forced_relay() {
-    require(Path::new("/usr/bin/chromium"), "Debian's chromium package");
-    require(
-        &browser_dir().join("node_modules/playwright-core"),
-        "npm ci in tests/browser",
-    );
+    require_chromium();
     let mut server = Server::start(Conf {
         http_extra: vec!["demo = true".into()],
         extra_toml: format!("[registry]\nenabled = true\njwt_secrets = [\"{JWT_SECRET}\"]\n"),

@@ -26,11 +26,11 @@
 mod common;
 mod registry_support;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::browser::{browser_dir, require_chromium};
 use common::*;
 use registry_support::JWT_SECRET;
 use serde_json::Value;
@@ -48,19 +48,6 @@ enum Control {
     Restart,
     /// Disconnect bob through the admin API (`disconnect` → `disconnected`).
     Disconnect,
-}
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// Fails with the fix when a prerequisite is missing: a test must not pass by skipping.
-fn require(path: &Path, what: &str) {
-    assert!(
-        path.exists(),
-        "{} is missing: {what} (scripts/test installs it)",
-        path.display()
-    );
 }
 
 fn start_server(registry_extra: &str) -> Server {
@@ -91,11 +78,7 @@ fn admin_peers(server: &Server, method: &str, project: &str, query: &str) -> (u1
 /// Runs the driver with `case`, doing what `control` names when the driver asks for it (a
 /// server restart, an admin disconnect). Returns its JSON, asserting `ok`.
 fn run_case(server: &mut Server, case: &str, extra: &[(&str, String)], control: Control) -> Value {
-    require(Path::new("/usr/bin/chromium"), "Debian's chromium package");
-    require(
-        &browser_dir().join("node_modules/playwright-core"),
-        "npm ci in tests/browser",
-    );
+    require_chromium();
     let profile = tempfile::tempdir().unwrap();
     let control_dir = tempfile::tempdir().unwrap();
     let out = tempfile::NamedTempFile::new().unwrap();

@@ -20,11 +20,7 @@ use xdp_support::*;
 fn uclient_relays_through_xdp_with_no_loss() {
     let lab = Lab::new();
     let server = NsTurnpike::start(&lab, &config(&["s1", "s2"], "", ""));
-    assert!(
-        server.log().contains("XDP fast path attached"),
-        "{}",
-        server.log()
-    );
+    server.assert_attached();
     let peer_port = 3480.to_string();
     let _peer = KillOnDrop(
         lab.peer

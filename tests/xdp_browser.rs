@@ -22,10 +22,11 @@ mod common;
 mod xdp_support;
 
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::browser::{CHROMIUM, browser_dir, require_chromium};
 use common::*;
 use serde_json::{Value, json};
 use turnpike::proto::credentials;
@@ -36,28 +37,11 @@ const SIZE: u64 = 1000;
 /// The whole browser run's limit (the script's own is 10 s shorter).
 const RUN_LIMIT: Duration = Duration::from_secs(100);
 
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// Fails with the fix when a prerequisite is missing: a test must not pass by skipping.
-fn require(path: &Path, what: &str) {
-    assert!(
-        path.exists(),
-        "{} is missing: {what} (scripts/test installs it)",
-        path.display()
-    );
-}
-
 /// Runs tests/browser/xdp_pair.mjs with browser A in the client namespace and B in the
 /// peer's; returns its JSON line and everything it printed.
 fn run_pair(lab: &Lab, server: &NsTurnpike) -> (Value, String) {
-    let chromium = Path::new("/usr/bin/chromium");
-    require(chromium, "Debian's chromium package");
-    require(
-        &browser_dir().join("node_modules/playwright-core"),
-        "npm ci in tests/browser",
-    );
+    let chromium = Path::new(CHROMIUM);
+    require_chromium();
     let wrappers = tempfile::tempdir().unwrap();
     let profiles = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let credential = credentials::mint(SECRET_ONE.as_bytes(), "xdp-browser", unix_now(), 3600);
@@ -115,11 +99,7 @@ fn run_pair(lab: &Lab, server: &NsTurnpike) -> (Value, String) {
 fn chromium_relays_through_xdp_with_no_loss() {
     let lab = Lab::new();
     let server = NsTurnpike::start(&lab, &config(&["s1", "s2"], "", ""));
-    assert!(
-        server.log().contains("XDP fast path attached"),
-        "{}",
-        server.log()
-    );
+    server.assert_attached();
     let started = Instant::now();
     let (v, output) = run_pair(&lab, &server);
     assert!(v["ok"] == true, "the browser run failed: {v}\n{output}");

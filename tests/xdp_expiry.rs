@@ -71,11 +71,7 @@ fn start_fast_server(lab: &Lab) -> NsTurnpike {
         "FAKETIME_DONT_FAKE_MONOTONIC=0".to_owned(),
     ];
     let server = NsTurnpike::start_with_env(lab, &config, &env);
-    assert!(
-        server.log().contains("XDP fast path attached"),
-        "{}",
-        server.log()
-    );
+    server.assert_attached();
     server
 }
 

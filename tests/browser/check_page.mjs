@@ -6,15 +6,11 @@
 //   USER_DATA_DIR; CHROMIUM optional. Output: {"ok": true, "verdict", "state", "rows",
 //   "result"} or {"ok": false, "error"}. Every wait is bounded; the process always exits.
 import { chromium } from "playwright-core";
+import { BASE_FLAGS } from "./chromium_flags.mjs";
 
 const env = process.env;
 const flags = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
+  ...BASE_FLAGS,
   "--allow-loopback-in-peer-connection",
   "--disable-features=WebRtcHideLocalIpsWithMdns",
 ];

@@ -12,23 +12,16 @@
 // Output: one JSON line on stdout: {"ok": true, ...figures} or {"ok": false, "error"}.
 // Every wait is bounded; the process always exits.
 import { chromium } from "playwright-core";
+import { BASE_FLAGS, UNTHROTTLED_FLAGS } from "./chromium_flags.mjs";
 
 const env = process.env;
 const CASE = env.CASE;
 const MESSAGES = Number(env.MESSAGES || 1000);
 const FALLBACK_MS = Number(env.FALLBACK_MS || 10000);
 const flags = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
+  ...BASE_FLAGS,
   "--allow-loopback-in-peer-connection",
-  "--disable-background-timer-throttling",
-  "--disable-renderer-backgrounding",
-  "--disable-backgrounding-occluded-windows",
+  ...UNTHROTTLED_FLAGS,
 ];
 
 /** Polls `fn` in `page` until it returns a truthy value; fails after `ms`. */

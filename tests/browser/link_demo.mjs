@@ -21,23 +21,16 @@
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
+import { BASE_FLAGS, UNTHROTTLED_FLAGS } from "./chromium_flags.mjs";
 
 const env = process.env;
 const FILE_BYTES = Number(env.FILE_BYTES || 300000);
 const flags = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
+  ...BASE_FLAGS,
   "--allow-loopback-in-peer-connection",
   // Host candidates as plain addresses of this machine (no mDNS queries on the network).
   "--disable-features=WebRtcHideLocalIpsWithMdns",
-  "--disable-background-timer-throttling",
-  "--disable-renderer-backgrounding",
-  "--disable-backgrounding-occluded-windows",
+  ...UNTHROTTLED_FLAGS,
 ];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -22,20 +22,12 @@
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
+import { BASE_FLAGS, UNTHROTTLED_FLAGS } from "./chromium_flags.mjs";
 
 const config = JSON.parse(process.env.LINK_CONFIG);
 const flags = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  // Page timers of a hidden headless page are not throttled (the link's timers drive it).
-  "--disable-background-timer-throttling",
-  "--disable-renderer-backgrounding",
-  "--disable-backgrounding-occluded-windows",
+  ...BASE_FLAGS,
+  ...UNTHROTTLED_FLAGS,
   // The lab's "public" addresses are private ones (10.0.0.1 in a namespace); Chromium's local
   // network access checks would refuse the page's WebSocket to them as if it were an intranet.
   "--disable-features=LocalNetworkAccessChecks",

@@ -21,25 +21,18 @@
 import { createHmac } from "node:crypto";
 import { existsSync, writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
+import { BASE_FLAGS, UNTHROTTLED_FLAGS } from "./chromium_flags.mjs";
 
 const env = process.env;
 const CASE = env.CASE;
 const FALLBACK_MS = Number(env.FALLBACK_MS || 2000);
 const TTL = Number(env.TOKEN_TTL_SECS || 3600);
 const flags = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
+  ...BASE_FLAGS,
   "--allow-loopback-in-peer-connection",
   // Host candidates as plain addresses of this machine (no mDNS queries on the network).
   "--disable-features=WebRtcHideLocalIpsWithMdns",
-  "--disable-background-timer-throttling",
-  "--disable-renderer-backgrounding",
-  "--disable-backgrounding-occluded-windows",
+  ...UNTHROTTLED_FLAGS,
 ];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

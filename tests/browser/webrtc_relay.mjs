@@ -9,17 +9,12 @@
 // Output: one JSON line on stdout, {"ok": true, "received", "inOrder", "local", "remote"} or
 // {"ok": false, "error", "iceErrors"}. Every wait is bounded; the process always exits.
 import { chromium } from "playwright-core";
+import { BASE_FLAGS } from "./chromium_flags.mjs";
 
 const env = process.env;
 const messages = Number(env.MESSAGES || 200);
 const flags = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
+  ...BASE_FLAGS,
   "--allow-loopback-in-peer-connection",
 ];
 

@@ -16,6 +16,7 @@
 // candidate pair's candidate types and addresses), or {"ok": false, "error", "iceErrors"}.
 // Every wait is bounded; the process always exits.
 import { chromium } from "playwright-core";
+import { BASE_FLAGS, UNTHROTTLED_FLAGS } from "./chromium_flags.mjs";
 
 const env = process.env;
 const messages = Number(env.MESSAGES || 1000);
@@ -24,17 +25,8 @@ const burst = Number(env.BURST || 4);
 const everyMs = Number(env.EVERY_MS || 10);
 const maxSecs = Number(env.MAX_SECS || 90);
 const flags = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  // The send loop's timers run at full rate in a page nobody looks at.
-  "--disable-background-timer-throttling",
-  "--disable-renderer-backgrounding",
-  "--disable-backgrounding-occluded-windows",
+  ...BASE_FLAGS,
+  ...UNTHROTTLED_FLAGS,
   // B's host candidate must be its address, not an mDNS name that A's namespace cannot
   // resolve: A's TURN client needs the address to ask turnpike for a permission.
   "--disable-features=WebRtcHideLocalIpsWithMdns",

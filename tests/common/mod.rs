@@ -12,13 +12,15 @@
 //! The modules: [`ports`] (port blocks), [`conf`] (what a test wants, as a config file),
 //! [`server`] (the process under test), [`tools`] and [`uclient`] (coturn's tools), [`stun`],
 //! [`turn_tcp`] and [`stream_clients`] (clients), [`scrape`] (`/metrics`), [`http`], [`pki`],
-//! [`netns`] (network namespaces, NAT routers and firewall rules; root only).
+//! [`netns`] (network namespaces, NAT routers and firewall rules; root only), [`browser`]
+//! (Chromium through playwright-core).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod browser;
 mod conf;
 pub mod coturn;
 pub mod http;

@@ -14,24 +14,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::KillOnDrop;
-
-/// Where the browser test scripts and their node_modules live.
-pub fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
+pub use crate::common::browser::{browser_dir, require, require_chromium};
 
 /// The SDK bundle the pages load (the file the server serves at /sdk/turnpike.js).
 pub fn sdk_bundle() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/js/dist/turnpike.js")
-}
-
-/// Fails with the fix when a prerequisite is missing: a test must not pass by skipping.
-pub fn require(path: &Path, what: &str) {
-    assert!(
-        path.exists(),
-        "{} is missing: {what} (scripts/test installs it)",
-        path.display()
-    );
 }
 
 /// One browser process: Debian's chromium, or a wrapper that starts it in a namespace.
@@ -66,11 +53,7 @@ impl Pages {
     /// Starts the browsers and opens `pages` (name, browser name), each with the harness
     /// loaded; `max_secs` bounds the whole run.
     pub fn start(browsers: &[BrowserSpec], pages: &[(&str, &str)], max_secs: u64) -> Pages {
-        require(Path::new("/usr/bin/chromium"), "Debian's chromium package");
-        require(
-            &browser_dir().join("node_modules/playwright-core"),
-            "npm ci in tests/browser",
-        );
+        require_chromium();
         require(
             &sdk_bundle(),
             "the SDK bundle (npm run bundle in clients/js)",

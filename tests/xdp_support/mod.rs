@@ -156,6 +156,12 @@ impl NsTurnpike {
         Self::start_with_env(lab, config, &[])
     }
 
+    /// Fails, with the server's log, unless it attached the XDP program.
+    pub fn assert_attached(&self) {
+        let log = self.log();
+        assert!(log.contains("XDP fast path attached"), "{log}");
+    }
+
     /// [`NsTurnpike::start`] with `env` (`NAME=value`) set for turnpike alone (through
     /// env(1) inside the namespace, so `ip netns exec` does not get it).
     pub fn start_with_env(lab: &Lab, config: &str, env: &[String]) -> NsTurnpike {

@@ -401,7 +401,10 @@ fn turnpike_command(
     Ok((c, address))
 }
 
-fn coturn_command(kind: Kind, spec: &ServerSpec, dir: &std::path::Path) -> anyhow::Result<Command> {
+/// coturn's command for `kind` with the extra arguments of `coturn-custom`: Debian's
+/// `turnserver`, or the binary and arguments named by `TURNPIKE_BENCH_COTURN_BIN` and
+/// `TURNPIKE_BENCH_COTURN_ARGS`.
+pub fn coturn_program(kind: Kind) -> anyhow::Result<Command> {
     let (program, extra) = if kind == Kind::CoturnCustom {
         let program = std::env::var("TURNPIKE_BENCH_COTURN_BIN")
             .context("coturn-custom needs TURNPIKE_BENCH_COTURN_BIN (a turnserver binary)")?;
@@ -412,6 +415,11 @@ fn coturn_command(kind: Kind, spec: &ServerSpec, dir: &std::path::Path) -> anyho
     };
     let mut c = Command::new(program);
     c.args(extra.split_whitespace());
+    Ok(c)
+}
+
+fn coturn_command(kind: Kind, spec: &ServerSpec, dir: &std::path::Path) -> anyhow::Result<Command> {
+    let mut c = coturn_program(kind)?;
     c.args([
         "-n",
         "--no-cli",

@@ -266,17 +266,7 @@ fn start(kind: Kind, dir: &Path, cert: &Path, key: &Path, relay_lo: u16) -> anyh
             c
         }
         _ => {
-            let (program, extra) = if kind == Kind::CoturnCustom {
-                (
-                    std::env::var("TURNPIKE_BENCH_COTURN_BIN")
-                        .context("coturn-custom needs TURNPIKE_BENCH_COTURN_BIN")?,
-                    std::env::var("TURNPIKE_BENCH_COTURN_ARGS").unwrap_or_default(),
-                )
-            } else {
-                ("turnserver".to_string(), String::new())
-            };
-            let mut c = Command::new(program);
-            c.args(extra.split_whitespace());
+            let mut c = crate::servers::coturn_program(kind)?;
             c.args([
                 "-n",
                 "--no-cli",
