@@ -37,9 +37,11 @@ pub struct LinkArgs {
     flush_timeout: f64,
 
     /// Once every message is acknowledged, keep receiving until the peer closes the link or
-    /// sent nothing for this many seconds (at most `--flush-timeout`): a peer that stops
-    /// writing at the same moment still gets its last lines to us before we close.
-    #[arg(long, value_name = "SECS", default_value = "1")]
+    /// sent no frame for this many seconds (at most `--flush-timeout`): a peer that stops
+    /// writing at the same moment still gets its last lines to us, and a peer whose
+    /// acknowledgements were lost gets them again when it resends (relay resends back off
+    /// to 2 s and more under loss), before we close.
+    #[arg(long, value_name = "SECS", default_value = "3")]
     linger: f64,
 }
 
@@ -54,6 +56,9 @@ pub enum Policy {
 
 /// The longest wait of each step after the flush (stats, close, the printers).
 const STEP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the linger looks whether the peer sent a frame.
+const LINGER_POLL: Duration = Duration::from_millis(50);
 
 fn emit(value: serde_json::Value) {
     let mut out = std::io::stdout().lock();
@@ -199,15 +204,29 @@ async fn run(args: LinkArgs) -> anyhow::Result<()> {
     let flush_started = tokio::time::Instant::now();
     let flushed = tokio::time::timeout(flush_timeout, link.flush()).await;
     if matches!(flushed, Ok(Ok(()))) {
-        // Linger (bounded): until the peer closed, or was quiet for `--linger`.
+        // Linger (bounded): until the peer closed, or sent nothing for `--linger`. Any frame
+        // counts, a resent one too: a peer resending what we acknowledged lost our ACK, and
+        // needs us here to answer its resend.
         let give_up = flush_started + flush_timeout;
+        let mut frames_seen = None;
+        let mut heard = *last_heard.borrow();
         loop {
-            let quiet_until = *last_heard.borrow() + linger;
+            let frames = tokio::time::timeout(STEP_TIMEOUT, link.stats())
+                .await
+                .ok()
+                .flatten()
+                .map(|s| s.received_frames);
             let now = tokio::time::Instant::now();
+            if frames != frames_seen {
+                frames_seen = frames;
+                heard = now;
+            }
+            heard = heard.max(*last_heard.borrow());
+            let quiet_until = heard + linger;
             if printer.is_finished() || now >= quiet_until || now >= give_up {
                 break;
             }
-            tokio::time::sleep_until(quiet_until.min(give_up)).await;
+            tokio::time::sleep_until(quiet_until.min(give_up).min(now + LINGER_POLL)).await;
         }
     }
     let outcome = match flushed {

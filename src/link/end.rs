@@ -202,6 +202,7 @@ impl Link {
         if self.remote != Some(frame.src_epoch) {
             self.adopt(frame.src_epoch);
         }
+        self.stats.received_frames += 1;
         match frame.kind {
             FrameKind::Data => self.on_data(now, path, &frame),
             FrameKind::Ack if frame.dst_epoch == self.epoch => self.on_ack(now, frame.number),

@@ -324,9 +324,25 @@ fn our_own_frames_sent_back_are_never_delivered() {
         "a reflected frame was delivered"
     );
     assert_eq!(pair.ends[0].stats().reflected_frames, 1);
+    assert_eq!(pair.ends[0].stats().received_frames, 0, "not the peer's");
     // The real peer still gets it.
     while pair.deliver(0, Path::Relay) {}
     assert_eq!(pair.received[1], vec![b"mine".to_vec()]);
+}
+
+#[test]
+fn a_resent_frame_is_heard_though_not_delivered_again() {
+    let mut pair = Pair::new();
+    pair.advance(Duration::from_secs(10)); // both on the relay
+    pair.ends[0].send(pair.now, b"once".to_vec(), true).unwrap();
+    pair.pump();
+    let frame = pair.wire[0][1].front().cloned().expect("a relay frame");
+    let before = pair.ends[1].stats().received_frames;
+    pair.ends[1].handle_frame(pair.now, Path::Relay, &frame);
+    pair.ends[1].handle_frame(pair.now, Path::Relay, &frame);
+    pair.pump();
+    assert_eq!(pair.ends[1].stats().received_frames, before + 2);
+    assert_eq!(pair.received[1], vec![b"once".to_vec()]);
 }
 
 #[test]

@@ -160,6 +160,9 @@ pub struct Stats {
     pub malformed_frames: u64,
     /// Frames carrying our own epoch as their source (our own frames sent back), dropped.
     pub reflected_frames: u64,
+    /// Well-formed frames from the peer's current incarnation, duplicates and resends
+    /// included: a peer that is still resending is still heard (`turnpike link --linger`).
+    pub received_frames: u64,
     /// Messages not yet acknowledged.
     pub unacked_messages: usize,
     /// Bytes held by the unacked buffer.
