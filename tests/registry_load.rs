@@ -1,7 +1,8 @@
 //! Load on loopback: 1,000 peers connected at once (10 projects of 100), one of them flooding.
 //! The flood is rate-limited and every flooded message is either delivered or answered; every
-//! other peer's message arrives; and the server's memory returns to its baseline once all
-//! have left. No timing is asserted, only counts and memory.
+//! other peer's message arrives; the server holds no connection and no peer once all have
+//! left, and a second round costs no more memory than the first (nothing a round held stays).
+//! No timing is asserted, only counts and memory.
 
 mod common;
 mod registry_support;
@@ -247,42 +248,43 @@ async fn settled_rss(registry: &TestRegistry) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_peers_a_flood_and_memory_back_to_baseline() {
+async fn a_thousand_peers_a_flood_and_no_memory_kept_from_round_to_round() {
     raise_fd_limit();
     let registry = TestRegistry::start(
         "max_connections = 2000\nmax_connections_per_ip = 2000\nmessages_per_sec = 20",
     );
 
-    // Baseline: after a warm-up round that does all the measured round does (1,000 peers join,
-    // one floods, all leave), so that runtime threads, the allocator's arenas, the tables sized
-    // for the peak and what the flood's queues took exist (they stay, whatever the connections
-    // cost): what must come back is what the round itself held. A leak grows with every round.
+    // A warm-up round (1,000 peers join, one floods, all leave), so that runtime threads, the
+    // allocator's arenas and the tables sized for the peak exist; then two measured rounds.
+    // What a round leaks stays allocated through the next one, so the next round's peak is
+    // higher by it. What the allocator merely keeps after a round (freed, still resident: it
+    // happened in a CI run, 2.6 of 2.9 MiB once, and returned the round after) is reused by
+    // the next round and raises nothing: RSS after a round is a figure, not a verdict.
     join_flood_leave(&registry).await;
     let baseline = settled_rss(&registry).await;
-    let connected = join_flood_leave(&registry).await;
-    eprintln!("RSS: baseline {baseline} KiB, with 1,000 peers {connected} KiB");
-    let mut after = settled_rss(&registry).await;
+    let mut peaks = Vec::new();
+    for round in 1..=2 {
+        let peak = join_flood_leave(&registry).await;
+        let after = settled_rss(&registry).await;
+        eprintln!(
+            "round {round}: RSS baseline {baseline} KiB, with 1,000 peers {peak} KiB, after all left {after} KiB"
+        );
+        peaks.push(peak);
+    }
     // The measurement means something only if 1,000 peers cost memory (about 3 MiB above the
-    // warmed baseline); then at most a quarter of what they cost (and at least 1.5 MiB of
-    // slack: 0.04-0.7 MiB stayed in runs on a loaded machine, and 2.2 MiB once when the
-    // warm-up had no flood) may stay.
-    let growth = connected.saturating_sub(baseline);
+    // warmed baseline); then the second round's peak may exceed the first's by at most a
+    // quarter of that (at least 1.5 MiB: the rounds' peaks differ by up to 0.5 MiB).
+    let growth = peaks[0].saturating_sub(baseline);
     assert!(
         growth >= 1024,
         "1,000 peers cost only {growth} KiB: nothing to measure"
     );
     let tolerance = (growth / 4).max(1536);
-    for _ in 0..50 {
-        if after <= baseline + tolerance {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        after = registry.rss_kib();
-    }
-    eprintln!("RSS after all left: {after} KiB (baseline {baseline}, tolerance {tolerance})");
     assert!(
-        after <= baseline + tolerance,
-        "RSS {after} KiB did not return to the baseline {baseline} KiB (+{tolerance})"
+        peaks[1] <= peaks[0] + tolerance,
+        "the second round of 1,000 peers peaked at {} KiB, above the first's {} KiB (+{tolerance}): what a round held was not released",
+        peaks[1],
+        peaks[0]
     );
     // The server still serves, and the projects are empty.
     let (_late, peers) = registry.client("late", "project-0").await;
