@@ -15,6 +15,9 @@ const LABEL = "turnpike.link.v1";
 const HIGH_WATER = 1048576;
 const LOW_WATER = 262144;
 const MAX_QUEUED_CANDIDATES = 256;
+// Signaling messages waiting for the ones before them to be applied (a peer that floods
+// offers or candidates is refused past this, not queued without end).
+const MAX_WAITING_SIGNALS = 512;
 
 function randomU32() {
   const a = new Uint32Array(1);
@@ -55,6 +58,8 @@ export class Link extends Emitter {
     this._timer = null;
     this._driving = false;
     this._remoteSigEpoch = 0;
+    this._signalChain = Promise.resolve();
+    this._waitingSignals = 0;
     this._candidateTypes = { local: null, remote: null };
     this._closed = false;
     this._checkRelay();
@@ -178,7 +183,26 @@ export class Link extends Emitter {
     this.session._signal(type, this.peerId, { link: 1, epoch: this.epoch, ...body });
   }
 
-  async _onSignal(type, payload) {
+  /**
+   * Applies the peer's signaling messages one after the other: every state check below must
+   * see the state the previous message left. (Two answers to one offer, the peer answering
+   * an offer we sent again when it joined, both passed the "have-local-offer" check while the
+   * first was still being applied, and the second failed in state "stable".)
+   */
+  _onSignal(type, payload) {
+    if (this._closed) return;
+    if (this._waitingSignals >= MAX_WAITING_SIGNALS) {
+      this._localError("negotiation_failed", `more than ${MAX_WAITING_SIGNALS} signaling messages waiting: ${type} dropped`);
+      return;
+    }
+    this._waitingSignals++;
+    this._signalChain = this._signalChain
+      .then(() => this._applySignal(type, payload))
+      .catch((e) => this._localError("negotiation_failed", e))
+      .finally(() => this._waitingSignals--);
+  }
+
+  async _applySignal(type, payload) {
     if (this._closed) return;
     const epoch = payload.epoch;
     if (!Number.isInteger(epoch) || epoch <= 0) return;
