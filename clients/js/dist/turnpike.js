@@ -3295,7 +3295,8 @@ var LABEL = "turnpike.link.v1";
 var HIGH_WATER = 1048576;
 var LOW_WATER = 262144;
 var MAX_QUEUED_CANDIDATES = 256;
-var MAX_WAITING_SIGNALS = 512;
+var MAX_WAITING_SIGNAL_BYTES = 1048576;
+var WAITING_SIGNAL_OVERHEAD = 256;
 function randomU32() {
   const a = new Uint32Array(1);
   do
@@ -3334,7 +3335,7 @@ var Link = class extends Emitter {
     this._driving = false;
     this._remoteSigEpoch = 0;
     this._signalChain = Promise.resolve();
-    this._waitingSignals = 0;
+    this._waitingSignalBytes = 0;
     this._candidateTypes = { local: null, remote: null };
     this._closed = false;
     this._checkRelay();
@@ -3451,14 +3452,15 @@ var Link = class extends Emitter {
    * an offer we sent again when it joined, both passed the "have-local-offer" check while the
    * first was still being applied, and the second failed in state "stable".)
    */
-  _onSignal(type, payload) {
+  _onSignal(type, payload, size) {
     if (this._closed) return;
-    if (this._waitingSignals >= MAX_WAITING_SIGNALS) {
-      this._localError("negotiation_failed", `more than ${MAX_WAITING_SIGNALS} signaling messages waiting: ${type} dropped`);
+    const cost = size + WAITING_SIGNAL_OVERHEAD;
+    if (this._waitingSignalBytes + cost > MAX_WAITING_SIGNAL_BYTES) {
+      this._localError("negotiation_failed", `${type} dropped: ${MAX_WAITING_SIGNAL_BYTES} bytes of signaling already waiting`);
       return;
     }
-    this._waitingSignals++;
-    this._signalChain = this._signalChain.then(() => this._applySignal(type, payload)).catch((e) => this._localError("negotiation_failed", e)).finally(() => this._waitingSignals--);
+    this._waitingSignalBytes += cost;
+    this._signalChain = this._signalChain.then(() => this._applySignal(type, payload)).catch((e) => this._localError("negotiation_failed", e)).finally(() => this._waitingSignalBytes -= cost);
   }
   async _applySignal(type, payload) {
     if (this._closed) return;
@@ -3857,7 +3859,7 @@ var Session = class extends Emitter {
             ws.close(1e3);
             return;
           }
-          this._onMessage(msg);
+          this._onMessage(msg, e.data.length);
         } else {
           this._onBinary(new Uint8Array(e.data));
         }
@@ -3951,7 +3953,8 @@ var Session = class extends Emitter {
     this._peers.set(p.peer_id, { peerId: p.peer_id, publicKey: p.public_key, key, attestation: p.attestation });
     this._departed.delete(p.peer_id);
   }
-  _onMessage(msg) {
+  /** A registry message; `size` is the length of its JSON text. */
+  _onMessage(msg, size = 0) {
     switch (msg.type) {
       case "welcome": {
         this.peerId = msg.peer_id;
@@ -4006,16 +4009,16 @@ var Session = class extends Emitter {
         this.emit("relay-usage", { bytesPerSec: msg.bytes_per_sec, windowSecs: msg.window_secs, threshold: msg.threshold });
         return;
       default:
-        if (SIGNAL_TYPES.has(msg.type) && typeof msg.from_peer_id === "string") this._onSignal(msg);
+        if (SIGNAL_TYPES.has(msg.type) && typeof msg.from_peer_id === "string") this._onSignal(msg, size);
     }
   }
-  _onSignal(msg) {
+  _onSignal(msg, size) {
     const payload = msg.payload;
     if (!payload || typeof payload !== "object" || payload.link !== 1) {
       this.emit("signal", { type: msg.type, from: msg.from_peer_id, payload });
       return;
     }
-    this._incoming(msg.from_peer_id)?._onSignal(msg.type, payload);
+    this._incoming(msg.from_peer_id)?._onSignal(msg.type, payload, size);
   }
   /** The link for a peer that reached us first (the `link` event), or the existing one. */
   _incoming(peerId) {

@@ -15,9 +15,11 @@ const LABEL = "turnpike.link.v1";
 const HIGH_WATER = 1048576;
 const LOW_WATER = 262144;
 const MAX_QUEUED_CANDIDATES = 256;
-// Signaling messages waiting for the ones before them to be applied (a peer that floods
-// offers or candidates is refused past this, not queued without end).
-const MAX_WAITING_SIGNALS = 512;
+// Signaling messages waiting for the ones before them to be applied, counted as the length of
+// their JSON text plus a fixed cost each (the parsed object, its closure and promise): a peer
+// that floods offers or candidates is refused past this, not queued without end.
+export const MAX_WAITING_SIGNAL_BYTES = 1048576;
+export const WAITING_SIGNAL_OVERHEAD = 256;
 
 function randomU32() {
   const a = new Uint32Array(1);
@@ -59,7 +61,7 @@ export class Link extends Emitter {
     this._driving = false;
     this._remoteSigEpoch = 0;
     this._signalChain = Promise.resolve();
-    this._waitingSignals = 0;
+    this._waitingSignalBytes = 0;
     this._candidateTypes = { local: null, remote: null };
     this._closed = false;
     this._checkRelay();
@@ -189,17 +191,18 @@ export class Link extends Emitter {
    * an offer we sent again when it joined, both passed the "have-local-offer" check while the
    * first was still being applied, and the second failed in state "stable".)
    */
-  _onSignal(type, payload) {
+  _onSignal(type, payload, size) {
     if (this._closed) return;
-    if (this._waitingSignals >= MAX_WAITING_SIGNALS) {
-      this._localError("negotiation_failed", `more than ${MAX_WAITING_SIGNALS} signaling messages waiting: ${type} dropped`);
+    const cost = size + WAITING_SIGNAL_OVERHEAD;
+    if (this._waitingSignalBytes + cost > MAX_WAITING_SIGNAL_BYTES) {
+      this._localError("negotiation_failed", `${type} dropped: ${MAX_WAITING_SIGNAL_BYTES} bytes of signaling already waiting`);
       return;
     }
-    this._waitingSignals++;
+    this._waitingSignalBytes += cost;
     this._signalChain = this._signalChain
       .then(() => this._applySignal(type, payload))
       .catch((e) => this._localError("negotiation_failed", e))
-      .finally(() => this._waitingSignals--);
+      .finally(() => (this._waitingSignalBytes -= cost));
   }
 
   async _applySignal(type, payload) {

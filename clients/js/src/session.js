@@ -229,7 +229,7 @@ export class Session extends Emitter {
             ws.close(1000);
             return;
           }
-          this._onMessage(msg);
+          this._onMessage(msg, e.data.length);
         } else {
           this._onBinary(new Uint8Array(e.data));
         }
@@ -335,7 +335,8 @@ export class Session extends Emitter {
     this._departed.delete(p.peer_id);
   }
 
-  _onMessage(msg) {
+  /** A registry message; `size` is the length of its JSON text. */
+  _onMessage(msg, size = 0) {
     switch (msg.type) {
       case "welcome": {
         this.peerId = msg.peer_id;
@@ -390,17 +391,17 @@ export class Session extends Emitter {
         this.emit("relay-usage", { bytesPerSec: msg.bytes_per_sec, windowSecs: msg.window_secs, threshold: msg.threshold });
         return;
       default:
-        if (SIGNAL_TYPES.has(msg.type) && typeof msg.from_peer_id === "string") this._onSignal(msg);
+        if (SIGNAL_TYPES.has(msg.type) && typeof msg.from_peer_id === "string") this._onSignal(msg, size);
     }
   }
 
-  _onSignal(msg) {
+  _onSignal(msg, size) {
     const payload = msg.payload;
     if (!payload || typeof payload !== "object" || payload.link !== 1) {
       this.emit("signal", { type: msg.type, from: msg.from_peer_id, payload });
       return;
     }
-    this._incoming(msg.from_peer_id)?._onSignal(msg.type, payload);
+    this._incoming(msg.from_peer_id)?._onSignal(msg.type, payload, size);
   }
 
   /** The link for a peer that reached us first (the `link` event), or the existing one. */

@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { Link } from "../src/link.js";
+import { Link, MAX_WAITING_SIGNAL_BYTES, WAITING_SIGNAL_OVERHEAD } from "../src/link.js";
 
 class QueuedPeerConnection {
   constructor() {
@@ -106,14 +106,21 @@ async function offeringLink() {
   return { session, link, errors };
 }
 
+// As the session hands a registry message to its link: with the length of its JSON text.
+function deliver(link, type, payload) {
+  const size = JSON.stringify({ type, from_peer_id: "rust", payload }).length;
+  link._onSignal(type, payload, size);
+  return size;
+}
+
 const answer = (epoch) => ({ link: 1, epoch, description: { type: "answer", sdp: "v=0 answer" } });
 const candidate = (epoch, n) => ({ link: 1, epoch, candidate: { candidate: `candidate:${n} 1 udp 1 127.0.0.1 ${9000 + n} typ host` } });
 
 test("two answers to one offer arriving back to back: the first applies, the second is dropped without an error", async () => {
   const { link, errors } = await offeringLink();
   // As when the peer answered our offer and then the copy we sent again when it joined.
-  link._onSignal("webrtc_answer", answer(7));
-  link._onSignal("webrtc_answer", answer(7));
+  deliver(link, "webrtc_answer", answer(7));
+  deliver(link, "webrtc_answer", answer(7));
   await settled(link);
   assert.equal(link.pc.signalingState, "stable");
   assert.deepEqual(errors.map((e) => e.message), []);
@@ -122,10 +129,10 @@ test("two answers to one offer arriving back to back: the first applies, the sec
 
 test("candidates that arrive with the answer are added after it, all of them, in order", async () => {
   const { link, errors } = await offeringLink();
-  link._onSignal("webrtc_ice_candidate", candidate(7, 1));
-  link._onSignal("webrtc_answer", answer(7));
-  link._onSignal("webrtc_ice_candidate", candidate(7, 2));
-  link._onSignal("webrtc_ice_candidate", candidate(7, 3));
+  deliver(link, "webrtc_ice_candidate", candidate(7, 1));
+  deliver(link, "webrtc_answer", answer(7));
+  deliver(link, "webrtc_ice_candidate", candidate(7, 2));
+  deliver(link, "webrtc_ice_candidate", candidate(7, 3));
   await settled(link);
   assert.deepEqual(
     link.pc.candidates.map((c) => c.candidate.split(" ")[0]),
@@ -135,14 +142,27 @@ test("candidates that arrive with the answer are added after it, all of them, in
   link.close();
 });
 
-test("a flood of signaling messages is bounded: past 512 waiting, each is refused with an error", async () => {
+test("a flood of signaling messages is bounded in bytes: past the budget, each is refused with an error", async () => {
   const { link, errors } = await offeringLink();
-  link._onSignal("webrtc_answer", answer(7));
-  for (let n = 0; n < 600; n++) link._onSignal("webrtc_ice_candidate", candidate(7, n));
-  assert.equal(link._waitingSignals, 512);
-  assert.equal(errors.length, 89);
-  assert.ok(errors.every((e) => e.code === "negotiation_failed" && /512 signaling messages waiting/.test(e.message)));
-  await until("the queue drained", () => link._waitingSignals === 0);
-  assert.equal(link.pc.candidates.length, 511);
+  let waiting = deliver(link, "webrtc_answer", answer(7)) + WAITING_SIGNAL_OVERHEAD;
+  // Candidates carrying 16 KB of padding each, as a hostile peer may send.
+  let accepted = 0;
+  for (let n = 0; n < 100; n++) {
+    const cost = deliver(link, "webrtc_ice_candidate", { ...candidate(7, n), pad: "x".repeat(16000) }) + WAITING_SIGNAL_OVERHEAD;
+    if (waiting + cost <= MAX_WAITING_SIGNAL_BYTES) {
+      waiting += cost;
+      accepted++;
+    }
+  }
+  assert.ok(accepted > 50 && accepted < 100, `${accepted} accepted`);
+  assert.equal(errors.length, 100 - accepted);
+  assert.ok(errors.every((e) => e.code === "negotiation_failed" && /bytes of signaling already waiting/.test(e.message)));
+  await settled(link);
+  assert.equal(link.pc.candidates.length, accepted);
+  // Once applied, the budget is free again.
+  deliver(link, "webrtc_ice_candidate", candidate(7, 1000));
+  await settled(link);
+  assert.equal(link.pc.candidates.length, accepted + 1);
+  assert.equal(errors.length, 100 - accepted);
   link.close();
 });
